@@ -1,0 +1,14 @@
+"""EventStream: durable event processing on Redis Streams.
+
+Users import from here only::
+
+    from eventstream import EventStream, Event, PermanentError, Retry
+"""
+
+__version__ = "0.1.0"
+
+from eventstream.app import EventStream
+from eventstream.errors import EventStreamError, PermanentError, Retry
+from eventstream.event import Event
+
+__all__ = ["Event", "EventStream", "EventStreamError", "PermanentError", "Retry", "__version__"]

@@ -1,0 +1,57 @@
+"""What every route needs: the services built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from fastapi import Request
+from starlette.responses import Response
+
+from eventstream.broker import Broker
+from eventstream.errors import PayloadTooLarge, ValidationError
+from eventstream.settings import Settings
+from eventstream.store import SqlStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    broker: Broker
+    store: SqlStore
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(content),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ValidationError("Content-Length header is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise ValidationError("request body is empty: send a JSON object")
+    return body

@@ -1,0 +1,83 @@
+"""The dead-letter queue over HTTP: browse, replay, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from eventstream import dlq
+from eventstream.api import schemas
+from eventstream.api.deps import json, services
+from eventstream.broker import DeadEntry
+from eventstream.errors import NotFound
+from eventstream.event import decode_envelope, ms_to_iso
+from eventstream.ingest import TYPE_PATTERN
+
+router = APIRouter(tags=["dead-letter queue"])
+
+CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: schemas.problem_response("No such event in the DLQ")}
+
+
+def _item(d: DeadEntry) -> dict[str, Any]:
+    env = decode_envelope(d.envelope)
+    return {
+        "id": d.event_id,
+        "type": d.type,
+        "payload": env.payload,
+        "status": "dead",
+        "reason": d.reason,
+        "traceback": d.traceback,
+        "attempts": d.attempts,
+        "source": env.source,
+        "severity": env.severity,
+        "timestamp": env.timestamp,
+        "receivedAt": ms_to_iso(env.receivedAt),
+        "firstFailedAt": ms_to_iso(d.first_failure_ms),
+        "failedAt": ms_to_iso(d.last_failure_ms),
+    }
+
+
+@router.get("/failed-events", summary="Dead events, newest first")
+async def list_failed(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    type: Annotated[str | None, Query(pattern=TYPE_PATTERN)] = None,
+) -> Response:
+    items, nxt = await dlq.page(services(request).broker, limit, cursor, type)
+    return json({"items": [_item(d) for d in items], "nextCursor": nxt})
+
+
+@router.get("/failed-events/{event_id}", summary="One dead event", responses=NOT_FOUND)
+async def get_failed(request: Request, event_id: str) -> Response:
+    dead = await services(request).broker.dead_entry_of(event_id[:64])
+    if dead is None:
+        raise NotFound("dead event", event_id[:64])
+    return json(_item(dead))
+
+
+@router.post("/failed-events/replay", summary="Replay every dead event, or those of one type")
+async def replay_all(
+    request: Request, type: Annotated[str | None, Query(pattern=TYPE_PATTERN)] = None
+) -> Response:
+    count = await dlq.replay_many(services(request).broker, type)
+    return json({"replayed": count}, 202)
+
+
+@router.post(
+    "/failed-events/{event_id}/replay",
+    summary="Send one dead event back to the queue (same id, attempts afresh)",
+    responses=NOT_FOUND,
+)
+async def replay_one(request: Request, event_id: str) -> Response:
+    await dlq.replay_one(services(request).broker, event_id[:64])
+    return json({"replayed": 1, "eventId": event_id}, 202)
+
+
+@router.delete("/failed-events/{event_id}", status_code=204, responses=NOT_FOUND)
+async def delete_failed(request: Request, event_id: str) -> Response:
+    await dlq.delete_one(services(request).broker, event_id[:64])
+    return Response(status_code=204)

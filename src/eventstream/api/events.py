@@ -1,0 +1,186 @@
+"""POST /events, POST /events/batch, GET /events, GET /events/{id}."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from eventstream.api import schemas
+from eventstream.api.deps import json, read_body, services
+from eventstream.errors import NotFound, ValidationError
+from eventstream.event import decode_envelope, ms_to_iso
+from eventstream.ingest import (
+    TYPE_PATTERN,
+    check_idempotency_key,
+    enqueue,
+    now_ms,
+    parse_batch,
+    parse_event,
+    to_envelope,
+)
+from eventstream.store import ProcessedRow
+
+router = APIRouter(tags=["events"])
+
+ACCEPTED = "Event accepted and queued"
+DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    summary="Ingest one event",
+    openapi_extra={
+        **schemas.body("IncomingEvent"),
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                "description": "Makes the post idempotent within the dedupe window.",
+            }
+        ],
+    },
+    responses={
+        202: schemas.json_response("Accepted and queued", "AcceptedBody"),
+        200: schemas.json_response("Duplicate of an event accepted earlier", "AcceptedBody"),
+        413: schemas.problem_response("Body too large"),
+        422: schemas.problem_response("Invalid event"),
+        503: schemas.problem_response("Redis unreachable; retry later"),
+    },
+)
+async def post_event(request: Request) -> Response:
+    svc = services(request)
+    s = svc.settings
+    raw = await read_body(request, s.max_body_bytes)
+    key = check_idempotency_key(request.headers.get("idempotency-key"))
+    event = parse_event(raw, s.max_depth)
+    item = to_envelope(event, key, now_ms())
+    [result] = await enqueue(svc.broker, [item], int(s.dedupe_window * 1000))
+    if result.duplicate:
+        return json({"message": DUPLICATE, "eventId": result.event_id, "duplicate": True}, 200)
+    return json({"message": ACCEPTED, "eventId": result.event_id, "duplicate": False}, 202)
+
+
+@router.post(
+    "/events/batch",
+    summary="Ingest up to max_batch events; each item succeeds or fails on its own",
+    openapi_extra=schemas.body("BatchBody"),
+    responses={
+        200: schemas.json_response("One result per item, in order", "BatchResult"),
+        413: schemas.problem_response("Body or batch too large"),
+        422: schemas.problem_response("Body is not a batch"),
+        503: schemas.problem_response("Redis unreachable; retry later"),
+    },
+)
+async def post_batch(request: Request) -> Response:
+    svc = services(request)
+    s = svc.settings
+    raw = await read_body(request, s.max_body_bytes)
+    items = parse_batch(raw, s.max_batch)
+    results: list[dict[str, Any]] = [{} for _ in items]
+    good: list[tuple[int, tuple[str, bytes, str | None]]] = []
+    now = now_ms()
+    for i, item in enumerate(items):
+        try:
+            good.append((i, to_envelope(parse_event(bytes(item), s.max_depth), None, now)))
+        except ValidationError as exc:
+            results[i] = {"index": i, "status": exc.status, "error": exc.detail}
+    accepted = await enqueue(svc.broker, [g for _, g in good], int(s.dedupe_window * 1000))
+    for (i, _), acc in zip(good, accepted, strict=True):
+        results[i] = {
+            "index": i,
+            "status": 200 if acc.duplicate else 202,
+            "eventId": acc.event_id,
+            "duplicate": acc.duplicate,
+        }
+    dups = sum(1 for a in accepted if a.duplicate)
+    return json(
+        {
+            "accepted": len(accepted) - dups,
+            "duplicates": dups,
+            "rejected": len(items) - len(accepted),
+            "results": results,
+        }
+    )
+
+
+def _row_item(row: ProcessedRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "type": row.type,
+        "payload": msgspec.json.decode(row.payload),
+        "status": "processed",
+        "attempts": row.attempts,
+        "source": row.source,
+        "severity": row.severity,
+        "timestamp": row.timestamp,
+        "idempotencyKey": row.idempotency_key,
+        "replayOf": row.replay_of,
+        "receivedAt": ms_to_iso(row.received_at_ms),
+        "processedAt": ms_to_iso(row.processed_at_ms),
+    }
+
+
+def _ms(value: datetime | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValidationError(f"{name} needs a time zone, e.g. 2026-01-01T00:00:00Z")
+    return int(value.timestamp() * 1000)
+
+
+@router.get("/events", summary="Processed events, newest first")
+async def list_events(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    type: Annotated[str | None, Query(pattern=TYPE_PATTERN)] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+) -> Response:
+    svc = services(request)
+    rows, nxt = await svc.store.list(limit, cursor, type, _ms(since, "since"), _ms(until, "until"))
+    return json({"items": [_row_item(r) for r in rows], "nextCursor": nxt})
+
+
+@router.get(
+    "/events/{event_id}",
+    summary="One event in any state",
+    responses={404: schemas.problem_response("Unknown event")},
+)
+async def get_event(request: Request, event_id: str) -> Response:
+    svc = services(request)
+    if len(event_id) > 64:
+        raise NotFound("event", event_id[:64])
+    located = await svc.broker.locate(event_id)
+    if located is None:
+        row = await svc.store.get(event_id)
+        if row is None:
+            raise NotFound("event", event_id)
+        return json(_row_item(row))
+    env = decode_envelope(located.envelope)
+    item: dict[str, Any] = {
+        "id": env.id,
+        "type": env.type,
+        "payload": env.payload,
+        "status": located.status,
+        "attempts": located.attempts,
+        "source": env.source,
+        "severity": env.severity,
+        "timestamp": env.timestamp,
+        "idempotencyKey": env.idempotencyKey,
+        "replayOf": env.replayOf,
+        "receivedAt": ms_to_iso(env.receivedAt),
+    }
+    if located.next_attempt_ms is not None:
+        item["nextAttemptAt"] = ms_to_iso(located.next_attempt_ms)
+    if located.dead is not None:
+        item["reason"] = located.dead.reason
+        item["failedAt"] = ms_to_iso(located.dead.last_failure_ms)
+    return json(item)

@@ -1,0 +1,53 @@
+"""GET /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from eventstream import metrics
+from eventstream.api.deps import json, services
+from eventstream.api.problems import problem
+from eventstream.ingest import now_ms
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", summary="Prometheus text, or a JSON summary with Accept: application/json")
+async def get_metrics(request: Request) -> Response:
+    svc = services(request)
+    worker_ttl_ms = int(max(svc.settings.visibility_timeout, 10) * 1000)
+    snap = await metrics.snapshot(svc.broker, now_ms(), worker_ttl_ms)
+    if "application/json" in request.headers.get("accept", ""):
+        return json(metrics.summary(snap))
+    return Response(metrics.render_prometheus(snap), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> Response:
+    return json({"status": "ok"})
+
+
+@router.get("/readyz", summary="Redis and the store answer")
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            await svc.broker.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"{type(exc).__name__}"
+    try:
+        async with asyncio.timeout(2):
+            await svc.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"{type(exc).__name__}"
+    if all(v == "ok" for v in checks.values()):
+        return json({"status": "ready", "checks": checks})
+    failing = ", ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")
+    return problem(503, f"not ready ({failing})", headers={"Retry-After": "1"}, checks=checks)

@@ -1,0 +1,102 @@
+"""EventStream: the registry of handlers and their retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eventstream.errors import ConfigError
+from eventstream.event import Event
+
+HandlerFunc = Callable[[Event], Awaitable[None]] | Callable[[Event], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+WILDCARD = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A handler and its policy. ``None`` fields take the configured defaults."""
+
+    event_type: str
+    func: HandlerFunc
+    is_async: bool
+    max_attempts: int | None = None
+    retry_delay: float | None = None
+    timeout: float | None = None
+
+
+class EventStream:
+    """The application: which handler runs for which event type.
+
+    ``@app.handler("PAYMENT")`` registers a handler; ``@app.handler("*")`` one for
+    every type that has no handler of its own. An event whose type has no handler
+    (and no ``"*"``) goes to the dead-letter queue with a reason saying so.
+    """
+
+    def __init__(self, name: str = "eventstream") -> None:
+        self.name = name
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(
+        self,
+        event_type: str,
+        *,
+        max_attempts: int | None = None,
+        retry_delay: float | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]:
+        if max_attempts is not None and max_attempts < 1:
+            raise ConfigError(f"max_attempts of {event_type!r} must be at least 1")
+        if retry_delay is not None and retry_delay < 0:
+            raise ConfigError(f"retry_delay of {event_type!r} must not be negative")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout of {event_type!r} must be positive")
+
+        def register(func: F) -> F:
+            if event_type in self._handlers:
+                raise ConfigError(f"a handler for {event_type!r} is already registered")
+            is_async = inspect.iscoroutinefunction(func) or asyncio.iscoroutinefunction(func)
+            self._handlers[event_type] = Handler(
+                event_type, func, is_async, max_attempts, retry_delay, timeout
+            )
+            return func
+
+        return register
+
+    def handler_for(self, event_type: str) -> Handler | None:
+        return self._handlers.get(event_type) or self._handlers.get(WILDCARD)
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+def default_app() -> EventStream:
+    """The app used when no module is given: every event is recorded as processed."""
+    app = EventStream("default")
+
+    @app.handler(WILDCARD)
+    async def record(event: Event) -> None:
+        return None
+
+    return app
+
+
+def load_app(spec: str | None) -> EventStream:
+    """Import ``module:attribute`` (attribute defaults to ``app``)."""
+    if not spec:
+        return default_app()
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attr or "app", None)
+    if not isinstance(app, EventStream):
+        raise ConfigError(f"{spec!r} is not an EventStream instance (got {type(app).__name__})")
+    return app

@@ -1,0 +1,272 @@
+"""Broker: the Redis side of EventStream — reads, and the atomic scripts for writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from eventstream.broker.keys import GROUP, Keys
+from eventstream.broker.scripts import Scripts
+
+log = structlog.get_logger("eventstream.broker")
+
+
+def connect(url: str, **kwargs: Any) -> Redis:
+    """A redis-py asyncio client (hiredis parser when installed) that decodes to str."""
+    kwargs.setdefault("health_check_interval", 15)
+    kwargs.setdefault("socket_keepalive", True)
+    kwargs.setdefault("socket_connect_timeout", 5)
+    return Redis.from_url(url, decode_responses=True, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEntry:
+    """One stream entry as read by a worker."""
+
+    entry: str
+    event_id: str
+    attempts: int  # attempts already made before this delivery
+    first_failure_ms: int | None
+    envelope: str
+
+    @classmethod
+    def from_fields(cls, entry: str, fields: dict[str, str]) -> StreamEntry:
+        first = fields.get("f") or ""
+        return cls(
+            entry=entry,
+            event_id=fields.get("id", ""),
+            attempts=int(fields.get("a") or 0),
+            first_failure_ms=int(first) if first else None,
+            envelope=fields.get("e", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEntry:
+    """One DLQ entry."""
+
+    dlq_entry: str
+    event_id: str
+    type: str
+    envelope: str
+    attempts: int
+    reason: str
+    traceback: str
+    first_failure_ms: int
+    last_failure_ms: int
+
+    @classmethod
+    def from_fields(cls, entry: str, f: dict[str, str]) -> DeadEntry:
+        return cls(
+            dlq_entry=entry,
+            event_id=f.get("id", ""),
+            type=f.get("t", ""),
+            envelope=f.get("e", ""),
+            attempts=int(f.get("a") or 0),
+            reason=f.get("reason", ""),
+            traceback=f.get("tb", ""),
+            first_failure_ms=int(f.get("ff") or 0),
+            last_failure_ms=int(f.get("lf") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a live (not yet processed) event is in Redis."""
+
+    status: str  # queued | processing | retrying | dead
+    envelope: str
+    attempts: int
+    next_attempt_ms: int | None = None
+    dead: DeadEntry | None = None
+
+
+class Broker:
+    """Redis operations for one deployment prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.scripts = Scripts(redis, keys)
+
+    @property
+    def _r(self) -> Any:
+        # The client decodes replies to str (decode_responses=True), which redis-py's
+        # annotations cannot express; reads go through this untyped view.
+        return self.redis
+
+    async def ensure_group(self) -> None:
+        """Create the stream and its consumer group if missing (idempotent)."""
+        try:
+            await self._r.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        try:
+            reply = await self._r.xreadgroup(
+                GROUP, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        if not reply:
+            return []
+        # decode_responses: [[stream, [(entry, {field: value}), ...]]]
+        _, entries = reply[0]
+        return [StreamEntry.from_fields(e, f) for e, f in entries if f]
+
+    # ---- counters and gauges -------------------------------------------------------
+
+    async def counters(self) -> dict[str, int]:
+        raw = await self._r.hgetall(self.keys.counters)
+        return {k: int(v) for k, v in raw.items()}
+
+    async def histograms(self) -> dict[str, int]:
+        raw = await self._r.hgetall(self.keys.hist)
+        return {k: int(v) for k, v in raw.items()}
+
+    async def gauges(self, now_ms: int, worker_ttl_ms: int) -> dict[str, int]:
+        k = self.keys
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xlen(k.stream)
+            pipe.zcard(k.retry)
+            pipe.xlen(k.dlq)
+            pipe.zcount(k.workers, now_ms - worker_ttl_ms, "+inf")
+            pipe.zcount(k.retry, "-inf", now_ms)
+            length, scheduled, dlq, workers, overdue = await pipe.execute()
+        pending, lag = 0, 0
+        try:
+            for group in await self._r.xinfo_groups(k.stream):
+                if group["name"] == GROUP:
+                    pending = int(group["pending"])
+                    lag_value = group.get("lag")
+                    lag = int(lag_value) if lag_value is not None else max(length - pending, 0)
+        except ResponseError:  # no stream yet
+            pass
+        return {
+            "queued": max(int(length) - pending, 0),
+            "pending": pending,
+            "scheduled": int(scheduled),
+            "dlq": int(dlq),
+            "workers": int(workers),
+            "lag": lag,
+            "overdue_retries": int(overdue),
+        }
+
+    async def heartbeat(self, consumer: str, now_ms: int) -> None:
+        await self._r.zadd(self.keys.workers, {consumer: now_ms})
+
+    async def leave(self, consumer: str) -> None:
+        """A worker that stops cleanly removes its heartbeat (and its consumer if idle)."""
+        await self._r.zrem(self.keys.workers, consumer)
+        try:
+            pending = await self._r.xpending_range(
+                self.keys.stream, GROUP, min="-", max="+", count=1, consumername=consumer
+            )
+            if not pending:
+                await self._r.xgroup_delconsumer(self.keys.stream, GROUP, consumer)
+        except ResponseError:
+            pass
+
+    # ---- where is an event ---------------------------------------------------------
+
+    async def locate(self, event_id: str) -> Located | None:
+        """Find a live event; None when Redis holds nothing for it (processed or unknown)."""
+        k = self.keys
+        for _ in range(5):  # the event may move while we look; look again
+            status = await self._r.hget(k.status, event_id)
+            if status is None:
+                return None
+            kind, _, ref = status.partition(":")
+            if kind == "q":
+                found = await self._r.xrange(k.stream, ref, ref)
+                if not found:
+                    continue
+                entry = StreamEntry.from_fields(ref, found[0][1])
+                owned = await self._r.xpending_range(k.stream, GROUP, ref, ref, 1)
+                if owned:
+                    return Located("processing", entry.envelope, entry.attempts + 1)
+                return Located("queued", entry.envelope, entry.attempts)
+            if kind == "r":
+                async with self._r.pipeline(transaction=True) as pipe:
+                    pipe.hget(k.retry_body, event_id)
+                    pipe.zscore(k.retry, event_id)
+                    body, due = await pipe.execute()
+                if body is None:
+                    continue
+                attempts = int(ref.split(":", 1)[0] or 0)
+                return Located("retrying", body, attempts, next_attempt_ms=int(due or 0))
+            if kind == "d":
+                dead = await self.dead_entry(ref)
+                if dead is None:
+                    continue
+                return Located("dead", dead.envelope, dead.attempts, dead=dead)
+        return None
+
+    # ---- DLQ -----------------------------------------------------------------------
+
+    async def dead_entry(self, dlq_entry: str) -> DeadEntry | None:
+        found = await self._r.xrange(self.keys.dlq, dlq_entry, dlq_entry)
+        return DeadEntry.from_fields(found[0][0], found[0][1]) if found else None
+
+    async def dead_entry_of(self, event_id: str) -> DeadEntry | None:
+        status = await self._r.hget(self.keys.status, event_id)
+        if not status or not status.startswith("d:"):
+            return None
+        return await self.dead_entry(status[2:])
+
+    async def list_dead(
+        self, before: str | None, count: int, type_: str | None = None
+    ) -> tuple[list[DeadEntry], str | None]:
+        """Newest first. ``before`` is an exclusive DLQ entry id (the cursor)."""
+        out: list[DeadEntry] = []
+        high = f"({before}" if before else "+"
+        while len(out) < count:
+            chunk = await self._r.xrevrange(self.keys.dlq, max=high, min="-", count=max(count, 100))
+            if not chunk:
+                return out, None
+            for entry, fields in chunk:
+                high = f"({entry}"
+                if type_ is None or fields.get("t") == type_:
+                    out.append(DeadEntry.from_fields(entry, fields))
+                    if len(out) == count:
+                        break
+        return out, out[-1].dlq_entry if out else None
+
+    async def scan_dead(self, after: str, count: int) -> list[DeadEntry]:
+        """Oldest first, strictly after the DLQ entry id ``after`` ("-" to start)."""
+        low = "-" if after == "-" else f"({after}"
+        chunk = await self._r.xrange(self.keys.dlq, min=low, max="+", count=count)
+        return [DeadEntry.from_fields(e, f) for e, f in chunk]
+
+    # ---- server checks -------------------------------------------------------------
+
+    async def safety_warnings(self) -> list[str]:
+        """Reasons this Redis could lose accepted events (empty when it looks safe)."""
+        try:
+            policy = (await self._r.config_get("maxmemory-policy")).get("maxmemory-policy")
+            aof = (await self._r.config_get("appendonly")).get("appendonly")
+            save = (await self._r.config_get("save")).get("save")
+        except ResponseError:
+            return [
+                "cannot read the server's config (CONFIG is disabled): check by hand that "
+                "maxmemory-policy is noeviction and appendonly is yes"
+            ]
+        warnings = []
+        if policy != "noeviction":
+            warnings.append(
+                f"maxmemory-policy is {policy!r}: Redis may evict queued events under memory "
+                "pressure; set it to 'noeviction'"
+            )
+        if aof != "yes":
+            lost = "everything" if not save else "events since the last snapshot"
+            warnings.append(f"appendonly is {aof!r}: a Redis restart loses {lost}; set appendonly yes")
+        return warnings

@@ -1,0 +1,37 @@
+-- dead_letter: move events that will not be tried again from the stream to the DLQ.
+--
+-- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
+-- ARGV[1] group    ARGV[2] consumer
+-- ARGV[3] n        ARGV[4+9i..] for event i: stream entry id, event id, type, envelope,
+--                  attempts, reason, traceback, first failure (ms), last failure (ms)
+-- Fencing as in complete.lua: only entries still pending for this consumer move.
+-- Returns          a list of n flags: 1 dead-lettered, 0 rejected.
+-- Counters         failed and dead_lettered (+1 each per moved event),
+--                  rejected_completions (+1 per rejected)
+local group, consumer = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+local out = {}
+local moved, rejected = 0, 0
+for i = 0, n - 1 do
+  local b = 4 + 9 * i
+  local entry, id = ARGV[b], ARGV[b + 1]
+  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
+  if #owned == 1 then
+    redis.call('XACK', KEYS[1], group, entry)
+    redis.call('XDEL', KEYS[1], entry)
+    local dead = redis.call('XADD', KEYS[4], '*', 'id', id, 't', ARGV[b + 2], 'e', ARGV[b + 3],
+      'a', ARGV[b + 4], 'reason', ARGV[b + 5], 'tb', ARGV[b + 6], 'ff', ARGV[b + 7], 'lf', ARGV[b + 8])
+    redis.call('HSET', KEYS[2], id, 'd:' .. dead)
+    out[#out + 1] = 1
+    moved = moved + 1
+  else
+    out[#out + 1] = 0
+    rejected = rejected + 1
+  end
+end
+if moved > 0 then
+  redis.call('HINCRBY', KEYS[3], 'failed', moved)
+  redis.call('HINCRBY', KEYS[3], 'dead_lettered', moved)
+end
+if rejected > 0 then redis.call('HINCRBY', KEYS[3], 'rejected_completions', rejected) end
+return out

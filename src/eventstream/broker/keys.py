@@ -1,0 +1,85 @@
+"""Every Redis key EventStream uses, built from one hash-tagged prefix.
+
+All keys of a deployment share the hash tag ``{prefix}`` so they live in one
+Redis Cluster slot and every script can touch all of them atomically.
+
+    {p}:stream        STREAM  queued and in-flight events; consumer group ``workers``.
+                              Entry fields: id, a (attempts already made), f (first
+                              failure, ms or ""), e (the event envelope, JSON).
+                              A completed entry is XACKed and XDELed: the stream
+                              holds only live work.
+    {p}:status        HASH    event id -> where a live event is:
+                              "q:<entry id>"          queued or in flight in {p}:stream
+                              "r:<attempts>:<first>"  waiting in {p}:retry
+                              "d:<dlq entry id>"      dead, in {p}:dlq
+                              A processed event has no field: the store is its record.
+    {p}:retry         ZSET    event id scored by the time (ms) its next attempt is due.
+    {p}:retry:body    HASH    event id -> envelope, for events waiting in {p}:retry.
+    {p}:dlq           STREAM  dead events. Fields: id, t (type), e, a, reason, tb,
+                              ff (first failure ms), lf (last failure ms).
+    {p}:counters      HASH    exact monotonic counters (see eventstream.metrics).
+    {p}:hist          HASH    histogram bucket counts, sums and counts.
+    {p}:workers       ZSET    consumer name scored by its last heartbeat (ms).
+    {p}:idem:<hash>   STRING  idempotency key digest -> event id, expires after the
+                              dedupe window. The client's key is hashed, never used raw.
+
+Per live event Redis keeps one stream entry and one status field; per idempotent
+event it also keeps one small key for the dedupe window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+GROUP = "workers"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class Keys:
+    """Key names for one deployment prefix."""
+
+    __slots__ = (
+        "counters",
+        "dlq",
+        "hist",
+        "prefix",
+        "retry",
+        "retry_body",
+        "status",
+        "stream",
+        "tag",
+        "workers",
+    )
+
+    def __init__(self, prefix: str) -> None:
+        if not _PREFIX_RE.match(prefix):
+            raise ValueError(f"key prefix {prefix!r} must be 1-64 characters of letters, digits, '_.:-'")
+        self.prefix = prefix
+        self.tag = "{" + prefix + "}"
+        self.stream = f"{self.tag}:stream"
+        self.status = f"{self.tag}:status"
+        self.retry = f"{self.tag}:retry"
+        self.retry_body = f"{self.tag}:retry:body"
+        self.dlq = f"{self.tag}:dlq"
+        self.counters = f"{self.tag}:counters"
+        self.hist = f"{self.tag}:hist"
+        self.workers = f"{self.tag}:workers"
+
+    def idem(self, key: str) -> str:
+        """The dedupe key for a client's idempotency key (hashed: never a raw client string)."""
+        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        return f"{self.tag}:idem:{digest}"
+
+    def all_static(self) -> list[str]:
+        return [
+            self.stream,
+            self.status,
+            self.retry,
+            self.retry_body,
+            self.dlq,
+            self.counters,
+            self.hist,
+            self.workers,
+        ]

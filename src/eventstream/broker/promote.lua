@@ -1,0 +1,22 @@
+-- promote: move retries that are due from the retry set back into the stream.
+--
+-- KEYS[1] stream   KEYS[2] status   KEYS[3] retry   KEYS[4] retry body
+-- ARGV[1] now (ms) ARGV[2] the most events to move in one call
+-- Each event leaves the retry set and enters the stream in the same step, so two
+-- promoters racing can never enqueue one retry twice or lose it.
+-- Returns          the number of events moved.
+-- Counters         none (the retry was counted when it was scheduled)
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(due) do
+  local env = redis.call('HGET', KEYS[4], id)
+  local status = redis.call('HGET', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  if env and status then
+    -- status is "r:<attempts>:<first failure>"
+    local attempts, first = string.match(status, '^r:(%d+):(%d*)$')
+    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'a', attempts or '0', 'f', first or '', 'e', env)
+    redis.call('HSET', KEYS[2], id, 'q:' .. entry)
+  end
+end
+return #due

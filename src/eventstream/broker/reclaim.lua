@@ -1,0 +1,60 @@
+-- reclaim: take over entries whose worker stopped renewing its lease (crashed, hung
+-- or cut off) and dead-letter those that have already been delivered too often.
+--
+-- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
+-- ARGV[1] group    ARGV[2] consumer (the live worker taking over)
+-- ARGV[3] visibility timeout (ms): an entry idle this long has an expired lease
+-- ARGV[4] the most entries to look at in one call
+-- ARGV[5] max deliveries: an entry delivered this many times without a recorded
+--         outcome goes to the DLQ instead of being delivered again
+-- ARGV[6] now (ms)
+-- Returns          { claimed, dead } where claimed is a list of {entry id, fields}
+--                  now pending for ARGV[2], and dead the number dead-lettered.
+-- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead)
+local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+local max_deliveries = tonumber(ARGV[5])
+local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', tonumber(ARGV[4]))
+local claimed, dead = {}, 0
+
+local function field(fields, name)
+  for j = 1, #fields, 2 do
+    if fields[j] == name then return fields[j + 1] end
+  end
+  return ''
+end
+
+for _, p in ipairs(pending) do
+  local entry, owner, deliveries = p[1], p[2], tonumber(p[4])
+  if owner ~= consumer then
+    local got = redis.call('XCLAIM', KEYS[1], group, consumer, idle, entry)
+    local item = got[1]
+    if item and item[2] then
+      local fields = item[2]
+      if deliveries >= max_deliveries then
+        local id = field(fields, 'id')
+        local env = field(fields, 'e')
+        local attempts = (tonumber(field(fields, 'a')) or 0) + deliveries
+        local first = field(fields, 'f')
+        if first == '' then first = now end
+        local ok, decoded = pcall(cjson.decode, env)
+        local t = (ok and type(decoded) == 'table' and decoded['type']) or ''
+        redis.call('XACK', KEYS[1], group, entry)
+        redis.call('XDEL', KEYS[1], entry)
+        local d = redis.call('XADD', KEYS[4], '*', 'id', id, 't', t, 'e', env, 'a', tostring(attempts),
+          'reason', 'WorkerLost: delivered ' .. deliveries ..
+            ' times and no worker recorded an outcome (crashed, killed or past the visibility timeout each time)',
+          'tb', '', 'ff', first, 'lf', now)
+        redis.call('HSET', KEYS[2], id, 'd:' .. d)
+        dead = dead + 1
+      else
+        claimed[#claimed + 1] = item
+      end
+    elseif item then
+      -- the entry was deleted while still pending: nothing left to run
+      redis.call('XACK', KEYS[1], group, entry)
+    end
+  end
+end
+if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
+if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
+return { claimed, dead }

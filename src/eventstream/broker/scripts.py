@@ -1,0 +1,172 @@
+"""Loads the .lua files beside this module; one typed async function per script.
+
+Every function takes a client that may be a pipeline: then the call is queued and
+its reply comes back from ``pipeline.execute()``, so several transitions share one
+round trip. Each script's header documents its KEYS, ARGV, reply and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+
+from eventstream.broker.keys import GROUP, Keys
+
+Client = Redis | Pipeline
+Arg = str | int | float | bytes
+
+
+def _source(name: str) -> str:
+    return (files("eventstream.broker") / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The registered scripts of one Redis connection pool and key prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.keys = keys
+        self._s: dict[str, AsyncScript] = {
+            name: redis.register_script(_source(name))
+            for name in (
+                "ingest",
+                "complete",
+                "schedule_retry",
+                "dead_letter",
+                "promote",
+                "reclaim",
+                "renew",
+                "replay",
+                "delete_dead",
+            )
+        }
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[Arg], client: Client) -> Any:
+        return await self._s[name](keys=list(keys), args=list(args), client=client)
+
+    def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
+        # AsyncScript.__call__ with a pipeline registers the script and queues EVALSHA.
+        self._s[name](keys=list(keys), args=list(args), client=pipe)  # type: ignore[unused-coroutine]
+
+    async def ingest(
+        self, client: Client, events: Sequence[tuple[str, bytes, str | None]], dedupe_window_ms: int
+    ) -> list[tuple[str, bool]]:
+        """Enqueue (id, envelope, idempotency key) triples; returns (event id, duplicate)."""
+        k = self.keys
+        keys = [k.stream, k.status, k.counters]
+        args: list[Arg] = [dedupe_window_ms, len(events)]
+        for event_id, envelope, idem in events:
+            index = 0
+            if idem is not None:
+                keys.append(k.idem(idem))
+                index = len(keys)
+            args += [event_id, envelope, index]
+        flat = await self._call("ingest", keys, args, client)
+        return [(str(flat[i]), bool(int(flat[i + 1]))) for i in range(0, len(flat), 2)]
+
+    def complete_args(
+        self, consumer: str, done: Sequence[tuple[str, str, bool]], hist: Sequence[tuple[str, int]]
+    ) -> tuple[list[str], list[Arg]]:
+        """done: (entry, event id, skipped because already in the store)."""
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(done)]
+        for entry, event_id, skipped in done:
+            args += [entry, event_id, int(skipped)]
+        for field, amount in hist:
+            args += [field, amount]
+        return [k.stream, k.status, k.counters, k.hist], args
+
+    def retry_args(
+        self, consumer: str, retries: Sequence[tuple[str, str, int, int, int, bytes]]
+    ) -> tuple[list[str], list[Arg]]:
+        """retries: (entry, event id, due ms, attempts made, first failure ms, envelope)."""
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(retries)]
+        for entry, event_id, due_ms, attempts, first_ms, _ in retries:
+            args += [entry, event_id, due_ms, attempts, first_ms]
+        args += [r[5] for r in retries]
+        return [k.stream, k.status, k.counters, k.retry, k.retry_body], args
+
+    def dead_args(
+        self, consumer: str, dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int]]
+    ) -> tuple[list[str], list[Arg]]:
+        """dead: (entry, id, type, envelope, attempts, reason, traceback, first ms, last ms)."""
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(dead)]
+        for item in dead:
+            args += list(item)
+        return [k.stream, k.status, k.counters, k.dlq], args
+
+    def queue(self, pipe: Pipeline, name: str, keys_args: tuple[list[str], list[Arg]]) -> None:
+        self._queue(name, keys_args[0], keys_args[1], pipe)
+
+    async def complete(
+        self,
+        client: Client,
+        consumer: str,
+        done: Sequence[tuple[str, str, bool]],
+        hist: Sequence[tuple[str, int]] = (),
+    ) -> list[bool]:
+        keys, args = self.complete_args(consumer, done, hist)
+        return [bool(x) for x in await self._call("complete", keys, args, client)]
+
+    async def schedule_retry(
+        self,
+        client: Client,
+        consumer: str,
+        retries: Sequence[tuple[str, str, int, int, int, bytes]],
+    ) -> list[bool]:
+        keys, args = self.retry_args(consumer, retries)
+        return [bool(x) for x in await self._call("schedule_retry", keys, args, client)]
+
+    async def dead_letter(
+        self,
+        client: Client,
+        consumer: str,
+        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int]],
+    ) -> list[bool]:
+        keys, args = self.dead_args(consumer, dead)
+        return [bool(x) for x in await self._call("dead_letter", keys, args, client)]
+
+    async def promote(self, client: Client, now_ms: int, limit: int) -> int:
+        k = self.keys
+        keys = [k.stream, k.status, k.retry, k.retry_body]
+        return int(await self._call("promote", keys, [now_ms, limit], client))
+
+    async def reclaim(
+        self,
+        client: Client,
+        consumer: str,
+        idle_ms: int,
+        count: int,
+        max_deliveries: int,
+        now_ms: int,
+    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+        k = self.keys
+        keys = [k.stream, k.status, k.counters, k.dlq]
+        args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms]
+        claimed, dead = await self._call("reclaim", keys, args, client)
+        out: list[tuple[str, dict[str, str]]] = []
+        for entry, fields in claimed:
+            out.append((str(entry), dict(zip(fields[::2], fields[1::2], strict=True))))
+        return out, int(dead)
+
+    async def renew(self, client: Client, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, now_ms, *entries]
+        return [str(e) for e in await self._call("renew", [k.stream, k.workers], args, client)]
+
+    async def replay(self, client: Client, dlq_entries: Sequence[str]) -> list[str]:
+        k = self.keys
+        keys = [k.stream, k.status, k.counters, k.dlq]
+        return [str(e) for e in await self._call("replay", keys, list(dlq_entries), client)]
+
+    async def delete_dead(self, client: Client, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """pairs: (DLQ entry id, event id)."""
+        k = self.keys
+        args: list[Arg] = [x for pair in pairs for x in pair]
+        return [str(e) for e in await self._call("delete_dead", [k.status, k.counters, k.dlq], args, client)]

@@ -1,0 +1,232 @@
+"""The ``eventstream`` command: up, api, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from eventstream import __version__
+from eventstream.errors import EventStreamError
+from eventstream.settings import Settings, load_settings
+
+cli = typer.Typer(
+    name="eventstream",
+    help="EventStream: accept JSON events over HTTP, process them with your Python handlers, "
+    "durably, on Redis Streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+AppArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Your handlers, as MODULE:ATTRIBUTE (e.g. examples.shop:app). "
+        "Without it every event is simply recorded as processed.",
+        show_default=False,
+    ),
+]
+HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
+PortOpt = Annotated[int, typer.Option(help="Port the HTTP API listens on.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Where the embedded Redis and the SQLite store keep their files "
+                 "[env: EVENTSTREAM_DATA_DIR; default: ./data]."),
+]  # fmt: skip
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: EventStreamError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+@cli.command()
+def up(
+    app: AppArg = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run everything: Redis (embedded unless EVENTSTREAM_REDIS_URL is set), the API and workers.
+
+    Ctrl-C stops it all cleanly; events are kept in the data dir for the next start.
+    """
+    from eventstream.embedded import EmbeddedRedis
+    from eventstream.logs import configure
+
+    settings = _settings(data_dir=data_dir)
+    configure(settings.log_level, settings.log_format)
+    env = dict(os.environ)
+    env["EVENTSTREAM_DATA_DIR"] = str(settings.data_dir.resolve())
+    server = None
+    if not settings.redis_url:
+        try:
+            server = EmbeddedRedis(settings.data_dir / "redis").start()
+        except EventStreamError as exc:
+            raise _fail(exc) from None
+        env["EVENTSTREAM_REDIS_URL"] = server.url
+        console.print(
+            f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
+        )
+    me = [sys.executable, "-m", "eventstream"]
+    children = [
+        subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], env=env),
+        *(subprocess.Popen([*me, "worker", *([app] if app else [])], env=env) for _ in range(workers)),
+    ]
+    console.print(f"[green]API[/green] on http://{host}:{port}  ·  {workers} worker(s)  ·  Ctrl-C to stop")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while not stopping:
+            for child in children:
+                if child.poll() is not None:
+                    console.print(f"[red]a process exited (code {child.returncode}); stopping[/red]")
+                    code = child.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.shutdown_grace + 5
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if server is not None:
+            server.stop()
+        console.print("stopped")
+    raise typer.Exit(code)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+    """Run the HTTP API alone (needs EVENTSTREAM_REDIS_URL)."""
+    import uvicorn
+
+    from eventstream.api import create_app
+    from eventstream.logs import configure
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
+    if not settings.redis_url:
+        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
+        raise typer.Exit(2)
+    if not _is_loopback(host):
+        console.print(f"[yellow]warning:[/yellow] listening on {host}: the API has no authentication")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace),
+    )
+
+
+@cli.command()
+def worker(
+    app: AppArg = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Handlers at once [env: EVENTSTREAM_CONCURRENCY].")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Exit once nothing is queued, in flight or scheduled.")] = False,
+) -> None:
+    """Run one worker process (needs EVENTSTREAM_REDIS_URL). SIGTERM stops it gracefully."""
+    from eventstream.logs import configure
+
+    settings = _settings(concurrency=concurrency)
+    configure(settings.log_level, settings.log_format)
+    if not settings.redis_url:
+        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
+        raise typer.Exit(2)
+    sys.path.insert(0, os.getcwd())
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_run_worker(settings, app, burst))
+    except EventStreamError as exc:
+        raise _fail(exc) from None
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> None:
+    import structlog
+
+    from eventstream.app import load_app
+    from eventstream.broker import Broker, connect
+    from eventstream.store import create_store
+    from eventstream.worker import Worker
+
+    log = structlog.get_logger("eventstream.worker")
+    app = load_app(app_spec)
+    redis = connect(settings.redis_url or "")
+    broker = Broker(redis, settings.keys)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = create_store(settings.store_url)
+    try:
+        await store.create_schema()
+        for warning in await broker.safety_warnings():
+            log.warning("redis could lose events", reason=warning)
+        w = Worker(app, settings, broker, store)
+        w.install_signal_handlers()
+        await w.run(burst=burst)
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    cli()

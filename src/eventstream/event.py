@@ -1,0 +1,83 @@
+"""The Event handlers receive, and the single codec between an event and the stream.
+
+An event travels through Redis as an *envelope*: the JSON below, written once at
+ingest and never rewritten (attempt counts travel beside it, in stream fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+class Envelope(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """What ingest stores for one event (JSON, camelCase like the HTTP API)."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    receivedAt: int  # ms since the epoch
+    source: str | None = None
+    severity: str | None = None
+    timestamp: str | None = None
+    idempotencyKey: str | None = None
+    replayOf: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    return _encoder.encode(env)
+
+
+def decode_envelope(data: bytes | str) -> Envelope:
+    return _decoder.decode(data)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def ms_to_iso(ms: int) -> str:
+    return ms_to_datetime(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as a handler sees it.
+
+    ``attempt`` is 1 on the first try. ``id`` is stable across retries, replays from
+    the DLQ and redeliveries, so a handler can use it as the idempotency key of its
+    own side effects.
+    """
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    attempt: int
+    received_at: datetime
+    source: str | None = None
+    severity: str | None = None
+    timestamp: str | None = None
+    idempotency_key: str | None = None
+    replay_of: str | None = None
+
+    @classmethod
+    def from_envelope(cls, env: Envelope, attempt: int) -> Event:
+        return cls(
+            id=env.id,
+            type=env.type,
+            payload=env.payload,
+            attempt=attempt,
+            received_at=ms_to_datetime(env.receivedAt),
+            source=env.source,
+            severity=env.severity,
+            timestamp=env.timestamp,
+            idempotency_key=env.idempotencyKey,
+            replay_of=env.replayOf,
+        )

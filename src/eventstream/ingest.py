@@ -1,0 +1,166 @@
+"""Validate incoming events, turn them into envelopes, enqueue them atomically.
+
+Shared by the HTTP API and anything else that accepts events. Decoding uses msgspec
+(one pass, no intermediate models); every rejection names the field at fault.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+import uuid_utils
+
+from eventstream.broker import Broker
+from eventstream.errors import PayloadTooLarge, ValidationError
+from eventstream.event import Envelope, encode_envelope
+
+TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+KEY_MAX = 256
+
+
+class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of POST /events."""
+
+    type: Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN, description="Event type.")]
+    payload: Annotated[dict[str, Any], msgspec.Meta(description="Any JSON object.")]
+    source: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    severity: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=KEY_MAX,
+                description="Client id: makes the post idempotent within the dedupe window.",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class IncomingBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+_event_decoder = msgspec.json.Decoder(IncomingEvent)
+_batch_decoder = msgspec.json.Decoder(IncomingBatch)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event_id: str
+    duplicate: bool
+
+
+def new_event_id() -> str:
+    """A time-ordered unique id (UUIDv7)."""
+    return str(uuid_utils.uuid7())
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value; stops counting past ``limit``."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _problem_from_msgspec(exc: msgspec.DecodeError | msgspec.ValidationError) -> ValidationError:
+    text = str(exc)
+    where = "$"
+    if " - at `" in text:
+        text, _, rest = text.partition(" - at `")
+        where = rest.rstrip("`")
+    if isinstance(exc, msgspec.ValidationError):
+        return ValidationError(f"invalid event: {text} at {where}", [{"loc": where, "msg": text}])
+    return ValidationError(f"body is not valid JSON: {text}", [{"loc": where, "msg": text}])
+
+
+def parse_event(raw: bytes, max_depth: int) -> IncomingEvent:
+    """Decode and validate one event; raises ValidationError saying what is wrong."""
+    try:
+        event = _event_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _problem_from_msgspec(exc) from None
+    if _depth(event.payload, max_depth) > max_depth:
+        raise ValidationError(
+            f"payload is nested deeper than {max_depth} levels",
+            [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
+        )
+    return event
+
+
+def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
+    try:
+        batch = _batch_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _problem_from_msgspec(exc) from None
+    if not batch.events:
+        raise ValidationError(f"batch is empty: send 1 to {max_batch} events")
+    if len(batch.events) > max_batch:
+        raise PayloadTooLarge(
+            f"batch has {len(batch.events)} events; at most {max_batch} are accepted per request"
+        )
+    return batch.events
+
+
+def to_envelope(
+    event: IncomingEvent, idempotency_key: str | None, now_ms: int, replay_of: str | None = None
+) -> tuple[str, bytes, str | None]:
+    """(event id, envelope bytes, dedupe key) for the ingest script."""
+    key = idempotency_key if idempotency_key is not None else event.id
+    event_id = new_event_id()
+    ts = None
+    if event.timestamp is not None:
+        ts = event.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    env = Envelope(
+        id=event_id,
+        type=event.type,
+        payload=event.payload,
+        receivedAt=now_ms,
+        source=event.source,
+        severity=event.severity,
+        timestamp=ts,
+        idempotencyKey=key,
+        replayOf=replay_of,
+    )
+    return event_id, encode_envelope(env), key
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key or len(key) > KEY_MAX:
+        raise ValidationError(
+            f"Idempotency-Key header must be 1-{KEY_MAX} characters",
+            [{"loc": "header.Idempotency-Key", "msg": "length"}],
+        )
+    return key
+
+
+async def enqueue(
+    broker: Broker, items: list[tuple[str, bytes, str | None]], dedupe_window_ms: int
+) -> list[Accepted]:
+    """One atomic script call for all items: dedupe + XADD + counters."""
+    if not items:
+        return []
+    results = await broker.scripts.ingest(broker.redis, items, dedupe_window_ms)
+    return [Accepted(event_id, dup) for event_id, dup in results]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,141 @@
+"""Every metric, declared once. Counters live in Redis (changed inside the same
+script as the transition they count), so the figures are exact across processes.
+
+Prometheus text (``render_prometheus``) and the JSON summary (``summary``) are two
+views of the same snapshot.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from eventstream.broker import Broker
+
+# Redis counter field -> (JSON name, help)
+COUNTERS: dict[str, tuple[str, str]] = {
+    "received": ("received", "Events accepted (duplicates and rejected requests excluded)."),
+    "processed": ("processed", "Events whose handler succeeded and whose completion was recorded."),
+    "failed": ("failed", "Handler attempts that failed (raised or timed out)."),
+    "retried": ("retried", "Failed attempts scheduled for another try."),
+    "dead_lettered": ("deadLettered", "Events moved to the dead-letter queue."),
+    "duplicates": ("duplicates", "Posts answered as duplicates of an earlier event."),
+    "reclaimed": ("reclaimed", "Deliveries taken over from a worker whose lease expired."),
+    "rejected_completions": (
+        "rejectedCompletions",
+        "Outcomes refused because the worker no longer owned the event (fencing).",
+    ),
+    "replayed": ("replayed", "Dead events sent back to the queue."),
+    "deleted": ("deleted", "Dead events deleted from the dead-letter queue."),
+    "redelivered_skipped": (
+        "redeliveredSkipped",
+        "Redelivered events found already processed and acknowledged without running again.",
+    ),
+}
+
+GAUGES: dict[str, tuple[str, str]] = {
+    "queued": ("queued", "Events in the stream waiting for a worker."),
+    "pending": ("pending", "Events delivered to a worker and not yet settled (in flight)."),
+    "scheduled": ("scheduled", "Events waiting for a retry."),
+    "dlq": ("dlq", "Events in the dead-letter queue."),
+    "lag": ("lag", "Entries in the stream not yet delivered to the consumer group."),
+    "workers": ("workers", "Workers whose heartbeat is recent."),
+}
+
+# Upper bounds (seconds) of the histogram buckets; +Inf is implicit.
+BUCKETS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+HISTOGRAMS: dict[str, tuple[str, str]] = {
+    "handler": ("eventstream_handler_duration_seconds", "Time one successful handler call took."),
+    "e2e": ("eventstream_end_to_end_seconds", "Time from acceptance to recorded processing."),
+}
+
+
+def bucket_index(seconds: float) -> int:
+    return bisect.bisect_left(BUCKETS_S, seconds)
+
+
+class HistogramBatch:
+    """Observations of one worker batch, folded into field increments for complete.lua."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, int] = {}
+
+    def observe(self, name: str, seconds: float) -> None:
+        f = self._fields
+        key = f"{name}:{bucket_index(seconds)}"
+        f[key] = f.get(key, 0) + 1
+        f[f"{name}:count"] = f.get(f"{name}:count", 0) + 1
+        f[f"{name}:sum_us"] = f.get(f"{name}:sum_us", 0) + int(seconds * 1_000_000)
+
+    def fields(self) -> list[tuple[str, int]]:
+        return list(self._fields.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    counters: dict[str, int]
+    gauges: dict[str, int]
+    histograms: dict[str, int]
+
+
+async def snapshot(broker: Broker, now_ms: int, worker_ttl_ms: int) -> Snapshot:
+    counters = await broker.counters()
+    gauges = await broker.gauges(now_ms, worker_ttl_ms)
+    hist = await broker.histograms()
+    return Snapshot(counters, gauges, hist)
+
+
+def summary(snap: Snapshot) -> dict[str, int]:
+    out = {json_name: snap.counters.get(field, 0) for field, (json_name, _) in COUNTERS.items()}
+    out.update({json_name: snap.gauges.get(f, 0) for f, (json_name, _) in GAUGES.items()})
+    return out
+
+
+class _Static(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _families(snap: Snapshot) -> Iterator[Metric]:
+    for field, (_, help_text) in COUNTERS.items():
+        c = CounterMetricFamily(f"eventstream_{field}", help_text)
+        c.add_metric([], snap.counters.get(field, 0))
+        yield c
+    for field, (_, help_text) in GAUGES.items():
+        g = GaugeMetricFamily(f"eventstream_{field}", help_text)
+        g.add_metric([], snap.gauges.get(field, 0))
+        yield g
+    for name, (metric, help_text) in HISTOGRAMS.items():
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for i, bound in enumerate(BUCKETS_S):
+            cumulative += snap.histograms.get(f"{name}:{i}", 0)
+            buckets.append((repr(bound), cumulative))
+        cumulative += snap.histograms.get(f"{name}:{len(BUCKETS_S)}", 0)
+        buckets.append(("+Inf", cumulative))
+        total_s = snap.histograms.get(f"{name}:sum_us", 0) / 1_000_000
+        h = HistogramMetricFamily(metric, help_text)
+        h.add_metric([], buckets, total_s)
+        yield h
+
+
+def render_prometheus(snap: Snapshot) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Static(_families(snap)))
+    return generate_latest(registry)

@@ -1,0 +1,171 @@
+"""SQLAlchemy Core store of processed events, written in batches."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from eventstream.errors import ConfigError, ValidationError
+
+metadata = sa.MetaData()
+
+events = sa.Table(
+    "eventstream_events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("source", sa.String(256)),
+    sa.Column("severity", sa.String(32)),
+    sa.Column("timestamp", sa.String(64)),
+    sa.Column("idempotency_key", sa.String(256)),
+    sa.Column("replay_of", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("received_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("processed_at_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_eventstream_events_processed", "processed_at_ms", "id"),
+    sa.Index("ix_eventstream_events_type_processed", "type", "processed_at_ms", "id"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedRow:
+    id: str
+    type: str
+    payload: str  # JSON text
+    source: str | None
+    severity: str | None
+    timestamp: str | None
+    idempotency_key: str | None
+    replay_of: str | None
+    attempts: int
+    received_at_ms: int
+    processed_at_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def encode_cursor(processed_at_ms: int, event_id: str) -> str:
+    raw = msgspec.json.encode([processed_at_ms, event_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, event_id = msgspec.json.decode(raw, type=tuple[int, str])
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise ValidationError(
+            "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
+        ) from None
+    return at, event_id
+
+
+class SqlStore:
+    """Processed events in one SQL table, upserted by id (a repeat keeps one row)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def create_schema(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def record(self, rows: list[ProcessedRow]) -> None:
+        """Insert rows in one transaction; rows whose id exists are left as they are."""
+        if not rows:
+            return
+        stmt: Any
+        if self.dialect == "postgresql":
+            stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["id"])
+        elif self.dialect == "sqlite":
+            stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["id"])
+        else:
+            stmt = events.insert().prefix_with("IGNORE")
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, [r.as_dict() for r in rows])
+
+    async def existing(self, ids: list[str]) -> set[str]:
+        """Which of these ids are already recorded as processed."""
+        if not ids:
+            return set()
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sa.select(events.c.id).where(events.c.id.in_(ids)))
+            return {row[0] for row in result}
+
+    async def get(self, event_id: str) -> ProcessedRow | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()
+        return ProcessedRow(**row._asdict()) if row else None
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one())
+
+    async def list(
+        self,
+        limit: int,
+        cursor: str | None = None,
+        type_: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> tuple[list[ProcessedRow], str | None]:
+        """Newest first by processing time, keyset-paged by (processed_at_ms, id)."""
+        query = sa.select(events)
+        if type_ is not None:
+            query = query.where(events.c.type == type_)
+        if since_ms is not None:
+            query = query.where(events.c.processed_at_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(events.c.processed_at_ms < until_ms)
+        if cursor:
+            at, last_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    events.c.processed_at_ms < at,
+                    sa.and_(events.c.processed_at_ms == at, events.c.id < last_id),
+                )
+            )
+        query = query.order_by(events.c.processed_at_ms.desc(), events.c.id.desc()).limit(limit + 1)
+        async with self.engine.connect() as conn:
+            rows = [ProcessedRow(**r._asdict()) for r in await conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].processed_at_ms, rows[-1].id) if more and rows else None
+        return rows, nxt
+
+
+def create_store(url: str) -> SqlStore:
+    """A store for a SQLAlchemy async URL. SQLite runs in WAL mode."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+
+            @sa.event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except (ImportError, sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
+    return SqlStore(engine)

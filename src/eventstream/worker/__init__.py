@@ -1,0 +1,5 @@
+"""Background processing: read, dispatch, settle, retry, reclaim."""
+
+from eventstream.worker.runner import Worker
+
+__all__ = ["Worker"]

@@ -1,0 +1,154 @@
+"""Run one handler on one delivery and say what should become of the event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import msgspec
+
+from eventstream.app import EventStream
+from eventstream.broker import StreamEntry
+from eventstream.errors import PermanentError, Retry
+from eventstream.event import Envelope, Event, decode_envelope
+from eventstream.settings import Settings
+from eventstream.worker.retry import backoff_s
+
+TRACEBACK_LIMIT = 8_000
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    delivery: StreamEntry
+    envelope: Envelope
+    attempt: int
+    handler_s: float
+    skipped: bool = False  # already in the store: acknowledged without running
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    delivery: StreamEntry
+    due_ms: int
+    attempts: int  # attempts made, this one included
+    first_failure_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    delivery: StreamEntry
+    type: str
+    attempts: int
+    reason: str
+    traceback: str
+    first_failure_ms: int
+    last_failure_ms: int
+
+
+Outcome = Done | RetryLater | Dead
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Dispatcher:
+    """Finds the handler for a delivery, runs it under its timeout, classifies the result."""
+
+    def __init__(self, app: EventStream, settings: Settings, executor: Executor) -> None:
+        self.app = app
+        self.settings = settings
+        self.executor = executor
+
+    async def run(self, d: StreamEntry) -> Outcome:
+        try:
+            env = decode_envelope(d.envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            now = _now_ms()
+            return Dead(d, "", d.attempts + 1, f"MalformedEvent: {exc}", "", now, now)
+        handler = self.app.handler_for(env.type)
+        if handler is None:
+            now = _now_ms()
+            return Dead(
+                d,
+                env.type,
+                d.attempts,
+                f"NoHandler: no handler is registered for event type {env.type!r} in app {self.app.name!r}",
+                "",
+                d.first_failure_ms or now,
+                now,
+            )
+        attempt = d.attempts + 1
+        event = Event.from_envelope(env, attempt)
+        timeout_s = handler.timeout if handler.timeout is not None else self.settings.handler_timeout
+        start = time.perf_counter()
+        delay_override: float | None = None
+        try:
+            if handler.is_async:
+                async with asyncio.timeout(timeout_s):
+                    await handler.func(event)  # type: ignore[misc]
+            else:
+                loop = asyncio.get_running_loop()
+                await asyncio.wait_for(loop.run_in_executor(self.executor, handler.func, event), timeout_s)
+            return Done(d, env, attempt, time.perf_counter() - start)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as exc:
+            now = _now_ms()
+            return Dead(d, env.type, attempt, _reason(exc), _tb(exc), d.first_failure_ms or now, now)
+        except Retry as exc:
+            delay_override = exc.delay
+            failure: BaseException = exc
+        except TimeoutError as exc:
+            if time.perf_counter() - start >= timeout_s * 0.999:
+                failure = TimeoutError(f"handler took longer than its timeout of {timeout_s:g}s")
+            else:
+                failure = exc
+        except Exception as exc:
+            failure = exc
+        return self._failed(d, env, handler.max_attempts, handler.retry_delay, failure, delay_override)
+
+    def _failed(
+        self,
+        d: StreamEntry,
+        env: Envelope,
+        max_attempts: int | None,
+        retry_delay: float | None,
+        exc: BaseException,
+        delay_override: float | None,
+    ) -> Outcome:
+        s = self.settings
+        now = _now_ms()
+        made = d.attempts + 1
+        first = d.first_failure_ms or now
+        limit = max_attempts if max_attempts is not None else s.max_attempts
+        if made >= limit:
+            return Dead(
+                d,
+                env.type,
+                made,
+                f"{_reason(exc)} (gave up after {made} attempt{'s' if made > 1 else ''})",
+                _tb(exc),
+                first,
+                now,
+            )
+        if delay_override is not None:
+            delay = max(0.0, delay_override)
+        else:
+            base = retry_delay if retry_delay is not None else s.retry_delay
+            delay = backoff_s(made, base, s.retry_max_delay)
+        return RetryLater(d, now + int(delay * 1000), made, first, _reason(exc))
+
+
+def _tb(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text[-TRACEBACK_LIMIT:]

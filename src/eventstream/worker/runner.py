@@ -1,0 +1,308 @@
+"""The worker: reads batches, runs handlers concurrently, settles outcomes in groups.
+
+Four tasks share one event loop:
+
+- reader:      XREADGROUP up to the free capacity; each entry becomes a handler task
+- settler:     takes every outcome that is ready, writes store rows, then records all
+               of them in one Redis round trip (complete / retry / dead-letter)
+- maintenance: promotes due retries, reclaims entries of silent workers, renews the
+               leases of this worker's in-flight entries, beats the heart
+- handler tasks, at most ``concurrency`` at a time
+
+``run(burst=True)`` returns once nothing is queued, in flight or scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import ParamSpec, TypeVar
+
+import sqlalchemy.exc
+import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from eventstream.app import EventStream
+from eventstream.broker import Broker, StreamEntry
+from eventstream.event import decode_envelope
+from eventstream.settings import Settings
+from eventstream.store import SqlStore
+from eventstream.worker.dispatch import Dispatcher, Done, Outcome
+from eventstream.worker.settle import record_outcomes, write_rows
+
+log = structlog.get_logger("eventstream.worker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+STORE_TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    sqlalchemy.exc.TimeoutError,
+)
+READ_BLOCK_MS = 200
+MAX_BACKOFF_S = 2.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        app: EventStream,
+        settings: Settings,
+        broker: Broker,
+        store: SqlStore,
+        consumer: str | None = None,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.broker = broker
+        self.store = store
+        self.consumer = consumer or consumer_name()
+        self.executor = ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
+        self.dispatcher = Dispatcher(app, settings, self.executor)
+        self._inflight: dict[str, StreamEntry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._stop = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self.settled = 0
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop reading; in-flight work finishes within the shutdown grace period."""
+        if not self._stop.is_set():
+            log.info("worker stopping", consumer=self.consumer, in_flight=len(self._inflight))
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self, burst: bool = False) -> None:
+        await self._retrying(self.broker.ensure_group)
+        await self.broker.heartbeat(self.consumer, _now_ms())
+        log.info(
+            "worker started",
+            consumer=self.consumer,
+            app=self.app.name,
+            handlers=self.app.types,
+            concurrency=self.settings.concurrency,
+        )
+        settler = asyncio.create_task(self._settle_loop(), name="settler")
+        maintenance = asyncio.create_task(self._maintenance_loop(), name="maintenance")
+        try:
+            await self._read_loop(burst)
+            await self._drain_inflight()
+        finally:
+            maintenance.cancel()
+            if not settler.done():
+                try:
+                    await asyncio.wait_for(self._outcomes.join(), self.settings.shutdown_grace)
+                except TimeoutError:
+                    log.warning("could not record every outcome before stopping")
+            settler.cancel()
+            await asyncio.gather(settler, maintenance, return_exceptions=True)
+            with contextlib.suppress(RedisError):
+                await self.broker.leave(self.consumer)
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            log.info("worker stopped", consumer=self.consumer, settled=self.settled)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _drain_inflight(self) -> None:
+        grace = self.settings.shutdown_grace
+        if self._tasks:
+            _, still = await asyncio.wait(set(self._tasks), timeout=grace)
+            if still:
+                log.warning(
+                    "grace period over: leaving unfinished events to be reclaimed",
+                    count=len(still),
+                )
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
+
+    # ---- reading -------------------------------------------------------------------
+
+    async def _read_loop(self, burst: bool) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            free = self.settings.concurrency - len(self._inflight)
+            if free <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            try:
+                entries = await self.broker.read_new(
+                    self.consumer, min(free, self.settings.batch_size), READ_BLOCK_MS
+                )
+                backoff = 0.05
+            except TRANSIENT as exc:
+                log.warning("redis unreachable, retrying", error=str(exc), in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            if entries:
+                await self._dispatch(entries, redelivered=False)
+            elif burst and await self._idle():
+                return
+
+    async def _idle(self) -> bool:
+        if self._inflight or not self._outcomes.empty():
+            return False
+        k = self.broker.keys
+        async with self.broker.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(k.stream)
+            pipe.zcard(k.retry)
+            length, scheduled = await pipe.execute()
+        return int(length) == 0 and int(scheduled) == 0
+
+    async def _dispatch(self, entries: list[StreamEntry], redelivered: bool) -> None:
+        """Start handler tasks; entries that may already be processed are checked first."""
+        for e in entries:
+            self._inflight[e.entry] = e
+        suspect = [e for e in entries if redelivered or e.attempts > 0]
+        already: set[str] = set()
+        if suspect:
+            already = await self._retrying(self.store.existing, [e.event_id for e in suspect])
+        for e in entries:
+            if e.event_id in already:
+                env = decode_envelope(e.envelope)
+                self._outcomes.put_nowait(Done(e, env, e.attempts, 0.0, skipped=True))
+                continue
+            task = asyncio.create_task(self._handle(e))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, entry: StreamEntry) -> None:
+        try:
+            outcome = await self.dispatcher.run(entry)
+        except asyncio.CancelledError:
+            self._inflight.pop(entry.entry, None)
+            self._space.set()
+            raise
+        self._outcomes.put_nowait(outcome)
+
+    # ---- settling ------------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        while True:
+            group = [await self._outcomes.get()]
+            while len(group) < 2_000 and not self._outcomes.empty():
+                group.append(self._outcomes.get_nowait())
+            try:
+                await self._settle(group)
+            except Exception as exc:
+                # Not a transient outage: stop rather than run handlers whose outcomes
+                # cannot be recorded. The entries stay pending and will be reclaimed.
+                log.exception("cannot record outcomes; stopping", error=str(exc))
+                self._fatal = exc
+                self.request_stop()
+            finally:
+                for o in group:
+                    self._inflight.pop(o.delivery.entry, None)
+                    self._outcomes.task_done()
+                self._space.set()
+
+    async def _settle(self, group: list[Outcome]) -> None:
+        # Store first, Redis second: a crash in between makes Redis redeliver, and the
+        # redelivery finds the row and is acknowledged without running again.
+        await self._retrying(write_rows, self.store, group)
+        await self._retrying(record_outcomes, self.broker, self.consumer, group)
+        self.settled += len(group)
+
+    async def _retrying(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call until it succeeds: Redis or the store being down must not lose outcomes."""
+        backoff = 0.05
+        while True:
+            try:
+                return await func(*args, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except (*TRANSIENT, *STORE_TRANSIENT) as exc:
+                log.warning(
+                    "backing service unavailable, retrying",
+                    op=getattr(func, "__name__", "call"),
+                    error=f"{type(exc).__name__}: {exc}",
+                    in_s=backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    # ---- maintenance ---------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        s = self.settings
+        vt_ms = int(s.visibility_timeout * 1000)
+        renew_every = s.visibility_timeout / 3
+        reclaim_every = min(1.0, s.visibility_timeout / 4)
+        last_renew = last_reclaim = 0.0
+        while True:
+            now = time.monotonic()
+            try:
+                await self._promote()
+                if now - last_renew >= renew_every:
+                    await self._renew()
+                    last_renew = now
+                if now - last_reclaim >= reclaim_every and not self._stop.is_set():
+                    await self._reclaim(vt_ms)
+                    last_reclaim = now
+            except TRANSIENT as exc:
+                log.warning("maintenance: redis unreachable", error=str(exc))
+            except RedisError as exc:
+                log.error("maintenance failed", error=str(exc))
+            await asyncio.sleep(s.poll_interval)
+
+    async def _promote(self) -> None:
+        while await self.broker.scripts.promote(self.broker.redis, _now_ms(), 1000) >= 1000:
+            pass
+
+    async def _renew(self) -> None:
+        entries = list(self._inflight)
+        for i in range(0, max(len(entries), 1), 1000):
+            lost = await self.broker.scripts.renew(
+                self.broker.redis, self.consumer, entries[i : i + 1000], _now_ms()
+            )
+            if lost:
+                log.warning("leases lost to another worker", entries=len(lost))
+
+    async def _reclaim(self, vt_ms: int) -> None:
+        free = self.settings.concurrency - len(self._inflight)
+        if free <= 0:
+            return
+        claimed, dead = await self.broker.scripts.reclaim(
+            self.broker.redis,
+            self.consumer,
+            vt_ms,
+            min(free, self.settings.batch_size),
+            self.settings.max_deliveries,
+            _now_ms(),
+        )
+        if dead:
+            log.warning("dead-lettered after repeated worker loss", count=dead)
+        if claimed:
+            log.info("reclaimed entries of a silent worker", count=len(claimed))
+            await self._dispatch([StreamEntry.from_fields(e, f) for e, f in claimed], redelivered=True)
