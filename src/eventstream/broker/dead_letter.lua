@@ -2,18 +2,20 @@
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
 -- ARGV[1] group    ARGV[2] consumer
--- ARGV[3] n        ARGV[4+9i..] for event i: stream entry id, event id, type, envelope,
---                  attempts, reason, traceback, first failure (ms), last failure (ms)
+-- ARGV[3] n        ARGV[4+10i..] for event i: stream entry id, event id, type, envelope,
+--                  attempts, reason, traceback, first failure (ms), last failure (ms),
+--                  1 when a handler ran and failed (0: no handler, malformed event)
 -- Fencing as in complete.lua: only entries still pending for this consumer move.
 -- Returns          a list of n flags: 1 dead-lettered, 0 rejected.
--- Counters         failed and dead_lettered (+1 each per moved event),
+-- Counters         dead_lettered (+1 per moved event), failed (+1 per moved event
+--                  whose handler ran),
 --                  rejected_completions (+1 per rejected)
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
 local out = {}
-local moved, rejected = 0, 0
+local moved, rejected, failed = 0, 0, 0
 for i = 0, n - 1 do
-  local b = 4 + 9 * i
+  local b = 4 + 10 * i
   local entry, id = ARGV[b], ARGV[b + 1]
   local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
   if #owned == 1 then
@@ -24,14 +26,15 @@ for i = 0, n - 1 do
     redis.call('HSET', KEYS[2], id, 'd:' .. dead)
     out[#out + 1] = 1
     moved = moved + 1
+    if ARGV[b + 9] == '1' then failed = failed + 1 end
   else
     out[#out + 1] = 0
     rejected = rejected + 1
   end
 end
 if moved > 0 then
-  redis.call('HINCRBY', KEYS[3], 'failed', moved)
   redis.call('HINCRBY', KEYS[3], 'dead_lettered', moved)
+  if failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', failed) end
 end
 if rejected > 0 then redis.call('HINCRBY', KEYS[3], 'rejected_completions', rejected) end
 return out

@@ -48,9 +48,10 @@ class Scripts:
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Arg], client: Client) -> Any:
         return await self._s[name](keys=list(keys), args=list(args), client=client)
 
-    def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
-        # AsyncScript.__call__ with a pipeline registers the script and queues EVALSHA.
-        self._s[name](keys=list(keys), args=list(args), client=pipe)  # type: ignore[unused-coroutine]
+    async def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
+        # With a pipeline, AsyncScript.__call__ registers the script and queues EVALSHA;
+        # the reply comes from pipe.execute().
+        await self._s[name](keys=list(keys), args=list(args), client=pipe)
 
     async def ingest(
         self, client: Client, events: Sequence[tuple[str, bytes, str | None]], dedupe_window_ms: int
@@ -92,17 +93,17 @@ class Scripts:
         return [k.stream, k.status, k.counters, k.retry, k.retry_body], args
 
     def dead_args(
-        self, consumer: str, dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int]]
+        self, consumer: str, dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]]
     ) -> tuple[list[str], list[Arg]]:
-        """dead: (entry, id, type, envelope, attempts, reason, traceback, first ms, last ms)."""
+        """dead: (entry, id, type, envelope, attempts, reason, traceback, first ms, last ms, ran)."""
         k = self.keys
         args: list[Arg] = [GROUP, consumer, len(dead)]
-        for item in dead:
-            args += list(item)
+        for entry, event_id, type_, env, attempts, reason, tb, first, last, ran in dead:
+            args += [entry, event_id, type_, env, attempts, reason, tb, first, last, int(ran)]
         return [k.stream, k.status, k.counters, k.dlq], args
 
-    def queue(self, pipe: Pipeline, name: str, keys_args: tuple[list[str], list[Arg]]) -> None:
-        self._queue(name, keys_args[0], keys_args[1], pipe)
+    async def queue(self, pipe: Pipeline, name: str, keys_args: tuple[list[str], list[Arg]]) -> None:
+        await self._queue(name, keys_args[0], keys_args[1], pipe)
 
     async def complete(
         self,
@@ -127,7 +128,7 @@ class Scripts:
         self,
         client: Client,
         consumer: str,
-        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int]],
+        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]],
     ) -> list[bool]:
         keys, args = self.dead_args(consumer, dead)
         return [bool(x) for x in await self._call("dead_letter", keys, args, client)]

@@ -47,6 +47,7 @@ class Dead:
     traceback: str
     first_failure_ms: int
     last_failure_ms: int
+    handler_ran: bool = True
 
 
 Outcome = Done | RetryLater | Dead
@@ -74,7 +75,7 @@ class Dispatcher:
             env = decode_envelope(d.envelope)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             now = _now_ms()
-            return Dead(d, "", d.attempts + 1, f"MalformedEvent: {exc}", "", now, now)
+            return Dead(d, "", d.attempts, f"MalformedEvent: {exc}", "", now, now, handler_ran=False)
         handler = self.app.handler_for(env.type)
         if handler is None:
             now = _now_ms()
@@ -86,6 +87,7 @@ class Dispatcher:
                 "",
                 d.first_failure_ms or now,
                 now,
+                handler_ran=False,
             )
         attempt = d.attempts + 1
         event = Event.from_envelope(env, attempt)

@@ -50,7 +50,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
     scripts = broker.scripts
     done: list[tuple[str, str, bool]] = []
     retries: list[tuple[str, str, int, int, int, bytes]] = []
-    dead: list[tuple[str, str, str, bytes, int, str, str, int, int]] = []
+    dead: list[tuple[str, str, str, bytes, int, str, str, int, int, bool]] = []
     hist = HistogramBatch()
     now = time.time_ns() // 1_000_000
     for o in outcomes:
@@ -83,6 +83,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     o.traceback,
                     o.first_failure_ms,
                     o.last_failure_ms,
+                    o.handler_ran,
                 )
             )
             log.warning(
@@ -94,11 +95,11 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
             )
     async with broker.redis.pipeline(transaction=False) as pipe:
         if done:
-            scripts.queue(pipe, "complete", scripts.complete_args(consumer, done, hist.fields()))
+            await scripts.queue(pipe, "complete", scripts.complete_args(consumer, done, hist.fields()))
         if retries:
-            scripts.queue(pipe, "schedule_retry", scripts.retry_args(consumer, retries))
+            await scripts.queue(pipe, "schedule_retry", scripts.retry_args(consumer, retries))
         if dead:
-            scripts.queue(pipe, "dead_letter", scripts.dead_args(consumer, dead))
+            await scripts.queue(pipe, "dead_letter", scripts.dead_args(consumer, dead))
         replies = await pipe.execute()
     rejected = sum(1 for reply in replies for flag in reply if not int(flag))
     if rejected:
