@@ -37,7 +37,10 @@ for _, p in ipairs(pending) do
         local first = field(fields, 'f')
         if first == '' then first = now end
         local ok, decoded = pcall(cjson.decode, env)
-        local t = (ok and type(decoded) == 'table' and decoded['type']) or ''
+        -- only a string type: cjson.null, a table or a boolean would make XADD fail
+        -- after the XDEL below, losing the event
+        local t = ''
+        if ok and type(decoded) == 'table' and type(decoded['type']) == 'string' then t = decoded['type'] end
         redis.call('XACK', KEYS[1], group, entry)
         redis.call('XDEL', KEYS[1], entry)
         local d = redis.call('XADD', KEYS[4], '*', 'id', id, 't', t, 'e', env, 'a', tostring(attempts),

@@ -1,0 +1,103 @@
+"""Redis memory per event: queued, idempotency keys, and after a full drain.
+
+    .venv/bin/python -m benchmarks.memory [--events N] [--payload-bytes B]
+
+Starts its own private server, enqueues N events through the real ingest script,
+drains them with a real worker (SQLite store in a temp dir) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eventstream.app import default_app
+from eventstream.broker import Broker, connect
+from eventstream.embedded import EmbeddedRedis
+from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.settings import Settings
+from eventstream.store import create_store
+from eventstream.worker import Worker
+
+
+async def used_memory(broker: Broker) -> int:
+    info = await broker.redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def key_bytes(broker: Broker) -> tuple[int, int]:
+    """(number of keys, their MEMORY USAGE sum) under the deployment's prefix."""
+    count = total = 0
+    async for key in broker.redis.scan_iter(match=f"{broker.keys.tag}:*", count=1000):
+        count += 1
+        total += int(await broker.redis.memory_usage(key) or 0)
+    return count, total
+
+
+async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> list[tuple[str, str]]:
+    settings = Settings(redis_url=url, data_dir=data_dir, prefix="bench", log_level="warning")
+    redis = connect(url)
+    broker = Broker(redis, settings.keys)
+    await broker.ensure_group()
+    store = create_store(settings.store_url)
+    await store.create_schema()
+    payload = {"blob": "x" * payload_bytes}
+    rows: list[tuple[str, str]] = []
+
+    base = await used_memory(broker)
+    for start in range(0, events, 500):
+        items = [
+            to_envelope(IncomingEvent(type="BENCH", payload=payload), None, now_ms())
+            for _ in range(min(500, events - start))
+        ]
+        await enqueue(broker, items, 86_400_000)
+    queued = await used_memory(broker)
+    rows.append(("baseline", f"{base:,} B"))
+    rows.append((f"{events:,} queued events, {payload_bytes} B payload", f"{queued - base:,} B"))
+    rows.append(("per queued event", f"{(queued - base) / events:,.0f} B"))
+
+    await Worker(default_app(), settings, broker, store).run(burst=True)
+    drained = await used_memory(broker)
+    rows.append(("after the drain: used_memory vs baseline", f"{drained - base:+,} B"))
+    keys, kept = await key_bytes(broker)
+    rows.append((f"after the drain: what the {keys} keys hold (MEMORY USAGE)", f"{kept:,} B"))
+
+    before_keys = await used_memory(broker)
+    for start in range(0, events, 500):
+        items = [
+            to_envelope(IncomingEvent(type="BENCH", payload={}), f"key-{start + i}", now_ms())
+            for i in range(min(500, events - start))
+        ]
+        await enqueue(broker, items, 86_400_000)
+    await Worker(default_app(), settings, broker, store).run(burst=True)
+    after_keys = await used_memory(broker)
+    rows.append(
+        ("per idempotency key kept for the dedupe window", f"{(after_keys - before_keys) / events:,.0f} B")
+    )
+    await store.close()
+    await redis.aclose()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--payload-bytes", type=int, default=1024)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+        rows = asyncio.run(measure(server.url, Path(tmp), args.events, args.payload_bytes))
+    table = Table(title="Redis memory (used_memory)")
+    table.add_column("what")
+    table.add_column("bytes", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

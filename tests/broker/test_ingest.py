@@ -1,0 +1,172 @@
+"""ingest.lua: enqueue a batch, deduplicate by idempotency key, count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from eventstream.broker import Broker, Keys
+from tests.broker.conftest import check, make_items, wait_gone
+
+WINDOW = 60_000
+
+
+async def test_enqueues_each_event_with_status_and_counter(broker: Broker, redis: Redis, keys: Keys) -> None:
+    items = make_items(3)
+    results = await broker.scripts.ingest(redis, items, WINDOW)
+
+    assert results == [(event_id, False) for event_id, _, _ in items]
+    s = await check(redis, keys)
+    assert [(f["id"], f["a"], f["f"], f["e"]) for _, f in s.stream] == [
+        (event_id, "0", "", env.decode()) for event_id, env, _ in items
+    ]
+    assert s.status == {f["id"]: f"q:{entry}" for entry, f in s.stream}
+    assert s.pending == []
+    assert s.retry == {}
+    assert s.retry_body == {}
+    assert s.dlq == []
+    assert s.counters == {"received": 3}
+    assert s.idem == {}
+
+
+async def test_duplicate_within_one_batch(broker: Broker, redis: Redis, keys: Keys) -> None:
+    [first] = make_items(1, key="k-1")
+    [second] = make_items(1, key="k-1")
+    [other] = make_items(1, key="k-2")
+
+    results = await broker.scripts.ingest(redis, [first, second, other], WINDOW)
+
+    assert results == [(first[0], False), (first[0], True), (other[0], False)]
+    s = await check(redis, keys)
+    assert s.stream_ids() == [first[0], other[0]]
+    assert second[0] not in s.status
+    assert s.counters == {"received": 2, "duplicates": 1}
+    assert s.idem == {keys.idem("k-1"): first[0], keys.idem("k-2"): other[0]}
+
+
+async def test_duplicate_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
+    [first] = make_items(1, key="order-7")
+    [again] = make_items(1, key="order-7")
+    await broker.scripts.ingest(redis, [first], WINDOW)
+    before = await check(redis, keys)
+
+    results = await broker.scripts.ingest(redis, [again], WINDOW)
+
+    assert results == [(first[0], True)]
+    after = await check(redis, keys)
+    assert after.without_counters() == before.without_counters()
+    assert after.counters == {"received": 1, "duplicates": 1}
+
+
+async def test_duplicate_of_an_event_already_processed_is_still_a_duplicate(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    [first] = make_items(1, key="k")
+    await broker.scripts.ingest(redis, [first], WINDOW)
+    [got] = await broker.read_new("c1", 1, 10)
+    assert await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)]) == [True]
+
+    results = await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+
+    assert results == [(first[0], True)]
+    s = await check(redis, keys)
+    assert s.stream == []
+    assert s.status == {}
+    assert s.counters == {"received": 1, "processed": 1, "duplicates": 1}
+
+
+async def test_idempotency_keys_map_to_the_right_events_in_a_mixed_batch(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    # KEYS holds only events that carry a key: the index in ARGV must follow them.
+    a = make_items(1)[0]
+    b = make_items(1, key="kb")[0]
+    c = make_items(1)[0]
+    d = make_items(1, key="kd")[0]
+    e = make_items(1, key="kb")[0]
+    f = make_items(1)[0]
+
+    results = await broker.scripts.ingest(redis, [a, b, c, d, e, f], WINDOW)
+
+    assert results == [
+        (a[0], False),
+        (b[0], False),
+        (c[0], False),
+        (d[0], False),
+        (b[0], True),
+        (f[0], False),
+    ]
+    s = await check(redis, keys)
+    assert s.stream_ids() == [a[0], b[0], c[0], d[0], f[0]]
+    assert s.idem == {keys.idem("kb"): b[0], keys.idem("kd"): d[0]}
+    assert s.counters == {"received": 5, "duplicates": 1}
+
+
+async def test_idempotency_key_is_stored_hashed_with_the_window_as_ttl(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    r: Any = redis
+    raw = "customer:42/order:9"
+    [item] = make_items(1, key=raw)
+    await broker.scripts.ingest(redis, [item], WINDOW)
+
+    s = await check(redis, keys)
+    assert list(s.idem) == [keys.idem(raw)]
+    assert raw not in keys.idem(raw)
+    assert [k async for k in r.scan_iter(match=f"*{raw}*")] == []
+    ttl = await r.pttl(keys.idem(raw))
+    assert 0 < ttl <= WINDOW
+
+
+async def test_duplicate_does_not_extend_the_window(broker: Broker, redis: Redis, keys: Keys) -> None:
+    r: Any = redis
+    await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+    await r.pexpire(keys.idem("k"), 5_000)
+
+    results = await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+
+    assert results[0][1] is True
+    assert 0 < await r.pttl(keys.idem("k")) <= 5_000
+
+
+async def test_key_expires_after_the_window_and_is_then_accepted_again(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    r: Any = redis
+    [first] = make_items(1, key="short")
+    await broker.scripts.ingest(redis, [first], 50)
+    ttl = await r.pttl(keys.idem("short"))
+    assert 0 < ttl <= 50
+
+    await wait_gone(redis, keys.idem("short"))
+    [second] = make_items(1, key="short")
+    results = await broker.scripts.ingest(redis, [second], 50)
+
+    assert results == [(second[0], False)]
+    s = await check(redis, keys)
+    assert s.stream_ids() == [first[0], second[0]]
+    assert s.counters == {"received": 2}
+    assert s.idem == {keys.idem("short"): second[0]}
+
+
+async def test_stream_entries_are_ordered_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
+    first = make_items(2)
+    second = make_items(2, start=2)
+    await broker.scripts.ingest(redis, first, WINDOW)
+    await broker.scripts.ingest(redis, second, WINDOW)
+
+    s = await check(redis, keys)
+    assert s.stream_ids() == [i[0] for i in first + second]
+    assert s.counters == {"received": 4}
+
+
+async def test_events_queued_by_ingest_are_read_with_zero_attempts(broker: Broker, redis: Redis) -> None:
+    items = make_items(2)
+    await broker.scripts.ingest(redis, items, WINDOW)
+
+    got = await broker.read_new("c1", 10, 10)
+
+    assert [(g.event_id, g.attempts, g.first_failure_ms, g.envelope) for g in got] == [
+        (event_id, 0, None, env.decode()) for event_id, env, _ in items
+    ]
