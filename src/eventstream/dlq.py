@@ -7,9 +7,10 @@ DLQ or back in the stream, never both and never neither.
 from __future__ import annotations
 
 from eventstream.broker import Broker, DeadEntry
-from eventstream.errors import NotFound
+from eventstream.errors import NotFound, ValidationError
 
 CHUNK = 500
+MAX_ID_PART = 2**64 - 1  # each half of a Redis stream entry id is a uint64
 
 
 async def replay_one(broker: Broker, event_id: str) -> None:
@@ -38,9 +39,22 @@ async def delete_one(broker: Broker, event_id: str) -> None:
         raise NotFound("dead event", event_id)
 
 
+def _cursor_id(cursor: str) -> tuple[int, int]:
+    """A DLQ cursor (a stream entry id ``ms-seq``), checked before Redis sees it."""
+    ms, _, seq = cursor.partition("-")
+    digits = ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()
+    if not (digits and int(ms) <= MAX_ID_PART and int(seq) <= MAX_ID_PART):
+        raise ValidationError(
+            "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
+        )
+    return int(ms), int(seq)
+
+
 async def page(
     broker: Broker, limit: int, cursor: str | None, type_: str | None
 ) -> tuple[list[DeadEntry], str | None]:
+    if cursor is not None and _cursor_id(cursor) == (0, 0):
+        return [], None  # nothing comes before the first possible entry id
     items, last = await broker.list_dead(cursor, limit, type_)
     if len(items) < limit:
         return items, None

@@ -22,13 +22,17 @@ TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 KEY_MAX = 256
 
 
+# No NUL characters in strings stored as text columns: PostgreSQL cannot store them.
+NO_NUL = r"^[^\x00]*$"
+
+
 class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
     """The body of POST /events."""
 
     type: Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN, description="Event type.")]
     payload: Annotated[dict[str, Any], msgspec.Meta(description="Any JSON object.")]
-    source: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    severity: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    source: Annotated[str, msgspec.Meta(max_length=256, pattern=NO_NUL)] | None = None
+    severity: Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)] | None = None
     timestamp: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     id: (
         Annotated[
@@ -36,6 +40,7 @@ class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
             msgspec.Meta(
                 min_length=1,
                 max_length=KEY_MAX,
+                pattern=NO_NUL,
                 description="Client id: makes the post idempotent within the dedupe window.",
             ),
         ]
@@ -63,19 +68,23 @@ def new_event_id() -> str:
 
 
 def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value; stops counting past ``limit``."""
+    """Nesting depth of a decoded JSON value: objects and arrays inside one another
+    (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2); stops counting past ``limit``."""
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue  # a scalar adds no level
         if depth > deepest:
             deepest = depth
             if deepest > limit:
                 return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        stack.extend((v, depth + 1) for v in children)
     return deepest
 
 
@@ -90,12 +99,28 @@ def _problem_from_msgspec(exc: msgspec.DecodeError | msgspec.ValidationError) ->
     return ValidationError(f"body is not valid JSON: {text}", [{"loc": where, "msg": text}])
 
 
+def _undecodable(exc: UnicodeDecodeError | RecursionError, max_depth: int | None) -> ValidationError:
+    """msgspec raises these (not DecodeError) for invalid UTF-8 and for very deep nesting."""
+    if isinstance(exc, UnicodeDecodeError):
+        return ValidationError(
+            "body is not valid JSON: it is not valid UTF-8", [{"loc": "$", "msg": "invalid UTF-8"}]
+        )
+    if max_depth is None:
+        return ValidationError("batch is nested too deeply", [{"loc": "$.events", "msg": "nesting too deep"}])
+    return ValidationError(
+        f"payload is nested deeper than {max_depth} levels",
+        [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
+    )
+
+
 def parse_event(raw: bytes, max_depth: int) -> IncomingEvent:
     """Decode and validate one event; raises ValidationError saying what is wrong."""
     try:
         event = _event_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise _problem_from_msgspec(exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _undecodable(exc, max_depth) from None
     if _depth(event.payload, max_depth) > max_depth:
         raise ValidationError(
             f"payload is nested deeper than {max_depth} levels",
@@ -109,6 +134,8 @@ def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
         batch = _batch_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise _problem_from_msgspec(exc) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _undecodable(exc, None) from None
     if not batch.events:
         raise ValidationError(f"batch is empty: send 1 to {max_batch} events")
     if len(batch.events) > max_batch:

@@ -9,6 +9,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventstream import __version__
 from eventstream.api import dlq, events, ops, problems, schemas
@@ -32,9 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = create_store(settings.store_url)
         await store.create_schema()
-        await broker.ensure_group()
-        for warning in await broker.safety_warnings():
-            log.warning("redis could lose events", reason=warning)
+        try:
+            await broker.ensure_group()
+            for warning in await broker.safety_warnings():
+                log.warning("redis could lose events", reason=warning)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
+            # (Ingest creates the stream; workers create the consumer group.)
+            log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
         app.state.services = Services(settings, broker, store)
         try:
             yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import sqlalchemy as sa
@@ -57,14 +57,22 @@ def encode_cursor(processed_at_ms: int, event_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+# processed_at_ms is a BIGINT: a cursor outside its range is not one this API returned
+_CursorAt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, event_id = msgspec.json.decode(raw, type=tuple[int, str])
+        at, event_id = msgspec.json.decode(raw, type=tuple[_CursorAt, str])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise ValidationError(
             "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
         ) from None
+    if "\x00" in event_id:  # no stored id has one, and PostgreSQL refuses it in a query
+        raise ValidationError(
+            "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
+        )
     return at, event_id
 
 
@@ -109,6 +117,8 @@ class SqlStore:
             return {row[0] for row in result}
 
     async def get(self, event_id: str) -> ProcessedRow | None:
+        if "\x00" in event_id:  # never stored; PostgreSQL refuses NUL in a query
+            return None
         async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(events).where(events.c.id == event_id))).first()
         return ProcessedRow(**row._asdict()) if row else None
@@ -166,6 +176,6 @@ def create_store(url: str) -> SqlStore:
 
         else:
             engine = create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    except (ImportError, sa.exc.ArgumentError, ValueError) as exc:
+    except (ImportError, sa.exc.ArgumentError, sa.exc.InvalidRequestError, ValueError) as exc:
         raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
     return SqlStore(engine)
