@@ -21,6 +21,13 @@ CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: schemas.problem_response("No such event in the DLQ")}
 
 
+def _checked(event_id: str) -> str:
+    """Event ids are UUIDs; anything longer cannot be one of ours."""
+    if len(event_id) > 64:
+        raise NotFound("dead event", event_id[:64] + "…")
+    return event_id
+
+
 def _item(d: DeadEntry) -> dict[str, Any]:
     env = decode_envelope(d.envelope)
     return {
@@ -53,9 +60,9 @@ async def list_failed(
 
 @router.get("/failed-events/{event_id}", summary="One dead event", responses=NOT_FOUND)
 async def get_failed(request: Request, event_id: str) -> Response:
-    dead = await services(request).broker.dead_entry_of(event_id[:64])
+    dead = await services(request).broker.dead_entry_of(_checked(event_id))
     if dead is None:
-        raise NotFound("dead event", event_id[:64])
+        raise NotFound("dead event", event_id)
     return json(_item(dead))
 
 
@@ -73,11 +80,11 @@ async def replay_all(
     responses=NOT_FOUND,
 )
 async def replay_one(request: Request, event_id: str) -> Response:
-    await dlq.replay_one(services(request).broker, event_id[:64])
+    await dlq.replay_one(services(request).broker, _checked(event_id))
     return json({"replayed": 1, "eventId": event_id}, 202)
 
 
 @router.delete("/failed-events/{event_id}", status_code=204, responses=NOT_FOUND)
 async def delete_failed(request: Request, event_id: str) -> Response:
-    await dlq.delete_one(services(request).broker, event_id[:64])
+    await dlq.delete_one(services(request).broker, _checked(event_id))
     return Response(status_code=204)

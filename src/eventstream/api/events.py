@@ -157,7 +157,7 @@ async def list_events(
 async def get_event(request: Request, event_id: str) -> Response:
     svc = services(request)
     if len(event_id) > 64:
-        raise NotFound("event", event_id[:64])
+        raise NotFound("event", event_id[:64] + "…")
     located = await svc.broker.locate(event_id)
     if located is None:
         row = await svc.store.get(event_id)

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -78,7 +78,7 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": "1"},
         )
 
-    for cls in (RedisConnectionError, RedisTimeoutError, ConnectionError, DBAPIError):
+    for cls in (RedisConnectionError, RedisTimeoutError, ConnectionError, OperationalError, InterfaceError):
         app.add_exception_handler(cls, _backend_down)
 
     @app.exception_handler(Exception)
