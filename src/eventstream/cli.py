@@ -137,6 +137,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @cli.command()
 def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Run the HTTP API alone (needs EVENTSTREAM_REDIS_URL)."""
@@ -152,6 +156,10 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
         raise typer.Exit(2)
     if not _is_loopback(host):
         console.print(f"[yellow]warning:[/yellow] listening on {host}: the API has no authentication")
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
+    # original handler in place, so the process would die by it (exit status 143).
+    # A graceful stop is a success: let that re-raised SIGTERM end the process with 0.
+    signal.signal(signal.SIGTERM, _exit_ok)
     uvicorn.run(
         create_app(settings),
         host=host,

@@ -121,6 +121,9 @@ def parse_event(raw: bytes, max_depth: int) -> IncomingEvent:
         raise _problem_from_msgspec(exc) from None
     except (UnicodeDecodeError, RecursionError) as exc:
         raise _undecodable(exc, max_depth) from None
+    if event.type.endswith("\n"):  # msgspec uses re.search, whose "$" matches before a final newline
+        msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
+        raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
     if _depth(event.payload, max_depth) > max_depth:
         raise ValidationError(
             f"payload is nested deeper than {max_depth} levels",

@@ -54,7 +54,7 @@ class Keys:
     )
 
     def __init__(self, prefix: str) -> None:
-        if not _PREFIX_RE.match(prefix):
+        if not _PREFIX_RE.fullmatch(prefix):  # match() would let a final newline through
             raise ValueError(f"key prefix {prefix!r} must be 1-64 characters of letters, digits, '_.:-'")
         self.prefix = prefix
         self.tag = "{" + prefix + "}"

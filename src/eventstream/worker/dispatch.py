@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import msgspec
 
-from eventstream.app import EventStream
+from eventstream.app import EventStream, HandlerFunc
 from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Envelope, Event, decode_envelope
@@ -69,11 +70,18 @@ class Dispatcher:
         self.app = app
         self.settings = settings
         self.executor = executor
+        # One slot per handler thread, held until the thread is done with the handler
+        # (even after a timeout): a sync handler's timeout starts when a thread runs it,
+        # not while it waits for one.
+        self._threads = asyncio.Semaphore(settings.sync_threads)
 
     async def run(self, d: StreamEntry) -> Outcome:
+        attempt = d.attempts + 1
         try:
             env = decode_envelope(d.envelope)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            event = Event.from_envelope(env, attempt)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OverflowError, OSError) as exc:
+            # OverflowError / ValueError / OSError: a receivedAt no datetime can hold
             now = _now_ms()
             return Dead(d, "", d.attempts, f"MalformedEvent: {exc}", "", now, now, handler_ran=False)
         handler = self.app.handler_for(env.type)
@@ -89,9 +97,9 @@ class Dispatcher:
                 now,
                 handler_ran=False,
             )
-        attempt = d.attempts + 1
-        event = Event.from_envelope(env, attempt)
         timeout_s = handler.timeout if handler.timeout is not None else self.settings.handler_timeout
+        if not handler.is_async:
+            await self._threads.acquire()  # waiting for a thread is not part of the try
         start = time.perf_counter()
         delay_override: float | None = None
         try:
@@ -99,8 +107,7 @@ class Dispatcher:
                 async with asyncio.timeout(timeout_s):
                     await handler.func(event)  # type: ignore[misc]
             else:
-                loop = asyncio.get_running_loop()
-                await asyncio.wait_for(loop.run_in_executor(self.executor, handler.func, event), timeout_s)
+                await asyncio.wait_for(asyncio.wrap_future(self._in_thread(handler.func, event)), timeout_s)
             return Done(d, env, attempt, time.perf_counter() - start)
         except asyncio.CancelledError:
             raise
@@ -118,6 +125,22 @@ class Dispatcher:
         except Exception as exc:
             failure = exc
         return self._failed(d, env, handler.max_attempts, handler.retry_delay, failure, delay_override)
+
+    def _in_thread(self, func: HandlerFunc, event: Event) -> Future[object]:
+        """Submit to the executor; the thread slot is released when the call returns."""
+        loop = asyncio.get_running_loop()
+
+        def release(_: Future[object]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._threads.release)
+
+        try:
+            future: Future[object] = self.executor.submit(func, event)
+        except BaseException:
+            self._threads.release()
+            raise
+        future.add_done_callback(release)
+        return future
 
     def _failed(
         self,

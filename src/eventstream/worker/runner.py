@@ -21,9 +21,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy.exc
 import structlog
@@ -53,10 +53,36 @@ STORE_TRANSIENT = (
 )
 READ_BLOCK_MS = 200
 MAX_BACKOFF_S = 2.0
+STOP_TASKS_S = 5.0
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout_s: float) -> set[asyncio.Task[Any]]:
+    """Cancel the tasks and wait for them, cancelling again while any is still running.
+
+    One ``cancel()`` is not always enough: on Python 3.11 ``asyncio.wait_for`` (which
+    redis-py uses to send every command) swallows a cancellation that lands just as the
+    awaited operation finishes, and the task carries on as if never cancelled. Returns
+    the tasks still running after ``timeout_s``.
+    """
+    tasks = list(tasks)
+    pending = {t for t in tasks if not t.done()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+    return pending
 
 
 def consumer_name() -> str:
@@ -80,6 +106,7 @@ class Worker:
         self.executor = ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
         self.dispatcher = Dispatcher(app, settings, self.executor)
         self._inflight: dict[str, StreamEntry] = {}
+        self._settling: set[str] = set()  # entries whose outcomes are being recorded
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._space = asyncio.Event()
@@ -95,6 +122,7 @@ class Worker:
         if not self._stop.is_set():
             log.info("worker stopping", consumer=self.consumer, in_flight=len(self._inflight))
         self._stop.set()
+        self._space.set()  # wake the reader if it waits for a free slot: it must see the stop
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,8 +151,8 @@ class Worker:
                     await asyncio.wait_for(self._outcomes.join(), self.settings.shutdown_grace)
                 except TimeoutError:
                     log.warning("could not record every outcome before stopping")
-            settler.cancel()
-            await asyncio.gather(settler, maintenance, return_exceptions=True)
+            if await _cancel_and_wait([settler, maintenance], STOP_TASKS_S):
+                log.warning("internal tasks did not stop in time", consumer=self.consumer)
             with contextlib.suppress(RedisError):
                 await self.broker.leave(self.consumer)
             self.executor.shutdown(wait=False, cancel_futures=True)
@@ -141,9 +169,8 @@ class Worker:
                     "grace period over: leaving unfinished events to be reclaimed",
                     count=len(still),
                 )
-                for task in still:
-                    task.cancel()
-                await asyncio.gather(*still, return_exceptions=True)
+                if await _cancel_and_wait(still, STOP_TASKS_S):
+                    log.warning("handlers ignored cancellation; stopping without them")
 
     # ---- reading -------------------------------------------------------------------
 
@@ -213,6 +240,7 @@ class Worker:
             group = [await self._outcomes.get()]
             while len(group) < 2_000 and not self._outcomes.empty():
                 group.append(self._outcomes.get_nowait())
+            self._settling.update(o.delivery.entry for o in group)
             try:
                 await self._settle(group)
             except Exception as exc:
@@ -224,6 +252,7 @@ class Worker:
             finally:
                 for o in group:
                     self._inflight.pop(o.delivery.entry, None)
+                    self._settling.discard(o.delivery.entry)
                     self._outcomes.task_done()
                 self._space.set()
 
@@ -286,6 +315,8 @@ class Worker:
             lost = await self.broker.scripts.renew(
                 self.broker.redis, self.consumer, entries[i : i + 1000], _now_ms()
             )
+            # An entry settled by this worker while the script ran is acknowledged, not lost.
+            lost = [e for e in lost if e in self._inflight and e not in self._settling]
             if lost:
                 log.warning("leases lost to another worker", entries=len(lost))
 

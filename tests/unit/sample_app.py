@@ -1,0 +1,15 @@
+"""Importable apps for load_app tests (not a test module)."""
+
+from __future__ import annotations
+
+from eventstream.app import EventStream
+from eventstream.event import Event
+
+app = EventStream("sample")
+other = EventStream("other")
+not_an_app = {"name": "just a dict"}
+
+
+@app.handler("A")
+async def handle(event: Event) -> None:
+    return None

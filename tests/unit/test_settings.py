@@ -1,0 +1,130 @@
+"""Settings: EVENTSTREAM_* environment, .env, validation that fails fast, derived values."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from eventstream.broker.keys import Keys
+from eventstream.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No EVENTSTREAM_* from the outside and no ./.env: each test sets what it needs."""
+    for name in list(os.environ):
+        if name.upper().startswith("EVENTSTREAM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults() -> None:
+    s = Settings()
+    assert s.redis_url is None
+    assert s.database_url is None
+    assert s.prefix == "eventstream"
+    assert s.max_attempts == 5
+    assert s.concurrency == 256
+    assert s.visibility_timeout == 30.0
+    assert s.max_deliveries == 3
+    assert s.log_level == "info"
+
+
+def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "redis://example:6380/2")
+    monkeypatch.setenv("EVENTSTREAM_PREFIX", "shop")
+    monkeypatch.setenv("EVENTSTREAM_MAX_ATTEMPTS", "9")
+    monkeypatch.setenv("EVENTSTREAM_RETRY_DELAY", "0.25")
+    monkeypatch.setenv("EVENTSTREAM_CONCURRENCY", "12")
+    monkeypatch.setenv("eventstream_log_level", "debug")  # case-insensitive names
+    s = Settings()
+    assert s.redis_url == "redis://example:6380/2"
+    assert s.prefix == "shop"
+    assert s.max_attempts == 9
+    assert s.retry_delay == 0.25
+    assert s.concurrency == 12
+    assert s.log_level == "debug"
+
+
+def test_dotenv_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("EVENTSTREAM_PREFIX=fromfile\nEVENTSTREAM_BATCH_SIZE=77\n")
+    s = Settings()
+    assert (s.prefix, s.batch_size) == ("fromfile", 77)
+    monkeypatch.setenv("EVENTSTREAM_PREFIX", "fromenv")
+    assert Settings().prefix == "fromenv"
+
+
+def test_unrelated_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_NOT_A_SETTING", "x")
+    monkeypatch.setenv("MAX_ATTEMPTS", "2")
+    assert Settings().max_attempts == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_ATTEMPTS", "0"),
+        ("MAX_ATTEMPTS", "1001"),
+        ("MAX_ATTEMPTS", "many"),
+        ("RETRY_DELAY", "-1"),
+        ("HANDLER_TIMEOUT", "0"),
+        ("CONCURRENCY", "0"),
+        ("BATCH_SIZE", "10001"),
+        ("VISIBILITY_TIMEOUT", "0"),
+        ("MAX_DELIVERIES", "0"),
+        ("SHUTDOWN_GRACE", "-0.5"),
+        ("POLL_INTERVAL", "0"),
+        ("MAX_BODY_BYTES", "100"),
+        ("LOG_LEVEL", "verbose"),
+        ("LOG_FORMAT", "xml"),
+        ("PREFIX", "bad prefix"),
+        ("PREFIX", "{x}"),
+        ("PREFIX", ""),
+        ("PREFIX", "shop\n"),
+    ],
+)
+def test_invalid_values_fail_fast(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(f"EVENTSTREAM_{name}", value)
+    with pytest.raises(pydantic.ValidationError) as info:
+        Settings()
+    assert name.lower() in str(info.value)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(pydantic.ValidationError):
+        s.max_attempts = 3  # type: ignore[misc]
+
+
+def test_keys_follow_the_prefix_and_are_cached() -> None:
+    s = Settings(prefix="shop")
+    assert isinstance(s.keys, Keys)
+    assert s.keys.stream == "{shop}:stream"
+    assert s.keys is s.keys
+
+
+def test_store_url_default_is_sqlite_under_data_dir(tmp_path: Path) -> None:
+    s = Settings(data_dir=Path("rel/data"))
+    expected = (tmp_path / "rel" / "data" / "events.db").resolve()
+    assert s.store_url == f"sqlite+aiosqlite:///{expected}"
+    assert Path(s.store_url.removeprefix("sqlite+aiosqlite:///")).is_absolute()
+
+
+def test_store_url_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_DATA_DIR", "/srv/es")
+    assert Settings().store_url == f"sqlite+aiosqlite:///{Path('/srv/es/events.db').resolve()}"
+    monkeypatch.setenv("EVENTSTREAM_DATABASE_URL", "postgresql+asyncpg://u@h/db")
+    assert Settings().store_url == "postgresql+asyncpg://u@h/db"
+
+
+def test_load_settings_overrides_win_and_none_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_CONCURRENCY", "8")
+    monkeypatch.setenv("EVENTSTREAM_PREFIX", "envp")
+    s = load_settings(concurrency=3, prefix=None)
+    assert s.concurrency == 3
+    assert s.prefix == "envp"
+    with pytest.raises(pydantic.ValidationError):
+        load_settings(concurrency=0)
