@@ -32,9 +32,8 @@ def test_data_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
-    with EmbeddedRedis(tmp_path):
-        with pytest.raises(ConfigError, match="in use by another running server"):
-            EmbeddedRedis(tmp_path).start()
+    with EmbeddedRedis(tmp_path), pytest.raises(ConfigError, match="in use by another running server"):
+        EmbeddedRedis(tmp_path).start()
     EmbeddedRedis(tmp_path).start().stop()  # free again once stopped
 
 
