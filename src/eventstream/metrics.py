@@ -71,17 +71,23 @@ class HistogramBatch:
     """Observations of one worker batch, folded into field increments for complete.lua."""
 
     def __init__(self) -> None:
-        self._fields: dict[str, int] = {}
+        # per histogram: one count per bucket (+Inf last), then the sum in microseconds
+        self._h: dict[str, list[int]] = {}
 
     def observe(self, name: str, seconds: float) -> None:
-        f = self._fields
-        key = f"{name}:{bucket_index(seconds)}"
-        f[key] = f.get(key, 0) + 1
-        f[f"{name}:count"] = f.get(f"{name}:count", 0) + 1
-        f[f"{name}:sum_us"] = f.get(f"{name}:sum_us", 0) + int(seconds * 1_000_000)
+        h = self._h.get(name)
+        if h is None:
+            h = self._h[name] = [0] * (len(BUCKETS_S) + 2)
+        h[bisect.bisect_left(BUCKETS_S, seconds)] += 1
+        h[-1] += int(seconds * 1_000_000)
 
     def fields(self) -> list[tuple[str, int]]:
-        return list(self._fields.items())
+        out: list[tuple[str, int]] = []
+        for name, h in self._h.items():
+            out += [(f"{name}:{i}", n) for i, n in enumerate(h[:-1]) if n]
+            out.append((f"{name}:count", sum(h[:-1])))
+            out.append((f"{name}:sum_us", h[-1]))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import sqlalchemy as sa
@@ -34,8 +33,9 @@ events = sa.Table(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessedRow:
+class ProcessedRow(NamedTuple):
+    """One stored event, its fields in the table's column order."""
+
     id: str
     type: str
     payload: str  # JSON text
@@ -49,7 +49,7 @@ class ProcessedRow:
     processed_at_ms: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return self._asdict()
 
 
 def encode_cursor(processed_at_ms: int, event_id: str) -> str:
@@ -82,6 +82,25 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._insert_sql, self._insert_order = self._compile_insert()
+
+    def _compile_insert(self) -> tuple[str, list[int]]:
+        """The dialect's INSERT ... ON CONFLICT DO NOTHING, compiled once.
+
+        Rows are then sent as plain tuples through the driver's executemany, which
+        skips SQLAlchemy's per-row parameter processing on the hot path.
+        """
+        stmt: Any
+        if self.dialect == "postgresql":
+            stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["id"])
+        elif self.dialect == "sqlite":
+            stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["id"])
+        else:
+            stmt = events.insert().prefix_with("IGNORE")
+        names = list(ProcessedRow._fields)
+        compiled = stmt.compile(dialect=self.engine.dialect, column_keys=names)
+        order = compiled.positiontup or names
+        return str(compiled), [names.index(name) for name in order]
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as conn:
@@ -98,15 +117,13 @@ class SqlStore:
         """Insert rows in one transaction; rows whose id exists are left as they are."""
         if not rows:
             return
-        stmt: Any
-        if self.dialect == "postgresql":
-            stmt = postgresql.insert(events).on_conflict_do_nothing(index_elements=["id"])
-        elif self.dialect == "sqlite":
-            stmt = sqlite.insert(events).on_conflict_do_nothing(index_elements=["id"])
+        order = self._insert_order
+        if order == list(range(len(ProcessedRow._fields))):
+            params: list[tuple[Any, ...]] = list(rows)
         else:
-            stmt = events.insert().prefix_with("IGNORE")
+            params = [tuple(row[i] for i in order) for row in rows]
         async with self.engine.begin() as conn:
-            await conn.execute(stmt, [r.as_dict() for r in rows])
+            await conn.exec_driver_sql(self._insert_sql, params)
 
     async def existing(self, ids: list[str]) -> set[str]:
         """Which of these ids are already recorded as processed."""

@@ -20,17 +20,17 @@ _encode = msgspec.json.encode
 def _row(done: Done, processed_at_ms: int) -> ProcessedRow:
     env = done.envelope
     return ProcessedRow(
-        id=env.id,
-        type=env.type,
-        payload=_encode(env.payload).decode(),
-        source=env.source,
-        severity=env.severity,
-        timestamp=env.timestamp,
-        idempotency_key=env.idempotencyKey,
-        replay_of=env.replayOf,
-        attempts=done.attempt,
-        received_at_ms=env.receivedAt,
-        processed_at_ms=processed_at_ms,
+        env.id,
+        env.type,
+        _encode(env.payload).decode(),
+        env.source,
+        env.severity,
+        env.timestamp,
+        env.idempotencyKey,
+        env.replayOf,
+        done.attempt,
+        env.receivedAt,
+        processed_at_ms,
     )
 
 
