@@ -1,0 +1,126 @@
+"""``eventstream up`` with its embedded server: Ctrl-C stops everything; a restart finds it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from eventstream.embedded import free_port
+from tests.e2e.conftest import E2E_APP, Cluster, Proc, count_side_effects, get_metrics, wait_for
+
+
+def start_up(cluster: Cluster, data_dir: Path, **env: str) -> tuple[Proc, httpx.Client]:
+    """``eventstream up`` on a free port with NO Redis URL in its environment."""
+    environment = cluster.env(redis=False, **env)
+    del environment["EVENTSTREAM_DATA_DIR"]  # given by --data-dir instead
+    assert not any(k == "EVENTSTREAM_REDIS_URL" for k in environment)
+    port = free_port()
+    args = ["up", E2E_APP, "--port", str(port), "--data-dir", str(data_dir)]
+    proc = cluster.spawn("up", args, environment)
+    cluster.wait_ready(proc, port, timeout=60)
+    return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
+
+
+def status(client: httpx.Client, event_id: str) -> str:
+    r = client.get(f"/events/{event_id}")
+    assert r.status_code == 200, r.text
+    value: str = r.json()["status"]
+    return value
+
+
+def wait_status(client: httpx.Client, event_id: str, wanted: str) -> None:
+    wait_for(lambda: status(client, event_id) == wanted, f"{event_id} to be {wanted}", timeout=30,
+             last=lambda: status(client, event_id))  # fmt: skip
+
+
+def post(client: httpx.Client, events: list[dict[str, Any]]) -> list[str]:
+    r = client.post("/events/batch", json={"events": events})
+    assert r.status_code == 200, r.text
+    return [item["eventId"] for item in r.json()["results"]]
+
+
+def assert_all_gone(cluster: Cluster, up: Proc, port: int) -> None:
+    """No process of this test is left (api, workers, the embedded server), the port is free."""
+    leftovers = cluster.marked_pids()
+    assert not leftovers, f"processes left after `up` stopped: {leftovers}\n{up.logs()}"
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+
+
+@pytest.mark.timeout(120)
+def test_up_ctrl_c_and_restart_on_the_same_data_dir(cluster: Cluster, tmp_path: Path) -> None:
+    data_dir = tmp_path / "updata"
+    gate = tmp_path / "gate-open"
+    settings = {"EVENTSTREAM_CONCURRENCY": "2", "EVENTSTREAM_SHUTDOWN_GRACE": "4"}
+
+    # ---- first run ---------------------------------------------------------------------
+    up, client = start_up(cluster, data_dir, **settings)
+    with client:
+        port = client.base_url.port
+        assert port is not None
+        done = post(client, [{"type": "OK", "payload": {"n": i}} for i in range(5)])
+        for event_id in done:
+            wait_status(client, event_id, "processed")
+        # Fill both handler slots: GATE blocks until the gate file exists (it will not,
+        # in this run); SLOW is still running when Ctrl-C comes and must finish then.
+        [blocked] = post(client, [{"type": "GATE", "payload": {"gate": str(gate)}}])
+        wait_status(client, blocked, "processing")
+        [slow] = post(client, [{"type": "SLOW", "payload": {"ms": 2000}}])
+        wait_status(client, slow, "processing")
+        # Both slots are taken: these stay queued.
+        queued = post(client, [{"type": "OK", "payload": {"queued": i}} for i in range(3)])
+        for event_id in queued:
+            assert status(client, event_id) == "queued"
+        assert get_metrics(client)["received"] == 10
+
+    # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
+    os.killpg(up.pid, signal.SIGINT)
+    assert cluster.wait_exit(up, timeout=40) == 0, up.logs()
+    assert_all_gone(cluster, up, port)
+    assert "stopped" in up.stderr()
+    ran = count_side_effects(cluster.side_file, "OK")
+    assert set(ran) == set(done), "the queued events were not run before the stop"
+    assert count_side_effects(cluster.side_file, "SLOW") == {slow: 1}, "the in-flight SLOW finished"
+    assert count_side_effects(cluster.side_file, "GATE_START") == {blocked: 1}
+    assert (data_dir / "events.db").exists()
+    assert (data_dir / "redis").is_dir()
+
+    # ---- second run, same data dir -----------------------------------------------------
+    up, client = start_up(cluster, data_dir, **settings, EVENTSTREAM_VISIBILITY_TIMEOUT="1")
+    with client:
+        port = client.base_url.port
+        assert port is not None
+        for event_id in done:
+            r = client.get(f"/events/{event_id}")
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "processed", r.text
+        assert status(client, slow) == "processed", "the outcome recorded at Ctrl-C survived"
+        assert status(client, blocked) in {"queued", "processing"}
+        for event_id in queued:
+            assert status(client, event_id) in {"queued", "processing", "processed"}
+
+        gate.touch()
+        for event_id in [blocked, *queued]:
+            wait_status(client, event_id, "processed")
+        m = get_metrics(client)
+        assert m["received"] == 10, "the counters survived the restart"
+        assert m["processed"] == 10
+        assert m["reclaimed"] == 1, "only the GATE handler cancelled at Ctrl-C is run again"
+        assert m["redeliveredSkipped"] == 0
+        assert m["queued"] == m["pending"] == m["scheduled"] == m["dlq"] == 0
+
+    ok = count_side_effects(cluster.side_file, "OK")
+    assert ok == Counter([*done, *queued]), "each OK handler ran exactly once"
+    assert count_side_effects(cluster.side_file, "SLOW") == {slow: 1}
+    assert count_side_effects(cluster.side_file, "GATE") == {blocked: 1}
+
+    # This time SIGINT to `up` alone (kill -INT <pid>): it stops its children itself.
+    up.popen.send_signal(signal.SIGINT)
+    assert cluster.wait_exit(up, timeout=40) == 0, up.logs()
+    assert_all_gone(cluster, up, port)
