@@ -116,12 +116,18 @@ def up(
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + settings.shutdown_grace + 5
+        # a worker may take the grace period to finish handlers, as long again to
+        # record their outcomes, and a few seconds to stop its internal tasks
+        deadline = time.monotonic() + 2 * settings.shutdown_grace + 10
         for child in children:
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                console.print(f"[red]process {child.pid} did not stop in time; killing it[/red]")
                 child.kill()
+                child.wait()
+            if child.returncode not in (0, None) and code == 0:
+                code = child.returncode if child.returncode > 0 else 1
         if server is not None:
             server.stop()
         console.print("stopped")
@@ -160,6 +166,7 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     # original handler in place, so the process would die by it (exit status 143).
     # A graceful stop is a success: let that re-raised SIGTERM end the process with 0.
     signal.signal(signal.SIGTERM, _exit_ok)
+    signal.signal(signal.SIGINT, _exit_ok)  # Ctrl-C: the same graceful stop
     uvicorn.run(
         create_app(settings),
         host=host,

@@ -96,7 +96,9 @@ async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
 
     second_started = False
     slow_id, quick_id = await put_many(broker, 2)
-    first = Worker(app, mk(shutdown_grace=0.2, concurrency=2), broker, store, consumer="first")
+    first = Worker(
+        app, mk(shutdown_grace=0.2, concurrency=2, visibility_timeout=60), broker, store, consumer="first"
+    )
     task = asyncio.create_task(first.run())
     await wait_until(lambda: len(calls) == 2 and quick_done.is_set(), what="both handlers to start")
     first.request_stop()
@@ -106,6 +108,8 @@ async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
     assert await store.existing([slow_id, quick_id]) == {quick_id}
     pending = await broker.redis.xpending_range(broker.keys.stream, GROUP, "-", "+", 10)
     assert [(p["consumer"], p["times_delivered"]) for p in pending] == [("first", 1)]
+    # released: it looks idle for a whole visibility timeout, so it need not wait one
+    assert pending[0]["time_since_delivered"] >= 60_000
     assert await broker.redis.hget(broker.keys.status, slow_id) is not None
     # the consumer that still owns work is kept in the group, so its entries can be reclaimed
     consumers = {c["name"] for c in await broker.redis.xinfo_consumers(broker.keys.stream, GROUP)}
@@ -113,7 +117,7 @@ async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
     assert (await broker.counters())["processed"] == 1
 
     second_started = True
-    await burst(app, mk(visibility_timeout=0.2), broker, store, consumer="second")
+    await burst(app, mk(visibility_timeout=60), broker, store, consumer="second")
     assert calls[-1] == ("second", slow_id)
     assert await store.existing([slow_id, quick_id]) == {slow_id, quick_id}
     counters = await broker.counters()

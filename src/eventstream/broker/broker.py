@@ -164,6 +164,11 @@ class Broker:
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         await self._r.zadd(self.keys.workers, {consumer: now_ms})
 
+    async def release(self, consumer: str, entries: list[str], idle_ms: int) -> None:
+        """Mark this consumer's entries as idle for ``idle_ms``, so that the next reclaim by
+        a live worker takes them at once (no delivery is counted: JUSTID)."""
+        await self._r.xclaim(self.keys.stream, GROUP, consumer, 0, entries, idle=idle_ms, justid=True)
+
     async def leave(self, consumer: str) -> None:
         """A worker that stops cleanly removes its heartbeat (and its consumer if idle)."""
         await self._r.zrem(self.keys.workers, consumer)

@@ -107,6 +107,7 @@ class Worker:
         self.dispatcher = Dispatcher(app, settings, self.executor)
         self._inflight: dict[str, StreamEntry] = {}
         self._settling: set[str] = set()  # entries whose outcomes are being recorded
+        self._abandoned: list[str] = []  # entries whose handlers were cancelled at shutdown
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._space = asyncio.Event()
@@ -171,6 +172,17 @@ class Worker:
                 )
                 if await _cancel_and_wait(still, STOP_TASKS_S):
                     log.warning("handlers ignored cancellation; stopping without them")
+                await self._release(self._abandoned)
+
+    async def _release(self, entries: list[str]) -> None:
+        """Let live workers take these entries now instead of after the visibility timeout."""
+        if not entries:
+            return
+        try:
+            await self.broker.release(self.consumer, entries, int(self.settings.visibility_timeout * 1000))
+        except (*TRANSIENT, RedisError) as exc:
+            log.warning("could not release unfinished events; they wait for the visibility timeout",
+                        error=str(exc))  # fmt: skip
 
     # ---- reading -------------------------------------------------------------------
 
@@ -229,6 +241,7 @@ class Worker:
             outcome = await self.dispatcher.run(entry)
         except asyncio.CancelledError:
             self._inflight.pop(entry.entry, None)
+            self._abandoned.append(entry.entry)
             self._space.set()
             raise
         self._outcomes.put_nowait(outcome)
