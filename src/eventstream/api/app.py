@@ -15,7 +15,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from eventstream import __version__
 from eventstream.api import dlq, events, ops, problems, schemas
 from eventstream.api.deps import Services
+from eventstream.api.fastpath import IngestFastPath
 from eventstream.broker import Broker, connect
+from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
 from eventstream.store import create_store
 
@@ -42,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
             # (Ingest creates the stream; workers create the consumer group.)
             log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
-        app.state.services = Services(settings, broker, store)
+        app.state.services = Services(
+            settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
+        )
         try:
             yield
         finally:
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(IngestFastPath)
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from eventstream.broker import Broker
 from eventstream.errors import PayloadTooLarge, ValidationError
+from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     broker: Broker
     store: SqlStore
+    ingest: GroupCommit
 
 
 def services(request: Request) -> Services:

@@ -16,7 +16,6 @@ from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest import (
     TYPE_PATTERN,
     check_idempotency_key,
-    enqueue,
     now_ms,
     parse_batch,
     parse_event,
@@ -61,7 +60,7 @@ async def post_event(request: Request) -> Response:
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     event = parse_event(raw, s.max_depth)
     item = to_envelope(event, key, now_ms())
-    [result] = await enqueue(svc.broker, [item], int(s.dedupe_window * 1000))
+    [result] = await svc.ingest.submit([item])
     if result.duplicate:
         return json({"message": DUPLICATE, "eventId": result.event_id, "duplicate": True}, 200)
     return json({"message": ACCEPTED, "eventId": result.event_id, "duplicate": False}, 202)
@@ -91,7 +90,7 @@ async def post_batch(request: Request) -> Response:
             good.append((i, to_envelope(parse_event(bytes(item), s.max_depth), None, now)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
-    accepted = await enqueue(svc.broker, [g for _, g in good], int(s.dedupe_window * 1000))
+    accepted = await svc.ingest.submit([g for _, g in good])
     for (i, _), acc in zip(good, accepted, strict=True):
         results[i] = {
             "index": i,

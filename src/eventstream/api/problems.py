@@ -44,44 +44,50 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
     )
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(ValidationError)
-    async def _validation(_: Request, exc: ValidationError) -> Response:
-        return problem(exc.status, exc.detail, errors=exc.errors)
+BACKEND_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OperationalError, InterfaceError)
 
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
+
+def response_for(exc: Exception) -> Response:
+    """The problem+json answer for an exception: the one mapping every route uses."""
+    if isinstance(exc, ValidationError):
+        return problem(exc.status, exc.detail, errors=exc.errors)
+    if isinstance(exc, RequestValidationError):
         errors = [
             {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": str(e.get("msg", ""))}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors) or "invalid request"
         return problem(422, detail, errors=errors)
-
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> Response:
+    if isinstance(exc, NotFound):
         return problem(404, str(exc))
-
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> Response:
+    if isinstance(exc, HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
-
-    @app.exception_handler(Unavailable)
-    async def _unavailable(_: Request, exc: Unavailable) -> Response:
+    if isinstance(exc, Unavailable):
         return problem(503, exc.detail, headers={"Retry-After": str(exc.retry_after_s)})
-
-    async def _backend_down(_: Request, exc: Exception) -> Response:
+    if isinstance(exc, RedisTimeoutError):
+        # The command may have reached Redis and be applied once it answers again.
+        log.warning("redis did not answer in time", error=f"{type(exc).__name__}: {exc}")
+        return problem(
+            503,
+            "Redis did not answer in time; the request may or may not have been applied: "
+            "retry later with the same Idempotency-Key to be told which",
+            headers={"Retry-After": "1"},
+        )
+    if isinstance(exc, BACKEND_DOWN):
         log.warning("backing service unavailable", error=f"{type(exc).__name__}: {exc}")
         return problem(
             503,
             "a backing service (Redis or the store) is unreachable; nothing was changed, retry later",
             headers={"Retry-After": "1"},
         )
+    log.exception("unexpected error", error=f"{type(exc).__name__}", exc_info=exc)
+    return problem(500, "unexpected server error; it has been logged")
 
-    for cls in (RedisConnectionError, RedisTimeoutError, ConnectionError, OperationalError, InterfaceError):
-        app.add_exception_handler(cls, _backend_down)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error", error=f"{type(exc).__name__}")
-        return problem(500, "unexpected server error; it has been logged")
+def install(app: FastAPI) -> None:
+    async def handle(_: Request, exc: Exception) -> Response:
+        return response_for(exc)
+
+    for cls in (ValidationError, RequestValidationError, NotFound, HTTPException, Unavailable,
+                *BACKEND_DOWN, Exception):  # fmt: skip
+        app.add_exception_handler(cls, handle)
