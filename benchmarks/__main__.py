@@ -294,23 +294,33 @@ async def paced_sender(url: str, rate: float, seconds: float) -> list[str]:
     return ids
 
 
+def wait_processed(settings: Settings, n: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while asyncio.run(counter(settings, "processed")) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"latency run: {n} events were not all processed within {timeout_s:g} s")
+        time.sleep(0.05)
+
+
 def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> None:
     name = "latency"
     task = progress.add_task(f"latency: {rate:g} events/s for {seconds:g} s", total=None)
     worker = spawn(["worker"], run.env(name), run.scratch / "latency-worker.log")
     try:
         with api_process(run, name) as base:
-            ids = asyncio.run(paced_sender(f"{base}/events", rate, seconds))
             settings = run.settings(name)
-            deadline = time.monotonic() + 60
-            while asyncio.run(counter(settings, "processed")) < len(ids):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("latency run: events were not all processed within 60 s")
-                time.sleep(0.05)
+            warmup = asyncio.run(paced_sender(f"{base}/events", rate, min(1.0, seconds)))
+            wait_processed(settings, len(warmup))
+            measured_from_ms = now_ms()
+            ids = asyncio.run(paced_sender(f"{base}/events", rate, seconds))
+            wait_processed(settings, len(warmup) + len(ids))
     finally:
         stop(worker)
     db = sqlite3.connect(run.scratch / name / "events.db")
-    rows = db.execute("SELECT processed_at_ms - received_at_ms FROM eventstream_events").fetchall()
+    rows = db.execute(
+        "SELECT processed_at_ms - received_at_ms FROM eventstream_events WHERE received_at_ms >= ?",
+        (measured_from_ms,),
+    ).fetchall()
     db.close()
     values = sorted(float(r[0]) for r in rows)
     progress.update(task, total=1, completed=1)
