@@ -334,19 +334,25 @@ class Worker:
                 log.warning("leases lost to another worker", entries=len(lost))
 
     async def _reclaim(self, vt_ms: int) -> None:
-        free = self.settings.concurrency - len(self._inflight)
-        if free <= 0:
+        # Reclaimed work goes first: it may take up to one batch beyond `concurrency`
+        # (the reader waits meanwhile), or under steady load a dead worker's events
+        # would wait behind new ones for free slots.
+        room = self.settings.concurrency + self.settings.batch_size - len(self._inflight)
+        if room <= 0:
             return
         claimed, dead = await self.broker.scripts.reclaim(
             self.broker.redis,
             self.consumer,
             vt_ms,
-            min(free, self.settings.batch_size),
+            min(room, self.settings.batch_size),
             self.settings.max_deliveries,
             _now_ms(),
         )
         if dead:
             log.warning("dead-lettered after repeated worker loss", count=dead)
+        # An entry of our own still in flight here was renewed late (a blocked loop):
+        # its handler is running, so it must not start a second time.
+        claimed = [(e, f) for e, f in claimed if e not in self._inflight]
         if claimed:
             log.info("reclaimed entries of a silent worker", count=len(claimed))
             await self._dispatch([StreamEntry.from_fields(e, f) for e, f in claimed], redelivered=True)
