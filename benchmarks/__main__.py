@@ -105,9 +105,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def api_process(run: Run, name: str) -> Iterator[str]:
+def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
     port = free_port()
-    proc = spawn(["api", "--port", str(port)], run.env(name), run.scratch / f"{name}-api.log")
+    proc = spawn(["api", "--port", str(port)], run.env(name, **env), run.scratch / f"{name}-api.log")
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

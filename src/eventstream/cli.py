@@ -1,4 +1,4 @@
-"""The ``eventstream`` command: up, api, worker."""
+"""The ``eventstream`` command: up, api, worker, audit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.console import Console
 from eventstream import __version__
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from eventstream.audit import AuditReport
 
 cli = typer.Typer(
     name="eventstream",
@@ -221,7 +224,7 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
 
     log = structlog.get_logger("eventstream.worker")
     app = load_app(app_spec)
-    redis = connect(settings.redis_url or "")
+    redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
     broker = Broker(redis, settings.keys)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = create_store(settings.store_url)
@@ -235,6 +238,86 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
     finally:
         await store.close()
         await redis.aclose()
+
+
+@cli.command()
+def audit(
+    examples: Annotated[int, typer.Option(min=0, help="Example ids shown per problem.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check that every accepted event is in exactly one place and list anything stranded.
+
+    Needs EVENTSTREAM_REDIS_URL (and EVENTSTREAM_DATABASE_URL unless the store is the
+    SQLite file in the data dir). Exit code 0 when all is well, 1 when something is wrong.
+    """
+    from eventstream.logs import configure
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
+    if not settings.redis_url:
+        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL (the Redis of the deployment to audit)")
+        raise typer.Exit(2)
+    try:
+        report = asyncio.run(_run_audit(settings, examples))
+    except EventStreamError as exc:
+        raise _fail(exc) from None
+    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
+        console.print(f"[red]error:[/red] cannot audit: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        import msgspec
+
+        typer.echo(msgspec.json.encode(report.to_json()).decode())
+    else:
+        _print_audit(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+async def _run_audit(settings: Settings, examples: int) -> AuditReport:
+    from eventstream.audit import audit as run_audit
+    from eventstream.broker import Broker, connect
+    from eventstream.store import create_store
+
+    redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
+    store = create_store(settings.store_url)
+    try:
+        return await run_audit(
+            Broker(redis, settings.keys),
+            store,
+            time.time_ns() // 1_000_000,
+            visibility_timeout_ms=int(settings.visibility_timeout * 1000),
+            examples=examples,
+        )
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+def _print_audit(report: AuditReport) -> None:
+    from rich.table import Table
+
+    out = Console()
+    names = ("received", "processed", "dlq", "deleted", "queued", "pending", "scheduled", "accounted")
+    sums = Table(title="conservation: received = processed + dlq + deleted + queued + pending + scheduled")
+    for name in names:
+        sums.add_column(name, justify="right")
+    sums.add_row(*(str(getattr(report, n)) for n in names))
+    out.print(sums)
+    out.print(
+        f"store: {report.store_processed} processed rows ({report.live_in_store} live entries with rows)"
+    )
+    if report.ok:
+        out.print("[green]OK[/green]: every accepted event is in exactly one place; nothing is stranded")
+        return
+    problems = Table(title="problems")
+    problems.add_column("problem")
+    problems.add_column("count", justify="right")
+    problems.add_column("what it means")
+    problems.add_column("examples")
+    for p in report.problems:
+        problems.add_row(p.code, str(p.count), p.detail, "\n".join(p.examples))
+    out.print(problems)
+    out.print(f"[red]{len(report.problems)} problem(s) found[/red]")
 
 
 @cli.command()

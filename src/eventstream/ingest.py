@@ -205,7 +205,9 @@ class GroupCommit:
     carries many requests and when idle a request goes out at once. The script
     handles items in order, so two concurrent posts with one idempotency key still
     give one event and one duplicate. If the call fails, every request in the group
-    gets the error, and nothing of the group was enqueued (the script is atomic).
+    gets the error: the script is atomic, so either the whole group was enqueued or
+    none of it — and after a timeout or a cut connection the caller cannot know which,
+    which is why clients retry with the same Idempotency-Key.
     """
 
     def __init__(self, broker: Broker, dedupe_window_ms: int, max_items: int = 2000) -> None:

@@ -53,6 +53,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body (413).")
     max_batch: int = Field(1000, ge=1, description="Most events in one POST /events/batch.")
     max_depth: int = Field(32, ge=1, description="Deepest JSON nesting accepted in a payload.")
+    max_backlog: int = Field(
+        1_000_000,
+        ge=0,
+        description="Live events (queued + in flight + scheduled) over which ingest answers 503; 0: none.",
+    )
+    max_memory_ratio: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Share of Redis maxmemory past which ingest sheds load with 503; 0: no bound.",
+    )
+
+    # redis client
+    redis_timeout: float = Field(
+        5.0, ge=0.5, description="Seconds to wait for one Redis reply (API: then 503; worker: retry)."
+    )
 
     # logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"

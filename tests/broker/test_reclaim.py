@@ -71,18 +71,20 @@ async def test_ignores_entries_not_yet_idle(broker: Broker, redis: Redis, keys: 
     assert await check(redis, keys) == before
 
 
-async def test_ignores_entries_the_caller_owns(broker: Broker, redis: Redis, keys: Keys) -> None:
-    await ingest(broker, 2)
-    got = await deliver(broker, "c1", 2)
-    await set_idle(redis, keys, "c1", [g.entry for g in got], VT * 10)
-    before = await check(redis, keys)
+async def test_takes_expired_entries_the_caller_owns(broker: Broker, redis: Redis, keys: Keys) -> None:
+    # A worker renews what it handles; its own entry idle past the timeout is one whose
+    # XREADGROUP reply it never got (connection cut, Redis restarted): with no other
+    # worker running, nobody else would ever take it.
+    await ingest(broker, 3)
+    got = await deliver(broker, "c1", 3)
+    await set_idle(redis, keys, "c1", [g.entry for g in got[:2]], VT * 10)
 
-    # even past max deliveries: its own entries are the caller's business, not reclaim's
-    assert await broker.scripts.reclaim(redis, "c1", VT, 10, 1, now_ms()) == ([], 0)
+    claimed, dead = await broker.scripts.reclaim(redis, "c1", VT, 10, 3, now_ms())
 
+    assert ([e for e, _ in claimed], dead) == ([g.entry for g in got[:2]], 0)
     after = await check(redis, keys)
-    assert after == before
-    assert after.pending == [Pending(g.entry, "c1", 1) for g in got]
+    assert after.pending == [Pending(got[0].entry, "c1", 2), Pending(got[1].entry, "c1", 2),
+                             Pending(got[2].entry, "c1", 1)]  # fmt: skip
 
 
 async def test_ignores_queued_entries(broker: Broker, redis: Redis, keys: Keys) -> None:
@@ -210,13 +212,13 @@ async def test_mixed_owners(broker: Broker, redis: Redis, keys: Keys) -> None:
     [b] = await deliver(broker, "c2", 1)
     [c] = await deliver(broker, "c3", 1)
     await set_idle(redis, keys, "c1", [a.entry], VT + 1)  # expired, another owner: claimed
-    await set_idle(redis, keys, "c2", [b.entry], VT + 1)  # expired, but the caller's own
+    await set_idle(redis, keys, "c2", [b.entry], VT + 1)  # expired, the caller's own: claimed
 
     claimed, dead = await broker.scripts.reclaim(redis, "c2", VT, 10, 3, now_ms())
 
-    assert ([e for e, _ in claimed], dead) == ([a.entry], 0)
+    assert ([e for e, _ in claimed], dead) == ([a.entry, b.entry], 0)
     s = await check(redis, keys)
-    assert s.pending == [Pending(a.entry, "c2", 2), Pending(b.entry, "c2", 1), Pending(c.entry, "c3", 1)]
+    assert s.pending == [Pending(a.entry, "c2", 2), Pending(b.entry, "c2", 2), Pending(c.entry, "c3", 1)]
 
 
 async def test_malformed_envelope_is_dead_lettered_without_a_type(

@@ -13,9 +13,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventstream import __version__
-from eventstream.api import dlq, events, ops, problems, schemas
+from eventstream.api import admin, dlq, events, ops, problems, schemas
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
+from eventstream.backpressure import Backpressure
 from eventstream.broker import Broker, connect
 from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.redis_url:
             raise RuntimeError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, timeout=settings.redis_timeout)
         broker = Broker(redis, settings.keys)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = create_store(settings.store_url)
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
         )
+        app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
         try:
             yield
         finally:
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

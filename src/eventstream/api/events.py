@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
+from eventstream.backpressure import shed_load
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest import (
@@ -50,7 +51,7 @@ DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
         200: schemas.json_response("Duplicate of an event accepted earlier", "AcceptedBody"),
         413: schemas.problem_response("Body too large"),
         422: schemas.problem_response("Invalid event"),
-        503: schemas.problem_response("Redis unreachable; retry later"),
+        503: schemas.problem_response("Redis unreachable or slow, or ingest shedding load; retry later"),
     },
 )
 async def post_event(request: Request) -> Response:
@@ -59,6 +60,7 @@ async def post_event(request: Request) -> Response:
     raw = await read_body(request, s.max_body_bytes)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     event = parse_event(raw, s.max_depth)
+    await shed_load(request)
     item = to_envelope(event, key, now_ms())
     [result] = await svc.ingest.submit([item])
     if result.duplicate:
@@ -74,7 +76,7 @@ async def post_event(request: Request) -> Response:
         200: schemas.json_response("One result per item, in order", "BatchResult"),
         413: schemas.problem_response("Body or batch too large"),
         422: schemas.problem_response("Body is not a batch"),
-        503: schemas.problem_response("Redis unreachable; retry later"),
+        503: schemas.problem_response("Redis unreachable or slow, or ingest shedding load; retry later"),
     },
 )
 async def post_batch(request: Request) -> Response:
@@ -82,6 +84,7 @@ async def post_batch(request: Request) -> Response:
     s = svc.settings
     raw = await read_body(request, s.max_body_bytes)
     items = parse_batch(raw, s.max_batch)
+    await shed_load(request, len(items))
     results: list[dict[str, Any]] = [{} for _ in items]
     good: list[tuple[int, tuple[str, bytes, str | None]]] = []
     now = now_ms()

@@ -23,9 +23,13 @@ local function field(fields, name)
   return ''
 end
 
+-- The caller's own entries are taken too: a live worker renews the entries it is
+-- handling every third of the timeout, so an own entry idle this long is one it does
+-- not know about (the reply to its XREADGROUP was lost: connection cut, Redis
+-- restarted); left alone it would stay pending for good when no other worker runs.
 for _, p in ipairs(pending) do
-  local entry, owner, deliveries = p[1], p[2], tonumber(p[4])
-  if owner ~= consumer then
+  local entry, deliveries = p[1], tonumber(p[4])
+  do
     local got = redis.call('XCLAIM', KEYS[1], group, consumer, idle, entry)
     local item = got[1]
     if item and item[2] then

@@ -302,6 +302,7 @@ class Worker:
         renew_every = s.visibility_timeout / 3
         reclaim_every = min(1.0, s.visibility_timeout / 4)
         last_renew = last_reclaim = 0.0
+        backoff = s.poll_interval
         while True:
             now = time.monotonic()
             try:
@@ -312,11 +313,13 @@ class Worker:
                 if now - last_reclaim >= reclaim_every and not self._stop.is_set():
                     await self._reclaim(vt_ms)
                     last_reclaim = now
+                backoff = s.poll_interval
             except TRANSIENT as exc:
-                log.warning("maintenance: redis unreachable", error=str(exc))
+                log.warning("maintenance: redis unreachable", error=str(exc), in_s=backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             except RedisError as exc:
                 log.error("maintenance failed", error=str(exc))
-            await asyncio.sleep(s.poll_interval)
+            await asyncio.sleep(backoff)
 
     async def _promote(self) -> None:
         while await self.broker.scripts.promote(self.broker.redis, _now_ms(), 1000) >= 1000:

@@ -1,0 +1,112 @@
+"""Memory under steady load: does Redis stay flat?
+
+    .venv/bin/python -m benchmarks.soak [--minutes 10] [--rate 1000]
+
+Starts a private Redis, one API and one worker (the real processes), offers a steady
+load of events (half of them with an Idempotency-Key, which Redis keeps for the
+dedupe window — set short here, 60 s, so the test sees keys expire as they would
+in production), and samples Redis memory every 10 s. Prints the samples and the
+growth between the first and the last minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.__main__ import RESULTS, Run, api_process, spawn, stop
+from benchmarks.memory import key_bytes
+from eventstream.broker import Broker, connect
+from eventstream.embedded import EmbeddedRedis
+
+
+async def sample(run: Run, name: str) -> tuple[int, int, int]:
+    settings = run.settings(name)
+    redis = connect(settings.redis_url or "")
+    broker = Broker(redis, settings.keys)
+    info = await redis.info("memory")
+    keys, kept = await key_bytes(broker)
+    await redis.aclose()
+    return int(info["used_memory"]), keys, kept
+
+
+async def load(base: str, rate: float, seconds: float, run: Run, name: str) -> list[dict[str, float]]:
+    samples: list[dict[str, float]] = []
+    counter = itertools.count()
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        start = time.perf_counter()
+        next_sample = start
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def send(i: int) -> None:
+            headers = {"Idempotency-Key": f"k{i}"} if i % 2 else {}
+            await client.post("/events", json={"type": "SOAK", "payload": {"i": i}}, headers=headers)
+
+        i = 0
+        while (now := time.perf_counter()) - start < seconds:
+            if now >= next_sample:
+                used, keys, kept = await sample(run, name)
+                samples.append(
+                    {"t_s": round(now - start), "used_memory": used, "keys": keys, "key_bytes": kept}
+                )
+                next_sample += 10
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - now))  # yields even when behind
+            task = asyncio.create_task(send(next(counter)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        await asyncio.gather(*tasks)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--json", type=Path, default=RESULTS / "soak.json")
+    args = parser.parse_args()
+    name = "soak"
+    with tempfile.TemporaryDirectory(prefix="eventstream-soak-") as tmp:
+        scratch = Path(tmp)
+        with EmbeddedRedis(scratch / "redis") as server:
+            run = Run(server, scratch)
+            env = run.env(name, EVENTSTREAM_DEDUPE_WINDOW="60")
+            worker = spawn(["worker"], env, scratch / "worker.log")
+            try:
+                with api_process(run, name, EVENTSTREAM_DEDUPE_WINDOW="60") as base:
+                    samples = asyncio.run(load(base, args.rate, args.minutes * 60, run, name))
+            finally:
+                stop(worker)
+    table = Table(title=f"Redis memory under {args.rate:g} events/s for {args.minutes:g} min")
+    for column in ("t (s)", "used_memory", "keys", "bytes in keys"):
+        table.add_column(column, justify="right")
+    for s in samples:
+        table.add_row(str(s["t_s"]), f"{s['used_memory']:,}", str(s["keys"]), f"{s['key_bytes']:,}")
+    console = Console()
+    console.print(table)
+    first = [s for s in samples if 60 <= s["t_s"] < 120]
+    last = samples[-6:]
+    if first and last:
+        growth = sum(s["used_memory"] for s in last) / len(last) - sum(s["used_memory"] for s in first) / len(
+            first
+        )
+        console.print(f"used_memory, mean of the last minute minus the second minute: {growth:+,.0f} B")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({"rate": args.rate, "minutes": args.minutes, "samples": samples}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

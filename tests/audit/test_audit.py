@@ -1,0 +1,345 @@
+"""The audit function against a real Redis: clean states built through the real scripts
+and worker, and deliberately corrupted ones, each found and named; the CLI's exit codes
+(a real subprocess) and GET /admin/audit (the real app over ASGI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from eventstream.app import EventStream
+from eventstream.audit import AuditReport, audit
+from eventstream.broker import Broker
+from eventstream.ingest import now_ms
+from eventstream.settings import Settings
+from eventstream.store import ProcessedRow, SqlStore
+from tests.api.conftest import running
+from tests.broker.conftest import deliver, ingest, kill, set_idle
+from tests.conftest import run_burst
+
+VT_MS = 1_000
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_audit(broker: Broker, store: SqlStore, **kw: Any) -> AuditReport:
+    return await audit(broker, store, now_ms(), visibility_timeout_ms=VT_MS, **kw)
+
+
+async def record_rows(store: SqlStore, ids: list[str]) -> None:
+    now = now_ms()
+    await store.record([ProcessedRow(i, "A", "{}", None, None, None, None, None, 1, now, now) for i in ids])
+
+
+async def complete(broker: Broker, store: SqlStore, consumer: str, got: list[Any]) -> None:
+    """What a worker does for successes: store rows first, then the complete script."""
+    await record_rows(store, [g.event_id for g in got])
+    done = [(g.entry, g.event_id, False) for g in got]
+    assert await broker.scripts.complete(broker.redis, consumer, done) == [True] * len(got)
+
+
+def codes(report: AuditReport) -> dict[str, int]:
+    return {p.code: p.count for p in report.problems}
+
+
+def problem(report: AuditReport, code: str) -> tuple[int, tuple[str, ...]]:
+    [p] = [p for p in report.problems if p.code == code]
+    assert p.detail
+    return p.count, p.examples
+
+
+async def build_mixed_state(broker: Broker, store: SqlStore) -> dict[str, list[str]]:
+    """Every kind of place, through the real scripts: processed, dead, deleted, replayed,
+    scheduled for a retry (not yet due), in flight for a live worker, queued."""
+    dead = await kill(broker, 3)  # c1 delivers and dead-letters 3
+    dlq = await broker.scan_dead("-", 10)
+    assert await broker.scripts.delete_dead(broker.redis, [(dlq[0].dlq_entry, dlq[0].event_id)])
+    assert await broker.scripts.replay(broker.redis, [dlq[1].dlq_entry])  # back in the stream
+    items = await ingest(broker, 8)
+    await broker.heartbeat("w1", now_ms())
+    got = await deliver(broker, "w1", 5)  # the replayed one and 4 of the new ones
+    await complete(broker, store, "w1", got[:2])
+    retry = got[2]
+    assert await broker.scripts.schedule_retry(
+        broker.redis, "w1", [(retry.entry, retry.event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
+    ) == [True]
+    return {
+        "dead": [i[0] for i in dead],
+        "new": [i[0] for i in items],
+        "inflight": [g.event_id for g in got[3:]],
+    }
+
+
+async def test_a_clean_mixed_state_is_ok_and_the_sums_add_up(broker: Broker, store: SqlStore) -> None:
+    await build_mixed_state(broker, store)
+    report = await run_audit(broker, store)
+    assert report.problems == (), report.problems
+    assert report.ok
+    # 3 dead (1 deleted, 1 replayed), 8 new: 11 received
+    assert report.received == 11
+    assert (report.processed, report.dlq, report.deleted) == (2, 1, 1)
+    assert (report.pending, report.scheduled) == (2, 1)
+    assert report.queued == 11 - 2 - 1 - 1 - 2 - 1
+    assert report.accounted == report.received
+    assert report.store_processed == 2
+    body = report.to_json()
+    assert body["ok"] is True
+    assert body["storeProcessed"] == 2
+    assert body["liveInStore"] == 0
+    assert body["problems"] == []
+
+
+async def test_an_empty_deployment_is_ok(redis: Redis, settings: Settings, store: SqlStore) -> None:
+    broker = Broker(redis, settings.keys)  # no stream, no group yet
+    report = await run_audit(broker, store)
+    assert report.ok
+    assert report.received == report.accounted == 0
+
+
+async def test_states_left_by_a_real_worker_are_clean(
+    broker: Broker, store: SqlStore, settings: Settings
+) -> None:
+    app = EventStream("audit")
+
+    @app.handler("OK")
+    async def ok(event: Any) -> None:
+        pass
+
+    @app.handler("BAD", max_attempts=2)
+    async def bad(event: Any) -> None:
+        raise RuntimeError("no")
+
+    await ingest(broker, 30, "OK")
+    await ingest(broker, 5, "BAD")
+    await ingest(broker, 2, "NOBODY")
+    await run_burst(app, settings, broker, store)
+    report = await run_audit(broker, store)
+    assert report.ok, report.problems
+    assert (report.received, report.processed, report.dlq) == (37, 30, 7)
+    assert report.store_processed == 30
+
+
+async def test_pending_entries_of_a_vanished_consumer_are_stranded(broker: Broker, store: SqlStore) -> None:
+    await ingest(broker, 5)
+    ghost = await deliver(broker, "ghost", 2)
+    await set_idle(broker.redis, broker.keys, "ghost", [g.entry for g in ghost], 10 * VT_MS)
+    # a live worker's entry idle as long is not stranded: its owner is alive (it renews)
+    await broker.heartbeat("alive", now_ms())
+    alive = await deliver(broker, "alive", 1)
+    await set_idle(broker.redis, broker.keys, "alive", [alive[0].entry], 10 * VT_MS)
+    # a dead consumer's entry touched recently is not yet stranded either
+    await broker.heartbeat("recent", now_ms() - 10 * VT_MS)
+    await deliver(broker, "recent", 1)
+
+    report = await run_audit(broker, store)
+    assert codes(report) == {"stranded_pending": 2}
+    _, examples = problem(report, "stranded_pending")
+    assert sorted(examples) == sorted(f"{g.entry} (ghost)" for g in ghost)
+    assert report.accounted == report.received  # the sums still hold: nothing is lost yet
+
+    # a live worker reclaims them: clean again
+    await broker.heartbeat("rescuer", now_ms())
+    claimed, _ = await broker.scripts.reclaim(broker.redis, "rescuer", 3 * VT_MS, 10, 5, now_ms())
+    assert {e for e, _ in claimed} >= {g.entry for g in ghost}
+    assert (await run_audit(broker, store)).ok
+
+
+async def test_a_retry_long_past_due_is_reported(broker: Broker, store: SqlStore) -> None:
+    await ingest(broker, 3)
+    got = await deliver(broker, "w", 3)
+    now = now_ms()
+    retries = [
+        (got[0].entry, got[0].event_id, now - 120_000, 1, now, b"{}"),  # two minutes overdue
+        (got[1].entry, got[1].event_id, now - 10_000, 1, now, b"{}"),  # late, not yet suspicious
+        (got[2].entry, got[2].event_id, now + 10_000, 1, now, b"{}"),
+    ]
+    assert await broker.scripts.schedule_retry(broker.redis, "w", retries) == [True] * 3
+    report = await run_audit(broker, store)
+    assert codes(report) == {"overdue_retries": 1}
+    assert problem(report, "overdue_retries") == (1, (got[0].event_id,))
+    assert codes(await run_audit(broker, store, overdue_after_ms=5_000)) == {"overdue_retries": 2}
+
+
+async def test_live_entries_already_in_the_store_are_reported(broker: Broker, store: SqlStore) -> None:
+    items = await ingest(broker, 4)
+    queued_done, settling = items[0][0], items[1][0]
+    await broker.heartbeat("w", now_ms())
+    got = await deliver(broker, "w", 2)  # items 0 and 1, in flight for w
+    assert [g.event_id for g in got] == [queued_done, settling]
+    # item 0: its worker vanished long ago after writing the row; item 1: a worker settling now
+    await set_idle(broker.redis, broker.keys, "w", [got[0].entry], 2 * VT_MS)
+    # item 2: waits for a retry though its row exists
+    more = await deliver(broker, "w", 1)
+    assert await broker.scripts.schedule_retry(
+        broker.redis, "w", [(more[0].entry, more[0].event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
+    ) == [True]
+    await record_rows(store, [queued_done, settling, more[0].event_id])
+
+    report = await run_audit(broker, store)
+    assert codes(report) == {"completed_but_queued": 1, "completed_but_scheduled": 1}
+    assert problem(report, "completed_but_queued") == (1, (f"{queued_done} ({got[0].entry})",))
+    assert problem(report, "completed_but_scheduled") == (1, (more[0].event_id,))
+    # the store leads the counter by exactly the live entries with rows: not a problem of its own
+    assert report.store_processed == report.processed + 3
+    assert report.live_in_store == 3
+
+
+async def test_status_fields_that_point_nowhere_and_entries_without_one(
+    broker: Broker, store: SqlStore
+) -> None:
+    items = await ingest(broker, 3)
+    r = broker.redis
+    k = broker.keys
+    await r.hset(k.status, "vanished-q", "q:1-1")
+    await r.hset(k.status, "vanished-r", "r:1:5")
+    await r.hset(k.status, "vanished-d", "d:1-1")
+    await r.hset(k.status, "garbage", "x")
+    # items[1]'s field points at items[2]'s entry (holds another event)
+    status = await r.hgetall(k.status)
+    await r.hset(k.status, items[1][0], status[items[2][0]])
+    await r.hdel(k.status, items[0][0])  # a live entry with no status
+    report = await run_audit(broker, store)
+    assert codes(report) == {"status_points_nowhere": 5, "live_without_status": 2}
+    _, nowhere = problem(report, "status_points_nowhere")
+    assert {e.split()[0] for e in nowhere} == {
+        "vanished-q",
+        "vanished-r",
+        "vanished-d",
+        "garbage",
+        items[1][0],
+    }
+    _, without = problem(report, "live_without_status")
+    assert {e.split()[0] for e in without} == {items[0][0], items[1][0]}
+
+
+async def test_an_event_in_two_places_is_found(broker: Broker, store: SqlStore) -> None:
+    [(event_id, env, _)] = await ingest(broker, 1)
+    # a second copy of the same event in the stream, as a double promotion would leave
+    await broker.redis.xadd(broker.keys.stream, {"id": event_id, "a": "1", "f": "", "e": env})
+    await broker.redis.hincrby(broker.keys.counters, "received", 1)  # so the sums alone look fine
+    report = await run_audit(broker, store)
+    assert codes(report) == {"live_without_status": 1}
+
+
+async def test_an_event_both_processed_and_dead(broker: Broker, store: SqlStore) -> None:
+    dead = await kill(broker, 2)
+    await record_rows(store, [dead[1][0]])
+    report = await run_audit(broker, store)
+    assert codes(report) == {"processed_and_dead": 1, "store_vs_processed": 1}
+    assert problem(report, "processed_and_dead") == (1, (dead[1][0],))
+    assert report.store_processed == 1
+    assert report.processed == 0
+
+
+async def test_counters_off_by_one_break_conservation(broker: Broker, store: SqlStore) -> None:
+    await build_mixed_state(broker, store)
+    assert (await run_audit(broker, store)).ok
+    await broker.redis.hincrby(broker.keys.counters, "received", 1)
+    report = await run_audit(broker, store)
+    assert codes(report) == {"conservation": 1}
+    assert report.received == report.accounted + 1
+    assert "lost" in report.problems[0].detail
+    await broker.redis.hincrby(broker.keys.counters, "received", -1)
+    await broker.redis.hincrby(broker.keys.counters, "processed", 1)
+    report = await run_audit(broker, store)
+    # one more completion counted than happened: the sums and the store both disagree
+    assert codes(report) == {"conservation": 1, "store_vs_processed": 1}
+
+
+async def test_examples_are_bounded_and_chunks_cover_everything(broker: Broker, store: SqlStore) -> None:
+    await ingest(broker, 40)
+    await broker.redis.delete(broker.keys.status)
+    report = await run_audit(broker, store, examples=3, chunk=7)
+    assert codes(report) == {"live_without_status": 40}
+    assert len(problem(report, "live_without_status")[1]) == 3
+
+
+# ---- the command and the route --------------------------------------------------------
+
+
+def cli_audit(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
+    env.update(
+        {
+            "EVENTSTREAM_REDIS_URL": settings.redis_url or "",
+            "EVENTSTREAM_PREFIX": settings.prefix,
+            "EVENTSTREAM_DATA_DIR": str(settings.data_dir),
+            "EVENTSTREAM_VISIBILITY_TIMEOUT": "60",  # w1 stays live however slow the test
+            "COLUMNS": "200",
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "eventstream", "audit", *args],
+        env=env,
+        cwd=settings.data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_command_exits_0_when_clean_and_1_with_the_problem(
+    broker: Broker, store: SqlStore, settings: Settings
+) -> None:
+    assert settings.store_url.endswith(f"{settings.data_dir.name}/events.db")
+    await build_mixed_state(broker, store)
+    clean = cli_audit(settings)
+    assert clean.returncode == 0, clean.stderr
+    assert "OK" in clean.stdout
+    assert "11" in clean.stdout  # received
+
+    await broker.redis.hset(broker.keys.status, "stray-event", "q:1-1")
+    bad = cli_audit(settings)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "status_points_nowhere" in bad.stdout
+    assert "stray-event" in bad.stdout
+
+    as_json = cli_audit(settings, "--json")
+    assert as_json.returncode == 1
+    body = json.loads(as_json.stdout)
+    assert body["ok"] is False
+    assert body["problems"][0]["examples"] == ["stray-event (q:1-1)"]
+
+
+def test_the_command_without_redis_is_a_usage_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "eventstream", "audit"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "EVENTSTREAM_REDIS_URL" in r.stderr
+
+
+async def test_the_route_returns_the_report_as_camel_case_json(settings: Settings) -> None:
+    async with running(settings) as api:
+        await build_mixed_state(api.broker, api.store)
+        r = await api.client.get("/admin/audit")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["ok"] is True
+        assert body["received"] == body["accounted"] == 11
+        assert body["storeProcessed"] == 2
+
+        await api.broker.redis.hincrby(api.settings.keys.counters, "received", 1)
+        await api.broker.redis.hset(api.settings.keys.status, "stray", "d:1-1")
+        r = await api.client.get("/admin/audit", params={"examples": 1})
+        body = r.json()
+        assert r.status_code == 200
+        assert body["ok"] is False
+        assert {p["code"]: p["count"] for p in body["problems"]} == {
+            "conservation": 1,
+            "status_points_nowhere": 1,
+        }
+        assert "/admin/audit" in (await api.client.get("/openapi.json")).json()["paths"]
