@@ -1,0 +1,1 @@
+"""Optional peer comparison: the drain workload on Dramatiq, arq, RQ, Celery and BullMQ."""
