@@ -129,8 +129,9 @@ def up(
                 console.print(f"[red]process {child.pid} did not stop in time; killing it[/red]")
                 child.kill()
                 child.wait()
-            if child.returncode not in (0, None) and code == 0:
-                code = child.returncode if child.returncode > 0 else 1
+            if child.returncode not in (0, None):
+                # reported, not fatal: a stop that was asked for still counts as one
+                console.print(f"[yellow]process {child.pid} exited with code {child.returncode}[/yellow]")
         if server is not None:
             server.stop()
         console.print("stopped")
