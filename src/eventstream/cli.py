@@ -129,8 +129,9 @@ def up(
                 console.print(f"[red]process {child.pid} did not stop in time; killing it[/red]")
                 child.kill()
                 child.wait()
-            if child.returncode not in (0, None):
-                # reported, not fatal: a stop that was asked for still counts as one
+            # -SIGTERM / -SIGINT: ended by the stop signal itself, after its own graceful
+            # stop (a second signal can land while it exits): a stop all the same
+            if child.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
                 console.print(f"[yellow]process {child.pid} exited with code {child.returncode}[/yellow]")
         if server is not None:
             server.stop()
