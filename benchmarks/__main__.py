@@ -269,7 +269,9 @@ def bench_ingest(run: Run, seconds: float, progress: Progress) -> None:
 # ---- end-to-end latency -----------------------------------------------------------
 
 
-async def paced_sender(url: str, rate: float, seconds: float, connections: int = 16) -> list[str]:
+async def paced_sender(
+    url: str, rate: float, seconds: float, connections: int = 16, key_prefix: str | None = None
+) -> list[str]:
     """Offer `rate` events/s for `seconds` on a fixed schedule (no coordinated omission).
 
     A lean HTTP/1.1 client over keep-alive connections (httpx costs too much CPU per
@@ -294,8 +296,9 @@ async def paced_sender(url: str, rate: float, seconds: float, connections: int =
                 if delay > 0:
                     await asyncio.sleep(delay)
                 body = json.dumps({"type": "BENCH", "payload": {"n": i}}).encode()
+                key = f"Idempotency-Key: {key_prefix}{i}\r\n" if key_prefix and i % 2 else ""
                 writer.write(
-                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{key}"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )

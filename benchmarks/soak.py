@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.__main__ import RESULTS, Run, api_process, spawn, stop
+from benchmarks.__main__ import RESULTS, Run, api_process, paced_sender, spawn, stop
 from benchmarks.memory import key_bytes
 from eventstream.broker import Broker, connect
 from eventstream.embedded import EmbeddedRedis
@@ -40,33 +38,20 @@ async def sample(run: Run, name: str) -> tuple[int, int, int]:
 
 
 async def load(base: str, rate: float, seconds: float, run: Run, name: str) -> list[dict[str, float]]:
+    """Offer `rate` events/s in 10-second rounds (half with an Idempotency-Key), sampling between."""
     samples: list[dict[str, float]] = []
-    counter = itertools.count()
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-        start = time.perf_counter()
-        next_sample = start
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def send(i: int) -> None:
-            headers = {"Idempotency-Key": f"k{i}"} if i % 2 else {}
-            await client.post("/events", json={"type": "SOAK", "payload": {"i": i}}, headers=headers)
-
-        i = 0
-        while (now := time.perf_counter()) - start < seconds:
-            if now >= next_sample:
-                used, keys, kept = await sample(run, name)
-                samples.append(
-                    {"t_s": round(now - start), "used_memory": used, "keys": keys, "key_bytes": kept}
-                )
-                next_sample += 10
-            due = start + i / rate
-            await asyncio.sleep(max(0.0, due - now))  # yields even when behind
-            task = asyncio.create_task(send(next(counter)))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            i += 1
-        await asyncio.gather(*tasks)
+    start = time.perf_counter()
+    sent = 0
+    rounds = max(1, round(seconds / 10))
+    for r in range(rounds + 1):
+        used, keys, kept = await sample(run, name)
+        elapsed = time.perf_counter() - start
+        samples.append({"t_s": round(elapsed), "used_memory": used, "keys": keys, "key_bytes": kept,
+                        "achieved_per_s": round(sent / elapsed) if elapsed > 0 else 0})  # fmt: skip
+        if r == rounds:
+            break
+        ids = await paced_sender(f"{base}/events", rate, 10.0, key_prefix=f"r{r}-")
+        sent += len(ids)
     return samples
 
 
@@ -89,10 +74,11 @@ def main() -> None:
             finally:
                 stop(worker)
     table = Table(title=f"Redis memory under {args.rate:g} events/s for {args.minutes:g} min")
-    for column in ("t (s)", "used_memory", "keys", "bytes in keys"):
+    for column in ("t (s)", "used_memory", "keys", "bytes in keys", "events/s so far"):
         table.add_column(column, justify="right")
     for s in samples:
-        table.add_row(str(s["t_s"]), f"{s['used_memory']:,}", str(s["keys"]), f"{s['key_bytes']:,}")
+        table.add_row(str(s["t_s"]), f"{s['used_memory']:,}", str(s["keys"]), f"{s['key_bytes']:,}",
+                      str(s["achieved_per_s"]))  # fmt: skip
     console = Console()
     console.print(table)
     first = [s for s in samples if 60 <= s["t_s"] < 120]
