@@ -351,18 +351,25 @@ class _Audit:
     async def _check_stream_status(self, entries: list[tuple[str, str]]) -> None:
         statuses = await self.r.hmget(self.k.status, [i for _, i in entries])
         suspects = [(e, i) for (e, i), s in zip(entries, statuses, strict=True) if s != f"q:{e}"]
+        await self._recheck_status(self.k.stream, "q", "", suspects)
+
+    async def _recheck_status(
+        self, stream: str, kind: str, label: str, suspects: list[tuple[str, str]]
+    ) -> None:
+        """Read each suspect entry and its status again in one atomic step; report those
+        still present whose status does not point at them (they did not merely move)."""
         if not suspects:
             return
         async with self.r.pipeline(transaction=True) as pipe:
             for e, i in suspects:
-                pipe.xrange(self.k.stream, e, e)
+                pipe.xrange(stream, e, e)
                 pipe.hget(self.k.status, i)
             replies = await pipe.execute()
         bad = []
         for n, (e, i) in enumerate(suspects):
             found, status = replies[2 * n], replies[2 * n + 1]
-            if found and status != f"q:{e}":
-                bad.append(f"{i} ({e}: status {status or 'missing'})")
+            if found and status != f"{kind}:{e}":
+                bad.append(f"{i} ({label}{e}: status {status or 'missing'})")
         self._problem(
             "live_without_status",
             "live entries (stream, retry set or DLQ) whose status field is missing or points "
@@ -432,22 +439,7 @@ class _Audit:
             entries = [(e, f.get("id", "")) for e, f in part]
             statuses = await self.r.hmget(k.status, [i for _, i in entries])
             suspects = [(e, i) for (e, i), s in zip(entries, statuses, strict=True) if s != f"d:{e}"]
-            if suspects:
-                async with self.r.pipeline(transaction=True) as pipe:
-                    for e, i in suspects:
-                        pipe.xrange(k.dlq, e, e)
-                        pipe.hget(k.status, i)
-                    replies = await pipe.execute()
-                bad = []
-                for n, (e, i) in enumerate(suspects):
-                    found, status = replies[2 * n], replies[2 * n + 1]
-                    if found and status != f"d:{e}":
-                        bad.append(f"{i} (dlq {e}: status {status or 'missing'})")
-                self._problem(
-                    "live_without_status",
-                    "live entries (stream, retry set or DLQ) whose status field is missing or points "
-                    "elsewhere: the event is in two places, or its status was lost",
-                ).add(bad)
+            await self._recheck_status(k.dlq, "d", "dlq ", suspects)
             both = await self._in_store([i for _, i in entries])
             self._problem(
                 "processed_and_dead",
