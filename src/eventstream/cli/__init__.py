@@ -1,4 +1,8 @@
-"""The ``eventstream`` command: up, api, worker, audit."""
+"""The ``eventstream`` command: up, api, worker, audit.
+
+Each group of further subcommands lives in its own module here and registers
+itself on ``cli`` (imported at the end of this file).
+"""
 
 from __future__ import annotations
 
@@ -17,21 +21,12 @@ import typer
 from rich.console import Console
 
 from eventstream import __version__
+from eventstream.cli.common import cli, console, fail, settings_or_exit
 from eventstream.errors import EventStreamError
-from eventstream.settings import Settings, load_settings
+from eventstream.settings import Settings
 
 if TYPE_CHECKING:
     from eventstream.audit import AuditReport
-
-cli = typer.Typer(
-    name="eventstream",
-    help="EventStream: accept JSON events over HTTP, process them with your Python handlers, "
-    "durably, on Redis Streams.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console(stderr=True)
 
 AppArg = Annotated[
     str | None,
@@ -50,19 +45,6 @@ DataDirOpt = Annotated[
 ]  # fmt: skip
 
 
-def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _fail(exc: EventStreamError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
-
-
 @cli.command()
 def up(
     app: AppArg = None,
@@ -78,7 +60,7 @@ def up(
     from eventstream.embedded import EmbeddedRedis
     from eventstream.logs import configure
 
-    settings = _settings(data_dir=data_dir)
+    settings = settings_or_exit(data_dir=data_dir)
     configure(settings.log_level, settings.log_format)
     env = dict(os.environ)
     env["EVENTSTREAM_DATA_DIR"] = str(settings.data_dir.resolve())
@@ -87,7 +69,7 @@ def up(
         try:
             server = EmbeddedRedis(settings.data_dir / "redis").start()
         except EventStreamError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         env["EVENTSTREAM_REDIS_URL"] = server.url
         console.print(
             f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
@@ -160,7 +142,7 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     from eventstream.api import create_app
     from eventstream.logs import configure
 
-    settings = _settings()
+    settings = settings_or_exit()
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
@@ -195,7 +177,7 @@ def worker(
     """Run one worker process (needs EVENTSTREAM_REDIS_URL). SIGTERM stops it gracefully."""
     from eventstream.logs import configure
 
-    settings = _settings(concurrency=concurrency)
+    settings = settings_or_exit(concurrency=concurrency)
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
@@ -205,7 +187,7 @@ def worker(
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_run_worker(settings, app, burst))
     except EventStreamError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -254,7 +236,7 @@ def audit(
     """
     from eventstream.logs import configure
 
-    settings = _settings()
+    settings = settings_or_exit()
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL (the Redis of the deployment to audit)")
@@ -262,7 +244,7 @@ def audit(
     try:
         report = asyncio.run(_run_audit(settings, examples))
     except EventStreamError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except Exception as exc:  # Redis or the store unreachable: say so, no traceback
         console.print(f"[red]error:[/red] cannot audit: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
@@ -330,3 +312,7 @@ def version() -> None:
 
 def main() -> None:
     cli()
+
+
+# Subcommand groups register themselves on `cli` when imported.
+# (One line per module; keep them at the end, after `cli` has its own commands.)
