@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import redis
 
 from eventstream.embedded import EmbeddedRedis, find_server_binary
 from eventstream.errors import ConfigError
+from eventstream.store import create_store
 from tests.conftest import missing
 
 
@@ -65,3 +67,21 @@ def test_a_missing_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("EVENTSTREAM_REDIS_SERVER", str(tmp_path / "no-such-server"))
     with pytest.raises(ConfigError, match="not an executable file"):
         EmbeddedRedis(tmp_path / "data").start()
+
+
+def test_commands_beside_up_find_the_running_embedded_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
+    env["EVENTSTREAM_DATA_DIR"] = str(tmp_path)
+    env["COLUMNS"] = "300"
+    audit = [sys.executable, "-m", "eventstream", "audit"]
+    store = create_store(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
+    asyncio.run(store.create_schema())
+    asyncio.run(store.close())
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        assert (tmp_path / "redis" / "url").read_text().strip() == server.url
+        found = subprocess.run(audit, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert found.returncode == 0, found.stdout + found.stderr
+    assert not (tmp_path / "redis" / "url").exists()
+    gone = subprocess.run(audit, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert gone.returncode == 2
+    assert "no embedded server is running" in gone.stderr

@@ -37,6 +37,17 @@ def find_server_binary() -> str | None:
     return shutil.which("valkey-server") or shutil.which("redis-server")
 
 
+URL_FILE = "url"  # in the server's dir: the URL of the running server, while it runs
+
+
+def running_url(server_dir: Path) -> str | None:
+    """The URL of the embedded server running in ``server_dir``, if one is."""
+    try:
+        return (server_dir / URL_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -138,6 +149,8 @@ class EmbeddedRedis:
                 self._unlock()
                 raise ConfigError(f"embedded server exited at start; its log ends:\n{tail}")
             if self._ping():
+                # so that commands run beside `eventstream up` (keys, audit, stats...) find it
+                (self.data_dir / URL_FILE).write_text(self.url + "\n")
                 return self
             time.sleep(0.02)
         self.stop()
@@ -154,6 +167,7 @@ class EmbeddedRedis:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM: the server flushes its append-only file and exits."""
         proc, self.process = self.process, None
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -165,6 +179,7 @@ class EmbeddedRedis:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the tests use it)."""
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from eventstream import __version__
-from eventstream.cli.common import cli, console, fail, settings_or_exit
+from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
 
@@ -238,11 +238,9 @@ def audit(
 
     settings = settings_or_exit()
     configure(settings.log_level, settings.log_format)
-    if not settings.redis_url:
-        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL (the Redis of the deployment to audit)")
-        raise typer.Exit(2)
+    url = redis_url_or_exit(settings)
     try:
-        report = asyncio.run(_run_audit(settings, examples))
+        report = asyncio.run(_run_audit(settings, url, examples))
     except EventStreamError as exc:
         raise fail(exc) from None
     except Exception as exc:  # Redis or the store unreachable: say so, no traceback
@@ -257,12 +255,12 @@ def audit(
     raise typer.Exit(0 if report.ok else 1)
 
 
-async def _run_audit(settings: Settings, examples: int) -> AuditReport:
+async def _run_audit(settings: Settings, url: str, examples: int) -> AuditReport:
     from eventstream.audit import audit as run_audit
     from eventstream.broker import Broker, connect
     from eventstream.store import create_store
 
-    redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
+    redis = connect(url, timeout=settings.redis_timeout)
     store = create_store(settings.store_url)
     try:
         return await run_audit(

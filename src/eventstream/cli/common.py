@@ -30,3 +30,17 @@ def settings_or_exit(**overrides: object) -> Settings:
 def fail(exc: EventStreamError) -> typer.Exit:
     console.print(f"[red]error:[/red] {exc}")
     return typer.Exit(1)
+
+
+def redis_url_or_exit(settings: Settings) -> str:
+    """EVENTSTREAM_REDIS_URL, else the embedded server that `eventstream up` runs in the data dir."""
+    from eventstream.embedded import running_url
+
+    url = settings.redis_url or running_url(settings.data_dir / "redis")
+    if not url:
+        console.print(
+            "[red]error:[/red] set EVENTSTREAM_REDIS_URL, or run this beside `eventstream up` "
+            f"(no embedded server is running in {settings.data_dir.resolve()})"
+        )
+        raise typer.Exit(2)
+    return url
