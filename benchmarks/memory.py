@@ -33,10 +33,17 @@ async def used_memory(broker: Broker) -> int:
 async def key_bytes(broker: Broker) -> tuple[int, int]:
     """(number of keys, their MEMORY USAGE sum) under the deployment's prefix."""
     count = total = 0
-    async for key in broker.redis.scan_iter(match=f"{broker.keys.tag}:*", count=1000):
-        count += 1
-        total += int(await broker.redis.memory_usage(key) or 0)
-    return count, total
+    cursor = 0
+    while True:  # one pipelined MEMORY USAGE round trip per SCAN page: tens of thousands of keys are fine
+        cursor, keys = await broker.redis.scan(cursor, match=f"{broker.keys.tag}:*", count=1000)
+        if keys:
+            pipe = broker.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.memory_usage(key)
+            count += len(keys)
+            total += sum(int(n or 0) for n in await pipe.execute())
+        if cursor == 0:
+            return count, total
 
 
 async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> list[tuple[str, str]]:
