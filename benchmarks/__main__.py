@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -393,27 +394,80 @@ def report(run: Run) -> Table:
     def share(value: float | None) -> str:
         return f"{value / ceiling:.1%}" if ceiling and value else ""
 
-    table = Table(title="EventStream benchmarks")
+    runs: list[dict[str, Any]] = f.get("runs", [])
+
+    def spread(*keys: str) -> str:
+        if len(runs) < 2:
+            return ""
+        parts = []
+        for key in keys:
+            values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+            parts.append(f"{min(values):,} to {max(values):,}" if values else "?")
+        return " / ".join(parts)
+
+    title = "EventStream benchmarks" + (f" (median of {len(runs)} runs)" if len(runs) > 1 else "")
+    table = Table(title=title)
     table.add_column("benchmark")
     table.add_column("result", justify="right")
+    if len(runs) > 1:
+        table.add_column("range over the runs", justify="right")
     table.add_column("share of XADD ceiling", justify="right")
-    table.add_row("drain, 1 worker process, no-op handler", f"{f.get('drain_events_per_s', 0):,} events/s",
-                  share(f.get("drain_events_per_s")))  # fmt: skip
-    table.add_row(f"ingest POST /events ({f.get('load_generator')})", f"{f.get('ingest_rps', 0):,} req/s",
-                  share(f.get("ingest_rps")))  # fmt: skip
-    table.add_row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "")
-    table.add_row("batch ingest, 100 per request", f"{f.get('batch_events_per_s', 0):,} events/s",
-                  share(f.get("batch_events_per_s")))  # fmt: skip
-    table.add_row(
+
+    def row(what: str, result: str, share_of: str, *keys: str) -> None:
+        cells = [what, result, *([spread(*keys)] if len(runs) > 1 else []), share_of]
+        table.add_row(*cells)
+
+    row("drain, 1 worker process, no-op handler", f"{f.get('drain_events_per_s', 0):,} events/s",
+        share(f.get("drain_events_per_s")), "drain_events_per_s")  # fmt: skip
+    row(f"ingest POST /events ({f.get('load_generator')})", f"{f.get('ingest_rps', 0):,} req/s",
+        share(f.get("ingest_rps")), "ingest_rps")  # fmt: skip
+    row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "",
+        "ingest_p50_ms", "ingest_p99_ms")  # fmt: skip
+    row("batch ingest, 100 per request", f"{f.get('batch_events_per_s', 0):,} events/s",
+        share(f.get("batch_events_per_s")), "batch_events_per_s")  # fmt: skip
+    row(
         f"end-to-end at {f.get('latency_offered_per_s', 0):g}/s p50 / p99 / max",
         f"{f.get('latency_p50_ms')} / {f.get('latency_p99_ms')} / {f.get('latency_max_ms')} ms",
         "",
-    )
+        "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
+    )  # fmt: skip
     for what, value in f.get("memory", {}).items():
-        table.add_row(f"memory: {what}", value, "")
+        row(f"memory: {what}", value, "")
     if ceiling:
-        table.add_row("raw pipelined XADD (redis-benchmark -P 64)", f"{ceiling:,}/s", "100%")
+        row("raw pipelined XADD (redis-benchmark -P 64)", f"{ceiling:,}/s", "100%", "ceiling_xadd_per_s")
     return table
+
+
+def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
+    with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
+        scratch = Path(tmp)
+        with EmbeddedRedis(scratch / "redis") as server:
+            run = Run(server, scratch)
+            progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                                console=console)  # fmt: skip
+            if repeat > 1:
+                console.print(f"run {index + 1} of {repeat}")
+            with progress:
+                bench_drain(run, args.events, progress)
+                bench_ingest(run, args.seconds, progress)
+                bench_latency(run, args.rate, args.latency_seconds, progress)
+                bench_memory(run, args.memory_events, progress)
+                bench_ceiling(run, progress)
+    return run
+
+
+def combine(runs: list[Run]) -> Run:
+    """The median of every numeric figure over the runs; each run's figures kept under "runs"."""
+    merged = Run(runs[0].server, runs[0].scratch, dict(runs[0].figures), [n for r in runs for n in r.notes])
+    for key, value in runs[0].figures.items():
+        values = [r.figures.get(key) for r in runs]
+        if isinstance(value, int | float) and all(isinstance(v, int | float) for v in values):
+            median = statistics.median(v for v in values if v is not None)
+            merged.figures[key] = round(median, 2) if isinstance(value, float) else round(median)
+    merged.figures["runs"] = [r.figures for r in runs]
+    merged.notes = sorted(set(merged.notes))
+    merged.notes.append(f"median of {len(runs)} runs; each run's figures are in the JSON file")
+    return merged
 
 
 def main() -> None:
@@ -423,6 +477,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="offered load for latency")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--memory-events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs; the table shows the median")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
@@ -431,18 +486,8 @@ def main() -> None:
             2000, 1.0, 200.0, 1.0, 1000,
         )  # fmt: skip
 
-    with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
-        scratch = Path(tmp)
-        with EmbeddedRedis(scratch / "redis") as server:
-            run = Run(server, scratch)
-            progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                console=console)  # fmt: skip
-            with progress:
-                bench_drain(run, args.events, progress)
-                bench_ingest(run, args.seconds, progress)
-                bench_latency(run, args.rate, args.latency_seconds, progress)
-                bench_memory(run, args.memory_events, progress)
-                bench_ceiling(run, progress)
+    runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+    run = runs[0] if len(runs) == 1 else combine(runs)
     run.figures["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
