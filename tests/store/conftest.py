@@ -66,3 +66,33 @@ async def sql_store(store_url: str) -> AsyncIterator[SqlStore]:
             await conn.exec_driver_sql("TRUNCATE eventstream_events")
     yield store
     await store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_base(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def empty_url(empty_base: str) -> AsyncIterator[str]:
+    """A URL of a database with nothing in it: a new SQLite file, or a new PostgreSQL database."""
+    if empty_base.startswith("sqlite"):
+        yield empty_base
+        return
+    name = f"{empty_base.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:8]}"
+    conn = await _admin()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield f"{empty_base.rsplit('/', 1)[0]}/{name}"
+    finally:
+        conn = await _admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()

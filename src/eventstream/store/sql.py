@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -11,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventstream.errors import ConfigError, ValidationError
+from eventstream.store import migrations
 
 metadata = sa.MetaData()
 
@@ -103,8 +105,13 @@ class SqlStore:
         return str(compiled), [names.index(name) for name in order]
 
     async def create_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        """Bring the schema to the code's revision by running the migrations (idempotent)."""
+        await migrations.upgrade(self.engine)
+
+    async def ensure_schema(self, auto_upgrade: bool) -> migrations.SchemaState:
+        """At start: upgrade an empty database (or any, with ``auto_upgrade``); raise
+        SchemaError when the schema is behind and may not be upgraded here."""
+        return await migrations.ensure(self.engine, auto_upgrade)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -153,13 +160,24 @@ class SqlStore:
         until_ms: int | None = None,
     ) -> tuple[list[ProcessedRow], str | None]:
         """Newest first by processing time, keyset-paged by (processed_at_ms, id)."""
-        query = sa.select(events)
-        if type_ is not None:
-            query = query.where(events.c.type == type_)
-        if since_ms is not None:
-            query = query.where(events.c.processed_at_ms >= since_ms)
-        if until_ms is not None:
-            query = query.where(events.c.processed_at_ms < until_ms)
+        query = self.list_query(limit, cursor, type_, since_ms, until_ms)
+        async with self.engine.connect() as conn:
+            rows = [ProcessedRow(**r._asdict()) for r in await conn.execute(query)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].processed_at_ms, rows[-1].id) if more and rows else None
+        return rows, nxt
+
+    def list_query(
+        self,
+        limit: int,
+        cursor: str | None = None,
+        type_: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> Any:
+        """One page, newest first, and one row more to tell whether another page follows."""
+        query = self._filtered(sa.select(events), type_, since_ms, until_ms)
         if cursor:
             at, last_id = decode_cursor(cursor)
             query = query.where(
@@ -168,13 +186,83 @@ class SqlStore:
                     sa.and_(events.c.processed_at_ms == at, events.c.id < last_id),
                 )
             )
-        query = query.order_by(events.c.processed_at_ms.desc(), events.c.id.desc()).limit(limit + 1)
+        return query.order_by(events.c.processed_at_ms.desc(), events.c.id.desc()).limit(limit + 1)
+
+    def _filtered(self, query: Any, type_: str | None, since_ms: int | None, until_ms: int | None) -> Any:
+        if type_ is not None:
+            query = query.where(events.c.type == type_)
+        if since_ms is not None:
+            query = query.where(events.c.processed_at_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(events.c.processed_at_ms < until_ms)
+        return query
+
+    def scan_query(
+        self,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        type_: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> Any:
+        """Oldest first by processing time, strictly after ``after`` = (processed_at_ms, id)."""
+        query = self._filtered(sa.select(events), type_, since_ms, until_ms)
+        if after is not None:
+            at, last_id = after
+            query = query.where(
+                sa.or_(
+                    events.c.processed_at_ms > at,
+                    sa.and_(events.c.processed_at_ms == at, events.c.id > last_id),
+                )
+            )
+        return query.order_by(events.c.processed_at_ms, events.c.id).limit(limit)
+
+    async def scan(
+        self,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        type_: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> builtins.list[ProcessedRow]:
+        """Keyset-paged, oldest first: what replay from history walks through."""
+        query = self.scan_query(limit, after, type_, since_ms, until_ms)
         async with self.engine.connect() as conn:
-            rows = [ProcessedRow(**r._asdict()) for r in await conn.execute(query)]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        nxt = encode_cursor(rows[-1].processed_at_ms, rows[-1].id) if more and rows else None
-        return rows, nxt
+            return [ProcessedRow(**r._asdict()) for r in await conn.execute(query)]
+
+    async def count_matching(
+        self, type_: str | None = None, since_ms: int | None = None, until_ms: int | None = None
+    ) -> int:
+        query = self._filtered(sa.select(sa.func.count()).select_from(events), type_, since_ms, until_ms)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def get_many(self, ids: builtins.list[str]) -> dict[str, ProcessedRow]:
+        ids = [i for i in ids if "\x00" not in i]
+        if not ids:
+            return {}
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sa.select(events).where(events.c.id.in_(ids)))
+            return {r.id: ProcessedRow(**r._asdict()) for r in result}
+
+    def prune_query(self, cutoff_ms: int, batch: int) -> Any:
+        """The ids of one batch of rows processed before ``cutoff_ms``, oldest first."""
+        return (
+            sa.select(events.c.id)
+            .where(events.c.processed_at_ms < cutoff_ms)
+            .order_by(events.c.processed_at_ms, events.c.id)
+            .limit(batch)
+        )
+
+    async def prune_batch(self, cutoff_ms: int, batch: int) -> int:
+        """Delete up to ``batch`` rows processed before ``cutoff_ms`` in one short
+        transaction, by primary key; returns how many went."""
+        async with self.engine.begin() as conn:
+            ids = [r[0] for r in await conn.execute(self.prune_query(cutoff_ms, batch))]
+            if not ids:
+                return 0
+            result = await conn.execute(sa.delete(events).where(events.c.id.in_(ids)))
+            return int(result.rowcount)
 
 
 def create_store(url: str) -> SqlStore:

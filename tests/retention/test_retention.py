@@ -1,0 +1,77 @@
+"""Retention: old rows go in batches, newer stay, the DLQ is untouched, one pruner per period."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError as SettingsError
+
+from eventstream import retention
+from eventstream.app import EventStream
+from eventstream.errors import PermanentError
+from eventstream.event import Event
+from eventstream.settings import Settings
+from eventstream.store import SqlStore
+from tests.api.conftest import MakeApi
+from tests.store.test_sql_store import row
+
+
+async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(store: SqlStore) -> None:
+    await store.record([row(f"old{i:04d}", 1_000 + i) for i in range(1_050)])
+    await store.record([row(f"new{i}", 5_000 + i) for i in range(20)])
+    calls = 0
+    real = store.prune_batch
+
+    async def counting(cutoff: int, batch: int) -> int:
+        nonlocal calls
+        calls += 1
+        return await real(cutoff, batch)
+
+    store.prune_batch = counting  # type: ignore[method-assign]
+    assert await retention.prune(store, 5_000, batch=100) == 1_050
+    assert calls == 11  # ten full batches, then the short one that ends it
+    assert await store.count() == 20
+    assert await store.get("new0") is not None
+    assert await store.get("old0000") is None
+    assert await retention.prune(store, 5_000, batch=100) == 0
+
+
+async def test_prune_keeps_the_dlq_and_only_one_worker_prunes_per_period(make_api: MakeApi) -> None:
+    api = await make_api(retention=86_400, retention_interval=60)
+    app = EventStream()
+
+    @app.handler("*")
+    async def handle(event: Event) -> None:
+        if event.type == "DEAD":
+            raise PermanentError("no")
+
+    for t in ("OK", "DEAD"):
+        await api.accepted(t, {})
+    await api.burst(app)
+    old = row("ancient", 1_000)
+    await api.store.record([old])
+    settings, broker, store = api.settings, api.broker, api.store
+    assert await retention.prune_if_my_turn(settings, broker, store, "w1") == 1
+    assert await retention.prune_if_my_turn(settings, broker, store, "w2") is None  # w1 has this period
+    assert await store.count() == 1  # the recent processed event stays
+    assert (await api.summary())["dlq"] == 1
+    assert await broker.redis.pttl(settings.keys.lease("retention")) > 50_000
+
+
+async def test_retention_zero_keeps_everything(make_api: MakeApi) -> None:
+    api = await make_api(retention=0)
+    await api.store.record([row("ancient", 1)])
+    assert await retention.prune_if_my_turn(api.settings, api.broker, api.store, "w") is None
+    assert await api.store.count() == 1
+
+
+def test_a_retention_shorter_than_the_dedupe_window_is_refused() -> None:
+    with pytest.raises(
+        SettingsError, match=r"EVENTSTREAM_RETENTION .* shorter than EVENTSTREAM_DEDUPE_WINDOW"
+    ):
+        Settings(retention=3600, dedupe_window=7200)
+    assert Settings(retention=7200, dedupe_window=7200).retention == 7200
+    assert Settings(retention=0, dedupe_window=7200).retention == 0
+
+
+def test_cutoff() -> None:
+    assert retention.cutoff_ms(1.5, now_ms=10_000) == 8_500
