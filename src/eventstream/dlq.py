@@ -1,4 +1,4 @@
-"""The dead-letter queue: browse, replay (one, all, by type) and delete.
+"""The dead-letter queue: browse, replay (one, all, or chosen by filters at a capped rate) and delete.
 
 Each move is one atomic script (replay.lua, delete_dead.lua): an event is in the
 DLQ or back in the stream, never both and never neither.
@@ -6,8 +6,15 @@ DLQ or back in the stream, never both and never neither.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import structlog
+
 from eventstream.broker import Broker, DeadEntry
 from eventstream.errors import NotFound, ValidationError
+from eventstream.replay import SAMPLE, Pacer, Page, Preview, Selection, decode_token, encode_token
+
+log = structlog.get_logger("eventstream.dlq")
 
 CHUNK = 500
 MAX_ID_PART = 2**64 - 1  # each half of a Redis stream entry id is a uint64
@@ -17,6 +24,7 @@ async def replay_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
     if dead is None or not await broker.scripts.replay(broker.redis, [dead.dlq_entry]):
         raise NotFound("dead event", event_id)
+    log.info("dead event replayed", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
 
 async def replay_many(broker: Broker, type_: str | None = None) -> int:
@@ -37,6 +45,7 @@ async def delete_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
     if dead is None or not await broker.scripts.delete_dead(broker.redis, [(dead.dlq_entry, dead.event_id)]):
         raise NotFound("dead event", event_id)
+    log.info("dead event deleted", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
 
 def _cursor_id(cursor: str) -> tuple[int, int]:
@@ -60,3 +69,112 @@ async def page(
         return items, None
     more, _ = await broker.list_dead(last, 1, type_)
     return items, last if more else None
+
+
+# ---- replay with filters, dry run and a rate cap ------------------------------------
+
+_DlqCursor = tuple[str, str]  # last DLQ entry examined, last entry of the selection
+
+
+def _entry_key(entry: str) -> tuple[int, int]:
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _matches(d: DeadEntry, sel: Selection) -> bool:
+    return (sel.type is None or d.type == sel.type) and sel.in_range(d.last_failure_ms)
+
+
+async def _last_entry(broker: Broker) -> str | None:
+    newest, _ = await broker.list_dead(None, 1)
+    return newest[0].dlq_entry if newest else None
+
+
+async def _walk(broker: Broker, after: str, upto: str) -> AsyncIterator[DeadEntry]:
+    """DLQ entries strictly after ``after`` up to ``upto``, oldest first, read in chunks."""
+    end = _entry_key(upto)
+    while True:
+        chunk = await broker.scan_dead(after, CHUNK)
+        for d in chunk:
+            if _entry_key(d.dlq_entry) > end:
+                return
+            yield d
+        if len(chunk) < CHUNK:
+            return
+        after = chunk[-1].dlq_entry
+
+
+async def _replay_ids(broker: Broker, sel: Selection, pacer: Pacer, page: Page) -> Page:
+    chosen: list[str] = []
+    for event_id in sel.unique_ids():
+        d = await broker.dead_entry_of(event_id)
+        if d is None:
+            page.not_found.append(event_id)
+        elif _matches(d, sel):
+            chosen.append(d.dlq_entry)
+    for i in range(0, len(chosen), pacer.chunk):
+        part = chosen[i : i + pacer.chunk]
+        page.replayed += len(await broker.scripts.replay(broker.redis, part))
+        await pacer.done(len(part))
+    return page
+
+
+async def replay_matching(
+    broker: Broker, sel: Selection, *, rate: float, limit: int = 1000, cursor: str | None = None,
+    pacer: Pacer | None = None,
+) -> Page:  # fmt: skip
+    """Replay the dead events the selection matches, oldest first; one call's worth (see
+    eventstream.replay). Each keeps its id and gets its attempts afresh."""
+    pacer = pacer or Pacer(rate)
+    page = Page()
+    if sel.ids:
+        return await _replay_ids(broker, sel, pacer, page)
+    if cursor:
+        after, upto = decode_token(cursor, _DlqCursor)
+        _cursor_id(after)
+        _cursor_id(upto)
+    else:
+        newest = await _last_entry(broker)
+        if newest is None:
+            return page
+        after, upto = "-", newest
+    budget = pacer.budget(limit)
+    pending: list[str] = []
+    async for d in _walk(broker, after, upto):
+        if _matches(d, sel):
+            pending.append(d.dlq_entry)
+        if len(pending) >= min(pacer.chunk, budget - page.replayed):
+            page.replayed += len(await broker.scripts.replay(broker.redis, pending))
+            await pacer.done(len(pending))
+            pending = []
+            if page.replayed >= budget:
+                page.next_cursor = encode_token([d.dlq_entry, upto])
+                return page
+    if pending:
+        page.replayed += len(await broker.scripts.replay(broker.redis, pending))
+        await pacer.done(len(pending))
+    return page
+
+
+async def preview_matching(broker: Broker, sel: Selection) -> Preview:
+    """A dry run: how many dead events the selection matches now, and the first few ids."""
+    if sel.ids:
+        found: list[str] = []
+        missing: list[str] = []
+        for event_id in sel.unique_ids():
+            d = await broker.dead_entry_of(event_id)
+            if d is None:
+                missing.append(event_id)
+            elif _matches(d, sel):
+                found.append(event_id)
+        return Preview(len(found), found[:SAMPLE], missing)
+    newest = await _last_entry(broker)
+    preview = Preview(0, [])
+    if newest is None:
+        return preview
+    async for d in _walk(broker, "-", newest):
+        if _matches(d, sel):
+            preview.matched += 1
+            if len(preview.sample) < SAMPLE:
+                preview.sample.append(d.event_id)
+    return preview

@@ -173,7 +173,7 @@ async def test_replay_all_and_by_type(api: Api) -> None:
 
     r = await api.client.post("/failed-events/replay?type=OTHER")
     assert r.status_code == 202
-    assert r.json() == {"replayed": 2}
+    assert r.json() == {"replayed": 2, "nextCursor": None}
     left = await page_all(api, "", 10)
     assert sorted(x["id"] for x in left) == sorted([ids[0], ids[3]])
     for i in (1, 2):
@@ -181,11 +181,14 @@ async def test_replay_all_and_by_type(api: Api) -> None:
     assert await api.stream_len() == 2
 
     r = await api.client.post("/failed-events/replay")
-    assert r.json() == {"replayed": 2}
+    assert r.json() == {"replayed": 2, "nextCursor": None}
     assert await page_all(api, "", 10) == []
     assert await api.stream_len() == 4
-    assert (await api.client.post("/failed-events/replay")).json() == {"replayed": 0}
-    assert (await api.client.post("/failed-events/replay?type=PERM")).json() == {"replayed": 0}
+    assert (await api.client.post("/failed-events/replay")).json() == {"replayed": 0, "nextCursor": None}
+    assert (await api.client.post("/failed-events/replay?type=PERM")).json() == {
+        "replayed": 0,
+        "nextCursor": None,
+    }
 
     await api.burst(failing_app(broken=set()))
     rows, _ = await api.store.list(10)
@@ -201,7 +204,7 @@ async def test_replay_all_pages_through_a_large_dlq(api: Api) -> None:
     await api.burst(failing_app())
     assert (await api.summary())["dlq"] == 620
     r = await api.client.post("/failed-events/replay?type=PERM")
-    assert r.json() == {"replayed": 620}
+    assert r.json() == {"replayed": 620, "nextCursor": None}
     summary = await api.summary()
     assert (summary["dlq"], summary["queued"]) == (0, 620)
 

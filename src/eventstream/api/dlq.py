@@ -10,6 +10,7 @@ from starlette.responses import Response
 from eventstream import dlq
 from eventstream.api import schemas
 from eventstream.api.deps import json, services
+from eventstream.api.replay import DRY_RUN, Params, page_body, preview_body
 from eventstream.broker import DeadEntry
 from eventstream.errors import NotFound
 from eventstream.event import decode_envelope, ms_to_iso
@@ -66,16 +67,31 @@ async def get_failed(request: Request, event_id: str) -> Response:
     return json(_item(dead))
 
 
-@router.post("/failed-events/replay", summary="Replay every dead event, or those of one type")
-async def replay_all(
-    request: Request, type: Annotated[str | None, Query(pattern=TYPE_PATTERN)] = None
-) -> Response:
-    count = await dlq.replay_many(services(request).broker, type)
-    return json({"replayed": count}, 202)
+@router.post(
+    "/failed-events/replay",
+    status_code=202,
+    responses=DRY_RUN,
+    summary="Replay dead events: all, or those the filters choose (same ids, attempts afresh)",
+    description="Oldest first, at most `rate` events/s and `limit` events (or 10 s at the rate) per "
+    "call; repeat with `cursor` = `nextCursor` until it is null. `since`/`until` apply to `failedAt`.",
+)
+async def replay_all(request: Request, params: Params) -> Response:
+    svc = services(request)
+    if params.dry_run:
+        return json(preview_body(await dlq.preview_matching(svc.broker, params.selection)))
+    page = await dlq.replay_matching(
+        svc.broker,
+        params.selection,
+        rate=params.rate_for(svc.settings.replay_rate),
+        limit=params.limit,
+        cursor=params.cursor,
+    )
+    return json(page_body(page, with_events=False), 202)
 
 
 @router.post(
     "/failed-events/{event_id}/replay",
+    status_code=202,
     summary="Send one dead event back to the queue (same id, attempts afresh)",
     responses=NOT_FOUND,
 )

@@ -1,0 +1,125 @@
+"""``eventstream replay``: replay processed events (as new ones) or dead ones, by filters.
+
+Talks to Redis and the store directly, like ``eventstream audit``, and runs the replay to
+the end at the capped rate (Ctrl-C stops it between chunks; what went, went).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.errors import EventStreamError
+from eventstream.settings import Settings
+
+if TYPE_CHECKING:
+    from eventstream.replay import Selection
+
+
+class Source(StrEnum):
+    history = "history"
+    dlq = "dlq"
+
+
+def _ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # a bare time on the command line is the operator's local time
+        value = value.astimezone()
+    return int(value.timestamp() * 1000)
+
+
+@cli.command()
+def replay(
+    source: Annotated[
+        Source, typer.Option("--from", help="history: processed events, as new events; dlq: dead events.")
+    ] = Source.history,
+    type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
+    since: Annotated[datetime | None, typer.Option(help="From this time (inclusive).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Up to this time (exclusive).")] = None,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="This event (repeatable).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.001, help="Events/s [default: EVENTSTREAM_REPLAY_RATE].")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only count what would be replayed.")] = False,
+    key: Annotated[
+        str | None,
+        typer.Option(help="History only: replay nothing twice under this key (within the dedupe window)."),
+    ] = None,
+) -> None:
+    """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
+    from eventstream.replay import Selection
+
+    settings = settings_or_exit(replay_rate=rate)
+    url = redis_url_or_exit(settings)
+    try:
+        sel = Selection(type_, _ms(since), _ms(until), tuple(ids or ()))
+        asyncio.run(_run(settings, url, source, sel, dry_run, key))
+    except EventStreamError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]stopped[/yellow]; the events replayed so far stay replayed")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
+        console.print(f"[red]error:[/red] cannot replay: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+
+
+async def _run(
+    settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None
+) -> None:
+    from eventstream import dlq, replay
+    from eventstream.broker import Broker, connect
+    from eventstream.store import create_store
+
+    redis = connect(url, timeout=settings.redis_timeout)
+    broker = Broker(redis, settings.keys)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = create_store(settings.store_url)
+    try:
+        await store.ensure_schema(auto_upgrade=settings.database_url is None)
+        if dry_run:
+            preview = await (
+                replay.preview_history(store, sel)
+                if source is Source.history
+                else dlq.preview_matching(broker, sel)
+            )
+            typer.echo(f"would replay {preview.matched} event(s) from {source.value}")
+            for event_id in preview.sample:
+                typer.echo(f"  {event_id}")
+            for event_id in preview.not_found:
+                console.print(f"[yellow]not found:[/yellow] {event_id}")
+            return
+        total, cursor = 0, None
+        pacer = replay.Pacer(settings.replay_rate)  # one pace for the whole run
+        while True:
+            if source is Source.history:
+                page = await replay.replay_history(
+                    broker, store, sel, rate=settings.replay_rate, limit=replay.MAX_LIMIT, cursor=cursor,
+                    dedupe_window_ms=int(settings.dedupe_window * 1000), request_key=key, pacer=pacer,
+                )  # fmt: skip
+            else:
+                page = await dlq.replay_matching(
+                    broker, sel, rate=settings.replay_rate, limit=replay.MAX_LIMIT, cursor=cursor, pacer=pacer
+                )
+            total += page.replayed
+            for event_id in page.not_found:
+                console.print(f"[yellow]not found:[/yellow] {event_id}")
+            if source is Source.history and sel.ids:
+                for new, old in page.events:
+                    typer.echo(f"{old} -> {new}")
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+            console.print(f"… {total} replayed")
+        extra = f" ({page.duplicates} already replayed under this key)" if page.duplicates else ""
+        typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
+    finally:
+        await store.close()
+        await redis.aclose()
