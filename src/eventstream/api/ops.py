@@ -16,7 +16,16 @@ from eventstream.ingest import now_ms
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", summary="Prometheus text, or a JSON summary with Accept: application/json")
+@router.get(
+    "/metrics",
+    summary="Prometheus text, or a JSON summary with Accept: application/json",
+    responses={
+        200: {
+            "description": "The metrics",
+            "content": {"text/plain": {"schema": {"type": "string"}}, "application/json": {"schema": {}}},
+        }
+    },
+)
 async def get_metrics(request: Request) -> Response:
     svc = services(request)
     worker_ttl_ms = int(max(svc.settings.visibility_timeout, 10) * 1000)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from eventstream.errors import NotFound, Unavailable, ValidationError
+from eventstream.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationError
 
 log = structlog.get_logger("eventstream.api")
 
@@ -60,6 +60,13 @@ def response_for(exc: Exception) -> Response:
         return problem(422, detail, errors=errors)
     if isinstance(exc, NotFound):
         return problem(404, str(exc))
+    if isinstance(exc, Unauthorized):
+        challenge = 'Bearer realm="eventstream"' + (', error="invalid_token"' if exc.invalid_token else "")
+        return problem(401, exc.detail, headers={"WWW-Authenticate": challenge})
+    if isinstance(exc, Forbidden):
+        return problem(403, exc.detail)
+    if isinstance(exc, RateLimited):
+        return problem(429, exc.detail, headers={"Retry-After": str(exc.retry_after_s), **exc.headers})
     if isinstance(exc, HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     if isinstance(exc, Unavailable):
@@ -89,5 +96,5 @@ def install(app: FastAPI) -> None:
         return response_for(exc)
 
     for cls in (ValidationError, RequestValidationError, NotFound, HTTPException, Unavailable,
-                *BACKEND_DOWN, Exception):  # fmt: skip
+                Unauthorized, Forbidden, RateLimited, *BACKEND_DOWN, Exception):  # fmt: skip
         app.add_exception_handler(cls, handle)

@@ -1,0 +1,1 @@
+"""API keys, scopes, rate limits and the audit trail (see eventstream.auth.guard)."""

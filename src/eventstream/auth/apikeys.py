@@ -1,0 +1,177 @@
+"""API keys: the token format, and creating, listing and revoking keys in Redis.
+
+A token is ``es_<id>_<secret>``: ``<id>`` is 12 public hex digits that name the
+key's record, ``<secret>`` 32 random bytes (URL-safe base64). Only the SHA-256 digest
+of the whole token is stored. A salted slow hash (bcrypt, argon2) would add nothing:
+the secret has 256 bits of entropy, so nobody can guess it from its digest, and a
+fast digest keeps checking a key to one hash per request.
+
+The records live in Redis (see eventstream.broker.keys), so every API process sees
+a new or revoked key on its next request. Records are never deleted: a revoked key
+stays listed as revoked, and the deployment stays in "keys required" mode even when
+every key is revoked (revoking the last key must not open the API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from eventstream.broker.keys import Keys
+from eventstream.errors import NotFound, ValidationError
+
+Scope = Literal["ingest", "read", "admin"]
+SCOPES: tuple[Scope, ...] = ("ingest", "read", "admin")
+TOKEN_PREFIX = "es_"
+_TOKEN_RE = re.compile(r"^es_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+NAME_MAX = 64
+_NAME_RE = re.compile(r"^[A-Za-z0-9 _.:@/-]{1,64}$")
+MAX_RATE = 1_000_000.0
+
+
+def digest(token: str) -> str:
+    """The stored form of a token: SHA-256, hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_token(token: str) -> str | None:
+    """The key id of a well-formed token, else None."""
+    m = _TOKEN_RE.fullmatch(token)
+    return m.group(1) if m else None
+
+
+def valid_id(key_id: str) -> bool:
+    return bool(_ID_RE.fullmatch(key_id))
+
+
+def default_burst(rate: float) -> int:
+    """One second's worth of events, at least 1."""
+    return max(1, math.ceil(rate))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One key's record (never the token)."""
+
+    id: str
+    name: str
+    scope: str
+    rate: float  # events per second; 0: no limit
+    burst: int
+    created_ms: int
+    revoked_ms: int | None
+    last_used_ms: int | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_ms is not None
+
+    def to_json(self) -> dict[str, Any]:
+        from eventstream.event import ms_to_iso
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope": self.scope,
+            "rate": self.rate or None,
+            "burst": self.burst if self.rate else None,
+            "createdAt": ms_to_iso(self.created_ms),
+            "lastUsedAt": ms_to_iso(self.last_used_ms) if self.last_used_ms else None,
+            "revoked": self.revoked,
+            "revokedAt": ms_to_iso(self.revoked_ms) if self.revoked_ms else None,
+        }
+
+
+def _record(key_id: str, raw: dict[str, str]) -> ApiKey:
+    return ApiKey(
+        id=key_id,
+        name=raw.get("n", ""),
+        scope=raw.get("s", ""),
+        rate=float(raw.get("r", 0) or 0),
+        burst=int(raw.get("b", 0) or 0),
+        created_ms=int(raw.get("c", 0) or 0),
+        revoked_ms=int(raw["x"]) if raw.get("x") else None,
+        last_used_ms=int(raw["u"]) if raw.get("u") else None,
+    )
+
+
+def check_new_key(name: str, scope: str, rate: float | None, burst: int | None) -> None:
+    """Raise ValidationError saying what is wrong with a new key's settings."""
+    errors: list[dict[str, str]] = []
+    if not _NAME_RE.fullmatch(name):
+        errors.append({"loc": "name", "msg": f"1-{NAME_MAX} characters of letters, digits, ' _.:@/-'"})
+    if scope not in SCOPES:
+        errors.append({"loc": "scope", "msg": f"one of {', '.join(SCOPES)}"})
+    if rate is not None and not 0 < rate <= MAX_RATE:  # also refuses NaN
+        errors.append({"loc": "rate", "msg": f"events per second, more than 0 and at most {MAX_RATE:g}"})
+    if burst is not None and (rate is None or not 1 <= burst <= 10_000_000):
+        errors.append({"loc": "burst", "msg": "1-10000000 events, and only with a rate"})
+    if errors:
+        raise ValidationError("invalid key: " + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+
+
+class KeyRegistry:
+    """The API keys of one deployment (key prefix)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.r: Any = redis
+        self.k = keys
+
+    async def create(
+        self, name: str, scope: str, rate: float | None = None, burst: int | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token (the only time the token exists outside the client)."""
+        check_new_key(name, scope, rate, burst)
+        key_id = secrets.token_hex(6)
+        token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        now = time.time_ns() // 1_000_000
+        r = float(rate or 0)
+        b = (burst or default_burst(r)) if r else 0
+        fields = {"h": digest(token), "s": scope, "n": name, "r": repr(r), "b": b, "c": now}
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.k.api_key(key_id), mapping=fields)
+            pipe.sadd(self.k.api_keys, key_id)
+            await pipe.execute()
+        return ApiKey(key_id, name, scope, r, b, now, None, None), token
+
+    async def get(self, key_id: str) -> ApiKey:
+        if not valid_id(key_id):
+            raise NotFound("API key", key_id[:32])
+        raw = await self.r.hgetall(self.k.api_key(key_id))
+        if not raw:
+            raise NotFound("API key", key_id)
+        return _record(key_id, raw)
+
+    async def list(self) -> list[ApiKey]:
+        """Every key, oldest first."""
+        ids = sorted(i for i in await self.r.smembers(self.k.api_keys) if valid_id(i))
+        if not ids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(self.k.api_key(i))
+            raws = await pipe.execute()
+        found = [_record(i, raw) for i, raw in zip(ids, raws, strict=True) if raw]
+        return sorted(found, key=lambda k: (k.created_ms, k.id))
+
+    async def revoke(self, key_id: str) -> tuple[ApiKey, bool]:
+        """Revoke a key; (its record, whether this call revoked it). Takes effect on
+        the next request of every API process: each request reads the record."""
+        key = await self.get(key_id)
+        if key.revoked:
+            return key, False
+        now = time.time_ns() // 1_000_000
+        # HSETNX: two concurrent revokes keep the first time
+        done = bool(await self.r.hsetnx(self.k.api_key(key_id), "x", now))
+        return await self.get(key_id), done
+
+    async def any_keys(self) -> bool:
+        return bool(await self.r.exists(self.k.api_keys))

@@ -1,0 +1,36 @@
+"""Which scope each request needs: a default-deny table.
+
+    open (no key)   GET/HEAD /healthz, /readyz, /openapi.json, /docs, /redoc
+                    (and /metrics with EVENTSTREAM_METRICS_PUBLIC=true)
+    ingest          POST /events, POST /events/batch
+    admin           anything under /admin or /keys
+    read            any other GET or HEAD
+    admin           everything else (replay, delete, any route not listed here)
+
+A key with scope ``admin`` may do everything; ``read`` and ``ingest`` only their own.
+"""
+
+from __future__ import annotations
+
+INGEST_BATCH = "/events/batch"
+OPEN = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+INGEST = frozenset({"/events", INGEST_BATCH})
+ADMIN_TREES = ("/admin", "/keys")
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def required_scope(method: str, path: str, metrics_public: bool = False) -> str | None:
+    """``None`` for an open route, else the scope the request needs."""
+    if method in READ_METHODS and (path in OPEN or (metrics_public and path == "/metrics")):
+        return None
+    if method == "POST" and path in INGEST:
+        return "ingest"
+    if any(path == t or path.startswith(t + "/") for t in ADMIN_TREES):
+        return "admin"
+    if method in READ_METHODS:
+        return "read"
+    return "admin"
+
+
+def allows(scope: str, need: str) -> bool:
+    return scope == "admin" or scope == need

@@ -1,0 +1,136 @@
+"""``eventstream keys``: create, list and revoke API keys, straight in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+
+from eventstream.auth import trail
+from eventstream.auth.apikeys import ApiKey, KeyRegistry
+from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.errors import EventStreamError
+from eventstream.settings import Settings
+
+keys_cli = typer.Typer(
+    help="API keys: create (the key is shown once), list, revoke. Talks to Redis directly.",
+    no_args_is_help=True,
+)
+cli.add_typer(keys_cli, name="keys")
+
+T = TypeVar("T")
+CLI_ACTOR = ("cli", "cli")
+
+
+def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T:
+    from eventstream.broker import connect
+
+    url = redis_url_or_exit(settings)
+
+    async def go() -> T:
+        redis = connect(url, timeout=settings.redis_timeout)
+        try:
+            return await action(KeyRegistry(redis, settings.keys))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except EventStreamError as exc:
+        raise fail(exc) from None
+    except (RedisError, OSError) as exc:
+        console.print(f"[red]error:[/red] cannot reach Redis: {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _settings() -> Settings:
+    from eventstream.logs import configure
+
+    settings = settings_or_exit()
+    configure(settings.log_level, settings.log_format)
+    return settings
+
+
+@keys_cli.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. the calling service.")],
+    scope: Annotated[str, typer.Option(help="ingest (POST events), read (GET), or admin (everything).")],
+    rate: Annotated[
+        float | None, typer.Option(help="Events per second this key may send (default: no limit).")
+    ] = None,
+    burst: Annotated[
+        int | None, typer.Option(help="Events at once (default: one second's worth of --rate).")
+    ] = None,
+) -> None:
+    """Create an API key and print it (once: only its hash is stored)."""
+    settings = _settings()
+    key, token = _run(settings, lambda reg: reg.create(name, scope, rate, burst))
+    trail.record(
+        "key.created",
+        target=key.id,
+        outcome="ok",
+        key_id=CLI_ACTOR[0],
+        key_name=CLI_ACTOR[1],
+        new_key_name=key.name,
+        scope=key.scope,
+        via="cli",
+    )
+    limit = f"{key.rate:g} events/s, burst {key.burst}" if key.rate else "no rate limit"
+    console.print(f"[green]created[/green] key {key.id} ({key.name}, scope {key.scope}, {limit})")
+    console.print("Store it now: it is shown only this once. Send it as `Authorization: Bearer <key>`.")
+    typer.echo(token)
+
+
+@keys_cli.command("list")
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
+) -> None:
+    """List every key: id, name, scope, rate, created, last used, revoked (never the secret)."""
+    settings = _settings()
+    keys = _run(settings, lambda reg: reg.list())
+    if as_json:
+        import msgspec
+
+        typer.echo(msgspec.json.encode([k.to_json() for k in keys]).decode())
+        return
+    _print(keys)
+
+
+def _print(keys: list[ApiKey]) -> None:
+    if not keys:
+        console.print("no API keys: an API on loopback accepts anonymous requests")
+        return
+    table = Table()
+    for col in ("id", "name", "scope", "rate", "created", "last used", "revoked"):
+        table.add_column(col, no_wrap=col == "id")
+    for k in keys:
+        j = k.to_json()
+        rate = f"{k.rate:g}/s (burst {k.burst})" if k.rate else "-"
+        table.add_row(
+            k.id, k.name, k.scope, rate, j["createdAt"], j["lastUsedAt"] or "-", j["revokedAt"] or "-"
+        )
+    Console().print(table)
+
+
+@keys_cli.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `eventstream keys list`).")],
+) -> None:
+    """Revoke a key: every API process refuses it from its next request on."""
+    settings = _settings()
+    key, changed = _run(settings, lambda reg: reg.revoke(key_id))
+    trail.record(
+        "key.revoked",
+        target=key.id,
+        outcome="ok" if changed else "already revoked",
+        key_id=CLI_ACTOR[0],
+        key_name=CLI_ACTOR[1],
+        revoked_key_name=key.name,
+        via="cli",
+    )
+    console.print(f"revoked key {key.id} ({key.name})" if changed else f"key {key.id} was already revoked")

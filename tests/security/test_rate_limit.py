@@ -1,0 +1,126 @@
+"""Rate limits: GCRA in Redis, per key (and per address for anonymous use), cluster-wide."""
+
+from __future__ import annotations
+
+import asyncio
+
+from eventstream.auth.apikeys import KeyRegistry
+from tests.api.conftest import Api, assert_problem
+from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key
+
+
+def batch(n: int) -> dict[str, object]:
+    return {"events": [EVENT] * n}
+
+
+async def test_over_the_limit_is_429_with_headers_and_nothing_is_enqueued(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=0.01, burst=3)  # 3 at once, then one per 100 s
+    for left in (2, 1, 0):
+        r = await api.client.post("/events", json=EVENT, headers=bearer(token))
+        assert r.status_code == 202
+        assert r.headers["ratelimit-limit"] == "3"
+        assert r.headers["ratelimit-remaining"] == str(left)
+        assert int(r.headers["ratelimit-reset"]) > 0
+    r = await api.client.post("/events", json=EVENT, headers=bearer(token))
+    body = assert_problem(r, 429, "rate limit")
+    assert "nothing was done" in body["detail"].lower()
+    assert 90 <= int(r.headers["retry-after"]) <= 101
+    assert r.headers["ratelimit-limit"] == "3"
+    assert r.headers["ratelimit-remaining"] == "0"
+    assert int(r.headers["ratelimit-reset"]) > 0
+    assert await api.stream_len() == 3
+    assert (await api.counters())["received"] == 3
+
+
+async def test_a_batch_counts_as_its_number_of_events(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=0.01, burst=5)
+    r = await api.client.post("/events/batch", json=batch(4), headers=bearer(token))
+    assert r.status_code == 200
+    assert r.headers["ratelimit-remaining"] == "1"
+    r = await api.client.post("/events/batch", json=batch(2), headers=bearer(token))
+    assert_problem(r, 429)
+    assert await api.stream_len() == 4  # the refused batch enqueued none of its events
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+
+
+async def test_a_batch_larger_than_the_burst_is_413_and_not_charged(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=1, burst=2)
+    r = await api.client.post("/events/batch", json=batch(3), headers=bearer(token))
+    assert_problem(r, 413, "burst")
+    assert await api.stream_len() == 0
+    r = await api.client.post("/events/batch", json=batch(2), headers=bearer(token))
+    assert r.status_code == 200
+
+
+async def test_a_wrong_secret_never_charges_the_keys_bucket(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=0.01, burst=1)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(3):
+        assert (await api.client.post("/events", json=EVENT, headers=bearer(forged))).status_code == 401
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+
+
+async def test_a_wrong_scope_never_charges_the_keys_bucket(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=0.01, burst=1)
+    assert (await api.client.get("/events", headers=bearer(token))).status_code == 403
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+
+
+async def test_the_limit_holds_across_api_processes(make_api: MakeApi) -> None:
+    one, two = await make_api(), await make_api()
+    token = await create_key(one, "ingest", rate=0.01, burst=2)
+    assert (await one.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+    assert (await two.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+    assert_problem(await one.client.post("/events", json=EVENT, headers=bearer(token)), 429)
+    assert_problem(await two.client.post("/events", json=EVENT, headers=bearer(token)), 429)
+
+
+async def test_keys_have_separate_buckets_and_unlimited_keys_no_headers(api: Api, new_key: NewKey) -> None:
+    a, b = await new_key("ingest", rate=0.01, burst=1), await new_key("ingest", rate=0.01, burst=1)
+    free = await new_key("ingest")
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(a))).status_code == 202
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(b))).status_code == 202
+    r = await api.client.post("/events", json=EVENT, headers=bearer(free))
+    assert r.status_code == 202
+    assert "ratelimit-limit" not in r.headers
+
+
+async def test_reads_are_limited_too(api: Api, new_key: NewKey) -> None:
+    token = await new_key("read", rate=0.01, burst=1)
+    assert (await api.client.get("/events", headers=bearer(token))).status_code == 200
+    assert_problem(await api.client.get("/events", headers=bearer(token)), 429)
+
+
+async def test_anonymous_loopback_use_is_limited_per_address_when_set(make_api: MakeApi) -> None:
+    api = await make_api(anonymous_rate=0.01, anonymous_burst=2)
+    assert (await api.client.post("/events", json=EVENT)).status_code == 202
+    r = await api.client.post("/events", json=EVENT)
+    assert r.status_code == 202
+    assert r.headers["ratelimit-remaining"] == "0"
+    r = await api.client.post("/events", json=EVENT)
+    assert_problem(r, 429, "client address")
+    assert "retry-after" in r.headers
+    assert await api.stream_len() == 2
+    # the bucket is keyed by a hash of the address, never the raw address
+    keys = [k async for k in api.broker.redis.scan_iter(f"{{{api.settings.prefix}}}:rate:*")]
+    assert len(keys) == 1
+    assert "127.0.0.1" not in keys[0]
+
+
+async def test_anonymous_use_has_no_limit_by_default(api: Api) -> None:
+    for _ in range(20):
+        r = await api.client.post("/events", json=EVENT)
+        assert r.status_code == 202
+        assert "ratelimit-limit" not in r.headers
+
+
+async def test_the_limit_refills_over_time(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=20, burst=1)  # one per 50 ms
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+    r = await api.client.post("/events", json=EVENT, headers=bearer(token))
+    if r.status_code == 429:
+        assert r.headers["retry-after"] == "1"
+    await asyncio.sleep(0.2)
+    assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
+    key = await KeyRegistry(api.broker.redis, api.settings.keys).get(token.split("_")[1])
+    assert key.rate == 20
