@@ -25,6 +25,8 @@ class Envelope(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     timestamp: str | None = None
     idempotencyKey: str | None = None
     replayOf: str | None = None
+    traceparent: str | None = None  # W3C trace context of the POST (only when tracing is on)
+    tracestate: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -53,7 +55,8 @@ class Event:
 
     ``attempt`` is 1 on the first try. ``id`` is stable across retries, replays from
     the DLQ and redeliveries, so a handler can use it as the idempotency key of its
-    own side effects.
+    own side effects. ``traceparent``/``tracestate`` hold the W3C trace context the event
+    was posted with, when tracing is on and the POST carried one.
     """
 
     id: str
@@ -66,6 +69,8 @@ class Event:
     timestamp: str | None = None
     idempotency_key: str | None = None
     replay_of: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def from_envelope(cls, env: Envelope, attempt: int) -> Event:
@@ -80,4 +85,6 @@ class Event:
             timestamp=env.timestamp,
             idempotency_key=env.idempotencyKey,
             replay_of=env.replayOf,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
         )

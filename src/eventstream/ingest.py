@@ -115,8 +115,33 @@ def _undecodable(exc: UnicodeDecodeError | RecursionError, max_depth: int | None
     )
 
 
-def parse_event(raw: bytes, max_depth: int) -> IncomingEvent:
-    """Decode and validate one event; raises ValidationError saying what is wrong."""
+def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[str, str] | None:
+    """(where, what) of the first object with too many keys or string too long, else None."""
+    stack: list[tuple[Any, str]] = [(value, "$.payload")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if len(item) > max_string:
+                return where, f"string longer than {max_string} characters"
+        elif isinstance(item, dict):
+            if len(item) > max_keys:
+                return where, f"object with more than {max_keys} keys"
+            for k, v in item.items():
+                if len(k) > max_string:
+                    return where, f"key longer than {max_string} characters"
+                stack.append((v, f"{where}.{k[:32]}"))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
+    return None
+
+
+def parse_event(
+    raw: bytes, max_depth: int, max_keys: int | None = None, max_string: int | None = None
+) -> IncomingEvent:
+    """Decode and validate one event; raises ValidationError saying what is wrong.
+
+    ``max_keys`` (keys per object) and ``max_string`` (characters per string or key)
+    bound the payload when given."""
     try:
         event = _event_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -131,6 +156,11 @@ def parse_event(raw: bytes, max_depth: int) -> IncomingEvent:
             f"payload is nested deeper than {max_depth} levels",
             [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
         )
+    if max_keys is not None or max_string is not None:
+        over = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
+        if over is not None:
+            where, what = over
+            raise ValidationError(f"payload has an {what} at {where}", [{"loc": where, "msg": what}])
     return event
 
 
@@ -151,9 +181,16 @@ def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
 
 
 def to_envelope(
-    event: IncomingEvent, idempotency_key: str | None, now_ms: int, replay_of: str | None = None
+    event: IncomingEvent,
+    idempotency_key: str | None,
+    now_ms: int,
+    replay_of: str | None = None,
+    trace: tuple[str, str | None] | None = None,
 ) -> tuple[str, bytes, str | None]:
-    """(event id, envelope bytes, dedupe key) for the ingest script."""
+    """(event id, envelope bytes, dedupe key) for the ingest script.
+
+    ``trace``: (traceparent, tracestate) to store, when tracing is on and the POST had one.
+    """
     key = idempotency_key if idempotency_key is not None else event.id
     event_id = new_event_id()
     ts = None
@@ -170,6 +207,8 @@ def to_envelope(
         idempotencyKey=key,
         replayOf=replay_of,
     )
+    if trace is not None:
+        env.traceparent, env.tracestate = trace
     return event_id, encode_envelope(env), key
 
 

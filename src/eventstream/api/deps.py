@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from fastapi import Request
@@ -15,6 +15,9 @@ from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 
+if TYPE_CHECKING:
+    from eventstream.tracing import IngestTracing
+
 
 @dataclass
 class Services:
@@ -22,6 +25,7 @@ class Services:
     broker: Broker
     store: SqlStore
     ingest: GroupCommit
+    tracing: IngestTracing | None = None  # set only when EVENTSTREAM_TRACING is on
 
 
 def services(request: Request) -> Services:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -59,10 +60,13 @@ async def post_event(request: Request) -> Response:
     s = svc.settings
     raw = await read_body(request, s.max_body_bytes)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
-    event = parse_event(raw, s.max_depth)
+    event = parse_event(raw, s.max_depth, s.max_object_keys, s.max_string_length)
     await shed_load(request)
-    item = to_envelope(event, key, now_ms())
-    [result] = await svc.ingest.submit([item])
+    trace = svc.tracing.start(request.headers, event.type) if svc.tracing is not None else None
+    if trace is None:
+        [result] = await svc.ingest.submit([to_envelope(event, key, now_ms())])
+    else:
+        [result] = await trace.submit(svc.ingest, [to_envelope(event, key, now_ms(), trace=trace.context)])
     if result.duplicate:
         return json({"message": DUPLICATE, "eventId": result.event_id, "duplicate": True}, 200)
     return json({"message": ACCEPTED, "eventId": result.event_id, "duplicate": False}, 202)
@@ -85,15 +89,19 @@ async def post_batch(request: Request) -> Response:
     raw = await read_body(request, s.max_body_bytes)
     items = parse_batch(raw, s.max_batch)
     await shed_load(request, len(items))
+    trace = svc.tracing.start(request.headers, "batch", len(items)) if svc.tracing is not None else None
+    context = trace.context if trace is not None else None
     results: list[dict[str, Any]] = [{} for _ in items]
     good: list[tuple[int, tuple[str, bytes, str | None]]] = []
     now = now_ms()
+    limits = (s.max_depth, s.max_object_keys, s.max_string_length)
     for i, item in enumerate(items):
         try:
-            good.append((i, to_envelope(parse_event(bytes(item), s.max_depth), None, now)))
+            good.append((i, to_envelope(parse_event(bytes(item), *limits), None, now, trace=context)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
-    accepted = await svc.ingest.submit([g for _, g in good])
+    submit = svc.ingest.submit if trace is None else partial(trace.submit, svc.ingest)
+    accepted = await submit([g for _, g in good])
     for (i, _), acc in zip(good, accepted, strict=True):
         results[i] = {
             "index": i,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ class RetryLater:
     attempts: int  # attempts made, this one included
     first_failure_ms: int
     reason: str
+    type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,12 @@ class Dispatcher:
         # (even after a timeout): a sync handler's timeout starts when a thread runs it,
         # not while it waits for one.
         self._threads = asyncio.Semaphore(settings.sync_threads)
+        self._submit: Callable[[HandlerFunc, Event], Future[object]] = executor.submit
+
+    def propagate_context(self) -> None:
+        """Run sync handlers in a copy of the caller's context (so they see its current span)."""
+        submit = self.executor.submit
+        self._submit = lambda func, event: submit(contextvars.copy_context().run, func, event)
 
     async def run(self, d: StreamEntry) -> Outcome:
         attempt = d.attempts + 1
@@ -136,7 +144,7 @@ class Dispatcher:
                 loop.call_soon_threadsafe(self._threads.release)
 
         try:
-            future: Future[object] = self.executor.submit(func, event)
+            future = self._submit(func, event)
         except BaseException:
             self._threads.release()
             raise
@@ -172,7 +180,7 @@ class Dispatcher:
         else:
             base = retry_delay if retry_delay is not None else s.retry_delay
             delay = backoff_s(made, base, s.retry_max_delay)
-        return RetryLater(d, now + int(delay * 1000), made, first, _reason(exc))
+        return RetryLater(d, now + int(delay * 1000), made, first, _reason(exc), env.type)
 
 
 class _Expiry:

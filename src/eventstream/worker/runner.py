@@ -34,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from eventstream.app import EventStream
 from eventstream.broker import Broker, StreamEntry
 from eventstream.event import decode_envelope
+from eventstream.logs import entry_fields
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker.dispatch import Dispatcher, Done, Outcome
@@ -105,6 +106,12 @@ class Worker:
         self.consumer = consumer or consumer_name()
         self.executor = ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
         self.dispatcher = Dispatcher(app, settings, self.executor)
+        self._run: Callable[[StreamEntry], Awaitable[Outcome]] = self.dispatcher.run
+        if settings.tracing:  # decided once: with tracing off, handler tries carry no tracing code
+            from eventstream.tracing import traced
+
+            self._run = traced(self.dispatcher.run, settings)
+            self.dispatcher.propagate_context()
         self._inflight: dict[str, StreamEntry] = {}
         self._settling: set[str] = set()  # entries whose outcomes are being recorded
         self._abandoned: list[str] = []  # entries whose handlers were cancelled at shutdown
@@ -230,6 +237,12 @@ class Worker:
         for e in entries:
             if e.event_id in already:
                 env = decode_envelope(e.envelope)
+                log.info(
+                    "redelivered but already processed: acknowledged without running",
+                    event_id=e.event_id,
+                    event_type=env.type,
+                    attempt=e.attempts,
+                )
                 self._outcomes.put_nowait(Done(e, env, e.attempts, 0.0, skipped=True))
                 continue
             task = asyncio.create_task(self._handle(e))
@@ -238,7 +251,7 @@ class Worker:
 
     async def _handle(self, entry: StreamEntry) -> None:
         try:
-            outcome = await self.dispatcher.run(entry)
+            outcome = await self._run(entry)
         except asyncio.CancelledError:
             self._inflight.pop(entry.entry, None)
             self._abandoned.append(entry.entry)
@@ -335,6 +348,10 @@ class Worker:
             lost = [e for e in lost if e in self._inflight and e not in self._settling]
             if lost:
                 log.warning("leases lost to another worker", entries=len(lost))
+                for e in lost:
+                    log.warning(
+                        "lease lost: another worker may run the event", **entry_fields(self._inflight[e])
+                    )
 
     async def _reclaim(self, vt_ms: int) -> None:
         # Reclaimed work goes first: it may take up to one batch beyond `concurrency`
@@ -358,4 +375,7 @@ class Worker:
         claimed = [(e, f) for e, f in claimed if e not in self._inflight]
         if claimed:
             log.info("reclaimed entries of a silent worker", count=len(claimed))
-            await self._dispatch([StreamEntry.from_fields(e, f) for e, f in claimed], redelivered=True)
+            entries = [StreamEntry.from_fields(e, f) for e, f in claimed]
+            for entry in entries:
+                log.info("reclaimed from a silent worker", **entry_fields(entry))
+            await self._dispatch(entries, redelivered=True)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 import structlog
 
+from eventstream import logs
 from eventstream.broker import Broker
 from eventstream.metrics import HistogramBatch
 from eventstream.store import ProcessedRow, SqlStore
-from eventstream.worker.dispatch import Done, Outcome, RetryLater
+from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
 
 log = structlog.get_logger("eventstream.worker")
 
@@ -64,13 +66,6 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
             retries.append(
                 (d.entry, d.event_id, o.due_ms, o.attempts, o.first_failure_ms, d.envelope.encode())
             )
-            log.info(
-                "retry scheduled",
-                event_id=d.event_id,
-                attempt=o.attempts,
-                reason=o.reason,
-                due_in_ms=o.due_ms - now,
-            )
         else:
             dead.append(
                 (
@@ -86,22 +81,44 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     o.handler_ran,
                 )
             )
-            log.warning(
-                "dead-lettered",
-                event_id=d.event_id,
-                type=o.type,
-                attempt=o.attempts,
-                reason=o.reason,
-            )
+    kinds: list[type[Outcome]] = []
     async with broker.redis.pipeline(transaction=False) as pipe:
         if done:
             await scripts.queue(pipe, "complete", scripts.complete_args(consumer, done, hist.fields()))
+            kinds.append(Done)
         if retries:
             await scripts.queue(pipe, "schedule_retry", scripts.retry_args(consumer, retries))
+            kinds.append(RetryLater)
         if dead:
             await scripts.queue(pipe, "dead_letter", scripts.dead_args(consumer, dead))
+            kinds.append(Dead)
         replies = await pipe.execute()
-    rejected = sum(1 for reply in replies for flag in reply if not int(flag))
-    if rejected:
-        log.warning("outcomes rejected: entries were reclaimed by another worker", count=rejected)
+    # Logged once recorded (a retried round trip logs nothing twice). Successes: no
+    # line at info (one per event is too many), one at debug when that is on.
+    rejected = 0
+    for kind, flags in zip(kinds, replies, strict=True):
+        if kind is Done and all(flags) and not logs.debug_enabled:
+            continue
+        for o, flag in zip([o for o in outcomes if isinstance(o, kind)], flags, strict=True):
+            if not int(flag):
+                rejected += 1
+                log.warning("outcome rejected: another worker took the event over", **_about(o))
+            elif isinstance(o, RetryLater):
+                log.warning(
+                    "handler failed, retry scheduled",
+                    **_about(o),
+                    error=o.reason,
+                    retry_in_s=round(max(0, o.due_ms - now) / 1000, 3),
+                )
+            elif isinstance(o, Dead):
+                log.error("dead-lettered", **_about(o), reason=o.reason)
+            elif not o.skipped:
+                log.debug("processed", **_about(o), handler_s=round(o.handler_s, 6))
     return rejected
+
+
+def _about(o: Outcome) -> dict[str, Any]:
+    """The fields every line about one event carries."""
+    if isinstance(o, Done):
+        return {"event_id": o.envelope.id, "event_type": o.envelope.type, "attempt": o.attempt}
+    return {"event_id": o.delivery.event_id, "event_type": o.type, "attempt": o.attempts}

@@ -1,0 +1,232 @@
+"""Optional OpenTelemetry tracing: ``pip install 'eventstream[otel]'``, ``EVENTSTREAM_TRACING=true``.
+
+How a trace flows:
+
+- ingest: a POST that carries a W3C ``traceparent`` header gets a PRODUCER span
+  ``eventstream.publish TYPE`` (``eventstream.publish batch`` for a batch), a child of
+  the HTTP server span when one continues the header (FastAPI makes one once a tracer
+  provider is set), else of the header's context. That span's context is stored in
+  the envelope (``traceparent``, ``tracestate``); a POST without a valid header stores
+  nothing and gets no publish span.
+- worker: each try of a handler runs in a CONSUMER span ``eventstream.handle TYPE``,
+  current while the handler runs (in the thread of a sync handler too). Its parent is
+  the stored context, so every try of one event sits in the POST's trace; a retry
+  also carries a link to that context. An event without one gets a root span.
+
+Nothing imports this module while tracing is off: no per-event work, not even the
+import. Spans go to the global TracerProvider: the application's own when it set one
+(or ``opentelemetry-instrument`` did), otherwise one built here from the standard
+``OTEL_*`` variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_TRACES_SAMPLER``, ``OTEL_TRACES_EXPORTER``, the exporter's own variables).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from eventstream import __version__
+from eventstream.event import decode_envelope
+from eventstream.settings import Settings
+from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from eventstream.broker import StreamEntry
+    from eventstream.ingest import Accepted, GroupCommit, Item
+
+log = structlog.get_logger("eventstream.tracing")
+
+SYSTEM = "eventstream"
+EXPORTER_GROUP = "opentelemetry_traces_exporter"  # the entry points exporters register
+
+_w3c = TraceContextTextMapPropagator()
+
+
+def tracer(role: str) -> trace.Tracer:
+    """The tracer of this process; builds a TracerProvider from ``OTEL_*`` if none is set."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        _install_provider(role)
+    return trace.get_tracer("eventstream", __version__)
+
+
+def _install_provider(role: str) -> None:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: f"eventstream-{role}"}))
+    provider = TracerProvider(resource=resource)
+    for exporter in _exporters():
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+
+
+def _exporters() -> list[SpanExporter]:
+    """The exporters named by OTEL_TRACES_EXPORTER (default ``otlp``; ``none``: none)."""
+    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if n.strip()]
+    exporters: list[SpanExporter] = []
+    for name in names:
+        if name == "none":
+            continue
+        found = list(entry_points(group=EXPORTER_GROUP, name=name))
+        if not found:
+            log.warning(
+                "tracing: span exporter not installed, spans are dropped",
+                exporter=name,
+                hint="pip install opentelemetry-exporter-otlp, or set OTEL_TRACES_EXPORTER",
+            )
+            continue
+        exporters.append(found[0].load()())
+    return exporters
+
+
+def _remote_context(traceparent: str, tracestate: str | None) -> Context:
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    return _w3c.extract(carrier, context=Context())
+
+
+# ---- ingest ------------------------------------------------------------------------
+
+
+class IngestTracing:
+    """Starts the publish span of a POST that carries a trace context."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.tracer = tracer("api")
+        self.destination = settings.keys.stream
+
+    def start(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publish | None:
+        """The publish span of one request, or None when the request carries no trace context."""
+        parent: Context | None = _w3c.extract(headers, context=Context())
+        remote = trace.get_current_span(parent).get_span_context()
+        if not remote.is_valid:
+            return None  # no header, or one that is not valid W3C (ignored, as the spec says)
+        if trace.get_current_span().get_span_context().trace_id == remote.trace_id:
+            parent = None  # a server span continuing the header (FastAPI's own, or ASGI instrumentation)
+        attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": self.destination,
+        }
+        if count != 1:
+            attributes["messaging.batch.message_count"] = count
+        span = self.tracer.start_span(
+            f"eventstream.publish {name}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        carrier: dict[str, str] = {}
+        _w3c.inject(carrier, context=trace.set_span_in_context(span))
+        return Publish(span, carrier["traceparent"], carrier.get("tracestate"))
+
+
+@dataclass(slots=True)
+class Publish:
+    """One POST's publish span and the context stored with its events."""
+
+    span: trace.Span
+    traceparent: str
+    tracestate: str | None
+
+    @property
+    def context(self) -> tuple[str, str | None]:
+        return self.traceparent, self.tracestate
+
+    async def submit(self, ingest: GroupCommit, items: list[Item]) -> list[Accepted]:
+        """Enqueue inside the span, which ends with it (an error marks it failed)."""
+        with trace.use_span(self.span, end_on_exit=True):
+            accepted = await ingest.submit(items)
+            if len(accepted) == 1:
+                self.span.set_attribute("messaging.message.id", accepted[0].event_id)
+                self.span.set_attribute("eventstream.duplicate", accepted[0].duplicate)
+            else:
+                dups = sum(1 for a in accepted if a.duplicate)
+                self.span.set_attribute("eventstream.accepted", len(accepted) - dups)
+                self.span.set_attribute("eventstream.duplicates", dups)
+        return accepted
+
+
+# ---- worker ------------------------------------------------------------------------
+
+Run = Callable[["StreamEntry"], Awaitable[Outcome]]
+
+
+def traced(run: Run, settings: Settings) -> Run:
+    """``run`` (the dispatcher's) with each try in a span; see the module docstring."""
+    tracer_ = tracer("worker")
+    destination = settings.keys.stream
+
+    async def run_traced(d: StreamEntry) -> Outcome:
+        try:
+            env = decode_envelope(d.envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return await run(d)  # malformed: dead-lettered without a try, so without a span
+        attempt = d.attempts + 1
+        parent = Context()  # no stored context: a root span, not a child of the worker's context
+        links: list[Link] | None = None
+        if env.traceparent is not None:
+            parent = _remote_context(env.traceparent, env.tracestate)
+            stored = trace.get_current_span(parent).get_span_context()
+            if attempt > 1 and stored.is_valid:
+                links = [Link(stored, {"eventstream.link": "retry", "eventstream.attempt": attempt})]
+        with tracer_.start_as_current_span(
+            f"eventstream.handle {env.type}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "handle",
+                "messaging.destination.name": destination,
+                "messaging.message.id": env.id,
+                "eventstream.event.type": env.type,
+                "eventstream.attempt": attempt,
+            },
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            outcome = await run(d)
+            _record(span, outcome)
+        return outcome
+
+    return run_traced
+
+
+def _record(span: trace.Span, outcome: Outcome) -> None:
+    if isinstance(outcome, Done):
+        span.set_attribute("eventstream.outcome", "skipped" if outcome.skipped else "processed")
+    elif isinstance(outcome, RetryLater):
+        span.set_attribute("eventstream.outcome", "retry")
+        span.set_attribute("eventstream.retry.delay_ms", max(0, outcome.due_ms - time.time_ns() // 1_000_000))
+        _failed(span, outcome.reason, "")
+    elif isinstance(outcome, Dead):
+        span.set_attribute("eventstream.outcome", "dead")
+        _failed(span, outcome.reason, outcome.traceback)
+
+
+def _failed(span: trace.Span, reason: str, traceback: str) -> None:
+    """The outcome carries the error as text (``Type: message``): record it as OTel's exception event."""
+    kind, _, message = reason.partition(": ")
+    attributes = {"exception.type": kind, "exception.message": message or kind}
+    if traceback:
+        attributes["exception.stacktrace"] = traceback
+    span.add_event("exception", attributes)
+    span.set_attribute("error.type", kind)
+    span.set_status(Status(StatusCode.ERROR, reason))
