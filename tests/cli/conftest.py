@@ -1,0 +1,72 @@
+"""Operator-command fixtures: a REAL ``eventstream api`` (and burst workers) on the session's Redis.
+
+The commands under test run as real subprocesses (``python -m eventstream ...``)
+against that API over HTTP, exactly as an operator would run them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Api, Cluster
+from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
+
+
+class Run(NamedTuple):
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> Run:
+    """``python -m eventstream ARGS`` with a wide terminal (tables unwrapped); its exit code and output."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
+    clean.update({"COLUMNS": "220", "NO_COLOR": "1", "TERM": "dumb"})
+    if url is not None:
+        clean["EVENTSTREAM_API_URL"] = url
+    clean.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "eventstream", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(redis_url, prefix, tmp_path)
+    try:
+        yield c
+    finally:
+        leftovers = c.cleanup()
+        if leftovers:
+            print(f"killed leftover processes: {', '.join(leftovers)}")
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[Api]:
+    a = cluster.start_api()
+    yield a
+    if a.proc.alive():
+        cluster.stop(a.proc)
+
+
+@pytest.fixture
+def client(api: Api) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=30.0) as c:
+        yield c
