@@ -2,10 +2,14 @@
 
     EventStreamError
     ├── ConfigError            a setting is missing or wrong; raised at start
+    │   └── SchemaError        the store's schema is not the one this code needs
     ├── RedisUnsafeError       the Redis server could lose events (refused only when asked)
     ├── ValidationError        a client sent something that cannot be accepted (-> 4xx)
     │   └── PayloadTooLarge    the body or batch is over its limit (-> 413)
     ├── NotFound               no such event / DLQ entry (-> 404)
+    ├── Unauthorized           no API key, or an unknown or revoked one (-> 401)
+    ├── Forbidden              the key's scope does not allow the request (-> 403)
+    ├── RateLimited            the key's or client's rate limit is spent (-> 429)
     ├── Unavailable            Redis or the store cannot be reached (-> 503)
     └── PermanentError         raised BY A HANDLER: do not retry, dead-letter now
 
@@ -22,6 +26,15 @@ class EventStreamError(Exception):
 
 class ConfigError(EventStreamError):
     """A setting is missing or invalid."""
+
+
+class SchemaError(ConfigError):
+    """The database schema is behind (or ahead of) the migrations of this version."""
+
+    def __init__(self, detail: str, current: str | None, needed: str) -> None:
+        super().__init__(detail)
+        self.current = current
+        self.needed = needed
 
 
 class RedisUnsafeError(EventStreamError):
@@ -48,6 +61,33 @@ class NotFound(EventStreamError):
         super().__init__(f"{what} {ident!r} not found")
         self.what = what
         self.ident = ident
+
+
+class Unauthorized(EventStreamError):
+    """No valid API key: 401 with ``WWW-Authenticate: Bearer``."""
+
+    def __init__(self, detail: str, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.invalid_token = invalid_token
+
+
+class Forbidden(EventStreamError):
+    """A valid key whose scope does not cover the request."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RateLimited(EventStreamError):
+    """Over a rate limit: 429 with ``Retry-After`` and ``RateLimit-*`` headers; nothing was done."""
+
+    def __init__(self, detail: str, retry_after_s: int, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        self.headers = headers
 
 
 class Unavailable(EventStreamError):

@@ -5,11 +5,12 @@ Durations are seconds (float) unless the name says otherwise; CLI flags override
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventstream.broker.keys import Keys
@@ -65,6 +66,25 @@ class Settings(BaseSettings):
         description="Share of Redis maxmemory past which ingest sheds load with 503; 0: no bound.",
     )
 
+    max_object_keys: int = Field(
+        1000, ge=1, description="Most keys in one JSON object of a payload (422 beyond)."
+    )
+    max_string_length: int = Field(
+        65_536, ge=1, description="Longest string (value or key) in a payload, in characters (422 beyond)."
+    )
+
+    # security
+    metrics_public: bool = Field(False, description="Serve GET /metrics without an API key (scrapers).")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS ('*' for any); empty: CORS closed."
+    )
+    anonymous_rate: float = Field(
+        0.0, ge=0, description="Events/s per client address for anonymous (loopback) use; 0: no limit."
+    )
+    anonymous_burst: int = Field(
+        0, ge=0, description="Events at once for anonymous use; 0: one second's worth of the rate."
+    )
+
     # redis client
     redis_timeout: float = Field(
         5.0, ge=0.5, description="Seconds to wait for one Redis reply (API: then 503; worker: retry)."
@@ -73,6 +93,43 @@ class Settings(BaseSettings):
     # logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    # tracing
+    tracing: bool = Field(
+        False, description="OpenTelemetry spans for ingest and handler tries (needs eventstream[otel])."
+    )
+
+    # replay and retention
+    replay_rate: float = Field(
+        1000.0, gt=0, le=100_000, description="Default cap of replays, events/s (a request may lower it)."
+    )
+    retention: float = Field(
+        7 * 86_400.0,
+        ge=0,
+        description="Seconds processed events stay in the store; 0: forever. At least the dedupe window.",
+    )
+    retention_interval: float = Field(
+        300.0, gt=0, description="Seconds between prunes of the store (one worker at a time)."
+    )
+    retention_batch: int = Field(2000, ge=1, le=50_000, description="Rows deleted per short transaction.")
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        if 0 < self.retention < self.dedupe_window:
+            raise ValueError(
+                f"EVENTSTREAM_RETENTION ({self.retention:g} s) is shorter than EVENTSTREAM_DEDUPE_WINDOW "
+                f"({self.dedupe_window:g} s): the store must remember a processed event at least as long "
+                "as a repeat of it can arrive; raise the retention, shorten the window, or set 0 to keep "
+                "events forever"
+            )
+        return self
+
+    @field_validator("tracing")
+    @classmethod
+    def _check_tracing(cls, value: bool) -> bool:
+        if value and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError("tracing needs OpenTelemetry: pip install 'eventstream[otel]'")
+        return value
 
     @field_validator("prefix")
     @classmethod

@@ -13,9 +13,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventstream import __version__
-from eventstream.api import admin, dlq, events, ops, problems, schemas
+from eventstream.api import admin, dlq, events, keys, ops, problems, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
+from eventstream.auth.guard import Guard, SecurityMiddleware
 from eventstream.backpressure import Backpressure
 from eventstream.broker import Broker, connect
 from eventstream.ingest import GroupCommit
@@ -25,8 +26,11 @@ from eventstream.store import create_store
 log = structlog.get_logger("eventstream.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, loopback: bool = True, insecure: bool = False) -> FastAPI:
+    """The app. ``loopback``: it listens on a loopback address only, so without any API
+    key anonymous requests are accepted; ``insecure`` accepts them on any address."""
     settings = settings or Settings()  # type: ignore[call-arg]
+    guard = Guard(settings, loopback=loopback, insecure=insecure)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,7 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker = Broker(redis, settings.keys)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = create_store(settings.store_url)
-        await store.create_schema()
+        try:  # the embedded SQLite store upgrades itself; a configured database only when empty
+            await store.ensure_schema(auto_upgrade=settings.database_url is None)
+        except BaseException as exc:
+            log.error("cannot start: the store is not ready", error=str(exc))
+            await store.close()
+            await redis.aclose()
+            raise
         try:
             await broker.ensure_group()
             for warning in await broker.safety_warnings():
@@ -48,7 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
         )
+        if settings.tracing:
+            from eventstream.tracing import IngestTracing
+
+            app.state.services.tracing = IngestTracing(settings)
         app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
+        guard.bind(broker)
+        await _announce(guard)
         try:
             yield
         finally:
@@ -63,17 +79,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(IngestFastPath)
+    app.add_middleware(SecurityMiddleware, guard=guard)  # outside the fast path: ingest is checked too
+    security.install_cors(app, settings.cors_origins)
+    app.add_middleware(security.SecurityHeaders)  # outermost: every answer gets the headers
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(replay.router)
+    app.include_router(keys.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas.COMPONENTS)
+            doc["components"]["schemas"].update(keys.COMPONENTS)
+            security.document(doc, settings.metrics_public)
             app.openapi_schema = doc
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _announce(guard: Guard) -> None:
+    """Say at start whether requests need a key."""
+    assert guard.registry is not None
+    try:
+        keys_exist = await guard.registry.any_keys()
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return
+    if keys_exist:
+        log.info("API keys required: every request but /healthz and /readyz needs one")
+    elif guard.loopback:
+        log.warning(
+            "no API keys exist: anonymous requests are accepted because the API listens on "
+            "loopback only; create one with `eventstream keys create` to require keys"
+        )
+    else:
+        log.warning(
+            "no API keys exist and --insecure is set: anonymous requests are accepted from "
+            "any address; create one with `eventstream keys create` to require keys"
+        )

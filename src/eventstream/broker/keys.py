@@ -22,6 +22,17 @@ Redis Cluster slot and every script can touch all of them atomically.
     {p}:workers       ZSET    consumer name scored by its last heartbeat (ms).
     {p}:idem:<hash>   STRING  idempotency key digest -> event id, expires after the
                               dedupe window. The client's key is hashed, never used raw.
+    {p}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
+                              expires after the period (take_turn.lua).
+    {p}:apikeys       SET     ids of every API key ever created (revoked ones included).
+    {p}:apikey:<id>   HASH    one API key: h (SHA-256 hex of the token; the token itself
+                              is never stored), s (scope), n (name), r (events/s, 0: no
+                              limit), b (burst), c (created ms), x (revoked ms, absent
+                              while valid), u (last used ms, updated at most once a minute).
+                              <id> is 12 hex digits, checked before it is used.
+    {p}:rate:key:<id> STRING  GCRA theoretical arrival time (µs) of a key's rate limit;
+                              expires when the bucket is full again.
+    {p}:rate:addr:<h> STRING  the same for an anonymous client address (hashed).
 
 Per live event Redis keeps one stream entry and one status field; per idempotent
 event it also keeps one small key for the dedupe window.
@@ -35,12 +46,14 @@ import re
 GROUP = "workers"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
 
 class Keys:
     """Key names for one deployment prefix."""
 
     __slots__ = (
+        "api_keys",
         "counters",
         "dlq",
         "hist",
@@ -66,11 +79,32 @@ class Keys:
         self.counters = f"{self.tag}:counters"
         self.hist = f"{self.tag}:hist"
         self.workers = f"{self.tag}:workers"
+        self.api_keys = f"{self.tag}:apikeys"
 
     def idem(self, key: str) -> str:
         """The dedupe key for a client's idempotency key (hashed: never a raw client string)."""
         digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
         return f"{self.tag}:idem:{digest}"
+
+    def api_key(self, key_id: str) -> str:
+        """An API key's record; ``key_id`` must already be checked (12 hex digits)."""
+        if not _KEY_ID_RE.fullmatch(key_id):
+            raise ValueError(f"API key id {key_id!r} is not 12 hex digits")
+        return f"{self.tag}:apikey:{key_id}"
+
+    def key_bucket(self, key_id: str) -> str:
+        if not _KEY_ID_RE.fullmatch(key_id):
+            raise ValueError(f"API key id {key_id!r} is not 12 hex digits")
+        return f"{self.tag}:rate:key:{key_id}"
+
+    def addr_bucket(self, address: str) -> str:
+        """The rate-limit bucket of an anonymous client address (hashed: never raw)."""
+        digest = hashlib.blake2b(address.encode(), digest_size=16).hexdigest()
+        return f"{self.tag}:rate:addr:{digest}"
+
+    def lease(self, job: str) -> str:
+        """The lease of a periodic job that one process at a time runs (see take_turn.lua)."""
+        return f"{self.tag}:lease:{job}"
 
     def all_static(self) -> list[str]:
         return [

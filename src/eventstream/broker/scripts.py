@@ -42,6 +42,8 @@ class Scripts:
                 "renew",
                 "replay",
                 "delete_dead",
+                "take_turn",
+                "authorize",
             )
         }
 
@@ -171,3 +173,25 @@ class Scripts:
         k = self.keys
         args: list[Arg] = [x for pair in pairs for x in pair]
         return [str(e) for e in await self._call("delete_dead", [k.status, k.counters, k.dlq], args, client)]
+
+    async def authorize(
+        self,
+        client: Client,
+        bucket: str,
+        record: str | None,
+        cost: int,
+        *,
+        rate: float = 0.0,
+        burst: int = 0,
+        digest: str = "",
+        scope: str = "",
+    ) -> list[Any]:
+        """Check an API key (``record`` set) and charge its bucket, or charge an anonymous
+        bucket at ``rate``/``burst``: the raw reply, see authorize.lua."""
+        keys = [bucket] if record is None else [bucket, record]
+        args: list[Arg] = [cost, rate, burst, digest, scope]
+        return list(await self._call("authorize", keys, args, client))
+
+    async def take_turn(self, client: Client, job: str, owner: str, period_ms: int) -> bool:
+        """Whether ``owner`` runs ``job`` this period (at most one claimant per period)."""
+        return bool(await self._call("take_turn", [self.keys.lease(job)], [owner, period_ms], client))

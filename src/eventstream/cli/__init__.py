@@ -38,6 +38,13 @@ AppArg = Annotated[
 ]
 HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
 PortOpt = Annotated[int, typer.Option(help="Port the HTTP API listens on.")]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept anonymous requests on a non-loopback address while no API key exists "
+        "(refused without it)."
+    ),
+]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(help="Where the embedded Redis and the SQLite store keep their files "
@@ -51,6 +58,7 @@ def up(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    insecure: InsecureOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run everything: Redis (embedded unless EVENTSTREAM_REDIS_URL is set), the API and workers.
@@ -76,7 +84,9 @@ def up(
         )
     me = [sys.executable, "-m", "eventstream"]
     children = [
-        subprocess.Popen([*me, "api", "--host", host, "--port", str(port)], env=env),
+        subprocess.Popen(
+            [*me, "api", "--host", host, "--port", str(port), *(["--insecure"] if insecure else [])], env=env
+        ),
         *(subprocess.Popen([*me, "worker", *([app] if app else [])], env=env) for _ in range(workers)),
     ]
     console.print(f"[green]API[/green] on http://{host}:{port}  ·  {workers} worker(s)  ·  Ctrl-C to stop")
@@ -130,12 +140,51 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _refuse_without_keys(settings: Settings, host: str, insecure: bool) -> None:
+    """A non-loopback address with no API key is refused unless --insecure."""
+    from eventstream.auth.apikeys import KeyRegistry
+    from eventstream.broker import connect
+
+    async def any_keys() -> bool:
+        redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
+        try:
+            return await KeyRegistry(redis, settings.keys).any_keys()
+        finally:
+            await redis.aclose()
+
+    try:
+        keys_exist = asyncio.run(any_keys())
+    except Exception as exc:
+        if insecure:
+            return
+        console.print(
+            f"[red]error:[/red] listening on {host} needs API keys, and Redis cannot be reached to "
+            f"check for them ({type(exc).__name__}); fix Redis, or pass --insecure"
+        )
+        raise typer.Exit(2) from None
+    if keys_exist:
+        return
+    if insecure:
+        console.print(
+            f"[yellow]warning:[/yellow] --insecure: listening on {host} with no API key, so anyone who "
+            "can reach the port may post, read, replay and delete; create a key with "
+            "`eventstream keys create` to require keys"
+        )
+        return
+    console.print(
+        f"[red]error:[/red] refusing to listen on {host} (not a loopback address) with no API key: "
+        "anyone who can reach the port could post, read, replay and delete. Create a key first "
+        "(`eventstream keys create --name NAME --scope admin`), listen on 127.0.0.1, or pass --insecure"
+    )
+    raise typer.Exit(2)
+
+
 def _exit_ok(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
 @cli.command()
-def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt = False) -> None:
     """Run the HTTP API alone (needs EVENTSTREAM_REDIS_URL)."""
     import uvicorn
 
@@ -147,20 +196,22 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     if not settings.redis_url:
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
         raise typer.Exit(2)
-    if not _is_loopback(host):
-        console.print(f"[yellow]warning:[/yellow] listening on {host}: the API has no authentication")
+    loopback = _is_loopback(host)
+    if not loopback:
+        _refuse_without_keys(settings, host, insecure)
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the
     # original handler in place, so the process would die by it (exit status 143).
     # A graceful stop is a success: let that re-raised SIGTERM end the process with 0.
     signal.signal(signal.SIGTERM, _exit_ok)
     signal.signal(signal.SIGINT, _exit_ok)  # Ctrl-C: the same graceful stop
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, loopback=loopback, insecure=insecure),
         host=host,
         port=port,
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        log_config=None,  # keep eventstream.logs' handler: uvicorn's lines in the same format
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
     )
@@ -203,6 +254,7 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
 
     from eventstream.app import load_app
     from eventstream.broker import Broker, connect
+    from eventstream.retention import run_periodically as run_retention
     from eventstream.store import create_store
     from eventstream.worker import Worker
 
@@ -213,12 +265,18 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = create_store(settings.store_url)
     try:
-        await store.create_schema()
+        await store.ensure_schema(auto_upgrade=settings.database_url is None)
         for warning in await broker.safety_warnings():
             log.warning("redis could lose events", reason=warning)
         w = Worker(app, settings, broker, store)
         w.install_signal_handlers()
-        await w.run(burst=burst)
+        pruning = None if burst else asyncio.create_task(run_retention(settings, broker, store, w.consumer))
+        try:
+            await w.run(burst=burst)
+        finally:
+            if pruning is not None:
+                pruning.cancel()
+                await asyncio.gather(pruning, return_exceptions=True)
     finally:
         await store.close()
         await redis.aclose()
@@ -261,8 +319,11 @@ async def _run_audit(settings: Settings, url: str, examples: int) -> AuditReport
     from eventstream.store import create_store
 
     redis = connect(url, timeout=settings.redis_timeout)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = create_store(settings.store_url)
     try:
+        await store.ensure_schema(auto_upgrade=settings.database_url is None)
         return await run_audit(
             Broker(redis, settings.keys),
             store,
@@ -314,3 +375,8 @@ def main() -> None:
 
 # Subcommand groups register themselves on `cli` when imported.
 # (One line per module; keep them at the end, after `cli` has its own commands.)
+from eventstream.cli import db as _db  # noqa: E402, F401
+from eventstream.cli import keys as _keys  # noqa: E402, F401
+from eventstream.cli import ops as _ops  # noqa: E402, F401
+from eventstream.cli import procfile as _procfile  # noqa: E402, F401
+from eventstream.cli import replay as _replay  # noqa: E402, F401
