@@ -39,7 +39,13 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     tail: list[structlog.typing.Processor] = (
         [structlog.processors.format_exc_info, _lead, structlog.processors.JSONRenderer()]
         if use_json
-        else [structlog.dev.ConsoleRenderer(colors=tty)]
+        else [
+            structlog.dev.ConsoleRenderer(
+                colors=tty,
+                # Rich's default shows every frame's local variables: an API key among them
+                exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+            )
+        ]
     )
     structlog.configure(
         processors=[*shared, *tail],

@@ -87,10 +87,10 @@ class Api:
 
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Api]:
-    app = create_app(settings)
+    app = create_app(settings, loopback=True)  # anonymous use, as `eventstream api` on 127.0.0.1
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client,
     ):
         yield Api(app, client)
 

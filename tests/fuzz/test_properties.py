@@ -123,3 +123,48 @@ def test_a_payload_is_refused_only_when_nested_too_deeply(
         assert r.status_code == 422, r.text
     else:
         assert r.status_code == 202, r.text
+
+
+def widest(v: Any) -> int:
+    """The most keys of any object in ``v``."""
+    if isinstance(v, dict):
+        return max([len(v), *(widest(x) for x in v.values())])
+    if isinstance(v, list):
+        return max((widest(x) for x in v), default=0)
+    return 0
+
+
+def longest(v: Any) -> int:
+    """The longest string in ``v``, object keys included."""
+    if isinstance(v, str):
+        return len(v)
+    if isinstance(v, dict):
+        return max((max(len(k), longest(x)) for k, x in v.items()), default=0)
+    if isinstance(v, list):
+        return max((longest(x) for x in v), default=0)
+    return 0
+
+
+wide_values = st.recursive(
+    st.integers(0, 9) | st.text(max_size=2 * MAX_STRING),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=2 * MAX_STRING), inner, max_size=2 * MAX_KEYS)
+    ),
+    max_leaves=30,
+)
+
+
+@SETTINGS
+@given(payload=st.dictionaries(st.text(max_size=2 * MAX_STRING), wide_values, max_size=2 * MAX_KEYS))
+def test_a_payload_is_refused_only_when_too_wide_or_a_string_too_long(
+    client: httpx.Client, payload: dict[str, Any]
+) -> None:
+    r = client.post("/events", json={"type": "T", "payload": payload})
+    if depth(payload) > MAX_DEPTH:
+        assert r.status_code == 422, r.text
+    elif widest(payload) > MAX_KEYS or longest(payload) > MAX_STRING:
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    else:
+        assert r.status_code == 202, r.text

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from urllib.parse import quote
 
 import pytest
+import structlog
 
 from eventstream.app import default_app
 from tests.api.conftest import Api, assert_problem, closed_port
@@ -156,3 +158,58 @@ async def test_hostile_types_are_refused(api: Api, hostile: str) -> None:
     r = await api.client.post("/events", json={"type": hostile, "payload": {}})
     assert_problem(r, 422, "type")
     assert await api.stream_len() == 0
+
+
+async def test_redis_memory_over_its_share_of_maxmemory_is_503_for_ingest_only(make_api: MakeApi) -> None:
+    api = await make_api(max_memory_ratio=0.00001, max_backlog=0)
+    r = api.broker.redis
+    before = (await r.config_get("maxmemory"))["maxmemory"]
+    await r.config_set("maxmemory", str(64 * 1024**3))  # far above use: nothing is evicted
+    try:
+        r1 = await api.client.post("/events", json=EVENT)
+        body = assert_problem(r1, 503, "EVENTSTREAM_MAX_MEMORY_RATIO")
+        assert r1.headers["retry-after"] == "1"
+        assert body["status"] == 503
+        assert_problem(await api.client.post("/events/batch", json={"events": [EVENT]}), 503)
+        assert (await api.client.get("/failed-events")).status_code == 200  # reads keep working
+        assert await api.stream_len() == 0
+    finally:
+        await r.config_set("maxmemory", before)
+
+
+def test_console_tracebacks_never_show_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unexpected error while a request holds its key must not print the key."""
+    from eventstream import logs
+
+    secret = "es_0123456789ab_" + "S" * 43
+
+    def authorize(token: str) -> None:
+        raise RuntimeError("boom")
+
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("info", "console")
+    try:
+        try:
+            authorize(secret)
+        except RuntimeError as exc:
+            structlog.get_logger("t").exception("unexpected error", exc_info=exc)
+    finally:
+        structlog.configure(**saved)
+        root.handlers, root.level = handlers, level
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err
+    assert "authorize" in err
+    assert secret not in err
+
+
+async def test_a_backlog_at_its_bound_is_503_for_ingest_only(make_api: MakeApi) -> None:
+    api = await make_api(max_backlog=2)
+    for _ in range(2):
+        assert (await api.client.post("/events", json=EVENT)).status_code == 202
+    r = await api.client.post("/events", json=EVENT)
+    assert_problem(r, 503, "EVENTSTREAM_MAX_BACKLOG")
+    assert r.headers["retry-after"] == "1"
+    assert (await api.client.get("/failed-events")).status_code == 200
+    assert await api.stream_len() == 2

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
+from eventstream.auth.apikeys import KeyRegistry, parse_rate
 from eventstream.auth.trail import LOGGER
+from eventstream.errors import ValidationError
 from tests.api.conftest import Api, assert_problem
 from tests.security.conftest import EVENT, NewKey, bearer
 
@@ -101,11 +105,45 @@ async def test_revoking_an_unknown_key_is_404(api: Api, new_key: NewKey) -> None
         assert_problem(await api.client.delete(f"/keys/{key_id}", headers=bearer(admin)), 404)
 
 
-async def test_on_loopback_without_keys_the_first_key_can_be_made_over_http(api: Api) -> None:
+async def test_on_loopback_without_keys_the_first_key_cannot_be_made_over_http(api: Api) -> None:
     with capture_logs() as logs:
         r = await api.client.post("/keys", json={"name": "first", "scope": "admin"})
-    assert r.status_code == 201
-    [created] = [x for x in audit_records(logs) if x["action"] == "key.created"]
-    assert created["key_id"] == "anonymous"
-    # from now on keys are required
-    assert (await api.client.get("/keys", headers=bearer(r.json()["token"]))).status_code == 200
+    assert_problem(r, 403, "eventstream keys create")
+    assert not [x for x in audit_records(logs) if x["action"] == "key.created"]
+    assert await KeyRegistry(api.broker.redis, api.settings.keys).list() == []
+
+
+async def test_a_new_key_body_over_4096_bytes_is_413(api: Api, new_key: NewKey) -> None:
+    admin = await new_key("admin")
+    body = json.dumps({"name": "x", "scope": "read", "pad": "x" * 4096})
+    assert_problem(await api.client.post("/keys", content=body, headers=bearer(admin)), 413, "4096")
+    assert len(await KeyRegistry(api.broker.redis, api.settings.keys).list()) == 1
+
+
+@pytest.mark.parametrize("rate", [1e-12, 0.0009, 1_000_001])
+async def test_a_rate_out_of_range_is_422(api: Api, new_key: NewKey, rate: float) -> None:
+    admin = await new_key("admin")
+    r = await api.client.post(
+        "/keys", json={"name": "x", "scope": "read", "rate": rate}, headers=bearer(admin)
+    )
+    assert_problem(r, 422, "rate")
+    with pytest.raises(ValidationError, match=r"0\.001"):
+        await KeyRegistry(api.broker.redis, api.settings.keys).create("x", "read", rate)
+
+
+async def test_an_id_collision_never_overwrites_a_key(api: Api) -> None:
+    ids = iter(["aaaaaaaaaaaa", "aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    registry = KeyRegistry(api.broker.redis, api.settings.keys, new_id=lambda: next(ids))
+    first, first_token = await registry.create("first", "read")
+    second, second_token = await registry.create("second", "admin")
+    assert (first.id, second.id) == ("aaaaaaaaaaaa", "bbbbbbbbbbbb")
+    assert (await registry.get(first.id)).scope == "read"
+    assert (await api.client.get("/events", headers=bearer(first_token))).status_code == 200
+    assert (await api.client.get("/keys", headers=bearer(second_token))).status_code == 200
+
+
+def test_a_rate_may_be_written_per_second() -> None:
+    assert [parse_rate(t) for t in ("200", "200/s", "0.5/s", " 2 / s ", "1e3")] == [200, 200, 0.5, 2, 1000]
+    for bad in ("", "/s", "fast", "-1", "2/m", "1/s/s"):
+        with pytest.raises(ValidationError, match="events per second"):
+            parse_rate(bad)

@@ -148,3 +148,31 @@ def test_an_unreachable_redis_refuses_a_public_address(cluster: Cluster) -> None
     proc = cluster.spawn("api", ["api", "--host", "0.0.0.0", "--port", str(port)], env)
     assert cluster.wait_exit(proc) == 2
     wait_for(lambda: "cannot be reached" in proc.stderr(), "the refusal message", 5)
+
+
+def test_forwarded_headers_cannot_dodge_the_anonymous_limit_and_no_server_header(cluster: Cluster) -> None:
+    port = free_port()
+    env = cluster.env(EVENTSTREAM_ANONYMOUS_RATE="0.01", EVENTSTREAM_ANONYMOUS_BURST="2")
+    proc = cluster.spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)], env)
+    cluster.wait_ready(proc, port)
+    url = f"http://127.0.0.1:{port}/events"
+    statuses = [
+        httpx.post(url, json=EVENT, headers={"X-Forwarded-For": f"203.0.113.{i}"}, timeout=10).status_code
+        for i in range(4)
+    ]
+    assert statuses == [202, 202, 429, 429]
+    r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    assert "server" not in r.headers
+    assert cluster.stop(proc) == 0
+
+
+def test_keys_create_accepts_a_rate_per_second(cluster: Cluster) -> None:
+    made = run_cli(cluster, "keys", "create", "--name", "shop", "--scope", "ingest", "--rate", "200/s")
+    assert made.returncode == 0, made.stderr
+    assert "200 events/s, burst 200" in made.stderr
+    bad = run_cli(cluster, "keys", "create", "--name", "shop", "--scope", "ingest", "--rate", "fast")
+    assert bad.returncode == 1
+    assert "events per second" in bad.stderr
+    tiny = run_cli(cluster, "keys", "create", "--name", "shop", "--scope", "ingest", "--rate", "1e-12/s")
+    assert tiny.returncode == 1
+    assert "0.001" in tiny.stderr

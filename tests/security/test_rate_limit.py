@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
-from eventstream.auth.apikeys import KeyRegistry
+from eventstream.auth.apikeys import MAX_BURST, MIN_RATE, KeyRegistry
 from tests.api.conftest import Api, assert_problem
 from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key
 
@@ -124,3 +125,57 @@ async def test_the_limit_refills_over_time(api: Api, new_key: NewKey) -> None:
     assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
     key = await KeyRegistry(api.broker.redis, api.settings.keys).get(token.split("_")[1])
     assert key.rate == 20
+
+
+async def test_limited_answers_carry_the_policy(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=0.5, burst=3)  # 3 at once, refilled in 6 s
+    r = await api.client.post("/events", json=EVENT, headers=bearer(token))
+    assert r.headers["ratelimit-policy"] == "3;w=6"
+    for _ in range(2):
+        await api.client.post("/events", json=EVENT, headers=bearer(token))
+    r = await api.client.post("/events", json=EVENT, headers=bearer(token))
+    assert_problem(r, 429)
+    assert r.headers["ratelimit-policy"] == "3;w=6"
+
+
+async def test_the_smallest_rate_and_largest_burst_work(api: Api, new_key: NewKey) -> None:
+    token = await new_key("ingest", rate=MIN_RATE, burst=MAX_BURST)
+    r = await api.client.post("/events/batch", json=batch(5), headers=bearer(token))
+    assert r.status_code == 200, r.text
+    assert r.headers["ratelimit-remaining"] == str(MAX_BURST - 5)
+
+
+async def test_the_script_writes_huge_times_as_integers(api: Api) -> None:
+    """A rate far below the minimum (not accepted for keys) still never breaks the script:
+    its expiry, 1e15 ms, must reach Redis as digits, not as 1e+15."""
+    bucket = api.settings.keys.addr_bucket("tiny")
+    reply = await api.broker.scripts.authorize(api.broker.redis, bucket, None, 1, rate=1e-12, burst=1)
+    assert int(reply[0]) == 3
+    assert int(await api.broker.redis.pttl(bucket)) > 10**14
+
+
+async def test_a_malformed_token_is_refused_before_the_batch_is_read(api: Api, new_key: NewKey) -> None:
+    await new_key("ingest")
+    read: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in (b'{"events": [', b'{"type": "T", "payload": {}}', b"]}"):
+            read.append(chunk)
+            yield chunk
+
+    r = await api.client.post("/events/batch", content=body(), headers=bearer("es_not-a-key"))
+    assert_problem(r, 401, "not valid")
+    assert read == []
+    r = await api.client.post("/events/batch", content=body())  # no key where one is needed
+    assert_problem(r, 401, "requires an API key")
+    assert read == []
+
+
+async def test_a_batch_with_a_key_and_a_bad_content_length_is_422(api: Api, new_key: NewKey) -> None:
+    """Raised in the middleware, which reads a keyed batch to count its events."""
+    token = await new_key("ingest", rate=100)
+    r = await api.client.post(
+        "/events/batch", content=b'{"events": []}', headers={"Content-Length": "lots", **bearer(token)}
+    )
+    assert_problem(r, 422, "Content-Length")
+    assert await api.stream_len() == 0

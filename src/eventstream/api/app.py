@@ -26,9 +26,13 @@ from eventstream.store import create_store
 log = structlog.get_logger("eventstream.api")
 
 
-def create_app(settings: Settings | None = None, *, loopback: bool = True, insecure: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, loopback: bool = False, insecure: bool = False
+) -> FastAPI:
     """The app. ``loopback``: it listens on a loopback address only, so without any API
-    key anonymous requests are accepted; ``insecure`` accepts them on any address."""
+    key anonymous requests are accepted; ``insecure`` accepts them on any address. By
+    default neither: every request but the open ones needs a key (``uvicorn --factory``
+    cannot tell where it listens)."""
     settings = settings or Settings()  # type: ignore[call-arg]
     guard = Guard(settings, loopback=loopback, insecure=insecure)
 

@@ -8,6 +8,7 @@ more than the ingest itself. Errors go through the same problem+json mapping.
 
 from __future__ import annotations
 
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +22,7 @@ class IngestFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.routes.get(scope["path"])
+            endpoint = self.routes.get(get_route_path(scope))  # without any root_path
             if endpoint is not None:
                 try:
                     response = await endpoint(Request(scope, receive))

@@ -11,9 +11,9 @@ from starlette.responses import Response
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
 from eventstream.auth import trail
-from eventstream.auth.apikeys import KeyRegistry
-from eventstream.auth.guard import principal_of
-from eventstream.errors import ValidationError
+from eventstream.auth.apikeys import MAX_BURST, MAX_RATE, MIN_RATE, KeyRegistry
+from eventstream.auth.guard import KEYS_NEED_ADMIN_KEY, principal_of
+from eventstream.errors import Forbidden, ValidationError
 
 router = APIRouter(tags=["API keys"])
 
@@ -21,8 +21,10 @@ router = APIRouter(tags=["API keys"])
 class NewKey(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _.:@/-]+$")]
     scope: Annotated[str, msgspec.Meta(pattern=r"^(ingest|read|admin)$")]
-    rate: Annotated[float, msgspec.Meta(gt=0, le=1_000_000, description="Events per second.")] | None = None
-    burst: Annotated[int, msgspec.Meta(ge=1, le=10_000_000, description="Events at once.")] | None = None
+    rate: (
+        Annotated[float, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE, description="Events per second.")] | None
+    ) = None
+    burst: Annotated[int, msgspec.Meta(ge=1, le=MAX_BURST, description="Events at once.")] | None = None
 
 
 class KeyItem(msgspec.Struct):
@@ -54,6 +56,8 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: schemas.problem_response("No 
 
 
 def _registry(request: Request) -> KeyRegistry:
+    if principal_of(request).key_id is None:  # the middleware refuses this already
+        raise Forbidden(KEYS_NEED_ADMIN_KEY)
     svc = services(request)
     return KeyRegistry(svc.broker.redis, svc.broker.keys)
 
@@ -76,6 +80,7 @@ async def list_keys(request: Request) -> Response:
     responses={201: schemas.json_response("Created", "CreatedKey")},
 )
 async def create_key(request: Request) -> Response:
+    registry = _registry(request)
     raw = await read_body(request, 4096)
     try:
         new = _decoder.decode(raw)
@@ -83,7 +88,7 @@ async def create_key(request: Request) -> Response:
         raise ValidationError(f"invalid key: {exc}", [{"loc": "$", "msg": str(exc)}]) from None
     except UnicodeDecodeError:
         raise ValidationError("body is not valid UTF-8 JSON") from None
-    key, token = await _registry(request).create(new.name, new.scope, new.rate, new.burst)
+    key, token = await registry.create(new.name, new.scope, new.rate, new.burst)
     actor_id, actor_name = principal_of(request).label
     trail.record(
         "key.created",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from starlette._utils import get_route_path
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +30,7 @@ API_ONLY = [
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
-RATE_HEADERS = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+RATE_HEADERS = ["RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 
 
 class SecurityHeaders:
@@ -41,7 +42,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         # the docs page loads Swagger UI's script and styles: no CSP there
-        extra = COMMON if scope["path"] in DOCS else COMMON + API_ONLY
+        extra = COMMON if get_route_path(scope) in DOCS else COMMON + API_ONLY
         started = False
 
         async def send_secured(message: Message) -> None:
@@ -89,7 +90,11 @@ SCHEMES = {
 
 
 def _rate_headers() -> dict[str, Any]:
-    return {name: {"schema": {"type": "integer"}} for name in RATE_HEADERS}
+    """``RateLimit-Policy: <burst>;w=<seconds to refill>``; the others are integers."""
+    return {
+        name: {"schema": {"type": "string" if name == "RateLimit-Policy" else "integer"}}
+        for name in RATE_HEADERS
+    }
 
 
 def document(doc: dict[str, Any], metrics_public: bool) -> dict[str, Any]:

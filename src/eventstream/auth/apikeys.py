@@ -19,6 +19,7 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,7 +35,10 @@ _TOKEN_RE = re.compile(r"^es_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _ID_RE = re.compile(r"^[0-9a-f]{12}$")
 NAME_MAX = 64
 _NAME_RE = re.compile(r"^[A-Za-z0-9 _.:@/-]{1,64}$")
+MIN_RATE = 0.001  # one event per 1000 s; slower would make the bucket's times absurd
 MAX_RATE = 1_000_000.0
+MAX_BURST = 10_000_000
+_RATE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*s)?\s*$")
 
 
 def digest(token: str) -> str:
@@ -46,6 +50,17 @@ def parse_token(token: str) -> str | None:
     """The key id of a well-formed token, else None."""
     m = _TOKEN_RE.fullmatch(token)
     return m.group(1) if m else None
+
+
+def parse_rate(text: str) -> float:
+    """``200``, ``0.5/s`` or ``200 / s``: events per second; ValidationError otherwise."""
+    m = _RATE_RE.fullmatch(text)
+    if m is None:
+        raise ValidationError(
+            f"rate {text[:40]!r} is not events per second: write e.g. 200 or 200/s",
+            [{"loc": "rate", "msg": "a number of events per second, optionally followed by /s"}],
+        )
+    return float(m.group(1))
 
 
 def valid_id(key_id: str) -> bool:
@@ -110,10 +125,10 @@ def check_new_key(name: str, scope: str, rate: float | None, burst: int | None) 
         errors.append({"loc": "name", "msg": f"1-{NAME_MAX} characters of letters, digits, ' _.:@/-'"})
     if scope not in SCOPES:
         errors.append({"loc": "scope", "msg": f"one of {', '.join(SCOPES)}"})
-    if rate is not None and not 0 < rate <= MAX_RATE:  # also refuses NaN
-        errors.append({"loc": "rate", "msg": f"events per second, more than 0 and at most {MAX_RATE:g}"})
-    if burst is not None and (rate is None or not 1 <= burst <= 10_000_000):
-        errors.append({"loc": "burst", "msg": "1-10000000 events, and only with a rate"})
+    if rate is not None and not MIN_RATE <= rate <= MAX_RATE:  # also refuses NaN
+        errors.append({"loc": "rate", "msg": f"events per second, from {MIN_RATE:g} to {MAX_RATE:g}"})
+    if burst is not None and (rate is None or not 1 <= burst <= MAX_BURST):
+        errors.append({"loc": "burst", "msg": f"1-{MAX_BURST} events, and only with a rate"})
     if errors:
         raise ValidationError("invalid key: " + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
 
@@ -121,21 +136,28 @@ def check_new_key(name: str, scope: str, rate: float | None, burst: int | None) 
 class KeyRegistry:
     """The API keys of one deployment (key prefix)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, new_id: Callable[[], str] | None = None) -> None:
         self.r: Any = redis
         self.k = keys
+        self.new_id = new_id or (lambda: secrets.token_hex(6))
 
     async def create(
         self, name: str, scope: str, rate: float | None = None, burst: int | None = None
     ) -> tuple[ApiKey, str]:
         """A new key and its token (the only time the token exists outside the client)."""
         check_new_key(name, scope, rate, burst)
-        key_id = secrets.token_hex(6)
-        token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        now = time.time_ns() // 1_000_000
         r = float(rate or 0)
         b = (burst or default_burst(r)) if r else 0
-        fields = {"h": digest(token), "s": scope, "n": name, "r": repr(r), "b": b, "c": now}
+        for _ in range(8):
+            key_id = self.new_id()
+            token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+            # HSETNX claims the id: an existing key with the same id is never overwritten
+            if await self.r.hsetnx(self.k.api_key(key_id), "h", digest(token)):
+                break
+        else:
+            raise RuntimeError("could not find a free API key id")
+        now = time.time_ns() // 1_000_000
+        fields = {"s": scope, "n": name, "r": repr(r), "b": b, "c": now}
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.k.api_key(key_id), mapping=fields)
             pipe.sadd(self.k.api_keys, key_id)

@@ -30,22 +30,35 @@ started with ``--insecure``), the request is anonymous; otherwise 401. Whether a
 key exists is cached per process: "yes" for good (keys are never deleted, only
 revoked), "no" for at most ``NO_KEYS_TTL_S``, so a key created while the API runs
 switches it to "keys required" within that time. While Redis cannot be reached, an
-API on loopback keeps its last answer (so local reads of the store keep working);
-with ``--insecure`` it answers 503. Key records are never cached:
-a revoked key is refused on its next request. Anonymous requests cost no round
-trip unless ``EVENTSTREAM_ANONYMOUS_RATE`` is set.
+API on loopback that has already seen "no keys" keeps that answer (so local reads of
+the store keep working); one that never got an answer, or one started with
+``--insecure``, answers 503: it cannot know whether keys are required. Key records
+are never cached: a revoked key is refused on its next request. Anonymous requests
+cost no round trip unless ``EVENTSTREAM_ANONYMOUS_RATE`` is set.
+
+An anonymous request is refused (403) when it would manage keys (the first key is
+made with ``eventstream keys create``), and, so that a web page the user visits cannot
+drive the API through the browser, when its ``Origin`` header is neither allowed by
+EVENTSTREAM_CORS_ORIGINS nor the API's own loopback origin, or (on loopback) when
+its ``Host`` is not a loopback name or address: a DNS-rebinding page reaches
+127.0.0.1 under its own host name.
+
+Everything that can refuse a request without its body (a malformed token, no key
+where one is needed, the anonymous checks) runs before a batch body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,9 +67,16 @@ from eventstream.api.deps import read_body
 from eventstream.api.problems import BACKEND_DOWN
 from eventstream.auth import trail
 from eventstream.auth.apikeys import KeyRegistry, digest, parse_token
-from eventstream.auth.policy import INGEST_BATCH, required_scope
+from eventstream.auth.policy import INGEST_BATCH, manages_keys, required_scope
 from eventstream.broker import Broker
-from eventstream.errors import EventStreamError, Forbidden, RateLimited, Unauthorized
+from eventstream.errors import (
+    EventStreamError,
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from eventstream.settings import Settings
 
 NO_KEYS_TTL_S = 1.0
@@ -67,6 +87,14 @@ NEED_KEY = (
     "(create one with `eventstream keys create`)"
 )
 INVALID = "the API key is not valid"
+KEYS_NEED_ADMIN_KEY = (
+    "managing API keys over HTTP needs an API key with scope admin, even where anonymous use is "
+    "allowed: create the first key with `eventstream keys create --name NAME --scope admin`"
+)
+UNKNOWN = (
+    "Redis is unreachable and this API process has not yet learned whether API keys exist, so it "
+    "cannot serve anonymous requests; retry later"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +145,7 @@ class Guard:
         self.broker: Broker | None = None
         self.registry: KeyRegistry | None = None
         self._keys_exist = False
+        self._known = False  # whether Redis ever answered "are there keys"
         self._checked_until = 0.0
         self._checking: asyncio.Task[bool] | None = None
 
@@ -137,22 +166,56 @@ class Guard:
         try:
             return await asyncio.shield(task)
         except BACKEND_DOWN:
-            if self.loopback:
+            if self.loopback and self._known:
                 # Redis unreachable: on loopback keep the last answer, so the store's
                 # reads and validation keep working for local use while Redis is down
                 return self._keys_exist
-            raise
+            # never answered (keys may exist: fail closed), or --insecure
+            raise Unavailable(UNKNOWN) from None
 
     def _checked(self, task: asyncio.Task[bool]) -> None:
         self._checking = None
         if not task.cancelled() and task.exception() is None:
             self._keys_exist = task.result()
+            self._known = True
             self._checked_until = time.monotonic() + NO_KEYS_TTL_S
+
+    async def screen(self, token: str | None, route: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """What can be refused before the body is read: a malformed token (401), no key
+        where one is needed (401), and the anonymous checks (403; module docstring)."""
+        if token is not None:
+            if parse_token(token) is None:
+                hmac.compare_digest(digest(token), _DUMMY)
+                raise Unauthorized(INVALID, invalid_token=True)
+            return
+        if not self.anonymous_allowed or await self.keys_exist():
+            raise Unauthorized(NEED_KEY)
+        if manages_keys(route):
+            raise Forbidden(KEYS_NEED_ADMIN_KEY)
+        host = (_header(headers, b"host") or b"").decode("latin-1")
+        if self.loopback and host and not is_loopback_host(host):
+            raise Forbidden(
+                f"anonymous requests must name a loopback host (localhost, 127.0.0.1 or [::1]), "
+                f"not {host[:100]!r}; send an API key to call this API under another name"
+            )
+        origin = _header(headers, b"origin")
+        if origin is not None:
+            o = origin.decode("latin-1")
+            if not (self._origin_allowed(o) or (is_loopback_host(host) and o in _own_origins(host))):
+                raise Forbidden(
+                    f"anonymous requests from the web page origin {o[:100]!r} are refused: allow it "
+                    "with EVENTSTREAM_CORS_ORIGINS, or send an API key"
+                )
+
+    def _origin_allowed(self, origin: str) -> bool:
+        allowed = {o.strip() for o in self.settings.cors_origins.split(",") if o.strip()}
+        return "*" in allowed or origin in allowed
 
     async def authorize(
         self, need: str, token: str | None, cost: int, client: str, what: str
     ) -> tuple[Principal, dict[str, str]]:
-        """The caller and the RateLimit-* headers for its response; raises 401/403/429."""
+        """The caller and the RateLimit-* headers for its response; raises 401/403/429.
+        Call ``screen`` first: it refuses what needs no round trip."""
         if token is None:
             if not self.anonymous_allowed or await self.keys_exist():
                 raise Unauthorized(NEED_KEY)
@@ -167,7 +230,7 @@ class Guard:
             return ANONYMOUS, _rate_outcome(reply, cost, "this client address")
         presented = digest(token)
         key_id = parse_token(token)
-        if key_id is None:
+        if key_id is None:  # screen refused it already; kept so authorize stands alone
             hmac.compare_digest(presented, _DUMMY)
             raise Unauthorized(INVALID, invalid_token=True)
         assert self.broker is not None
@@ -187,6 +250,34 @@ class Guard:
         return caller, _rate_outcome(reply, cost, f"API key {key_id}")
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether a Host header (any port) names loopback: localhost, 127.0.0.0/8, [::1]."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else ""
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.removesuffix(".")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _own_origins(host: str) -> tuple[str, str]:
+    """The origins of pages this API serves itself (/docs) under ``host``."""
+    return (f"http://{host}", f"https://{host}")
+
+
 class _Denied(Forbidden):
     def __init__(self, caller: Principal, detail: str) -> None:
         super().__init__(detail)
@@ -196,24 +287,24 @@ class _Denied(Forbidden):
 def _rate_outcome(reply: list[Any], cost: int, whose: str) -> dict[str, str]:
     """RateLimit-* headers for an allowed request; raises RateLimited (429) or, for a
     batch larger than the burst, PayloadTooLarge (413: waiting cannot help)."""
-    code, limit, left, reset_us, retry_us = (
+    code, limit, left, reset_us, retry_us, window_s = (
         int(reply[0]),
         int(reply[4]),
         int(reply[5]),
         int(reply[6]),
         int(reply[7]),
+        int(reply[8]),
     )
     if limit <= 0:
         return {}
     headers = {
+        "RateLimit-Policy": f"{limit};w={max(1, window_s)}",
         "RateLimit-Limit": str(limit),
         "RateLimit-Remaining": str(max(0, left)),
         "RateLimit-Reset": str(math.ceil(reset_us / 1_000_000)),
     }
     if code == 4:
         if retry_us < 0:
-            from eventstream.errors import PayloadTooLarge
-
             raise PayloadTooLarge(
                 f"this request counts as {cost} events, more than the burst of {limit} that {whose} "
                 f"may send at once: send at most {limit} events per request"
@@ -258,7 +349,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         g = self.guard
-        method, path = scope["method"], scope["path"]
+        method, path = scope["method"], get_route_path(scope)  # the route, without root_path
         need = required_scope(method, path, g.settings.metrics_public)
         if need is None:
             await self.app(scope, receive, send)
@@ -272,6 +363,7 @@ class SecurityMiddleware:
                     "the Authorization header must be `Bearer <key>` (or send the key in X-API-Key)",
                     invalid_token=True,
                 )
+            await g.screen(token, path, scope["headers"])
             cost, body_error = 1, None
             metered = token is not None or g.settings.anonymous_rate > 0
             if metered and method == "POST" and path == INGEST_BATCH:

@@ -3,7 +3,7 @@
     open (no key)   GET/HEAD /healthz, /readyz, /openapi.json, /docs, /redoc
                     (and /metrics with EVENTSTREAM_METRICS_PUBLIC=true)
     ingest          POST /events, POST /events/batch
-    admin           anything under /admin or /keys
+    admin           anything under /admin or /keys (/keys: never anonymously)
     read            any other GET or HEAD
     admin           everything else (replay, delete, any route not listed here)
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 INGEST_BATCH = "/events/batch"
 OPEN = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 INGEST = frozenset({"/events", INGEST_BATCH})
-ADMIN_TREES = ("/admin", "/keys")
+KEYS_TREE = "/keys"
+ADMIN_TREES = ("/admin", KEYS_TREE)
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -25,11 +26,20 @@ def required_scope(method: str, path: str, metrics_public: bool = False) -> str 
         return None
     if method == "POST" and path in INGEST:
         return "ingest"
-    if any(path == t or path.startswith(t + "/") for t in ADMIN_TREES):
+    if any(under(path, t) for t in ADMIN_TREES):
         return "admin"
     if method in READ_METHODS:
         return "read"
     return "admin"
+
+
+def under(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree + "/")
+
+
+def manages_keys(path: str) -> bool:
+    """Key management: needs a real admin key, even where anonymous use is allowed."""
+    return under(path, KEYS_TREE)
 
 
 def allows(scope: str, need: str) -> bool:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eventstream.auth import trail
-from eventstream.auth.apikeys import ApiKey, KeyRegistry
+from eventstream.auth.apikeys import ApiKey, KeyRegistry, parse_rate
 from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
@@ -61,7 +61,8 @@ def create(
     name: Annotated[str, typer.Option(help="What the key is for, e.g. the calling service.")],
     scope: Annotated[str, typer.Option(help="ingest (POST events), read (GET), or admin (everything).")],
     rate: Annotated[
-        float | None, typer.Option(help="Events per second this key may send (default: no limit).")
+        str | None,
+        typer.Option(help="Events per second this key may send, e.g. 200 or 200/s (default: no limit)."),
     ] = None,
     burst: Annotated[
         int | None, typer.Option(help="Events at once (default: one second's worth of --rate).")
@@ -69,7 +70,11 @@ def create(
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
     settings = _settings()
-    key, token = _run(settings, lambda reg: reg.create(name, scope, rate, burst))
+    try:
+        per_s = None if rate is None else parse_rate(rate)
+    except EventStreamError as exc:
+        raise fail(exc) from None
+    key, token = _run(settings, lambda reg: reg.create(name, scope, per_s, burst))
     trail.record(
         "key.created",
         target=key.id,
