@@ -16,13 +16,15 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip uninstall --yes pip
 
 # ---- runtime: the virtualenv only; no compiler, no pip, no sources ----------------
+# (the base image's own pip is uninstalled too)
 FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     EVENTSTREAM_LOG_FORMAT=json \
     EVENTSTREAM_DATA_DIR=/app/data
-RUN groupadd --system --gid 10001 eventstream \
+RUN python -m pip uninstall --yes --no-cache-dir pip \
+ && groupadd --system --gid 10001 eventstream \
  && useradd --system --uid 10001 --gid eventstream --home-dir /app --shell /usr/sbin/nologin eventstream \
  && mkdir -p /app/data \
  && chown -R eventstream:eventstream /app
@@ -30,7 +32,8 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 USER eventstream:eventstream
 EXPOSE 8000
-# Probes the API (a worker container overrides or disables it): plain Python, no curl in the image.
+# Probes the API: plain Python, no curl in the image. A worker container overrides it
+# (compose.yaml checks the worker's heartbeat in Redis instead).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 # Listening on every interface needs API keys (`eventstream keys create`), or --insecure

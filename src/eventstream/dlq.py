@@ -12,7 +12,17 @@ import structlog
 
 from eventstream.broker import Broker, DeadEntry
 from eventstream.errors import NotFound, ValidationError
-from eventstream.replay import SAMPLE, Pacer, Page, Preview, Selection, decode_token, encode_token
+from eventstream.replay import (
+    SAMPLE,
+    Pacer,
+    Page,
+    Preview,
+    Selection,
+    decode_token,
+    encode_token,
+    ids_cursor,
+    ids_start,
+)
 
 log = structlog.get_logger("eventstream.dlq")
 
@@ -104,19 +114,31 @@ async def _walk(broker: Broker, after: str, upto: str) -> AsyncIterator[DeadEntr
         after = chunk[-1].dlq_entry
 
 
-async def _replay_ids(broker: Broker, sel: Selection, pacer: Pacer, page: Page) -> Page:
+async def _replay_ids(
+    broker: Broker, sel: Selection, pacer: Pacer, budget: int, cursor: str | None, page: Page
+) -> Page:
+    """The listed ids from the cursor's position on, at most ``budget`` of them."""
+    wanted = sel.unique_ids()
+    done = ids_start(cursor, len(wanted))
     chosen: list[str] = []
-    for event_id in sel.unique_ids():
+    while done < len(wanted) and len(chosen) < budget:
+        event_id = wanted[done]
+        done += 1
         d = await broker.dead_entry_of(event_id)
         if d is None:
             page.not_found.append(event_id)
         elif _matches(d, sel):
             chosen.append(d.dlq_entry)
     for i in range(0, len(chosen), pacer.chunk):
-        part = chosen[i : i + pacer.chunk]
-        page.replayed += len(await broker.scripts.replay(broker.redis, part))
-        await pacer.done(len(part))
+        await _replay_chunk(broker, chosen[i : i + pacer.chunk], pacer, page)
+    page.next_cursor = ids_cursor(done, len(wanted))
     return page
+
+
+async def _replay_chunk(broker: Broker, entries: list[str], pacer: Pacer, page: Page) -> None:
+    await pacer.ready()
+    page.replayed += len(await broker.scripts.replay(broker.redis, entries))
+    pacer.went(len(entries))
 
 
 async def replay_matching(
@@ -126,9 +148,10 @@ async def replay_matching(
     """Replay the dead events the selection matches, oldest first; one call's worth (see
     eventstream.replay). Each keeps its id and gets its attempts afresh."""
     pacer = pacer or Pacer(rate)
+    budget = pacer.budget(limit)
     page = Page()
     if sel.ids:
-        return await _replay_ids(broker, sel, pacer, page)
+        return await _replay_ids(broker, sel, pacer, budget, cursor, page)
     if cursor:
         after, upto = decode_token(cursor, _DlqCursor)
         _cursor_id(after)
@@ -138,21 +161,18 @@ async def replay_matching(
         if newest is None:
             return page
         after, upto = "-", newest
-    budget = pacer.budget(limit)
     pending: list[str] = []
     async for d in _walk(broker, after, upto):
         if _matches(d, sel):
             pending.append(d.dlq_entry)
         if len(pending) >= min(pacer.chunk, budget - page.replayed):
-            page.replayed += len(await broker.scripts.replay(broker.redis, pending))
-            await pacer.done(len(pending))
+            await _replay_chunk(broker, pending, pacer, page)
             pending = []
             if page.replayed >= budget:
                 page.next_cursor = encode_token([d.dlq_entry, upto])
                 return page
     if pending:
-        page.replayed += len(await broker.scripts.replay(broker.redis, pending))
-        await pacer.done(len(pending))
+        await _replay_chunk(broker, pending, pacer, page)
     return page
 
 

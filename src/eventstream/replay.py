@@ -5,11 +5,13 @@ Two sources share the selection, the pacing and the paging:
 - **history** (``replay_history``): processed events, read from the store oldest first.
   Each is enqueued as a NEW event (a new UUIDv7 id, ``replayOf`` = the original's id,
   received now) through the same atomic ingest script as a POST, so ``received``
-  counts it and the conservation law holds. The new event has no idempotency key of
-  its own: it is never deduplicated against the original, and never blocks a later
-  post with the original's key. With a request key, each replay gets the key
-  ``replay:<request key>:<original id>``, so retrying the same request enqueues
-  nothing twice within the dedupe window.
+  counts it and the conservation law holds. The new event never inherits the
+  original's idempotency key: it is never deduplicated against the original, and
+  never blocks a later post with the original's key. Only a request that carries a
+  key of its own gives each replay the key ``replay:<digest>:<original id>`` (the
+  digest: 32 hex digits of the SHA-256 of the request key, so the key always fits the
+  store's column), so retrying the same request enqueues nothing twice within the
+  dedupe window.
 - **DLQ** (``eventstream.dlq.replay_matching``): dead events go back as themselves (same
   id, attempts afresh), each in one atomic step (replay.lua).
 
@@ -17,20 +19,24 @@ Time ranges: ``since`` is inclusive, ``until`` exclusive; history filters on the
 processing time (``processedAt``), the DLQ on the last failure (``failedAt``).
 
 One call replays at most ``limit`` events and at most ``MAX_REQUEST_S`` seconds' worth
-at the rate, then returns a cursor to continue from. The cursor pins the end of the
+at the rate (whether chosen by filters or by ids), then returns a cursor to continue
+from. The pacer waits before a chunk, never after the last one, so a call lasts at
+most about ``MAX_REQUEST_S``. The cursor of a filtered replay pins the end of the
 selection taken by the first call (``until``, or that call's "now"), so events
 processed (or dead-lettered) meanwhile — the replays among them — are never picked up
-again by the same replay.
+again by the same replay; the cursor of a replay by ids is the position in the
+request's list of ids (send the same ids again with it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -39,8 +45,10 @@ from eventstream.errors import ValidationError
 from eventstream.event import Envelope, encode_envelope
 from eventstream.ingest import enqueue, new_event_id, now_ms
 from eventstream.store import ProcessedRow, SqlStore
+from eventstream.store.sql import CursorMs
 
 MAX_REQUEST_S = 10.0  # one call's share of a long replay, at the chosen rate
+MIN_RATE = 0.1  # events/s; slower still would make one event outlast a call
 MAX_LIMIT = 10_000
 MAX_IDS = 1000
 MAX_CHUNK = 500
@@ -98,7 +106,8 @@ class Preview:
 
 class Pacer:
     """Caps a replay at ``rate`` events/s: sends go out in chunks of about a tenth of a
-    second's worth, each after the time the ones before it were due."""
+    second's worth, each once the ones before it are paid for. It waits before a chunk,
+    never after one, so a call returns as soon as its last chunk went."""
 
     def __init__(
         self,
@@ -122,12 +131,15 @@ class Pacer:
         """How many events one call may replay: ``limit``, and no more than MAX_REQUEST_S at the rate."""
         return max(1, min(limit, int(self.rate * MAX_REQUEST_S)))
 
-    async def done(self, n: int) -> None:
-        """``n`` more events went out: wait until the next may go."""
-        self.sent += n
+    async def ready(self) -> None:
+        """Wait until the events sent so far are paid for at the rate: the next may go."""
         delay = self.start + self.sent / self.rate - self.clock()
         if delay > 0:
             await self.sleep(delay)
+
+    def went(self, n: int) -> None:
+        """``n`` more events went out."""
+        self.sent += n
 
 
 def encode_token(parts: list[Any]) -> str:
@@ -144,13 +156,38 @@ def decode_token(token: str, shape: Any) -> Any:
         ) from None
 
 
-_HistoryCursor = tuple[int, str, int]  # last (processed_at_ms, id) replayed, end of the selection
+_HistoryCursor = tuple[CursorMs, str, CursorMs]  # last (processed_at_ms, id) replayed, end of the selection
+_IdsCursor = tuple[Annotated[int, msgspec.Meta(ge=1, le=MAX_IDS)]]  # ids of the request done so far
+
+
+def _invalid_cursor() -> ValidationError:
+    return ValidationError("cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}])
+
+
+def ids_start(cursor: str | None, n_ids: int) -> int:
+    """Where a replay by ids resumes in the request's (deduplicated) list of ids."""
+    if not cursor:
+        return 0
+    (done,) = decode_token(cursor, _IdsCursor)
+    if done >= n_ids:  # not a cursor of a request with these ids
+        raise _invalid_cursor()
+    return int(done)
+
+
+def ids_cursor(done: int, n_ids: int) -> str | None:
+    return encode_token([done]) if done < n_ids else None
+
+
+def replay_key(request_key: str, original_id: str) -> str:
+    """The idempotency key of one replay made under a request key: at most 77 characters."""
+    digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
+    return f"replay:{digest}:{original_id}"
 
 
 def _replay_item(
     row: ProcessedRow, received_ms: int, request_key: str | None
 ) -> tuple[str, bytes, str | None]:
-    key = None if request_key is None else f"replay:{request_key}:{row.id}"
+    key = None if request_key is None else replay_key(request_key, row.id)
     env = Envelope(
         id=new_event_id(),
         type=row.type,
@@ -199,18 +236,14 @@ async def replay_history(
     budget = pacer.budget(limit)
     page = Page()
     if sel.ids:
-        wanted = sel.unique_ids()
-        found = await store.get_many(wanted)
-        page.not_found = [i for i in wanted if i not in found]
-        rows = [found[i] for i in wanted if i in found and _matches(found[i], sel)]
-        for i in range(0, len(rows), pacer.chunk):
-            await _send(broker, rows[i : i + pacer.chunk], page, dedupe_window_ms, request_key)
-            await pacer.done(len(rows[i : i + pacer.chunk]))
-        return page
+        return await _replay_history_ids(broker, store, sel, pacer, budget, cursor, page, dedupe_window_ms,
+                                         request_key)  # fmt: skip
     after: tuple[int, str] | None = None
     end = sel.until_ms if sel.until_ms is not None else now_ms()
     if cursor:
         at, last_id, end = decode_token(cursor, _HistoryCursor)
+        if "\x00" in last_id:  # no stored id has one, and PostgreSQL refuses it in a query
+            raise _invalid_cursor()
         after = (at, last_id)
     while True:
         room = budget - page.replayed - page.duplicates
@@ -221,9 +254,42 @@ async def replay_history(
         rows = await store.scan(min(pacer.chunk, room), after, sel.type, sel.since_ms, end)
         if not rows:
             return page
+        await pacer.ready()
         await _send(broker, rows, page, dedupe_window_ms, request_key)
+        pacer.went(len(rows))
         after = (rows[-1].processed_at_ms, rows[-1].id)
-        await pacer.done(len(rows))
+
+
+async def _replay_history_ids(
+    broker: Broker,
+    store: SqlStore,
+    sel: Selection,
+    pacer: Pacer,
+    budget: int,
+    cursor: str | None,
+    page: Page,
+    dedupe_window_ms: int,
+    request_key: str | None,
+) -> Page:
+    """The listed ids from the cursor's position on, at most ``budget`` replays."""
+    wanted = sel.unique_ids()
+    done = ids_start(cursor, len(wanted))
+    found = await store.get_many(wanted[done:])
+    chosen: list[ProcessedRow] = []
+    while done < len(wanted) and len(chosen) < budget:
+        event_id = wanted[done]
+        done += 1
+        if event_id not in found:
+            page.not_found.append(event_id)
+        elif _matches(found[event_id], sel):
+            chosen.append(found[event_id])
+    for i in range(0, len(chosen), pacer.chunk):
+        part = chosen[i : i + pacer.chunk]
+        await pacer.ready()
+        await _send(broker, part, page, dedupe_window_ms, request_key)
+        pacer.went(len(part))
+    page.next_cursor = ids_cursor(done, len(wanted))
+    return page
 
 
 async def preview_history(store: SqlStore, sel: Selection) -> Preview:

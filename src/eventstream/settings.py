@@ -79,10 +79,16 @@ class Settings(BaseSettings):
         "", description="Comma-separated origins allowed by CORS ('*' for any); empty: CORS closed."
     )
     anonymous_rate: float = Field(
-        0.0, ge=0, description="Events/s per client address for anonymous (loopback) use; 0: no limit."
+        0.0,
+        ge=0,
+        le=1_000_000,
+        description="Events/s per client address for anonymous (loopback) use, 0.001 at least; 0: no limit.",
     )
     anonymous_burst: int = Field(
-        0, ge=0, description="Events at once for anonymous use; 0: one second's worth of the rate."
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Events at once for anonymous use; 0: one second's worth of the rate.",
     )
 
     # redis client
@@ -101,7 +107,7 @@ class Settings(BaseSettings):
 
     # replay and retention
     replay_rate: float = Field(
-        1000.0, gt=0, le=100_000, description="Default cap of replays, events/s (a request may lower it)."
+        1000.0, ge=0.1, le=100_000, description="Default cap of replays, events/s (a request may lower it)."
     )
     retention: float = Field(
         7 * 86_400.0,
@@ -111,7 +117,7 @@ class Settings(BaseSettings):
     retention_interval: float = Field(
         300.0, gt=0, description="Seconds between prunes of the store (one worker at a time)."
     )
-    retention_batch: int = Field(2000, ge=1, le=50_000, description="Rows deleted per short transaction.")
+    retention_batch: int = Field(2000, ge=1, le=10_000, description="Rows deleted per short transaction.")
 
     @model_validator(mode="after")
     def _check_retention(self) -> Settings:
@@ -123,6 +129,13 @@ class Settings(BaseSettings):
                 "events forever"
             )
         return self
+
+    @field_validator("anonymous_rate")
+    @classmethod
+    def _check_anonymous_rate(cls, value: float) -> float:
+        if 0 < value < 0.001:
+            raise ValueError("a rate is 0 (no limit) or at least 0.001 events per second")
+        return value
 
     @field_validator("tracing")
     @classmethod

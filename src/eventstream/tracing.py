@@ -4,8 +4,10 @@ How a trace flows:
 
 - ingest: a POST that carries a W3C ``traceparent`` header gets a PRODUCER span
   ``eventstream.publish TYPE`` (``eventstream.publish batch`` for a batch), a child of
-  the HTTP server span when one continues the header (FastAPI makes one once a tracer
-  provider is set), else of the header's context. That span's context is stored in
+  the HTTP server span when one continues the header (FastAPI makes none by itself:
+  only with ``opentelemetry-instrumentation-fastapi`` or ASGI instrumentation
+  installed and enabled, e.g. by ``opentelemetry-instrument``), else of the header's
+  context. That span's context is stored in
   the envelope (``traceparent``, ``tracestate``); a POST without a valid header stores
   nothing and gets no publish span.
 - worker: each try of a handler runs in a CONSUMER span ``eventstream.handle TYPE``,
@@ -119,7 +121,7 @@ class IngestTracing:
         if not remote.is_valid:
             return None  # no header, or one that is not valid W3C (ignored, as the spec says)
         if trace.get_current_span().get_span_context().trace_id == remote.trace_id:
-            parent = None  # a server span continuing the header (FastAPI's own, or ASGI instrumentation)
+            parent = None  # a server span continuing the header (FastAPI or ASGI instrumentation)
         attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",

@@ -154,6 +154,7 @@ def test_final_image_runs_as_a_non_root_user_without_build_tools() -> None:
     for tool in ("gcc", "build-essential", "apt-get install", "pip install"):
         assert tool not in text
     assert any(line.startswith("COPY --from=build /opt/venv") for line in final)
+    assert "pip uninstall --yes" in text  # the base image's own pip goes too
 
 
 def test_image_checks_the_api_health_and_serves_it_by_default() -> None:

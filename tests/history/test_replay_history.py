@@ -135,7 +135,7 @@ async def test_dlq_replay_by_ids_type_and_dry_run_keeps_the_ids(make_api: MakeAp
     assert (summary["dlq"], summary["queued"], summary["received"]) == (1, 3, 4)
 
 
-async def test_pacer_spaces_chunks_at_the_rate() -> None:
+async def test_pacer_waits_before_a_chunk_never_after_the_last() -> None:
     now = [0.0]
     slept: list[float] = []
 
@@ -147,9 +147,10 @@ async def test_pacer_spaces_chunks_at_the_rate() -> None:
     assert pacer.chunk == 10
     assert pacer.budget(1_000_000) == 1000  # 10 s at 100/s
     for _ in range(3):
-        await pacer.done(10)
-    assert slept == pytest.approx([0.1, 0.1, 0.1])
+        await pacer.ready()
+        pacer.went(10)
+    assert slept == pytest.approx([0.1, 0.1])  # the first chunk goes at once
     now[0] += 5  # a slow send: no sleep until the schedule is caught up
-    await pacer.done(10)
-    assert len(slept) == 3
+    await pacer.ready()
+    assert len(slept) == 2
     assert Pacer(0.5).chunk == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import ValidationError as SettingsError
 
@@ -10,12 +12,13 @@ from eventstream.app import EventStream
 from eventstream.errors import PermanentError
 from eventstream.event import Event
 from eventstream.settings import Settings
-from eventstream.store import SqlStore
+from eventstream.store import SqlStore, create_store
 from tests.api.conftest import MakeApi
 from tests.store.test_sql_store import row
 
 
-async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(store: SqlStore) -> None:
+async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(sql_store: SqlStore) -> None:
+    store = sql_store
     await store.record([row(f"old{i:04d}", 1_000 + i) for i in range(1_050)])
     await store.record([row(f"new{i}", 5_000 + i) for i in range(20)])
     calls = 0
@@ -62,6 +65,46 @@ async def test_retention_zero_keeps_everything(make_api: MakeApi) -> None:
     await api.store.record([row("ancient", 1)])
     assert await retention.prune_if_my_turn(api.settings, api.broker, api.store, "w") is None
     assert await api.store.count() == 1
+
+
+async def test_a_batch_larger_than_a_statement_s_parameter_limit_goes_in_one_statement(
+    sql_store: SqlStore,
+) -> None:
+    # SQLite binds at most 32,766 parameters and PostgreSQL 32,767: one per id would fail
+    n = 33_000
+    await sql_store.record([row(f"old{i:05d}", 1_000 + i) for i in range(n)])
+    await sql_store.record([row("new", 90_000)])
+    assert await sql_store.prune_batch(90_000, 40_000) == n
+    assert await sql_store.count() == 1
+
+
+async def test_another_writer_is_not_blocked_while_a_prune_runs(sql_store: SqlStore, store_url: str) -> None:
+    """Between batches, a second store (its own connections, as in another process) records rows."""
+    await sql_store.record([row(f"old{i:03d}", 1_000 + i) for i in range(500)])
+    writer = create_store(store_url)
+    real = sql_store.prune_batch
+    written: list[str] = []
+
+    async def batch_then_write(cutoff: int, batch: int) -> int:
+        gone = await real(cutoff, batch)
+        event_id = f"live{len(written)}"
+        await asyncio.wait_for(writer.record([row(event_id, 50_000)]), timeout=10)
+        written.append(event_id)
+        return gone
+
+    sql_store.prune_batch = batch_then_write  # type: ignore[method-assign]
+    try:
+        assert await retention.prune(sql_store, 5_000, batch=100) == 500
+    finally:
+        await writer.close()
+    assert len(written) == 6  # five full batches and the empty one that ends it
+    assert await sql_store.count() == 6
+
+
+def test_the_retention_batch_is_capped() -> None:
+    with pytest.raises(SettingsError, match="retention_batch"):
+        Settings(retention_batch=10_001)
+    assert Settings(retention_batch=10_000).retention_batch == 10_000
 
 
 def test_a_retention_shorter_than_the_dedupe_window_is_refused() -> None:

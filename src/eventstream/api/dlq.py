@@ -73,7 +73,8 @@ async def get_failed(request: Request, event_id: str) -> Response:
     responses=DRY_RUN,
     summary="Replay dead events: all, or those the filters choose (same ids, attempts afresh)",
     description="Oldest first, at most `rate` events/s and `limit` events (or 10 s at the rate) per "
-    "call; repeat with `cursor` = `nextCursor` until it is null. `since`/`until` apply to `failedAt`.",
+    "call, also when chosen by `id`; repeat with `cursor` = `nextCursor` (and the same filters and "
+    "ids) until it is null. `since`/`until` apply to `failedAt`.",
 )
 async def replay_all(request: Request, params: Params) -> Response:
     svc = services(request)

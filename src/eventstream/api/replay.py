@@ -56,10 +56,15 @@ def replay_params(
         ),
     ] = None,
     rate: Annotated[
-        float | None, Query(gt=0, le=100_000, description="Events/s; at most EVENTSTREAM_REPLAY_RATE.")
+        float | None,
+        Query(
+            ge=replay.MIN_RATE,
+            le=100_000,
+            description="Events/s, at least 0.1; at most EVENTSTREAM_REPLAY_RATE.",
+        ),
     ] = None,
     limit: Annotated[
-        int, Query(ge=1, le=replay.MAX_LIMIT, description="Most events this call replays.")
+        int, Query(ge=1, le=replay.MAX_LIMIT, description="Most events this call replays (also by ids).")
     ] = 1000,
     cursor: Annotated[
         str | None, Query(max_length=512, description="nextCursor of the previous call.")
@@ -101,7 +106,8 @@ DRY_RUN: dict[int | str, dict[str, Any]] = {
     responses=DRY_RUN,
     summary="Replay processed events as new events (new ids, replayOf the original)",
     description="Oldest first, at most `rate` events/s and `limit` events (or 10 s at the rate) per "
-    "call; repeat with `cursor` = `nextCursor` until it is null. With an `Idempotency-Key` header, "
+    "call, also when chosen by `id`; repeat with `cursor` = `nextCursor` (and the same filters and "
+    "ids) until it is null. With an `Idempotency-Key` header, "
     "repeating a call replays nothing twice within the dedupe window.",
 )
 async def replay_history(request: Request, params: Params) -> Response:

@@ -214,6 +214,8 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
         log_config=None,  # keep eventstream.logs' handler: uvicorn's lines in the same format
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
+        proxy_headers=False,  # X-Forwarded-For would let a client pick its rate-limit address
+        server_header=False,
     )
 
 

@@ -17,6 +17,10 @@ from eventstream import __version__
 from eventstream.cli.common import console
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT_S = 10.0
+# A replay call may take the server's whole per-call budget (eventstream.replay.MAX_REQUEST_S,
+# 10 s) pacing its sends: its client waits that long and 20 s more before giving up.
+REPLAY_TIMEOUT_S = 10.0 + 20.0
 
 UrlOpt = Annotated[
     str, typer.Option("--url", envvar="EVENTSTREAM_API_URL", help="Base URL of the EventStream API.")
@@ -56,12 +60,13 @@ def _detail(response: httpx.Response) -> str:
 class ApiClient:
     """A small synchronous client of the EventStream HTTP API."""
 
-    def __init__(self, url: str, api_key: str | None, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout_s: float | None = None) -> None:
         self.url = url.rstrip("/")
         headers = {"User-Agent": f"eventstream-cli/{__version__}", "Accept": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+        timeout = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -70,12 +75,20 @@ class ApiClient:
         self._http.close()
 
     def request(
-        self, method: str, path: str, params: dict[str, Any] | None = None, not_found: str | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        not_found: str | None = None,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
-        """Send one request; raise :class:`ApiError` unless the answer is a success."""
+        """Send one request; raise :class:`ApiError` unless the answer is a success.
+
+        ``timeout_s`` replaces the client's timeout for this request (a replay's pacing)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
         try:
-            response = self._http.request(method, path, params=clean)
+            response = self._http.request(method, path, params=clean, timeout=timeout)
         except httpx.TransportError as exc:
             raise ApiError(
                 f"cannot reach the EventStream API at {self.url} ({type(exc).__name__}: {exc}); "
@@ -97,9 +110,14 @@ class ApiClient:
         raise ApiError(f"the API at {self.url} answered {status}: {_detail(response)}", 2, status)
 
     def json(
-        self, method: str, path: str, params: dict[str, Any] | None = None, not_found: str | None = None
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        not_found: str | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
-        return self.request(method, path, params, not_found).json()
+        return self.request(method, path, params, not_found, timeout_s).json()
 
 
 def exit_for(error: ApiError) -> typer.Exit:

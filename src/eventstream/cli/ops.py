@@ -17,7 +17,16 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from eventstream.cli.client import DEFAULT_URL, ApiClient, ApiError, JsonOpt, KeyOpt, UrlOpt, exit_for
+from eventstream.cli.client import (
+    DEFAULT_URL,
+    REPLAY_TIMEOUT_S,
+    ApiClient,
+    ApiError,
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    exit_for,
+)
 from eventstream.cli.common import cli
 
 out = Console(highlight=False)
@@ -271,32 +280,67 @@ def dlq_show(
         out.print(Text(item["traceback"]))
 
 
+def _iso(value: datetime | None) -> str | None:
+    """A time for the API: a bare time on the command line is the operator's local time."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.astimezone()).isoformat()
+
+
 @dlq.command("replay")
 def dlq_replay(
     event_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The dead event to replay.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Replay every dead event (or of --type).")] = False,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Replay every dead event, or those the filters below choose.")
+    ] = False,
     type_: TypeOpt = None,
+    since: Annotated[datetime | None, typer.Option(help="With --all: failed at or after this time.")] = None,
+    until: Annotated[datetime | None, typer.Option(help="With --all: failed before this time.")] = None,
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", help="With --all: only this dead event (repeatable).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="With --all: only count what would be replayed.")
+    ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="With --all: events/s, at most the API's EVENTSTREAM_REPLAY_RATE."),
+    ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
 ) -> None:
     """Send dead events back to the queue: the same id, attempts counted afresh.
 
-    Give one ID, or --all (optionally with --type) for every dead event.
+    Give one ID, or --all for every dead event, optionally chosen by --type, --since,
+    --until (on the time of the last failure) and --id, at a capped --rate. --dry-run
+    counts what would go and sends nothing.
     """
     if (event_id is None) == (not all_):
         raise typer.BadParameter("give either an event ID or --all", param_hint="ID / --all")
-    if type_ is not None and not all_:
-        raise typer.BadParameter("--type goes with --all", param_hint="--type")
+    given = {"--type": type_, "--since": since, "--until": until, "--id": ids, "--rate": rate}
+    given["--dry-run"] = dry_run or None
+    for name, value in given.items():
+        if value is not None and not all_:
+            raise typer.BadParameter(f"{name} goes with --all", param_hint=name)
+    filters = {"type": type_, "since": _iso(since), "until": _iso(until), "id": ids or None, "rate": rate}
     with ApiClient(url, api_key) as client:
         try:
-            if all_:
+            if all_ and dry_run:
+                body = client.json("POST", "/failed-events/replay", {**filters, "dry_run": "true"})
+            elif all_:
                 # the API replays a rate-capped page per call: follow nextCursor to the end
-                body = {"replayed": 0}
+                body = {"replayed": 0, "notFound": []}
                 cursor: str | None = None
                 while True:
-                    page = client.json("POST", "/failed-events/replay", {"type": type_, "cursor": cursor})
+                    page = client.json(
+                        "POST",
+                        "/failed-events/replay",
+                        {**filters, "cursor": cursor},
+                        timeout_s=REPLAY_TIMEOUT_S,
+                    )
                     body["replayed"] += page["replayed"]
+                    body["notFound"] += page.get("notFound", [])
                     cursor = page.get("nextCursor")
                     if not cursor:
                         break
@@ -308,9 +352,17 @@ def dlq_replay(
             raise exit_for(exc) from None
     if as_json:
         _echo_json(body)
+    elif all_ and dry_run:
+        out.print(f"would replay {body['matched']} dead event(s)")
+        for sample in body["sample"]:
+            out.print(f"  {sample}")
+        for missing in body["notFound"]:
+            out.print(f"not found: {missing}")
     elif all_:
         what = f"dead event(s) of type {type_}" if type_ else "dead event(s)"
         out.print(f"replayed {body['replayed']} {what}: back in the queue, attempts counted afresh")
+        for missing in body["notFound"]:
+            out.print(f"not found: {missing}")
     else:
         out.print(f"replayed {event_id}: back in the queue, attempts counted afresh")
 

@@ -44,7 +44,8 @@ def replay(
     until: Annotated[datetime | None, typer.Option(help="Up to this time (exclusive).")] = None,
     ids: Annotated[list[str] | None, typer.Option("--id", help="This event (repeatable).")] = None,
     rate: Annotated[
-        float | None, typer.Option(min=0.001, help="Events/s [default: EVENTSTREAM_REPLAY_RATE].")
+        float | None,
+        typer.Option(min=0.1, help="Events/s, at most EVENTSTREAM_REPLAY_RATE [default: that cap]."),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count what would be replayed.")] = False,
     key: Annotated[
@@ -55,11 +56,13 @@ def replay(
     """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
     from eventstream.replay import Selection
 
-    settings = settings_or_exit(replay_rate=rate)
+    settings = settings_or_exit()
     url = redis_url_or_exit(settings)
+    # like the API: an operator may lower the configured cap, never raise it
+    capped = settings.replay_rate if rate is None else min(rate, settings.replay_rate)
     try:
         sel = Selection(type_, _ms(since), _ms(until), tuple(ids or ()))
-        asyncio.run(_run(settings, url, source, sel, dry_run, key))
+        asyncio.run(_run(settings, url, source, sel, dry_run, key, capped))
     except EventStreamError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
@@ -71,7 +74,7 @@ def replay(
 
 
 async def _run(
-    settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None
+    settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None, rate: float
 ) -> None:
     from eventstream import dlq, replay
     from eventstream.broker import Broker, connect
@@ -96,19 +99,20 @@ async def _run(
             for event_id in preview.not_found:
                 console.print(f"[yellow]not found:[/yellow] {event_id}")
             return
-        total, cursor = 0, None
-        pacer = replay.Pacer(settings.replay_rate)  # one pace for the whole run
+        total, duplicates, cursor = 0, 0, None
+        pacer = replay.Pacer(rate)  # one pace for the whole run
         while True:
             if source is Source.history:
                 page = await replay.replay_history(
-                    broker, store, sel, rate=settings.replay_rate, limit=replay.MAX_LIMIT, cursor=cursor,
+                    broker, store, sel, rate=rate, limit=replay.MAX_LIMIT, cursor=cursor,
                     dedupe_window_ms=int(settings.dedupe_window * 1000), request_key=key, pacer=pacer,
                 )  # fmt: skip
             else:
                 page = await dlq.replay_matching(
-                    broker, sel, rate=settings.replay_rate, limit=replay.MAX_LIMIT, cursor=cursor, pacer=pacer
+                    broker, sel, rate=rate, limit=replay.MAX_LIMIT, cursor=cursor, pacer=pacer
                 )
             total += page.replayed
+            duplicates += page.duplicates
             for event_id in page.not_found:
                 console.print(f"[yellow]not found:[/yellow] {event_id}")
             if source is Source.history and sel.ids:
@@ -118,7 +122,7 @@ async def _run(
             if cursor is None:
                 break
             console.print(f"… {total} replayed")
-        extra = f" ({page.duplicates} already replayed under this key)" if page.duplicates else ""
+        extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
         typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
     finally:
         await store.close()

@@ -60,13 +60,13 @@ def encode_cursor(processed_at_ms: int, event_id: str) -> str:
 
 
 # processed_at_ms is a BIGINT: a cursor outside its range is not one this API returned
-_CursorAt = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+CursorMs = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, event_id = msgspec.json.decode(raw, type=tuple[_CursorAt, str])
+        at, event_id = msgspec.json.decode(raw, type=tuple[CursorMs, str])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
         raise ValidationError(
             "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
@@ -246,22 +246,23 @@ class SqlStore:
             return {r.id: ProcessedRow(**r._asdict()) for r in result}
 
     def prune_query(self, cutoff_ms: int, batch: int) -> Any:
-        """The ids of one batch of rows processed before ``cutoff_ms``, oldest first."""
-        return (
+        """Delete one batch of rows processed before ``cutoff_ms``, oldest first, in one
+        statement: the batch is chosen by the subquery (through the processed_at_ms index)
+        and deleted by primary key. One statement, so SQLite takes the write lock at once
+        instead of upgrading a read, and no parameter per id."""
+        chosen = (
             sa.select(events.c.id)
             .where(events.c.processed_at_ms < cutoff_ms)
             .order_by(events.c.processed_at_ms, events.c.id)
             .limit(batch)
         )
+        return sa.delete(events).where(events.c.id.in_(chosen.scalar_subquery()))
 
     async def prune_batch(self, cutoff_ms: int, batch: int) -> int:
         """Delete up to ``batch`` rows processed before ``cutoff_ms`` in one short
-        transaction, by primary key; returns how many went."""
+        transaction; returns how many went."""
         async with self.engine.begin() as conn:
-            ids = [r[0] for r in await conn.execute(self.prune_query(cutoff_ms, batch))]
-            if not ids:
-                return 0
-            result = await conn.execute(sa.delete(events).where(events.c.id.in_(ids)))
+            result = await conn.execute(self.prune_query(cutoff_ms, batch))
             return int(result.rowcount)
 
 

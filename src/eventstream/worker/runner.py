@@ -241,7 +241,7 @@ class Worker:
                     "redelivered but already processed: acknowledged without running",
                     event_id=e.event_id,
                     event_type=env.type,
-                    attempt=e.attempts,
+                    attempt=e.attempts + 1,  # the try this delivery is: it already succeeded
                 )
                 self._outcomes.put_nowait(Done(e, env, e.attempts, 0.0, skipped=True))
                 continue
