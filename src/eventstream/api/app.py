@@ -19,6 +19,7 @@ from eventstream.api.fastpath import IngestFastPath
 from eventstream.auth.guard import Guard, SecurityMiddleware
 from eventstream.backpressure import Backpressure
 from eventstream.broker import Broker, connect
+from eventstream.heap import freeze_startup_objects
 from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
 from eventstream.store import create_store
@@ -69,6 +70,7 @@ def create_app(
         app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
         guard.bind(broker)
         await _announce(guard)
+        freeze_startup_objects()  # after start-up: short GC pauses from now on
         try:
             yield
         finally:

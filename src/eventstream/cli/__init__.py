@@ -256,6 +256,7 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
 
     from eventstream.app import load_app
     from eventstream.broker import Broker, connect
+    from eventstream.heap import freeze_startup_objects
     from eventstream.retention import run_periodically as run_retention
     from eventstream.store import create_store
     from eventstream.worker import Worker
@@ -272,6 +273,7 @@ async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> 
             log.warning("redis could lose events", reason=warning)
         w = Worker(app, settings, broker, store)
         w.install_signal_handlers()
+        freeze_startup_objects()  # the user's app and every module are loaded: short GC pauses
         pruning = None if burst else asyncio.create_task(run_retention(settings, broker, store, w.consumer))
         try:
             await w.run(burst=burst)
