@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
-import httpx
-import pytest
-
-from tests.e2e.conftest import Api, Cluster
+from tests.e2e.conftest import api as api  # the e2e fixtures: real processes
+from tests.e2e.conftest import client as client
+from tests.e2e.conftest import cluster as cluster
 from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 
 
@@ -45,28 +42,3 @@ def run_cli(
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)
-
-
-@pytest.fixture
-def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
-        yield c
-    finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")
-
-
-@pytest.fixture
-def api(cluster: Cluster) -> Iterator[Api]:
-    a = cluster.start_api()
-    yield a
-    if a.proc.alive():
-        cluster.stop(a.proc)
-
-
-@pytest.fixture
-def client(api: Api) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=30.0) as c:
-        yield c

@@ -11,13 +11,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from tests.conftest import missing
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import cluster as cluster  # the e2e fixtures: real processes
 from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -47,14 +46,3 @@ def postgres_db() -> Iterator[str]:
         yield name
     finally:
         asyncio.run(_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
-        yield c
-    finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")

@@ -19,18 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.api.conftest import Api, running
 from tests.conftest import make_settings
-from tests.e2e.conftest import Cluster
-
-
-@pytest.fixture
-def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
-        yield c
-    finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")
+from tests.e2e.conftest import cluster as cluster  # the e2e fixture: real processes
 
 
 class Collector(SimpleSpanProcessor):
