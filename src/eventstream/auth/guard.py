@@ -50,6 +50,7 @@ where one is needed, the anonymous checks) runs before a batch body is read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import ipaddress
 import math
@@ -250,6 +251,7 @@ class Guard:
         return caller, _rate_outcome(reply, cost, f"API key {key_id}")
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of distinct Host values; parsed once each
 def is_loopback_host(host: str) -> bool:
     """Whether a Host header (any port) names loopback: localhost, 127.0.0.0/8, [::1]."""
     name = host.strip().lower()
