@@ -48,7 +48,7 @@ async def test_renewed_entries_are_not_reclaimed(broker: Broker, redis: Redis, k
     await broker.scripts.renew(redis, "c1", [entries[0]], now_ms())
     claimed, dead = await broker.scripts.reclaim(redis, "c2", VT, 10, 3, now_ms())
 
-    assert ([e for e, _ in claimed], dead) == ([entries[1]], 0)
+    assert ([e for e, _ in claimed], dead) == ([entries[1]], [])
     s = await check(redis, keys)
     assert s.pending == [Pending(entries[0], "c1", 1), Pending(entries[1], "c2", 2)]
 
@@ -61,7 +61,7 @@ async def test_renewing_in_real_time_keeps_the_lease(broker: Broker, redis: Redi
 
     assert await broker.scripts.renew(redis, "c1", [got.entry], now_ms()) == []
     # right after a renew the entry has been idle far less than the visibility timeout
-    assert await broker.scripts.reclaim(redis, "c2", vt, 10, 3, now_ms()) == ([], 0)
+    assert await broker.scripts.reclaim(redis, "c2", vt, 10, 3, now_ms()) == ([], [])
 
     await wait_idle(redis, keys, [got.entry], vt)  # no renew: the lease runs out
     claimed, _ = await broker.scripts.reclaim(redis, "c2", vt, 10, 3, now_ms())

@@ -57,6 +57,27 @@ async def test_a_reclaim_names_each_event_and_a_processed_one_is_said_so(
     assert about(skipped) == (done_id, "ORDER", 1)
 
 
+async def test_a_dead_letter_after_repeated_worker_loss_names_the_event(
+    redis_url: str, prefix: str, tmp_path: Path, broker: Broker, store: SqlStore
+) -> None:
+    event_id = await put(broker, "ORDER")
+    await broker.read_new("lost-1", 10, 10)  # delivery 1: that worker dies
+    app = EventStream("test")
+
+    @app.handler("ORDER")
+    async def handle(event: Event) -> None:
+        return None
+
+    settings = make_settings(redis_url, prefix, tmp_path, visibility_timeout=0.2, max_deliveries=1)
+    with capture_logs() as logs:
+        await burst(app, settings, broker, store, consumer="rescuer")
+
+    [dead] = lines(logs, "dead-lettered")
+    assert about(dead) == (event_id, "ORDER", 1)
+    assert dead["log_level"] == "error"
+    assert dead["reason"].startswith("WorkerLost")
+
+
 async def test_dead_letter_replay_and_delete_each_name_the_event(
     redis_url: str, prefix: str, tmp_path: Path, broker: Broker, store: SqlStore
 ) -> None:

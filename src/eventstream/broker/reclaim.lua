@@ -9,12 +9,13 @@
 --         outcome goes to the DLQ instead of being delivered again
 -- ARGV[6] now (ms)
 -- Returns          { claimed, dead } where claimed is a list of {entry id, fields}
---                  now pending for ARGV[2], and dead the number dead-lettered.
+--                  now pending for ARGV[2], and dead a list of {event id, type,
+--                  attempts} of the events dead-lettered.
 -- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead)
 local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
 local max_deliveries = tonumber(ARGV[5])
 local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', tonumber(ARGV[4]))
-local claimed, dead = {}, 0
+local claimed, dead = {}, {}
 
 local function field(fields, name)
   for j = 1, #fields, 2 do
@@ -52,7 +53,7 @@ for _, p in ipairs(pending) do
             ' times and no worker recorded an outcome (crashed, killed or past the visibility timeout each time)',
           'tb', '', 'ff', first, 'lf', now)
         redis.call('HSET', KEYS[2], id, 'd:' .. d)
-        dead = dead + 1
+        dead[#dead + 1] = { id, t, tostring(attempts) }
       else
         claimed[#claimed + 1] = item
       end
@@ -63,5 +64,5 @@ for _, p in ipairs(pending) do
   end
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
-if dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', dead) end
+if #dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead) end
 return { claimed, dead }

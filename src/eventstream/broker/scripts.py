@@ -148,7 +148,8 @@ class Scripts:
         count: int,
         max_deliveries: int,
         now_ms: int,
-    ) -> tuple[list[tuple[str, dict[str, str]]], int]:
+    ) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]:
+        """(claimed entries with their fields, (event id, type, attempts) of the dead-lettered)."""
         k = self.keys
         keys = [k.stream, k.status, k.counters, k.dlq]
         args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms]
@@ -156,7 +157,7 @@ class Scripts:
         out: list[tuple[str, dict[str, str]]] = []
         for entry, fields in claimed:
             out.append((str(entry), dict(zip(fields[::2], fields[1::2], strict=True))))
-        return out, int(dead)
+        return out, [(str(i), str(t), int(a)) for i, t, a in dead]
 
     async def renew(self, client: Client, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
         k = self.keys

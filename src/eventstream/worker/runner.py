@@ -368,8 +368,15 @@ class Worker:
             self.settings.max_deliveries,
             _now_ms(),
         )
-        if dead:
-            log.warning("dead-lettered after repeated worker loss", count=dead)
+        for event_id, event_type, attempts in dead:
+            log.error(
+                "dead-lettered",
+                event_id=event_id,
+                event_type=event_type,
+                attempt=attempts,
+                reason=f"WorkerLost: delivered {self.settings.max_deliveries} times and no worker "
+                "recorded an outcome",
+            )
         # An entry of our own still in flight here was renewed late (a blocked loop):
         # its handler is running, so it must not start a second time.
         claimed = [(e, f) for e, f in claimed if e not in self._inflight]
