@@ -64,6 +64,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.handlers = [handler]
     # Other libraries' debug lines (every SQL statement, every socket operation) bury ours.
     root.setLevel(max(LEVELS[level], logging.INFO))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     logging.captureWarnings(True)
     debug_enabled = LEVELS[level] <= logging.DEBUG
 

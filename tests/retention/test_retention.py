@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError as SettingsError
@@ -118,3 +119,16 @@ def test_a_retention_shorter_than_the_dedupe_window_is_refused() -> None:
 
 def test_cutoff() -> None:
     assert retention.cutoff_ms(1.5, now_ms=10_000) == 8_500
+
+
+def test_db_prune_refuses_an_age_below_the_dedupe_window_and_says_why(tmp_path: Path) -> None:
+    from tests.cli.conftest import run_cli
+
+    env = {"EVENTSTREAM_DATA_DIR": str(tmp_path), "EVENTSTREAM_DEDUPE_WINDOW": "3600"}
+    refused = run_cli("db", "prune", "--dry-run", "--older-than", "1", env=env)
+    assert refused.code == 2
+    assert "--older-than 1 s is shorter than the dedupe window (3600 s" in refused.stderr
+    assert "pydantic" not in refused.stderr
+    counted = run_cli("db", "prune", "--dry-run", "--older-than", "3600", env=env)
+    assert counted.code == 0, counted.stderr
+    assert counted.stdout.strip() == "would delete 0 processed event(s) older than 3600 s"

@@ -110,6 +110,9 @@ async def test_on_loopback_without_keys_the_first_key_cannot_be_made_over_http(a
         r = await api.client.post("/keys", json={"name": "first", "scope": "admin"})
     assert_problem(r, 403, "eventstream keys create")
     assert not [x for x in audit_records(logs) if x["action"] == "key.created"]
+    [refused] = audit_records(logs)  # the refused attempt is in the trail
+    assert (refused["action"], refused["target"], refused["outcome"]) == ("http.post", "/keys", "denied")
+    assert refused["key_name"] == "anonymous"
     assert await KeyRegistry(api.broker.redis, api.settings.keys).list() == []
 
 

@@ -60,6 +60,14 @@ def test_a_public_address_without_keys_is_refused(cluster: Cluster) -> None:
     assert "--insecure" in proc.stderr()
 
 
+def test_up_on_a_public_address_without_keys_refuses_before_starting_anything(cluster: Cluster) -> None:
+    done = run_cli(cluster, "up", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in done.stderr
+    assert "API on" not in done.stderr + done.stdout  # no API or worker was started
+    assert "worker started" not in done.stderr
+
+
 def test_insecure_starts_on_a_public_address_and_says_so(cluster: Cluster) -> None:
     proc, port = start_api(cluster, "0.0.0.0", "--insecure")
     cluster.wait_ready(proc, port)
@@ -99,7 +107,9 @@ def test_keys_made_with_the_cli_protect_a_public_api(cluster: Cluster) -> None:
 
     proc, port = start_api(cluster, "0.0.0.0")  # keys exist: no --insecure needed
     cluster.wait_ready(proc, port)
-    assert proc.log_events("API keys required: every request but /healthz and /readyz needs one")
+    assert proc.log_events(
+        "API keys required: every request needs one but /healthz, /readyz, /openapi.json and the docs"
+    )
     url = f"http://127.0.0.1:{port}"
     assert httpx.post(f"{url}/events", json=EVENT, timeout=10).status_code == 401
     ok = httpx.post(f"{url}/events", json=EVENT, headers={"Authorization": f"Bearer {token}"}, timeout=10)

@@ -116,7 +116,9 @@ async def _announce(guard: Guard) -> None:
     except (RedisConnectionError, RedisTimeoutError, OSError):
         return
     if keys_exist:
-        log.info("API keys required: every request but /healthz and /readyz needs one")
+        log.info(
+            "API keys required: every request needs one but /healthz, /readyz, /openapi.json and the docs"
+        )
     elif guard.loopback:
         log.warning(
             "no API keys exist: anonymous requests are accepted because the API listens on "

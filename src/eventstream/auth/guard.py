@@ -247,7 +247,11 @@ class Guard:
             raise Unauthorized(f"API key {key_id} ({name}) was revoked", invalid_token=True)
         caller = Principal(key_id, name, scope)
         if code == 2:
-            raise _Denied(caller, f"API key {key_id} has scope {scope!r}; {what} needs {need!r} (or admin)")
+            raise _Denied(
+                caller,
+                f"API key {key_id} has scope {scope!r}; {what} needs "
+                + ("'admin'" if need == "admin" else f"{need!r} (or 'admin')"),
+            )
         return caller, _rate_outcome(reply, cost, f"API key {key_id}")
 
 
@@ -358,6 +362,7 @@ class SecurityMiddleware:
             return
         what = f"{method} {path}"
         caller: Principal | None = None
+        token: str | None = None
         try:
             token, bad_scheme = _credentials(scope)
             if bad_scheme:
@@ -383,6 +388,8 @@ class SecurityMiddleware:
         except Exception as exc:
             if isinstance(exc, _Denied) and need == "admin":
                 _audit(exc.caller, what, "denied", 403)
+            elif isinstance(exc, Forbidden) and need == "admin" and token is None:
+                _audit(ANONYMOUS, what, "denied", 403)  # e.g. anonymous key management
             await problems.response_for(exc)(scope, receive, send)
             return
         scope[PRINCIPAL] = caller

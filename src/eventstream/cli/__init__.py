@@ -82,6 +82,13 @@ def up(
         console.print(
             f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
         )
+    if not _is_loopback(host) and not insecure:
+        try:  # refuse before starting anything (the API would refuse on its own, after the workers)
+            _refuse_without_keys(settings, host, insecure, env.get("EVENTSTREAM_REDIS_URL"))
+        except typer.Exit:
+            if server is not None:
+                server.stop()
+            raise
     me = [sys.executable, "-m", "eventstream"]
     children = [
         subprocess.Popen(
@@ -140,13 +147,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _refuse_without_keys(settings: Settings, host: str, insecure: bool) -> None:
+def _refuse_without_keys(settings: Settings, host: str, insecure: bool, url: str | None = None) -> None:
     """A non-loopback address with no API key is refused unless --insecure."""
     from eventstream.auth.apikeys import KeyRegistry
     from eventstream.broker import connect
 
     async def any_keys() -> bool:
-        redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
+        redis = connect(url or settings.redis_url or "", timeout=settings.redis_timeout)
         try:
             return await KeyRegistry(redis, settings.keys).any_keys()
         finally:

@@ -97,6 +97,14 @@ def prune(
     from eventstream.retention import cutoff_ms
     from eventstream.retention import prune as run_prune
 
+    base = settings_or_exit()
+    if older_than is not None and 0 < older_than < base.dedupe_window:
+        console.print(
+            f"[red]error:[/red] --older-than {older_than:g} s is shorter than the dedupe window "
+            f"({base.dedupe_window:g} s, EVENTSTREAM_DEDUPE_WINDOW): the store's rows are what stop a "
+            f"redelivered event from running twice. Use at least {base.dedupe_window:g}."
+        )
+        raise typer.Exit(2)
     settings = settings_or_exit(retention=older_than)
     if settings.retention == 0:
         console.print("retention is 0 (keep forever): nothing to prune; pass --older-than SECONDS")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from eventstream.auth import trail
 from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
@@ -54,9 +55,11 @@ def replay(
     ] = None,
 ) -> None:
     """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
+    from eventstream.logs import configure
     from eventstream.replay import Selection
 
     settings = settings_or_exit()
+    configure(settings.log_level, settings.log_format)
     url = redis_url_or_exit(settings)
     # like the API: an operator may lower the configured cap, never raise it
     capped = settings.replay_rate if rate is None else min(rate, settings.replay_rate)
@@ -124,6 +127,25 @@ async def _run(
             console.print(f"… {total} replayed")
         extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
         typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
+        trail.record(
+            f"replay.{source.value}",
+            target=_describe(sel),
+            outcome="ok",
+            key_id="cli",
+            key_name="cli",
+            replayed=total,
+            duplicates=duplicates,
+            via="cli",
+        )
     finally:
         await store.close()
         await redis.aclose()
+
+
+def _describe(sel: Selection) -> str:
+    """The selection, for the audit trail: what an operator chose to replay."""
+    parts = [f"type={sel.type}"] if sel.type else []
+    parts += [f"since_ms={sel.since_ms}"] if sel.since_ms is not None else []
+    parts += [f"until_ms={sel.until_ms}"] if sel.until_ms is not None else []
+    parts += [f"ids={len(sel.ids)}"] if sel.ids else []
+    return " ".join(parts) or "all"
