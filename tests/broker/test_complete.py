@@ -169,3 +169,24 @@ async def test_complete_in_a_pipeline(broker: Broker, redis: Redis, keys: Keys) 
     assert replies == [[1], [0]]
     s = await check(redis, keys)
     assert s.counters == {"received": 2, "processed": 1, "rejected_completions": 1}
+
+
+async def test_a_group_larger_than_one_chunk_with_foreign_entries_in_its_range(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    # 2,500 entries cross the script's 1,000-entry chunks; every fifth one was taken over
+    # by c2 and lies inside the range c1 asks about, so only the fence tells them apart.
+    await ingest(broker, 2_500)
+    got = await deliver(broker, "c1", 2_500)
+    taken = [g.entry for g in got[::5]]
+    r: Any = redis
+    await r.xclaim(keys.stream, GROUP, "c2", 0, taken, justid=True)
+
+    flags = await broker.scripts.complete(redis, "c1", [(g.entry, g.event_id, False) for g in got])
+
+    assert flags == [i % 5 != 0 for i in range(2_500)]
+    s = await check(redis, keys)
+    assert [e for e, _ in s.stream] == taken
+    assert s.pending == [Pending(e, "c2", 1) for e in taken]
+    assert set(s.status) == {g.event_id for g in got[::5]}
+    assert s.counters == {"received": 2_500, "processed": 2_000, "rejected_completions": 500}

@@ -118,3 +118,21 @@ async def test_dead_lettering_twice_moves_once(broker: Broker, redis: Redis, key
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
     assert after.counters == {"received": 1, "dead_lettered": 1, "failed": 1, "rejected_completions": 2}
+
+
+async def test_a_group_larger_than_one_chunk(broker: Broker, redis: Redis, keys: Keys) -> None:
+    items = await ingest(broker, 1_100)
+    got = await deliver(broker, "c1", 1_100)
+    dead = [
+        (g.entry, event_id, "A", env, 3, f"boom {i}", "", 10, 20, True)
+        for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
+    ]
+
+    assert await broker.scripts.dead_letter(redis, "c1", dead) == [True] * 1_100
+
+    s = await check(redis, keys)
+    assert s.stream == []
+    assert s.pending == []
+    assert [(f["id"], f["reason"]) for _, f in s.dlq] == [(d[1], d[5]) for d in dead]
+    assert s.status == {f["id"]: f"d:{entry}" for entry, f in s.dlq}
+    assert s.counters == {"received": 1_100, "dead_lettered": 1_100, "failed": 1_100}

@@ -18,9 +18,7 @@ async def test_enqueues_each_event_with_status_and_counter(broker: Broker, redis
 
     assert results == [(event_id, False) for event_id, _, _ in items]
     s = await check(redis, keys)
-    assert [(f["id"], f["a"], f["f"], f["e"]) for _, f in s.stream] == [
-        (event_id, "0", "", env.decode()) for event_id, env, _ in items
-    ]
+    assert [f for _, f in s.stream] == [{"id": event_id, "e": env.decode()} for event_id, env, _ in items]
     assert s.status == {f["id"]: f"q:{entry}" for entry, f in s.stream}
     assert s.pending == []
     assert s.retry == {}
@@ -170,3 +168,24 @@ async def test_events_queued_by_ingest_are_read_with_zero_attempts(broker: Broke
     assert [(g.event_id, g.attempts, g.first_failure_ms, g.envelope) for g in got] == [
         (event_id, 0, None, env.decode()) for event_id, env, _ in items
     ]
+
+
+async def test_a_call_larger_than_one_status_chunk(broker: Broker, redis: Redis, keys: Keys) -> None:
+    # 2,100 events cross the script's 1,000-event HSET chunks; keys on some, one repeated
+    items = [make_items(1, key=f"k{i % 500}" if i % 3 == 0 else None, start=i)[0] for i in range(2_100)]
+
+    results = await broker.scripts.ingest(redis, items, WINDOW)
+
+    first_of: dict[str, str] = {}
+    expected = []
+    for event_id, _, key in items:
+        if key is not None and key in first_of:
+            expected.append((first_of[key], True))
+            continue
+        if key is not None:
+            first_of[key] = event_id
+        expected.append((event_id, False))
+    assert results == expected
+    s = await check(redis, keys)
+    assert s.stream_ids() == [event_id for event_id, dup in expected if not dup]
+    assert s.counters == {"received": len(s.stream), "duplicates": 2_100 - len(s.stream)}

@@ -169,3 +169,21 @@ async def test_leave_keeps_a_consumer_that_still_owns_entries(
     assert after.workers == {}
     assert after.pending == before.pending == [Pending(g.entry, "c1", 1) for g in got]
     assert await consumers(redis, keys) == {"c1": 2}
+
+
+async def test_a_group_larger_than_one_chunk(broker: Broker, redis: Redis, keys: Keys) -> None:
+    await ingest(broker, 1_500)
+    got = await deliver(broker, "c1", 1_500)
+    entries = [g.entry for g in got]
+    taken = entries[::7]
+    await set_idle(redis, keys, "c1", entries, VT * 2)
+    r: Any = redis
+    await r.xclaim(keys.stream, GROUP, "c2", 0, taken, idle=VT * 2, justid=True)
+
+    assert await broker.scripts.renew(redis, "c1", entries, now_ms()) == taken
+
+    rows = await r.xpending_range(keys.stream, GROUP, "-", "+", 10_000)
+    idle = {row["message_id"]: (row["consumer"], int(row["time_since_delivered"])) for row in rows}
+    assert all(idle[e][1] < VT for e in entries if e not in taken)
+    assert all(idle[e][0] == "c2" and idle[e][1] >= VT * 2 for e in taken)
+    await check(redis, keys)

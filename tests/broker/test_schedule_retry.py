@@ -124,3 +124,25 @@ async def test_complete_after_retry_is_rejected(broker: Broker, redis: Redis, ke
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
     assert after.status == {event_id: f"r:1:{now}"}
+
+
+async def test_a_group_larger_than_one_chunk_keeps_every_field_with_its_event(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    items = await ingest(broker, 2_100)
+    got = await deliver(broker, "c1", 2_100)
+    now = now_ms()
+    retries = [
+        (g.entry, event_id, now + i, 1 + i % 4, now - i, env)
+        for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
+    ]
+
+    assert await broker.scripts.schedule_retry(redis, "c1", retries) == [True] * 2_100
+
+    s = await check(redis, keys)
+    assert s.stream == []
+    assert s.pending == []
+    assert s.retry == {r[1]: r[2] for r in retries}
+    assert s.retry_body == {r[1]: r[5].decode() for r in retries}
+    assert s.status == {r[1]: f"r:{r[3]}:{r[4]}" for r in retries}
+    assert s.counters == {"received": 2_100, "failed": 2_100, "retried": 2_100}

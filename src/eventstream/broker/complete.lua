@@ -6,30 +6,38 @@
 --                  handler was skipped because the store already held the event
 --                  (a redelivery after a crash between store write and this step)
 -- ARGV[4+3n..]     histogram increments: field, amount, field, amount, ...
--- Fencing: an entry no longer pending for this consumer (reclaimed by another worker
--- after its visibility timeout) is left alone and counted as a rejected completion.
+-- Fencing (fence.lua): an entry no longer pending for this consumer (reclaimed by
+-- another worker after its visibility timeout) is left alone and counted as a
+-- rejected completion.
 -- Returns          a list of n flags: 1 completed, 0 rejected.
 -- Counters         processed (+1 per completed), redelivered_skipped (+1 per completed
 --                  skip), rejected_completions (+1 per rejected)
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
-local out = {}
-local done, rejected, skipped = 0, 0, 0
+local asked = {}
+for i = 0, n - 1 do asked[#asked + 1] = ARGV[4 + 3 * i] end
+local mine = owned(KEYS[1], group, consumer, asked)
+local out, entries, ids = {}, {}, {}
+local rejected, skipped = 0, 0
 for i = 0, n - 1 do
   local entry, id, skip = ARGV[4 + 3 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i]
-  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
-  if #owned == 1 then
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
-    redis.call('HDEL', KEYS[2], id)
+  if mine[entry] then
+    mine[entry] = nil -- an entry named twice completes once
+    entries[#entries + 1] = entry
+    ids[#ids + 1] = id
     out[#out + 1] = 1
-    done = done + 1
     if skip == '1' then skipped = skipped + 1 end
   else
     out[#out + 1] = 0
     rejected = rejected + 1
   end
 end
+chunks(entries, 1000, function(i, j)
+  redis.call('XACK', KEYS[1], group, unpack(entries, i, j))
+  redis.call('XDEL', KEYS[1], unpack(entries, i, j))
+  redis.call('HDEL', KEYS[2], unpack(ids, i, j))
+end)
+local done = #entries
 if done > 0 then
   redis.call('HINCRBY', KEYS[3], 'processed', done)
   if skipped > 0 then redis.call('HINCRBY', KEYS[3], 'redelivered_skipped', skipped) end

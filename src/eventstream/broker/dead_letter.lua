@@ -12,26 +12,34 @@
 --                  rejected_completions (+1 per rejected)
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
-local out = {}
-local moved, rejected, failed = 0, 0, 0
+local asked = {}
+for i = 0, n - 1 do asked[#asked + 1] = ARGV[4 + 10 * i] end
+local mine = owned(KEYS[1], group, consumer, asked)
+local out, entries, status = {}, {}, {}
+local rejected, failed = 0, 0
 for i = 0, n - 1 do
   local b = 4 + 10 * i
   local entry, id = ARGV[b], ARGV[b + 1]
-  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
-  if #owned == 1 then
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
+  if mine[entry] then
+    mine[entry] = nil
+    entries[#entries + 1] = entry
     local dead = redis.call('XADD', KEYS[4], '*', 'id', id, 't', ARGV[b + 2], 'e', ARGV[b + 3],
       'a', ARGV[b + 4], 'reason', ARGV[b + 5], 'tb', ARGV[b + 6], 'ff', ARGV[b + 7], 'lf', ARGV[b + 8])
-    redis.call('HSET', KEYS[2], id, 'd:' .. dead)
+    status[#status + 1] = id
+    status[#status + 1] = 'd:' .. dead
     out[#out + 1] = 1
-    moved = moved + 1
     if ARGV[b + 9] == '1' then failed = failed + 1 end
   else
     out[#out + 1] = 0
     rejected = rejected + 1
   end
 end
+chunks(entries, 1000, function(i, j)
+  redis.call('XACK', KEYS[1], group, unpack(entries, i, j))
+  redis.call('XDEL', KEYS[1], unpack(entries, i, j))
+  redis.call('HSET', KEYS[2], unpack(status, 2 * i - 1, 2 * j))
+end)
+local moved = #entries
 if moved > 0 then
   redis.call('HINCRBY', KEYS[3], 'dead_lettered', moved)
   if failed > 0 then redis.call('HINCRBY', KEYS[3], 'failed', failed) end

@@ -4,8 +4,9 @@ All keys of a deployment share the hash tag ``{prefix}`` so they live in one
 Redis Cluster slot and every script can touch all of them atomically.
 
     {p}:stream        STREAM  queued and in-flight events; consumer group ``workers``.
-                              Entry fields: id, a (attempts already made), f (first
-                              failure, ms or ""), e (the event envelope, JSON).
+                              Entry fields: id, e (the event envelope, JSON), and
+                              once the event has failed a (attempts already made)
+                              and f (first failure, ms); absent: 0 and none.
                               A completed entry is XACKed and XDELed: the stream
                               holds only live work.
     {p}:status        HASH    event id -> where a live event is:

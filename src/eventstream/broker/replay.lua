@@ -15,7 +15,7 @@ for i = 1, #ARGV do
       if fields[j] == 'id' then id = fields[j + 1] elseif fields[j] == 'e' then env = fields[j + 1] end
     end
     redis.call('XDEL', KEYS[4], ARGV[i])
-    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'a', '0', 'f', '', 'e', env)
+    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'e', env)  -- fresh: no attempt fields
     redis.call('HSET', KEYS[2], id, 'q:' .. entry)
     out[#out + 1] = id
   end

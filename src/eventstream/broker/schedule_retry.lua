@@ -11,25 +11,37 @@
 --                  rejected_completions (+1 per rejected)
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
-local out = {}
-local moved, rejected = 0, 0
+local asked = {}
+for i = 0, n - 1 do asked[#asked + 1] = ARGV[4 + 5 * i] end
+local mine = owned(KEYS[1], group, consumer, asked)
+local out, entries, due, bodies, status = {}, {}, {}, {}, {}
+local rejected = 0
 for i = 0, n - 1 do
   local b = 4 + 5 * i
-  local entry, id, due, attempts, first = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local owned = redis.call('XPENDING', KEYS[1], group, entry, entry, 1, consumer)
-  if #owned == 1 then
-    redis.call('XACK', KEYS[1], group, entry)
-    redis.call('XDEL', KEYS[1], entry)
-    redis.call('ZADD', KEYS[4], due, id)
-    redis.call('HSET', KEYS[5], id, ARGV[4 + 5 * n + i])
-    redis.call('HSET', KEYS[2], id, 'r:' .. attempts .. ':' .. first)
+  local entry, id = ARGV[b], ARGV[b + 1]
+  if mine[entry] then
+    mine[entry] = nil
+    entries[#entries + 1] = entry
+    due[#due + 1] = ARGV[b + 2]
+    due[#due + 1] = id
+    bodies[#bodies + 1] = id
+    bodies[#bodies + 1] = ARGV[4 + 5 * n + i]
+    status[#status + 1] = id
+    status[#status + 1] = 'r:' .. ARGV[b + 3] .. ':' .. ARGV[b + 4]
     out[#out + 1] = 1
-    moved = moved + 1
   else
     out[#out + 1] = 0
     rejected = rejected + 1
   end
 end
+chunks(entries, 1000, function(i, j)
+  redis.call('XACK', KEYS[1], group, unpack(entries, i, j))
+  redis.call('XDEL', KEYS[1], unpack(entries, i, j))
+  redis.call('ZADD', KEYS[4], unpack(due, 2 * i - 1, 2 * j))
+  redis.call('HSET', KEYS[5], unpack(bodies, 2 * i - 1, 2 * j))
+  redis.call('HSET', KEYS[2], unpack(status, 2 * i - 1, 2 * j))
+end)
+local moved = #entries
 if moved > 0 then
   redis.call('HINCRBY', KEYS[3], 'failed', moved)
   redis.call('HINCRBY', KEYS[3], 'retried', moved)

@@ -21,8 +21,16 @@ Client = Redis | Pipeline
 Arg = str | int | float | bytes
 
 
-def _source(name: str) -> str:
+# Scripts that act on a worker's own deliveries start with the shared fencing helpers.
+_FENCED = frozenset({"complete", "schedule_retry", "dead_letter", "renew"})
+
+
+def _read(name: str) -> str:
     return (files("eventstream.broker") / f"{name}.lua").read_text()
+
+
+def _source(name: str) -> str:
+    return _read("fence") + _read(name) if name in _FENCED else _read(name)
 
 
 class Scripts:
@@ -61,15 +69,19 @@ class Scripts:
         """Enqueue (id, envelope, idempotency key) triples; returns (event id, duplicate)."""
         k = self.keys
         keys = [k.stream, k.status, k.counters]
-        args: list[Arg] = [dedupe_window_ms, len(events)]
-        for event_id, envelope, idem in events:
-            index = 0
+        keyed: list[Arg] = []
+        for i, (_, _, idem) in enumerate(events):
             if idem is not None:
                 keys.append(k.idem(idem))
-                index = len(keys)
-            args += [event_id, envelope, index]
+                keyed.append(i)
+        args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed]
+        for event_id, envelope, _ in events:
+            args += (event_id, envelope)
         flat = await self._call("ingest", keys, args, client)
-        return [(str(flat[i]), bool(int(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        results = [(event_id, False) for event_id, _, _ in events]
+        for j in range(0, len(flat), 2):
+            results[int(flat[j])] = (str(flat[j + 1]), True)
+        return results
 
     def complete_args(
         self, consumer: str, done: Sequence[tuple[str, str, bool]], hist: Sequence[tuple[str, int]]
