@@ -30,4 +30,5 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert figures["ingest_errors"] == 0
     assert figures["batch_errors"] == 0
     assert "per queued event" in figures["memory"]
+    assert "malloc" in figures["redis_server"]
     assert "EventStream benchmarks" in result.stdout

@@ -133,44 +133,6 @@ async def test_heartbeat_only(broker: Broker, redis: Redis, keys: Keys) -> None:
     assert s.counters == {}
 
 
-async def consumers(redis: Redis, keys: Keys) -> dict[str, int]:
-    r: Any = redis
-    return {c["name"]: int(c["pending"]) for c in await r.xinfo_consumers(keys.stream, GROUP)}
-
-
-async def test_leave_drops_the_heartbeat_and_an_idle_consumer(
-    broker: Broker, redis: Redis, keys: Keys
-) -> None:
-    await ingest(broker, 1)
-    [got] = await deliver(broker, "c1", 1)
-    await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)])
-    await broker.heartbeat("c1", now_ms())
-    assert await consumers(redis, keys) == {"c1": 0}
-
-    await broker.leave("c1")
-
-    s = await check(redis, keys)
-    assert s.workers == {}
-    assert await consumers(redis, keys) == {}
-
-
-async def test_leave_keeps_a_consumer_that_still_owns_entries(
-    broker: Broker, redis: Redis, keys: Keys
-) -> None:
-    # deleting the consumer would drop its PEL entries: they could then never be reclaimed
-    await ingest(broker, 2)
-    got = await deliver(broker, "c1", 2)
-    await broker.heartbeat("c1", now_ms())
-    before = await check(redis, keys)
-
-    await broker.leave("c1")
-
-    after = await check(redis, keys)
-    assert after.workers == {}
-    assert after.pending == before.pending == [Pending(g.entry, "c1", 1) for g in got]
-    assert await consumers(redis, keys) == {"c1": 2}
-
-
 async def test_a_group_larger_than_one_chunk(broker: Broker, redis: Redis, keys: Keys) -> None:
     await ingest(broker, 1_500)
     got = await deliver(broker, "c1", 1_500)

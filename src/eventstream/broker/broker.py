@@ -208,15 +208,7 @@ class Broker:
 
     async def leave(self, consumer: str) -> None:
         """A worker that stops cleanly removes its heartbeat (and its consumer if idle)."""
-        await self._r.zrem(self.keys.workers, consumer)
-        try:
-            pending = await self._r.xpending_range(
-                self.keys.stream, GROUP, min="-", max="+", count=1, consumername=consumer
-            )
-            if not pending:
-                await self._r.xgroup_delconsumer(self.keys.stream, GROUP, consumer)
-        except ResponseError:
-            pass
+        await self.scripts.leave(self.redis, consumer)
 
     # ---- where is an event ---------------------------------------------------------
 

@@ -52,6 +52,7 @@ class Scripts:
                 "delete_dead",
                 "take_turn",
                 "authorize",
+                "leave",
             )
         }
 
@@ -204,6 +205,12 @@ class Scripts:
         keys = [bucket] if record is None else [bucket, record]
         args: list[Arg] = [cost, rate, burst, digest, scope]
         return list(await self._call("authorize", keys, args, client))
+
+    async def leave(self, client: Client, consumer: str) -> bool:
+        """Drop the heartbeat, and the consumer when nothing is pending for it; False when
+        the consumer was kept because it still owns entries (see leave.lua)."""
+        k = self.keys
+        return bool(await self._call("leave", [k.stream, k.workers], [GROUP, consumer], client))
 
     async def take_turn(self, client: Client, job: str, owner: str, period_ms: int) -> bool:
         """Whether ``owner`` runs ``job`` this period (at most one claimant per period)."""
