@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks [--events 100000] [--seconds 10] [--quick]
 
-Starts its own private Redis (the embedded server, appendfsync everysec) and the
-real `eventstream api` / `eventstream worker` processes, and measures:
+Starts its own private Redis (the embedded server, appendfsync everysec; set
+EVENTSTREAM_REDIS_SERVER to the path of another server binary to run on that one) and
+the real `eventstream api` / `eventstream worker` processes, and measures:
 
 - drain:        N events pre-queued, one worker process, no-op handler, store on
 - ingest:       POST /events over keep-alive, 32 connections (wrk when installed)
@@ -384,6 +385,20 @@ def bench_ceiling(run: Run, progress: Progress) -> None:
         run.figures["ceiling_xadd_per_s"] = round(float(m.group(1)))
 
 
+async def server_identity(url: str) -> str:
+    """Which server the run used, e.g. ``valkey 8.1.8, libc malloc``: builds differ a lot
+    (the allocator alone doubles the cost of a large script call)."""
+    redis = connect(url)
+    try:
+        info = await redis.info("server")
+        allocator = (await redis.info("memory")).get("mem_allocator", "?")
+    finally:
+        await redis.aclose()
+    name = info.get("server_name", "redis")
+    version = info.get(f"{name}_version") or info.get("redis_version", "?")
+    return f"{name} {version}, {str(allocator).split('-')[0]} malloc"
+
+
 # ---- report -----------------------------------------------------------------------
 
 
@@ -406,7 +421,7 @@ def report(run: Run) -> Table:
         return " / ".join(parts)
 
     title = "EventStream benchmarks" + (f" (median of {len(runs)} runs)" if len(runs) > 1 else "")
-    table = Table(title=title)
+    table = Table(title=title, caption=f"server: {f.get('redis_server', '?')}")
     table.add_column("benchmark")
     table.add_column("result", justify="right")
     if len(runs) > 1:
@@ -447,6 +462,7 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                                 console=console)  # fmt: skip
             if repeat > 1:
                 console.print(f"run {index + 1} of {repeat}")
+            run.figures["redis_server"] = asyncio.run(server_identity(server.url))
             with progress:
                 bench_drain(run, args.events, progress)
                 bench_ingest(run, args.seconds, progress)

@@ -64,13 +64,13 @@ async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> 
         ]
         await enqueue(broker, items, 86_400_000)
     queued = await used_memory(broker)
-    rows.append(("baseline", f"{base:,} B"))
-    rows.append((f"{events:,} queued events, {payload_bytes} B payload", f"{queued - base:,} B"))
+    rows.append(("used_memory before (the server's other data included)", f"{base:,} B"))
+    rows.append((f"{events:,} queued events, {payload_bytes} B payload: growth", f"{queued - base:,} B"))
     rows.append(("per queued event", f"{(queued - base) / events:,.0f} B"))
 
     await Worker(default_app(), settings, broker, store).run(burst=True)
     drained = await used_memory(broker)
-    rows.append(("after the drain: used_memory vs baseline", f"{drained - base:+,} B"))
+    rows.append(("after the drain: used_memory vs before", f"{drained - base:+,} B"))
     keys, kept = await key_bytes(broker)
     rows.append((f"after the drain: what the {keys} keys hold (MEMORY USAGE)", f"{kept:,} B"))
 
