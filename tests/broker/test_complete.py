@@ -190,3 +190,21 @@ async def test_a_group_larger_than_one_chunk_with_foreign_entries_in_its_range(
     assert s.pending == [Pending(e, "c2", 1) for e in taken]
     assert set(s.status) == {g.event_id for g in got[::5]}
     assert s.counters == {"received": 2_500, "processed": 2_000, "rejected_completions": 500}
+
+
+async def test_own_entries_inside_the_range_that_were_not_named_stay_pending(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    # the fence reads c1's whole range got[0]..got[2]; got[1], still in flight, is not completed
+    items = await ingest(broker, 3)
+    got = await deliver(broker, "c1", 3)
+
+    flags = await broker.scripts.complete(
+        redis, "c1", [(got[0].entry, got[0].event_id, False), (got[2].entry, got[2].event_id, False)]
+    )
+
+    assert flags == [True, True]
+    s = await check(redis, keys)
+    assert s.stream_ids() == [items[1][0]]
+    assert s.pending == [Pending(got[1].entry, "c1", 1)]
+    assert s.counters == {"received": 3, "processed": 2}

@@ -1,8 +1,9 @@
 -- fence: shared by the scripts that act on a worker's own deliveries (complete,
 -- schedule_retry, dead_letter, renew); scripts.py puts it in front of each of them.
 --
--- owned(stream, group, consumer, entries) returns the set (entry id -> true) of the
--- given stream entry ids that are still pending for the consumer: the fencing test.
+-- owned(stream, group, consumer, entries) returns a set (entry id -> true) holding
+-- each of the given stream entry ids that is still pending for the consumer: the
+-- fencing test.
 -- An entry another worker has reclaimed, or that is gone, is not in it. It asks with
 -- ONE XPENDING over the range of ids the entries span, filtered by consumer, rather
 -- than one XPENDING per entry: the reply is bounded by the consumer's own pending
@@ -27,10 +28,10 @@ local function owned(stream, group, consumer, entries)
     end
   end
   if not lo then return set end
-  local wanted = {}
-  for _, entry in ipairs(entries) do wanted[entry] = true end
+  -- The set may also name other entries of the consumer inside the range; callers
+  -- only ever look up the entries they asked about.
   for _, p in ipairs(redis.call('XPENDING', stream, group, lo, hi, 2147483647, consumer)) do
-    if wanted[p[1]] then set[p[1]] = true end
+    set[p[1]] = true
   end
   return set
 end
