@@ -5,13 +5,21 @@ a line about one event adds ``event_id``, ``event_type`` and ``attempt``. Record
 the standard ``logging`` module (uvicorn, SQLAlchemy, ``warnings``) go through the same
 renderer and add ``logger``; they are kept at ``info`` and above even when the level
 is ``debug``, which adds a line per processed event.
+
+Logging never raises on a broken output: when stderr is a pipe whose reader has gone
+(``eventstream up | tee`` after Ctrl-C), a full disk or a closed file, the failed write
+and every later one go to ``os.devnull`` instead (:class:`SafeStream`), so a process
+always reaches its own clean stop.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
@@ -26,8 +34,104 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 debug_enabled = False
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
+class OutputClosed(BaseException):
+    """The reader of stdout went away (``eventstream dlq list | head``): a normal end for a command.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    reports it as a failure; ``eventstream.cli.main`` turns it into exit code 0."""
+
+
+class SafeStream(io.TextIOBase):
+    """A text stream whose writes never raise: after the first failure, output goes to os.devnull.
+
+    The stream's file descriptor is pointed at os.devnull too, so that the interpreter's
+    final flush at exit, and anything holding the original stream, cannot fail either.
+    With ``end_on_broken_pipe`` (a command's stdout), a write to a pipe whose reader has
+    gone then raises :class:`OutputClosed`, once, to end the command.
+    """
+
+    def __init__(self, stream: IO[str], end_on_broken_pipe: bool = False) -> None:
+        super().__init__()
+        self._stream = stream
+        self.end_on_broken_pipe = end_on_broken_pipe
+        self.failed = False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._stream, "errors", None)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError) as exc:  # ValueError: the stream was closed
+                self._fall_back(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.failed:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                self._fall_back(exc)
+
+    def _fall_back(self, exc: BaseException) -> None:
+        self.failed = True
+        self._to_devnull()
+        if self.end_on_broken_pipe and isinstance(exc, BrokenPipeError):
+            raise OutputClosed from None
+
+    def _to_devnull(self) -> None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
+def safe(stream: TextIO) -> TextIO:
+    """``stream`` wrapped in a :class:`SafeStream` (once)."""
+    return stream if isinstance(stream, SafeStream) else cast(TextIO, SafeStream(stream))
+
+
+def protect_output() -> None:
+    """Make this process's stdout and stderr never raise (long-running processes: up, api, worker).
+
+    A handler's ``print`` or a log line then cannot fail because the terminal, the pipe
+    or the disk behind it went away."""
+    sys.stdout = safe(sys.stdout)
+    sys.stderr = safe(sys.stderr)
+    if isinstance(sys.stdout, SafeStream):
+        sys.stdout.end_on_broken_pipe = False
+
+
+def configure(level: str = "info", fmt: str = "auto", audit_file: Path | None = None) -> None:
+    """Set up structlog and the standard ``logging`` module; see the module docstring.
+
+    ``audit_file``: when stderr is a terminal, the audit trail's records are appended to
+    this file as JSON lines instead of being shown (a command run by a person prints its
+    result; the trail goes to the log)."""
     global debug_enabled
+    sys.stderr = safe(sys.stderr)
     tty = sys.stderr.isatty()
     use_json = fmt == "json" or (fmt == "auto" and not tty)
     shared: list[structlog.typing.Processor] = [
@@ -47,8 +151,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             )
         ]
     )
+    to_file: list[structlog.typing.Processor] = [_AuditToFile(audit_file)] if audit_file and tty else []
     structlog.configure(
-        processors=[*shared, *tail],
+        processors=[*shared, *to_file, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -67,6 +172,31 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # "Context impl SQLiteImpl." on every start
     logging.captureWarnings(True)
     debug_enabled = LEVELS[level] <= logging.DEBUG
+
+
+AUDIT_LOGGER = "eventstream.audit_trail"  # eventstream.auth.trail.LOGGER (auth sits above logs)
+
+
+class _AuditToFile:
+    """Append the audit trail's records to a file as JSON lines, and drop them from the output."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.render = structlog.processors.JSONRenderer()
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if event_dict.get("logger") != AUDIT_LOGGER:
+            return event_dict
+        line = str(self.render(logger, method, _lead(logger, method, dict(event_dict))))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"{line}\n")
+        except OSError:
+            return event_dict  # the file cannot be written: the record is shown after all
+        raise structlog.DropEvent
 
 
 def _lead(logger: Any, method: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:

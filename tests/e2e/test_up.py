@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,12 @@ import pytest
 
 from eventstream.embedded import free_port
 from tests.e2e.conftest import E2E_APP, Cluster, Proc, count_side_effects, get_metrics, wait_for
+
+PIPELINES = {
+    # Ctrl-C also kills tee: `up` and its children then write to a pipe with no reader
+    "through a pipe": "{up} 2>&1 | tee {log}",
+    "into a full disk": "exec {up} >/dev/full 2>&1",  # every write fails (ENOSPC)
+}
 
 
 def start_up(cluster: Cluster, data_dir: Path, **env: str) -> tuple[Proc, httpx.Client]:
@@ -124,3 +133,50 @@ def test_up_ctrl_c_and_restart_on_the_same_data_dir(cluster: Cluster, tmp_path: 
     up.popen.send_signal(signal.SIGINT)
     assert cluster.wait_exit(up, timeout=40) == 0, up.logs()
     assert_all_gone(cluster, up, port)
+
+
+def spawn_shell(cluster: Cluster, name: str, command: str, env: dict[str, str]) -> Proc:
+    """``/bin/sh -c COMMAND`` in a process group of its own, as a terminal runs a pipeline."""
+    out_path, err_path = cluster.logs_dir / f"{name}.stdout", cluster.logs_dir / f"{name}.stderr"
+    out, err = out_path.open("wb"), err_path.open("wb")
+    args = ["/bin/sh", "-c", command]
+    popen = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cluster.tmp_path,
+        start_new_session=True,
+    )  # fmt: skip
+    proc = Proc(name, args, popen, out_path, err_path, [out, err])
+    cluster.procs.append(proc)
+    return proc
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("output", list(PIPELINES))
+def test_ctrl_c_stops_everything_whatever_happened_to_the_output(
+    cluster: Cluster, tmp_path: Path, output: str
+) -> None:
+    data_dir = tmp_path / "updata"
+    env = cluster.env(redis=False, EVENTSTREAM_SHUTDOWN_GRACE="2", EVENTSTREAM_LOG_FORMAT="console")
+    del env["EVENTSTREAM_DATA_DIR"]
+    port = free_port()
+    up = f"{shlex.quote(sys.executable)} -m eventstream up {E2E_APP} --port {port} --data-dir {data_dir}"
+    shell = spawn_shell(cluster, "pipeline", PIPELINES[output].format(up=up, log=tmp_path / "up.log"), env)
+    cluster.wait_ready(shell, port, timeout=60)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as client:
+        [done] = post(client, [{"type": "OK", "payload": {}}])
+        wait_status(client, done, "processed")
+
+    # Ctrl-C in the terminal: SIGINT to the pipeline's whole process group.
+    os.killpg(shell.pid, signal.SIGINT)
+    wait_for(
+        lambda: not cluster.marked_pids(), "every process of the pipeline to stop", timeout=90,
+        last=cluster.marked_pids,
+    )  # fmt: skip
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
+
+    # A second start on the same data dir finds it free, and the event where it was.
+    again, client = start_up(cluster, data_dir)
+    with client:
+        assert status(client, done) == "processed"
+    again.popen.send_signal(signal.SIGINT)
+    assert cluster.wait_exit(again, timeout=40) == 0, again.logs()

@@ -57,85 +57,139 @@ def up(
     app: AppArg = None,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes to run.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, metavar="N", help="Worker processes to run.")] = 1,
     insecure: InsecureOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run everything: Redis (embedded unless EVENTSTREAM_REDIS_URL is set), the API and workers.
 
-    Ctrl-C stops it all cleanly; events are kept in the data dir for the next start.
+    Ctrl-C stops it all cleanly (a second Ctrl-C stops handlers still running at once);
+    events are kept in the data dir for the next start.
     """
     from eventstream.embedded import EmbeddedRedis
-    from eventstream.logs import configure
+    from eventstream.logs import configure, protect_output
 
+    protect_output()  # a closed terminal or pipe must not keep us from stopping what we start
     settings = settings_or_exit(data_dir=data_dir)
     configure(settings.log_level, settings.log_format)
+    signals = _StopSignals()  # before anything starts: a Ctrl-C during start-up stops it too
+    _port_free_or_exit(host, port)
     env = dict(os.environ)
     env["EVENTSTREAM_DATA_DIR"] = str(settings.data_dir.resolve())
     server = None
-    if not settings.redis_url:
-        try:
-            server = EmbeddedRedis(settings.data_dir / "redis").start()
-        except EventStreamError as exc:
-            raise fail(exc) from None
-        env["EVENTSTREAM_REDIS_URL"] = server.url
-        console.print(
-            f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
-        )
-    if not _is_loopback(host) and not insecure:
-        try:  # refuse before starting anything (the API would refuse on its own, after the workers)
-            _refuse_without_keys(settings, host, insecure, env.get("EVENTSTREAM_REDIS_URL"))
-        except typer.Exit:
-            if server is not None:
-                server.stop()
-            raise
-    me = [sys.executable, "-m", "eventstream"]
-    children = [
-        subprocess.Popen(
-            [*me, "api", "--host", host, "--port", str(port), *(["--insecure"] if insecure else [])], env=env
-        ),
-        *(subprocess.Popen([*me, "worker", *([app] if app else [])], env=env) for _ in range(workers)),
-    ]
-    console.print(f"[green]API[/green] on http://{host}:{port}  ·  {workers} worker(s)  ·  Ctrl-C to stop")
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    children: list[subprocess.Popen[bytes]] = []
     code = 0
     try:
-        while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    console.print(f"[red]a process exited (code {child.returncode}); stopping[/red]")
-                    code = child.returncode or 1
-                    stopping = True
-            time.sleep(0.2)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        # a worker may take the grace period to finish handlers, as long again to
-        # record their outcomes, and a few seconds to stop its internal tasks
-        deadline = time.monotonic() + 2 * settings.shutdown_grace + 10
-        for child in children:
+        if not settings.redis_url:
             try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                console.print(f"[red]process {child.pid} did not stop in time; killing it[/red]")
-                child.kill()
-                child.wait()
-            # -SIGTERM / -SIGINT: ended by the stop signal itself, after its own graceful
-            # stop (a second signal can land while it exits): a stop all the same
-            if child.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
-                console.print(f"[yellow]process {child.pid} exited with code {child.returncode}[/yellow]")
-        if server is not None:
-            server.stop()
-        console.print("stopped")
+                server = EmbeddedRedis(settings.data_dir / "redis").start()
+            except EventStreamError as exc:
+                raise fail(exc) from None
+            env["EVENTSTREAM_REDIS_URL"] = server.url
+            console.print(
+                f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
+            )
+        if not _is_loopback(host) and not insecure:
+            # refuse before starting anything (the API would refuse on its own, after the workers)
+            _refuse_without_keys(settings, host, insecure, env.get("EVENTSTREAM_REDIS_URL"))
+        if not signals.received:
+            me = [sys.executable, "-m", "eventstream"]
+            api_args = ["api", "--host", host, "--port", str(port), *(["--insecure"] if insecure else [])]
+            children.append(subprocess.Popen([*me, *api_args], env=env))
+            for _ in range(workers):
+                children.append(subprocess.Popen([*me, "worker", *([app] if app else [])], env=env))
+            console.print(
+                f"[green]API[/green] on http://{host}:{port}  ·  {workers} worker(s)  ·  Ctrl-C to stop"
+            )
+            code = _supervise(children, signals)
+    finally:
+        try:
+            _stop_children(children, signals, 2 * settings.shutdown_grace + 10)
+        finally:
+            if server is not None:
+                server.stop()
+        if children:
+            console.print("stopped")
     raise typer.Exit(code)
+
+
+class _StopSignals:
+    """SIGINT, SIGTERM and SIGHUP ask ``up`` to stop; the second one to stop at once.
+
+    Only flags are set here: printing from a signal handler could interrupt a print."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self.received += 1
+
+    @property
+    def now(self) -> bool:
+        return self.received > 1
+
+
+def _port_free_or_exit(host: str, port: int) -> None:
+    """Refuse a port that is taken before anything is started; bound as uvicorn binds it."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        console.print(
+            f"[red]error:[/red] cannot listen on {host}:{port}: {reason} (another `eventstream up` "
+            "may be running there); choose another port with --port, e.g. --port 8001"
+        )
+        raise typer.Exit(2) from None
+
+
+def _supervise(children: list[subprocess.Popen[bytes]], signals: _StopSignals) -> int:
+    """Wait until a stop signal, or until a child exits on its own (then its exit code)."""
+    while not signals.received:
+        for child in children:
+            if child.poll() is not None:
+                console.print(f"[red]a process exited (code {child.returncode}); stopping[/red]")
+                return child.returncode or 1
+        time.sleep(0.2)
+    return 0
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]], signals: _StopSignals, grace_s: float) -> None:
+    """SIGTERM every child still running; SIGKILL those still running after ``grace_s``
+    (a worker may take the grace period to finish handlers, as long again to record their
+    outcomes, and a few seconds to stop its internal tasks), or at a second Ctrl-C."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    if any(child.poll() is None for child in children):
+        console.print(
+            f"stopping: handlers still running get up to {grace_s:g} s (Ctrl-C again to stop them now)"
+        )
+    deadline = time.monotonic() + grace_s
+    while any(child.poll() is None for child in children):
+        if signals.now or time.monotonic() >= deadline:
+            why = "a second stop signal" if signals.now else "they did not stop in time"
+            alive = [child for child in children if child.poll() is None]
+            console.print(f"[red]killing {', '.join(str(c.pid) for c in alive)}: {why}[/red]")
+            for child in alive:
+                child.kill()
+            for child in alive:
+                child.wait()
+            break
+        time.sleep(0.05)
+    for child in children:
+        # -SIGTERM / -SIGINT: ended by the stop signal itself, after its own graceful
+        # stop (a second signal can land while it exits): a stop all the same
+        if child.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL):
+            console.print(f"[yellow]process {child.pid} exited with code {child.returncode}[/yellow]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,13 +250,15 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
     import uvicorn
 
     from eventstream.api import create_app
-    from eventstream.logs import configure
+    from eventstream.logs import configure, protect_output
 
+    protect_output()
     settings = settings_or_exit()
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
         raise typer.Exit(2)
+    _port_free_or_exit(host, port)
     loopback = _is_loopback(host)
     if not loopback:
         _refuse_without_keys(settings, host, insecure)
@@ -235,8 +291,9 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Exit once nothing is queued, in flight or scheduled.")] = False,
 ) -> None:
     """Run one worker process (needs EVENTSTREAM_REDIS_URL). SIGTERM stops it gracefully."""
-    from eventstream.logs import configure
+    from eventstream.logs import configure, protect_output
 
+    protect_output()
     settings = settings_or_exit(concurrency=concurrency)
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
@@ -381,7 +438,15 @@ def version() -> None:
 
 
 def main() -> None:
-    cli()
+    """The ``eventstream`` command. Output never fails it: a closed stdout ends it with 0."""
+    from eventstream.logs import OutputClosed, SafeStream, safe
+
+    sys.stdout = SafeStream(sys.stdout, end_on_broken_pipe=True)
+    sys.stderr = safe(sys.stderr)
+    try:
+        cli()
+    except OutputClosed:  # `eventstream dlq list | head`: the reader has what it wanted
+        sys.exit(0)
 
 
 # Subcommand groups register themselves on `cli` when imported.

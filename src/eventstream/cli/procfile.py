@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, BinaryIO
 
 import typer
 
@@ -87,11 +87,16 @@ _out_lock = threading.Lock()
 
 def _relay(label: str, width: int, stream: IO[bytes]) -> None:
     prefix = f"{label:<{width}} | ".encode()
-    out = sys.stdout.buffer
+    out: BinaryIO | None = sys.__stdout__.buffer if sys.__stdout__ is not None else None  # type: ignore[assignment]
     for line in iter(stream.readline, b""):
+        if out is None:
+            continue  # keep reading: a child blocked on a full pipe could not stop
         with _out_lock:
-            out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
-            out.flush()
+            try:
+                out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+                out.flush()
+            except (OSError, ValueError):  # our reader went away (a closed pipe, a full disk)
+                out = None
     stream.close()
 
 
@@ -177,6 +182,9 @@ def procfile(
     entry runs first, once. SIGTERM or Ctrl-C stops everything gracefully; exit code 0
     when every process stopped cleanly.
     """
+    from eventstream.logs import protect_output
+
+    protect_output()
     settings = settings_or_exit()
     try:
         entries = parse_procfile(file.read_text())
