@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -180,3 +181,23 @@ def test_ctrl_c_stops_everything_whatever_happened_to_the_output(
         assert status(client, done) == "processed"
     again.popen.send_signal(signal.SIGINT)
     assert cluster.wait_exit(again, timeout=40) == 0, again.logs()
+
+
+@pytest.mark.parametrize("command", ["up", "api"])
+def test_a_taken_port_is_refused_before_anything_starts(
+    cluster: Cluster, tmp_path: Path, command: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cluster.env(redis=command == "api")
+        proc = cluster.spawn(command, [command, "--port", str(port)], env)
+        assert cluster.wait_exit(proc) == 2, proc.logs()
+    err = " ".join(proc.stderr().split())
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "--port" in err
+    assert "API on" not in err, "nothing is started on a taken port"
+    assert "embedded Redis" not in err
+    assert not (cluster.data_dir / "redis").exists()
+    assert not cluster.marked_pids()
