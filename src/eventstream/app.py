@@ -72,6 +72,10 @@ class EventStream:
         return self._handlers.get(event_type) or self._handlers.get(WILDCARD)
 
     @property
+    def handlers(self) -> list[Handler]:
+        return list(self._handlers.values())
+
+    @property
     def types(self) -> list[str]:
         return sorted(self._handlers)
 

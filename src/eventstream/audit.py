@@ -13,6 +13,9 @@ lists, with up to ``examples`` ids each:
 
 - pending entries of consumers that are gone (no heartbeat for ``stale_after_ms``)
   and untouched as long: nobody will finish them unless a worker reclaims them;
+- entries a live worker has held longer than their handlers' timeouts allow (the
+  worker reports them when it renews its leases): a stuck worker, or sync handlers
+  waiting for a free thread;
 - retries due more than ``overdue_after_ms`` ago: no worker is promoting;
 - live events (stream or retry set) already recorded in the store, except entries
   a live worker is settling right now;
@@ -31,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 from redis.exceptions import ResponseError
 
 from eventstream.broker import Broker
@@ -172,6 +176,7 @@ class _Audit:
         store_count = await self.store.count()
         settling = await self._settling_entries()
         await self._stranded_pending()
+        await self._overdue_in_flight()
         await self._overdue_retries()
         await self._scan_stream(settling)
         await self._scan_retries()
@@ -287,6 +292,28 @@ class _Audit:
             owner = p["consumer"]
             if beats.get(owner, 0) < cutoff and int(p["time_since_delivered"]) >= self.stale_ms:
                 gone.add([f"{p['message_id']} ({owner})"])
+
+    async def _overdue_in_flight(self) -> None:
+        reports = await self.broker.overdue_reports()
+        if not reports:
+            return
+        beats = {m: int(float(s)) for m, s in await self.r.zrange(self.k.workers, 0, -1, withscores=True)}
+        f = self._problem(
+            "overdue_in_flight",
+            "in flight in a live worker longer than their handlers' timeouts allow: a handler or the "
+            "worker is stuck, or sync handlers wait for a thread (EVENTSTREAM_SYNC_THREADS)",
+        )
+        for consumer, raw in sorted(reports.items()):
+            if beats.get(consumer, 0) < self.now - self.stale_ms:
+                continue  # a gone worker: its entries are stranded_pending if anything
+            try:
+                report = msgspec.json.decode(raw)
+                count, event_id = int(report["count"]), str(report["eventId"])
+                age_s, allowed_s = report["ageMs"] / 1000, report["allowedMs"] / 1000
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+                continue
+            f.count += count - 1
+            f.add([f"{event_id} ({consumer}: {age_s:.0f}s, allowed {allowed_s:.0f}s)"])
 
     async def _overdue_retries(self) -> None:
         cutoff = self.now - self.overdue_ms

@@ -45,7 +45,14 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+# The range of datetime in milliseconds since the epoch: a time read back from Redis is
+# clamped to it, so a corrupt or absurd value still formats instead of failing a request.
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 def ms_to_iso(ms: int) -> str:
+    ms = min(max(ms, _MIN_MS), _MAX_MS)
     return ms_to_datetime(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -17,13 +17,12 @@ import asyncio
 import random
 import time
 
-import sqlalchemy.exc
 import structlog
-from redis.exceptions import RedisError
 
 from eventstream.broker import Broker
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
+from eventstream.transient import is_transient
 
 log = structlog.get_logger("eventstream.retention")
 
@@ -71,8 +70,10 @@ async def run_periodically(settings: Settings, broker: Broker, store: SqlStore, 
     while True:
         try:
             await prune_if_my_turn(settings, broker, store, owner)
-        except (RedisError, OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
-            log.warning(
-                "retention: prune failed; trying again next period", error=f"{type(exc).__name__}: {exc}"
-            )
+        except Exception as exc:  # whatever it is, the next period tries again
+            error = f"{type(exc).__name__}: {exc}"
+            if is_transient(exc):
+                log.warning("retention: prune failed; trying again next period", error=error)
+            else:
+                log.exception("retention: prune failed; trying again next period", error=error)
         await asyncio.sleep(settings.retention_interval)

@@ -31,8 +31,16 @@ class Settings(BaseSettings):
     # handler policy defaults (each handler may override)
     max_attempts: int = Field(5, ge=1, le=1000, description="Tries per event, the first included.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds before the first retry.")
-    retry_max_delay: float = Field(300.0, ge=0, description="Cap of the exponential backoff.")
+    retry_max_delay: float = Field(
+        300.0, ge=0, description="Cap of every retry delay: the backoff and Retry(delay=...)."
+    )
     handler_timeout: float = Field(30.0, gt=0, description="Seconds one try may take.")
+    handler_cancel_grace: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a handler cancelled at its timeout may take to stop before it is abandoned "
+        "(its try recorded as failed, the worker going on without it).",
+    )
 
     # worker
     concurrency: int = Field(256, ge=1, description="Handlers running at once per worker.")

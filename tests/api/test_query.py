@@ -259,7 +259,9 @@ async def test_retrying_shows_next_attempt(api: Api) -> None:
         raise Retry(delay=3600, reason="upstream busy")
 
     event_id = await api.accepted("LATER", {})
-    worker = Worker(app, api.settings, api.broker, api.store)
+    # a Retry delay is capped by EVENTSTREAM_RETRY_MAX_DELAY, short in the tests' settings
+    settings = api.settings.model_copy(update={"retry_max_delay": 7200.0})
+    worker = Worker(app, settings, api.broker, api.store)
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(10):

@@ -4,10 +4,12 @@ and worker, and deliberately corrupted ones, each found and named; the CLI's exi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ from eventstream.broker import Broker
 from eventstream.ingest import now_ms
 from eventstream.settings import Settings
 from eventstream.store import ProcessedRow, SqlStore
+from eventstream.worker import Worker
 from tests.api.conftest import running
 from tests.broker.conftest import deliver, ingest, kill, set_idle
 from tests.conftest import run_burst
+from tests.worker.conftest import wait_until
 
 VT_MS = 1_000
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +126,49 @@ async def test_states_left_by_a_real_worker_are_clean(
     assert report.ok, report.problems
     assert (report.received, report.processed, report.dlq) == (37, 30, 7)
     assert report.store_processed == 30
+
+
+async def test_entries_held_past_their_handlers_timeouts_are_reported(
+    broker: Broker, store: SqlStore, settings: Settings
+) -> None:
+    # One thread, taken by a long handler: a short-timeout sync event waits for it,
+    # in flight longer than its timeout allows. The worker says so when it renews its
+    # leases, and the audit reports it while it lasts.
+    settings = settings.model_copy(
+        update={"sync_threads": 1, "visibility_timeout": 0.3, "handler_cancel_grace": 0.05}
+    )
+    app = EventStream("audit")
+    release = threading.Event()
+    started = threading.Event()
+
+    @app.handler("LONG", timeout=30)
+    def long(event: Any) -> None:
+        started.set()
+        release.wait(20)
+
+    @app.handler("SHORT", timeout=0.05)
+    def short(event: Any) -> None:
+        pass
+
+    await ingest(broker, 1, "LONG")
+    worker = Worker(app, settings, broker, store)
+    task = asyncio.create_task(worker.run(burst=True))
+    try:
+        await asyncio.to_thread(started.wait, 10)
+        short_id = (await ingest(broker, 1, "SHORT"))[0][0]
+
+        async def reported() -> bool:
+            return "overdue_in_flight" in codes(await run_audit(broker, store))
+
+        await wait_until(reported, what="the overdue entry to be reported")
+        count, examples = problem(await run_audit(broker, store), "overdue_in_flight")
+        assert count == 1
+        assert examples[0].startswith(f"{short_id} ({worker.consumer}: ")
+    finally:
+        release.set()
+        await asyncio.wait_for(task, 10)
+    report = await run_audit(broker, store)
+    assert report.ok, report.problems  # cleared once the worker caught up and left
 
 
 async def test_pending_entries_of_a_vanished_consumer_are_stranded(broker: Broker, store: SqlStore) -> None:

@@ -105,3 +105,11 @@ def test_ms_to_iso(ms: int, iso: str) -> None:
     assert ms_to_datetime(ms).tzinfo is UTC
     parsed = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     assert parsed == ms_to_datetime(ms)
+
+
+def test_a_time_beyond_the_datetime_range_still_formats() -> None:
+    from eventstream.event import ms_to_iso
+
+    assert ms_to_iso(10**21).startswith("9999-12-31T23:59:59")
+    assert ms_to_iso(-(10**21)) == "0001-01-01T00:00:00.000Z"
+    assert ms_to_iso(0) == "1970-01-01T00:00:00.000Z"

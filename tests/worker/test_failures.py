@@ -324,29 +324,38 @@ async def test_retry_signal_with_zero_delay_overrides_long_backoff(
     await assert_conserved(broker, store, [event_id])
 
 
-async def test_retry_signal_delay_sets_the_due_time(
-    settings: Settings, broker: Broker, store: SqlStore
+@pytest.mark.parametrize(
+    ("delay", "expected_s"),
+    [(600, 600), (1e18, 900), (float("inf"), 900), (-5, 0), (float("nan"), None), ("soon", None)],
+)
+async def test_retry_signal_delay_sets_the_due_time_capped_by_the_max_delay(
+    settings: Settings, broker: Broker, store: SqlStore, delay: object, expected_s: float | None
 ) -> None:
+    settings = settings.model_copy(update={"retry_max_delay": 900.0, "retry_delay": 0.01})
     app = EventStream("test")
+    tries: list[int] = []  # when each try ran (ms)
 
     @app.handler("A")
     async def handle(event: Event) -> None:
-        raise Retry(delay=600, reason="rate limited")
+        tries.append(now_ms())
+        if event.attempt == 1:
+            raise Retry(delay=delay, reason="rate limited")  # type: ignore[arg-type]
 
     event_id = await put(broker, "A")
-    before = now_ms()
     worker = Worker(app, settings, broker, store)
     task = asyncio.create_task(worker.run())
     try:
-        await wait_until(lambda: _scheduled(broker, event_id), what="the retry to be scheduled")
+        if expected_s:  # the handler's delay, capped at EVENTSTREAM_RETRY_MAX_DELAY
+            await wait_until(lambda: _scheduled(broker, event_id), what="the retry to be scheduled")
+            due = await broker.redis.zscore(broker.keys.retry, event_id)
+            assert due is not None
+            assert tries[0] + expected_s * 1000 <= due <= now_ms() + expected_s * 1000
+        else:  # no wait (a negative delay), or not a usable delay: the short ordinary backoff
+            await wait_until(lambda: len(tries) == 2, what="the second try")
+            assert tries[1] - tries[0] < 1_000
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 10)
-    after = now_ms()
-    due = await broker.redis.zscore(broker.keys.retry, event_id)
-    assert due is not None
-    # settings.retry_max_delay is 0.05 s: the handler's own delay wins over the cap
-    assert before + 600_000 <= due <= after + 600_000
 
 
 async def test_retry_signal_still_respects_max_attempts(

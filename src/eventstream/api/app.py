@@ -9,8 +9,6 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from eventstream import __version__
 from eventstream.api import admin, dlq, events, keys, ops, problems, replay, schemas, security
@@ -23,6 +21,7 @@ from eventstream.heap import freeze_startup_objects
 from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
 from eventstream.store import create_store
+from eventstream.transient import REDIS_TRANSIENT
 
 log = structlog.get_logger("eventstream.api")
 
@@ -56,7 +55,7 @@ def create_app(
             await broker.ensure_group()
             for warning in await broker.safety_warnings():
                 log.warning("redis could lose events", reason=warning)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_TRANSIENT as exc:
             # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
             # (Ingest creates the stream; workers create the consumer group.)
             log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
@@ -113,7 +112,7 @@ async def _announce(guard: Guard) -> None:
     assert guard.registry is not None
     try:
         keys_exist = await guard.registry.any_keys()
-    except (RedisConnectionError, RedisTimeoutError, OSError):
+    except REDIS_TRANSIENT:
         return
     if keys_exist:
         log.info(

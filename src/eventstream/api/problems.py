@@ -8,13 +8,12 @@ import msgspec
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from eventstream.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationError
+from eventstream.transient import is_transient
 
 log = structlog.get_logger("eventstream.api")
 
@@ -42,9 +41,6 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
         media_type="application/problem+json",
         headers=headers,
     )
-
-
-BACKEND_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OperationalError, InterfaceError)
 
 
 def response_for(exc: Exception) -> Response:
@@ -80,7 +76,7 @@ def response_for(exc: Exception) -> Response:
             "retry later with the same Idempotency-Key to be told which",
             headers={"Retry-After": "1"},
         )
-    if isinstance(exc, BACKEND_DOWN):
+    if is_transient(exc):
         log.warning("backing service unavailable", error=f"{type(exc).__name__}: {exc}")
         return problem(
             503,
@@ -96,5 +92,5 @@ def install(app: FastAPI) -> None:
         return response_for(exc)
 
     for cls in (ValidationError, RequestValidationError, NotFound, HTTPException, Unavailable,
-                Unauthorized, Forbidden, RateLimited, *BACKEND_DOWN, Exception):  # fmt: skip
+                Unauthorized, Forbidden, RateLimited, Exception):  # fmt: skip
         app.add_exception_handler(cls, handle)

@@ -65,7 +65,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstream.api import problems
 from eventstream.api.deps import read_body
-from eventstream.api.problems import BACKEND_DOWN
 from eventstream.auth import trail
 from eventstream.auth.apikeys import KeyRegistry, digest, parse_token
 from eventstream.auth.policy import INGEST_BATCH, manages_keys, required_scope
@@ -79,6 +78,7 @@ from eventstream.errors import (
     Unavailable,
 )
 from eventstream.settings import Settings
+from eventstream.transient import REDIS_TRANSIENT
 
 NO_KEYS_TTL_S = 1.0
 PRINCIPAL = "eventstream.principal"  # the scope entry endpoints read the caller from
@@ -166,7 +166,7 @@ class Guard:
             self._checking = task
         try:
             return await asyncio.shield(task)
-        except BACKEND_DOWN:
+        except REDIS_TRANSIENT:
             if self.loopback and self._known:
                 # Redis unreachable: on loopback keep the last answer, so the store's
                 # reads and validation keep working for local use while Redis is down

@@ -184,8 +184,11 @@ class Broker:
             for group in await self._r.xinfo_groups(k.stream):
                 if group["name"] == GROUP:
                     pending = int(group["pending"])
+                    # Redis derives lag from counters that a restart can leave off (after an
+                    # AOF reload it read 73,154 with nothing queued): never more than queued.
+                    queued = max(int(length) - pending, 0)
                     lag_value = group.get("lag")
-                    lag = int(lag_value) if lag_value is not None else max(length - pending, 0)
+                    lag = min(int(lag_value), queued) if lag_value is not None else queued
         except ResponseError:  # no stream yet
             pass
         return {
@@ -201,6 +204,16 @@ class Broker:
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         await self._r.zadd(self.keys.workers, {consumer: now_ms})
 
+    async def report_overdue(self, consumer: str, report: str | None) -> None:
+        """Record (or, with None, clear) what this consumer holds past its handlers' timeouts."""
+        if report is None:
+            await self._r.hdel(self.keys.overdue, consumer)
+        else:
+            await self._r.hset(self.keys.overdue, consumer, report)
+
+    async def overdue_reports(self) -> dict[str, str]:
+        return dict(await self._r.hgetall(self.keys.overdue))
+
     async def release(self, consumer: str, entries: list[str], idle_ms: int) -> None:
         """Mark this consumer's entries as idle for ``idle_ms``, so that the next reclaim by
         a live worker takes them at once (no delivery is counted: JUSTID)."""
@@ -209,6 +222,7 @@ class Broker:
     async def leave(self, consumer: str) -> None:
         """A worker that stops cleanly removes its heartbeat (and its consumer if idle)."""
         await self.scripts.leave(self.redis, consumer)
+        await self._r.hdel(self.keys.overdue, consumer)
 
     # ---- where is an event ---------------------------------------------------------
 

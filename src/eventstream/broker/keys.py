@@ -21,6 +21,10 @@ Redis Cluster slot and every script can touch all of them atomically.
     {p}:counters      HASH    exact monotonic counters (see eventstream.metrics).
     {p}:hist          HASH    histogram bucket counts, sums and counts.
     {p}:workers       ZSET    consumer name scored by its last heartbeat (ms).
+    {p}:overdue       HASH    consumer name -> its in-flight entries held longer than
+                              their handlers' timeouts allow (JSON: count, oldest entry,
+                              its event id, age and allowance in ms); written by the
+                              worker's lease renewal when that changes, read by the audit.
     {p}:idem:<hash>   STRING  idempotency key digest -> event id, expires after the
                               dedupe window. The client's key is hashed, never used raw.
     {p}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
@@ -58,6 +62,7 @@ class Keys:
         "counters",
         "dlq",
         "hist",
+        "overdue",
         "prefix",
         "retry",
         "retry_body",
@@ -80,6 +85,7 @@ class Keys:
         self.counters = f"{self.tag}:counters"
         self.hist = f"{self.tag}:hist"
         self.workers = f"{self.tag}:workers"
+        self.overdue = f"{self.tag}:overdue"
         self.api_keys = f"{self.tag}:apikeys"
 
     def idem(self, key: str) -> str:
@@ -117,4 +123,5 @@ class Keys:
             self.counters,
             self.hist,
             self.workers,
+            self.overdue,
         ]

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -300,54 +299,12 @@ def worker(
         console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
         raise typer.Exit(2)
     sys.path.insert(0, os.getcwd())
+    from eventstream.worker.process import run as run_worker
+
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_run_worker(settings, app, burst))
+        run_worker(settings, app, burst)
     except EventStreamError as exc:
         raise fail(exc) from None
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-async def _run_worker(settings: Settings, app_spec: str | None, burst: bool) -> None:
-    import structlog
-
-    from eventstream.app import load_app
-    from eventstream.broker import Broker, connect
-    from eventstream.heap import freeze_startup_objects
-    from eventstream.retention import run_periodically as run_retention
-    from eventstream.store import create_store
-    from eventstream.worker import Worker
-
-    log = structlog.get_logger("eventstream.worker")
-    app = load_app(app_spec)
-    redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
-    broker = Broker(redis, settings.keys)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = create_store(settings.store_url)
-    try:
-        await store.ensure_schema(auto_upgrade=settings.database_url is None)
-        for warning in await broker.safety_warnings():
-            log.warning("redis could lose events", reason=warning)
-        w = Worker(app, settings, broker, store)
-        w.install_signal_handlers()
-        freeze_startup_objects()  # the user's app and every module are loaded: short GC pauses
-        pruning = None if burst else asyncio.create_task(run_retention(settings, broker, store, w.consumer))
-        try:
-            await w.run(burst=burst)
-        finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
-    finally:
-        await store.close()
-        await redis.aclose()
 
 
 @cli.command()

@@ -1,27 +1,38 @@
-"""Run one handler on one delivery and say what should become of the event."""
+"""Run one handler on one delivery and say what should become of the event.
+
+Whatever the handler does short of killing the process ends as an outcome: a return
+is ``Done``; any ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt`` included)
+is a failed try, retried or dead-lettered with a readable reason. A handler that
+outlives its timeout is cancelled; one that ignores the cancellation for
+``handler_cancel_grace`` seconds is abandoned: its try is recorded as failed and the
+worker goes on without it (the coroutine or thread is left to itself).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import contextvars
+import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import msgspec
 
-from eventstream.app import EventStream, HandlerFunc
+from eventstream.app import EventStream, Handler, HandlerFunc
 from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Envelope, Event, decode_envelope
 from eventstream.settings import Settings
+from eventstream.worker.reasons import clip, describe, format_traceback
 from eventstream.worker.retry import backoff_s
 
-TRACEBACK_LIMIT = 8_000
+__all__ = ["Dead", "Dispatcher", "Done", "Outcome", "RetryLater"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +68,22 @@ class Dead:
 
 Outcome = Done | RetryLater | Dead
 
+# Called when a handler is abandoned: the task that still runs it, and the outcome
+# recorded for its try in its place.
+AbandonHook = Callable[[asyncio.Task[Any], Outcome], None]
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _requested_delay(exc: Retry) -> float | None:
+    """The delay a ``Retry`` asks for, or None (the backoff) when it is not a usable number."""
+    try:
+        delay = float(exc.delay) if exc.delay is not None else math.nan
+    except BaseException:  # not a number, or a property that raises
+        return None
+    return None if math.isnan(delay) else delay
 
 
 class Dispatcher:
@@ -74,16 +93,22 @@ class Dispatcher:
         self.app = app
         self.settings = settings
         self.executor = executor
+        self.on_abandon: AbandonHook | None = None
+        self.stuck_threads = 0  # sync handlers still running in a thread after their timeout
+        self._retired: list[Executor] = []  # pools left to their stuck threads
         # One slot per handler thread, held until the thread is done with the handler
-        # (even after a timeout): a sync handler's timeout starts when a thread runs it,
-        # not while it waits for one.
+        # (a sync handler's timeout starts when a thread runs it, not while it waits for
+        # one). A thread stuck past its timeout gives its slot to a fresh pool.
         self._threads = asyncio.Semaphore(settings.sync_threads)
-        self._submit: Callable[[HandlerFunc, Event], Future[object]] = executor.submit
+        self._context = False
 
     def propagate_context(self) -> None:
         """Run sync handlers in a copy of the caller's context (so they see its current span)."""
-        submit = self.executor.submit
-        self._submit = lambda func, event: submit(contextvars.copy_context().run, func, event)
+        self._context = True
+
+    def shutdown(self) -> None:
+        for pool in (self.executor, *self._retired):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self, d: StreamEntry) -> Outcome:
         attempt = d.attempts + 1
@@ -93,7 +118,9 @@ class Dispatcher:
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError, OverflowError, OSError) as exc:
             # OverflowError / ValueError / OSError: a receivedAt no datetime can hold
             now = _now_ms()
-            return Dead(d, "", d.attempts, f"MalformedEvent: {exc}", "", now, now, handler_ran=False)
+            return Dead(
+                d, "", d.attempts, f"MalformedEvent: {describe(exc)}", "", now, now, handler_ran=False
+            )
         handler = self.app.handler_for(env.type)
         if handler is None:
             now = _now_ms()
@@ -114,97 +141,177 @@ class Dispatcher:
         delay_override: float | None = None
         try:
             if handler.is_async:
-                await _with_deadline(handler.func(event), timeout_s)  # type: ignore[arg-type]
+                expiry = _Expiry(self, d, env, handler, timeout_s)
+                await _with_deadline(handler.func(event), expiry)  # type: ignore[arg-type]
             else:
-                await asyncio.wait_for(asyncio.wrap_future(self._in_thread(handler.func, event)), timeout_s)
+                await self._in_thread(handler.func, event, timeout_s)
             return Done(d, env, attempt, time.perf_counter() - start)
         except asyncio.CancelledError:
             raise
         except PermanentError as exc:
             now = _now_ms()
-            return Dead(d, env.type, attempt, _reason(exc), _tb(exc), d.first_failure_ms or now, now)
+            return Dead(
+                d, env.type, attempt, describe(exc), format_traceback(exc), d.first_failure_ms or now, now
+            )
         except Retry as exc:
-            delay_override = exc.delay
+            delay_override = _requested_delay(exc)
             failure: BaseException = exc
         except TimeoutError as exc:
             if time.perf_counter() - start >= timeout_s * 0.999:
                 failure = TimeoutError(f"handler took longer than its timeout of {timeout_s:g}s")
             else:
                 failure = exc
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: a failed try like any other
             failure = exc
-        return self._failed(d, env, handler.max_attempts, handler.retry_delay, failure, delay_override)
+        return self._failed(d, env, handler, failure, delay_override)
 
-    def _in_thread(self, func: HandlerFunc, event: Event) -> Future[object]:
-        """Submit to the executor; the thread slot is released when the call returns."""
+    def crashed(self, d: StreamEntry, exc: BaseException) -> Outcome:
+        """The outcome of a try whose running itself failed (a bug, or a tracing hook that raised)."""
+        try:
+            env = decode_envelope(d.envelope)
+        except Exception:
+            now = _now_ms()
+            return Dead(
+                d, "", d.attempts, f"MalformedEvent: {describe(exc)}", "", now, now, handler_ran=False
+            )
+        handler = self.app.handler_for(env.type) or Handler(env.type, _never, False)
+        return self._failed(d, env, handler, exc, None)
+
+    async def _in_thread(self, func: HandlerFunc, event: Event, timeout_s: float) -> None:
+        """Run a sync handler in a thread; the thread slot is released when the call returns."""
         loop = asyncio.get_running_loop()
+        released = False
 
-        def release(_: Future[object]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._threads.release)
+        def release(_: Future[Any]) -> None:
+            nonlocal released
+            if not released:
+                released = True
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._threads.release)
 
         try:
-            future = self._submit(func, event)
+            future: Future[Any]
+            if self._context:
+                future = self.executor.submit(contextvars.copy_context().run, func, event)
+            else:
+                future = self.executor.submit(func, event)
         except BaseException:
             self._threads.release()
             raise
         future.add_done_callback(release)
-        return future
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except TimeoutError:
+            if not future.done() and not released:
+                # The thread cannot be stopped: give its slot to a fresh pool now, or
+                # enough stuck handlers would leave no thread for any other event.
+                released = True
+                self.stuck_threads += 1
+                self._retired.append(self.executor)
+                self.executor = ThreadPoolExecutor(self.settings.sync_threads, thread_name_prefix="handler")
+                self._threads.release()
+            raise
+
+    def _abandon(self, stuck: _Expiry, task: asyncio.Task[Any]) -> None:
+        if task.done() or self.on_abandon is None:
+            return
+        grace = self.settings.handler_cancel_grace
+        failure = TimeoutError(
+            f"handler took longer than its timeout of {stuck.timeout_s:g}s and ignored cancellation "
+            f"for {grace:g}s; abandoned"
+        )
+        outcome = self._failed(stuck.delivery, stuck.envelope, stuck.handler, failure, None, _where(task))
+        self.on_abandon(task, outcome)
 
     def _failed(
         self,
         d: StreamEntry,
         env: Envelope,
-        max_attempts: int | None,
-        retry_delay: float | None,
+        handler: Handler,
         exc: BaseException,
         delay_override: float | None,
+        traceback: str | None = None,
     ) -> Outcome:
         s = self.settings
         now = _now_ms()
         made = d.attempts + 1
         first = d.first_failure_ms or now
-        limit = max_attempts if max_attempts is not None else s.max_attempts
+        limit = handler.max_attempts if handler.max_attempts is not None else s.max_attempts
+        reason = describe(exc)
         if made >= limit:
             return Dead(
                 d,
                 env.type,
                 made,
-                f"{_reason(exc)} (gave up after {made} attempt{'s' if made > 1 else ''})",
-                _tb(exc),
+                f"{reason} (gave up after {made} attempt{'s' if made > 1 else ''})",
+                clip(traceback, 8_000) if traceback is not None else format_traceback(exc),
                 first,
                 now,
             )
         if delay_override is not None:
-            delay = max(0.0, delay_override)
+            delay = min(max(0.0, delay_override), s.retry_max_delay)  # inf -> the cap
         else:
-            base = retry_delay if retry_delay is not None else s.retry_delay
+            base = handler.retry_delay if handler.retry_delay is not None else s.retry_delay
             delay = backoff_s(made, base, s.retry_max_delay)
-        return RetryLater(d, now + int(delay * 1000), made, first, _reason(exc), env.type)
+        return RetryLater(d, now + int(delay * 1000), made, first, reason, env.type)
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task is stuck: the frames of its chain of awaits, innermost last."""
+    frames: list[FrameType] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(frames) < 100:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    try:
+        summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+        return "Where the handler was stuck (most recent call last):\n" + "".join(summary.format())
+    except Exception:
+        return ""
+
+
+def _never(event: Event) -> None:  # pragma: no cover - stands in for a handler that is gone
+    raise RuntimeError("no handler")
 
 
 class _Expiry:
-    """Cancels a task at its deadline and remembers that it did."""
+    """Cancels a handler's task at its deadline and remembers that it did; abandons the
+    handler if it is still running ``handler_cancel_grace`` seconds later."""
 
-    __slots__ = ("expired", "task")
+    __slots__ = ("delivery", "dispatcher", "envelope", "expired", "handler", "late", "task", "timeout_s")
 
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
+    def __init__(
+        self, dispatcher: Dispatcher, d: StreamEntry, env: Envelope, handler: Handler, timeout_s: float
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.delivery = d
+        self.envelope = env
+        self.handler = handler
+        self.timeout_s = timeout_s
         self.expired = False
+        self.late: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None
 
     def __call__(self) -> None:
+        assert self.task is not None
         self.expired = True
         self.task.cancel()
+        self.late = asyncio.get_running_loop().call_later(
+            self.dispatcher.settings.handler_cancel_grace, self.dispatcher._abandon, self, self.task
+        )
 
 
-async def _with_deadline(awaitable: Awaitable[object], timeout_s: float) -> None:
+async def _with_deadline(awaitable: Awaitable[object], expiry: _Expiry) -> None:
     """``async with asyncio.timeout()`` for the hot path: one timer, no context manager."""
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - always called from a task
         raise RuntimeError("handlers run in tasks")
+    expiry.task = task
     loop = asyncio.get_running_loop()
-    expiry = _Expiry(task)
-    timer = loop.call_at(loop.time() + timeout_s, expiry)
+    timer = loop.call_at(loop.time() + expiry.timeout_s, expiry)
     try:
         await awaitable
     except asyncio.CancelledError:
@@ -214,8 +321,5 @@ async def _with_deadline(awaitable: Awaitable[object], timeout_s: float) -> None
         raise
     finally:
         timer.cancel()
-
-
-def _tb(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    return text[-TRACEBACK_LIMIT:]
+        if expiry.late is not None:
+            expiry.late.cancel()

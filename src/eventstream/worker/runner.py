@@ -25,11 +25,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-import sqlalchemy.exc
+import msgspec
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, StreamEntry
@@ -37,6 +35,7 @@ from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
+from eventstream.transient import REDIS_TRANSIENT, is_transient
 from eventstream.worker.dispatch import Dispatcher, Done, Outcome
 from eventstream.worker.settle import record_outcomes, write_rows
 
@@ -45,13 +44,6 @@ log = structlog.get_logger("eventstream.worker")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
-STORE_TRANSIENT = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    sqlalchemy.exc.DisconnectionError,
-    sqlalchemy.exc.TimeoutError,
-)
 READ_BLOCK_MS = 200
 MAX_BACKOFF_S = 2.0
 STOP_TASKS_S = 5.0
@@ -104,8 +96,10 @@ class Worker:
         self.broker = broker
         self.store = store
         self.consumer = consumer or consumer_name()
-        self.executor = ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
-        self.dispatcher = Dispatcher(app, settings, self.executor)
+        self.dispatcher = Dispatcher(
+            app, settings, ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
+        )
+        self.dispatcher.on_abandon = self._abandoned_handler
         self._run: Callable[[StreamEntry], Awaitable[Outcome]] = self.dispatcher.run
         if settings.tracing:  # decided once: with tracing off, handler tries carry no tracing code
             from eventstream.tracing import traced
@@ -113,9 +107,14 @@ class Worker:
             self._run = traced(self.dispatcher.run, settings)
             self.dispatcher.propagate_context()
         self._inflight: dict[str, StreamEntry] = {}
+        self._started: dict[str, int] = {}  # entry -> when this worker took it (ms)
+        self._overdue_report: str | None = None  # as last written to Redis
         self._settling: set[str] = set()  # entries whose outcomes are being recorded
         self._abandoned: list[str] = []  # entries whose handlers were cancelled at shutdown
         self._tasks: set[asyncio.Task[None]] = set()
+        # Tasks of handlers that ignored their cancellation: their tries are recorded as
+        # failed, and whatever they do later is ignored.
+        self.stuck: set[asyncio.Task[Any]] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._space = asyncio.Event()
         self._space.set()
@@ -127,10 +126,12 @@ class Worker:
 
     def request_stop(self) -> None:
         """Stop reading; in-flight work finishes within the shutdown grace period."""
-        if not self._stop.is_set():
-            log.info("worker stopping", consumer=self.consumer, in_flight=len(self._inflight))
+        first = not self._stop.is_set()
+        # The flag first: the line below may fail (stderr a closed pipe) and must not stop the stop.
         self._stop.set()
         self._space.set()  # wake the reader if it waits for a free slot: it must see the stop
+        if first:
+            log.info("worker stopping", consumer=self.consumer, in_flight=len(self._inflight))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,7 +164,14 @@ class Worker:
                 log.warning("internal tasks did not stop in time", consumer=self.consumer)
             with contextlib.suppress(RedisError):
                 await self.broker.leave(self.consumer)
-            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.dispatcher.shutdown()
+            if self.stuck or self.dispatcher.stuck_threads:
+                log.warning(
+                    "handlers that ignored their timeout are still running; the process may "
+                    "exit without waiting for them",
+                    coroutines=len(self.stuck),
+                    threads=self.dispatcher.stuck_threads,
+                )
             log.info("worker stopped", consumer=self.consumer, settled=self.settled)
         if self._fatal is not None:
             raise self._fatal
@@ -179,6 +187,8 @@ class Worker:
                 )
                 if await _cancel_and_wait(still, STOP_TASKS_S):
                     log.warning("handlers ignored cancellation; stopping without them")
+                    # their entries too: in flight, not being recorded
+                    self._abandoned += [e for e in self._inflight if e not in self._settling]
                 await self._release(self._abandoned)
 
     async def _release(self, entries: list[str]) -> None:
@@ -187,7 +197,7 @@ class Worker:
             return
         try:
             await self.broker.release(self.consumer, entries, int(self.settings.visibility_timeout * 1000))
-        except (*TRANSIENT, RedisError) as exc:
+        except (RedisError, OSError) as exc:
             log.warning("could not release unfinished events; they wait for the visibility timeout",
                         error=str(exc))  # fmt: skip
 
@@ -206,10 +216,18 @@ class Worker:
                     self.consumer, min(free, self.settings.batch_size), READ_BLOCK_MS
                 )
                 backoff = 0.05
-            except TRANSIENT as exc:
+            except REDIS_TRANSIENT as exc:
                 log.warning("redis unreachable, retrying", error=str(exc), in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                # The stream or its group is gone (a Redis restarted without its data):
+                # make them again rather than stop.
+                log.warning("consumer group missing: creating it again", error=str(exc))
+                await self._retrying(self.broker.ensure_group)
                 continue
             if entries:
                 await self._dispatch(entries, redelivered=False)
@@ -228,8 +246,10 @@ class Worker:
 
     async def _dispatch(self, entries: list[StreamEntry], redelivered: bool) -> None:
         """Start handler tasks; entries that may already be processed are checked first."""
+        now = _now_ms()
         for e in entries:
             self._inflight[e.entry] = e
+            self._started[e.entry] = now
         suspect = [e for e in entries if redelivered or e.attempts > 0]
         already: set[str] = set()
         if suspect:
@@ -253,10 +273,36 @@ class Worker:
         try:
             outcome = await self._run(entry)
         except asyncio.CancelledError:
-            self._inflight.pop(entry.entry, None)
-            self._abandoned.append(entry.entry)
-            self._space.set()
+            if not self._is_stuck():
+                self._inflight.pop(entry.entry, None)
+                self._started.pop(entry.entry, None)
+                self._abandoned.append(entry.entry)
+                self._space.set()
             raise
+        except BaseException as exc:  # never leave an entry in flight with no outcome
+            log.exception("handler try failed to run", **entry_fields(entry))
+            outcome = self.dispatcher.crashed(entry, exc)
+        if self._is_stuck():  # abandoned earlier: its outcome is recorded already
+            return
+        self._outcomes.put_nowait(outcome)
+
+    def _is_stuck(self) -> bool:
+        if not self.stuck:
+            return False
+        task = asyncio.current_task()
+        if task in self.stuck:
+            self.stuck.discard(task)
+            return True
+        return False
+
+    def _abandoned_handler(self, task: asyncio.Task[Any], outcome: Outcome) -> None:
+        """A handler ignored its cancellation: record its try as failed and go on without it."""
+        self.stuck.add(task)
+        self._tasks.discard(task)
+        log.error(
+            "handler ignored cancellation after its timeout: abandoned, its try recorded as failed",
+            **entry_fields(outcome.delivery),
+        )
         self._outcomes.put_nowait(outcome)
 
     # ---- settling ------------------------------------------------------------------
@@ -278,6 +324,7 @@ class Worker:
             finally:
                 for o in group:
                     self._inflight.pop(o.delivery.entry, None)
+                    self._started.pop(o.delivery.entry, None)
                     self._settling.discard(o.delivery.entry)
                     self._outcomes.task_done()
                 self._space.set()
@@ -297,7 +344,9 @@ class Worker:
                 return await func(*args, **kwargs)
             except asyncio.CancelledError:
                 raise
-            except (*TRANSIENT, *STORE_TRANSIENT) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 log.warning(
                     "backing service unavailable, retrying",
                     op=getattr(func, "__name__", "call"),
@@ -327,18 +376,72 @@ class Worker:
                     await self._reclaim(vt_ms)
                     last_reclaim = now
                 backoff = s.poll_interval
-            except TRANSIENT as exc:
-                log.warning("maintenance: redis unreachable", error=str(exc), in_s=backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-            except RedisError as exc:
-                log.error("maintenance failed", error=str(exc))
+            except Exception as exc:  # a failed round must not end promotion and reclaiming
+                if is_transient(exc):
+                    log.warning("maintenance: redis unreachable", error=str(exc), in_s=backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                else:
+                    log.exception("maintenance failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(backoff)
 
     async def _promote(self) -> None:
         while await self.broker.scripts.promote(self.broker.redis, _now_ms(), 1000) >= 1000:
             pass
 
+    async def _report_overdue(self) -> None:
+        """Tell the audit about entries held longer than their handlers' timeouts allow
+        (timeout + cancel grace + one renewal period): a stuck worker, or sync handlers
+        waiting for threads. Written only when it changes."""
+        s = self.settings
+        now = _now_ms()
+        slack_ms = int((s.handler_cancel_grace + s.visibility_timeout / 3) * 1000)
+        shortest = min([s.handler_timeout, *(h.timeout for h in self.app.handlers if h.timeout)])
+        old = [
+            (started, entry)
+            for entry, started in self._started.items()
+            if now - started > shortest * 1000 + slack_ms and entry not in self._settling
+        ]
+        overdue: list[tuple[int, str, int]] = []
+        for started, entry in old:
+            delivery = self._inflight.get(entry)
+            if delivery is None:
+                continue
+            allowed_ms = int(self._timeout_of(delivery) * 1000) + slack_ms
+            if now - started > allowed_ms:
+                overdue.append((started, entry, allowed_ms))
+        report = None
+        if overdue:
+            started, entry, allowed_ms = min(overdue)
+            report = msgspec.json.encode(
+                {
+                    "count": len(overdue),
+                    "entry": entry,
+                    "eventId": self._inflight[entry].event_id,
+                    "ageMs": now - started,
+                    "allowedMs": allowed_ms,
+                }
+            ).decode()
+            if self._overdue_report is None:
+                log.error(
+                    "events in flight longer than their handlers' timeouts allow",
+                    count=len(overdue),
+                    **entry_fields(self._inflight[entry]),
+                )
+        if report is not None or self._overdue_report is not None:
+            await self.broker.report_overdue(self.consumer, report)
+        self._overdue_report = report
+
+    def _timeout_of(self, delivery: StreamEntry) -> float:
+        try:
+            handler = self.app.handler_for(decode_envelope(delivery.envelope).type)
+        except Exception:
+            handler = None
+        if handler is None or handler.timeout is None:
+            return self.settings.handler_timeout
+        return handler.timeout
+
     async def _renew(self) -> None:
+        await self._report_overdue()
         entries = list(self._inflight)
         for i in range(0, max(len(entries), 1), 1000):
             lost = await self.broker.scripts.renew(
