@@ -177,15 +177,18 @@ class Worker:
             raise self._fatal
 
     async def _drain_inflight(self) -> None:
+        # The grace period in all: handlers may finish on their own until its last
+        # stretch, which is left for the cancelled ones to stop in.
         grace = self.settings.shutdown_grace
+        cancel_s = min(self.settings.handler_cancel_grace, grace / 2)
         if self._tasks:
-            _, still = await asyncio.wait(set(self._tasks), timeout=grace)
+            _, still = await asyncio.wait(set(self._tasks), timeout=grace - cancel_s)
             if still:
                 log.warning(
                     "grace period over: leaving unfinished events to be reclaimed",
                     count=len(still),
                 )
-                if await _cancel_and_wait(still, STOP_TASKS_S):
+                if await _cancel_and_wait(still, cancel_s):
                     log.warning("handlers ignored cancellation; stopping without them")
                     # their entries too: in flight, not being recorded
                     self._abandoned += [e for e in self._inflight if e not in self._settling]
