@@ -99,6 +99,18 @@ class Settings(BaseSettings):
         description="Events at once for anonymous use; 0: one second's worth of the rate.",
     )
 
+    # HTTP server limits (api/server.py)
+    max_head_bytes: int = Field(
+        32_768, ge=1024, le=1_048_576, description="Largest request head (request line, headers); 431 beyond."
+    )
+    head_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request head may take, from the connection or its first byte; 408."
+    )
+    body_timeout: float = Field(10.0, gt=0, description="Seconds a request body may stall before 408.")
+    max_connections: int = Field(
+        1000, ge=0, description="Connections served at once; a request on one more gets 503. 0: no limit."
+    )
+
     # redis client
     redis_timeout: float = Field(
         5.0, ge=0.5, description="Seconds to wait for one Redis reply (API: then 503; worker: retry)."

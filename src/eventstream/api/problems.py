@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from eventstream.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationError
@@ -83,6 +84,10 @@ def response_for(exc: Exception) -> Response:
             "a backing service (Redis or the store) is unreachable; nothing was changed, retry later",
             headers={"Retry-After": "1"},
         )
+    if isinstance(exc, ClientDisconnect):
+        # The client went away mid-request: not a server error, and nobody reads the answer.
+        log.debug("client disconnected before the request was read")
+        return problem(400, "the client disconnected before the request was complete")
     log.exception("unexpected error", error=f"{type(exc).__name__}", exc_info=exc)
     return problem(500, "unexpected server error; it has been logged")
 
@@ -94,3 +99,4 @@ def install(app: FastAPI) -> None:
     for cls in (ValidationError, RequestValidationError, NotFound, HTTPException, Unavailable,
                 Unauthorized, Forbidden, RateLimited, Exception):  # fmt: skip
         app.add_exception_handler(cls, handle)
+    app.add_exception_handler(ClientDisconnect, handle)  # else Starlette re-raises it as a server error

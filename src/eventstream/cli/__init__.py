@@ -249,6 +249,7 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
     import uvicorn
 
     from eventstream.api import create_app
+    from eventstream.api.server import limit_concurrency, protocol_class
     from eventstream.logs import configure, protect_output
 
     protect_output()
@@ -271,7 +272,8 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(settings),  # httptools, with a head-size cap and head and body timeouts
+        limit_concurrency=limit_concurrency(settings),
         log_level="warning",
         log_config=None,  # keep eventstream.logs' handler: uvicorn's lines in the same format
         access_log=False,
