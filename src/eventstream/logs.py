@@ -175,6 +175,7 @@ def configure(level: str = "info", fmt: str = "auto", audit_file: Path | None = 
 
 
 AUDIT_LOGGER = "eventstream.audit_trail"  # eventstream.auth.trail.LOGGER (auth sits above logs)
+AUDIT_FILE = "audit.log"  # in the data dir: the audit trail of commands run at a terminal
 
 
 class _AuditToFile:

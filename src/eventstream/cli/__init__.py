@@ -13,14 +13,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from eventstream import __version__
-from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.cli.common import (
+    Command,
+    DataDirOpt,
+    cli,
+    console,
+    fail,
+    redis_url_or_exit,
+    settings_or_exit,
+)
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
 
@@ -33,10 +40,11 @@ AppArg = Annotated[
         help="Your handlers, as MODULE:ATTRIBUTE (e.g. examples.shop:app). "
         "Without it every event is simply recorded as processed.",
         show_default=False,
+        metavar="MODULE:APP",
     ),
 ]
-HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
-PortOpt = Annotated[int, typer.Option(help="Port the HTTP API listens on.")]
+HostOpt = Annotated[str, typer.Option(metavar="ADDRESS", help="Address the HTTP API listens on.")]
+PortOpt = Annotated[int, typer.Option(metavar="PORT", help="Port the HTTP API listens on.")]
 InsecureOpt = Annotated[
     bool,
     typer.Option(
@@ -44,14 +52,9 @@ InsecureOpt = Annotated[
         "(refused without it)."
     ),
 ]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(help="Where the embedded Redis and the SQLite store keep their files "
-                 "[env: EVENTSTREAM_DATA_DIR; default: ./data]."),
-]  # fmt: skip
 
 
-@cli.command()
+@cli.command(cls=Command)
 def up(
     app: AppArg = None,
     host: HostOpt = "127.0.0.1",
@@ -283,11 +286,17 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
     )
 
 
-@cli.command()
+@cli.command(cls=Command)
 def worker(
     app: AppArg = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Handlers at once [env: EVENTSTREAM_CONCURRENCY].")
+        int | None,
+        typer.Option(
+            envvar="EVENTSTREAM_CONCURRENCY",
+            show_default=str(Settings.model_fields["concurrency"].default),
+            metavar="N",
+            help="Handlers running at once.",
+        ),
     ] = None,
     burst: Annotated[bool, typer.Option(help="Exit once nothing is queued, in flight or scheduled.")] = False,
 ) -> None:
@@ -311,17 +320,19 @@ def worker(
 
 @cli.command()
 def audit(
-    examples: Annotated[int, typer.Option(min=0, help="Example ids shown per problem.")] = 5,
+    examples: Annotated[int, typer.Option(min=0, metavar="N", help="Example ids shown per problem.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Check that every accepted event is in exactly one place and list anything stranded.
 
-    Needs EVENTSTREAM_REDIS_URL (and EVENTSTREAM_DATABASE_URL unless the store is the
-    SQLite file in the data dir). Exit code 0 when all is well, 1 when something is wrong.
+    Works on Redis and the store directly: beside a running `eventstream up` (its data
+    dir), or on EVENTSTREAM_REDIS_URL and EVENTSTREAM_DATABASE_URL. Exit code 0 when all
+    is well, 1 when something is wrong.
     """
     from eventstream.logs import configure
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(data_dir=data_dir)
     configure(settings.log_level, settings.log_format)
     url = redis_url_or_exit(settings)
     try:

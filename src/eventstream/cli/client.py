@@ -23,13 +23,17 @@ DEFAULT_TIMEOUT_S = 10.0
 REPLAY_TIMEOUT_S = 10.0 + 20.0
 
 UrlOpt = Annotated[
-    str, typer.Option("--url", envvar="EVENTSTREAM_API_URL", help="Base URL of the EventStream API.")
+    str,
+    typer.Option(
+        "--url", envvar="EVENTSTREAM_API_URL", metavar="URL", help="Base URL of the EventStream API."
+    ),
 ]
 KeyOpt = Annotated[
     str | None,
     typer.Option(
         "--api-key",
         envvar="EVENTSTREAM_API_KEY",
+        metavar="KEY",
         help="API key, sent as `Authorization: Bearer KEY` (needed once the API has keys).",
         show_default=False,
     ),

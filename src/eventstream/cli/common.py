@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand
 
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings, load_settings
@@ -15,8 +19,43 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help reads as written: "[env: ...]" is text, not Rich markup
 )
 console = Console(stderr=True)
+
+
+class _Argument(TyperArgument):
+    """An argument in help as click shows one: ``ID`` or ``[ID]`` in the usage line (not
+    ``{ID}``), and its metavar without a ``<str>`` label in the list of arguments."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:  # type: ignore[override]
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class Command(TyperCommand):
+    """The class of every command that takes arguments: ``@cli.command(cls=Command)``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _Argument
+
+
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="EVENTSTREAM_DATA_DIR",
+        show_default="./data",
+        metavar="DIR",
+        help="The deployment's directory, where `eventstream up` keeps its embedded Redis and the "
+        "SQLite store; commands beside a running `up` find its Redis there.",
+    ),
+]
 
 
 def settings_or_exit(**overrides: object) -> Settings:
@@ -39,8 +78,10 @@ def redis_url_or_exit(settings: Settings) -> str:
     url = settings.redis_url or running_url(settings.data_dir / "redis")
     if not url:
         console.print(
-            "[red]error:[/red] set EVENTSTREAM_REDIS_URL, or run this beside `eventstream up` "
-            f"(no embedded server is running in {settings.data_dir.resolve()})"
+            f"[red]error:[/red] no Redis: no `eventstream up` is running with the data dir "
+            f"{settings.data_dir.resolve()}. Name the one it uses with --data-dir DIR (or "
+            "EVENTSTREAM_DATA_DIR), or set EVENTSTREAM_REDIS_URL",
+            highlight=False,
         )
         raise typer.Exit(2)
     return url

@@ -8,7 +8,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from eventstream.cli.common import cli, console, fail, settings_or_exit
+from eventstream.cli.common import DataDirOpt, cli, console, fail, settings_or_exit
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
@@ -20,6 +20,7 @@ db = typer.Typer(
     help="The processed-event store: migrations and retention. "
     "Uses EVENTSTREAM_DATABASE_URL, or the SQLite file in the data dir.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 cli.add_typer(db)
 
@@ -44,11 +45,11 @@ def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) ->
 
 
 @db.command()
-def upgrade() -> None:
+def upgrade(data_dir: DataDirOpt = None) -> None:
     """Apply the schema migrations this version needs (safe to run again; one process at a time)."""
     from eventstream.store import migrations
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(data_dir=data_dir)
 
     async def work(store: SqlStore) -> migrations.SchemaState:
         before = await migrations.state(store.engine)
@@ -62,20 +63,20 @@ def upgrade() -> None:
 
 
 @db.command()
-def current() -> None:
+def current(data_dir: DataDirOpt = None) -> None:
     """Print the schema revision of the database and the one this version needs."""
     from eventstream.store import migrations
 
-    state = _with_store(settings_or_exit(), lambda s: migrations.state(s.engine))
+    state = _with_store(settings_or_exit(data_dir=data_dir), lambda s: migrations.state(s.engine))
     typer.echo(f"database: {state.describe()}\ncode needs: {state.head}")
 
 
 @db.command()
-def check() -> None:
+def check(data_dir: DataDirOpt = None) -> None:
     """Exit 0 when the schema is what this version needs, 1 (saying what to run) otherwise."""
     from eventstream.store import migrations
 
-    state = _with_store(settings_or_exit(), lambda s: migrations.state(s.engine))
+    state = _with_store(settings_or_exit(data_dir=data_dir), lambda s: migrations.state(s.engine))
     if not state.up_to_date:
         console.print(
             f"[red]behind:[/red] schema is at {state.describe()}, code needs {state.head}: "
@@ -89,15 +90,22 @@ def check() -> None:
 def prune(
     older_than: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds; default EVENTSTREAM_RETENTION. Not below the dedupe window."),
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            show_default="EVENTSTREAM_RETENTION",
+            help="Age of the rows to delete, at least the dedupe window (EVENTSTREAM_DEDUPE_WINDOW); "
+            "default EVENTSTREAM_RETENTION.",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count the rows that would go.")] = False,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Delete processed events older than the retention now, in short batches."""
     from eventstream.retention import cutoff_ms
     from eventstream.retention import prune as run_prune
 
-    base = settings_or_exit()
+    base = settings_or_exit(data_dir=data_dir)
     if older_than is not None and 0 < older_than < base.dedupe_window:
         console.print(
             f"[red]error:[/red] --older-than {older_than:g} s is shorter than the dedupe window "
@@ -105,7 +113,7 @@ def prune(
             f"redelivered event from running twice. Use at least {base.dedupe_window:g}."
         )
         raise typer.Exit(2)
-    settings = settings_or_exit(retention=older_than)
+    settings = settings_or_exit(retention=older_than, data_dir=data_dir)
     if settings.retention == 0:
         console.print("retention is 0 (keep forever): nothing to prune; pass --older-than SECONDS")
         raise typer.Exit(0)

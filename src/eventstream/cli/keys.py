@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -13,13 +14,22 @@ from rich.table import Table
 
 from eventstream.auth import trail
 from eventstream.auth.apikeys import ApiKey, KeyRegistry, parse_rate
-from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.cli.common import (
+    Command,
+    DataDirOpt,
+    cli,
+    console,
+    fail,
+    redis_url_or_exit,
+    settings_or_exit,
+)
 from eventstream.errors import EventStreamError
 from eventstream.settings import Settings
 
 keys_cli = typer.Typer(
     help="API keys: create (the key is shown once), list, revoke. Talks to Redis directly.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 cli.add_typer(keys_cli, name="keys")
 
@@ -48,28 +58,34 @@ def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T
         raise typer.Exit(2) from None
 
 
-def _settings() -> Settings:
-    from eventstream.logs import configure
+def _settings(data_dir: Path | None) -> Settings:
+    from eventstream.logs import AUDIT_FILE, configure
 
-    settings = settings_or_exit()
-    configure(settings.log_level, settings.log_format)
+    settings = settings_or_exit(data_dir=data_dir)
+    configure(settings.log_level, settings.log_format, audit_file=settings.data_dir / AUDIT_FILE)
     return settings
 
 
 @keys_cli.command("create")
 def create(
-    name: Annotated[str, typer.Option(help="What the key is for, e.g. the calling service.")],
-    scope: Annotated[str, typer.Option(help="ingest (POST events), read (GET), or admin (everything).")],
+    name: Annotated[str, typer.Option(metavar="NAME", help="What the key is for, e.g. the calling service.")],
+    scope: Annotated[
+        str, typer.Option(metavar="SCOPE", help="ingest (POST events), read (GET), or admin (everything).")
+    ],
     rate: Annotated[
         str | None,
-        typer.Option(help="Events per second this key may send, e.g. 200 or 200/s (default: no limit)."),
+        typer.Option(
+            metavar="RATE", help="Events per second this key may send, e.g. 200 or 200/s (default: no limit)."
+        ),
     ] = None,
     burst: Annotated[
-        int | None, typer.Option(help="Events at once (default: one second's worth of --rate).")
+        int | None,
+        typer.Option(metavar="N", help="Events at once (default: one second's worth of --rate)."),
     ] = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
-    settings = _settings()
+    settings = _settings(data_dir)
     try:
         per_s = None if rate is None else parse_rate(rate)
     except EventStreamError as exc:
@@ -94,9 +110,10 @@ def create(
 @keys_cli.command("list")
 def list_keys(
     as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON.")] = False,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """List every key: id, name, scope, rate, created, last used, revoked (never the secret)."""
-    settings = _settings()
+    settings = _settings(data_dir)
     keys = _run(settings, lambda reg: reg.list())
     if as_json:
         import msgspec
@@ -122,12 +139,13 @@ def _print(keys: list[ApiKey]) -> None:
     Console().print(table)
 
 
-@keys_cli.command("revoke")
+@keys_cli.command("revoke", cls=Command)
 def revoke(
-    key_id: Annotated[str, typer.Argument(help="The key's id (see `eventstream keys list`).")],
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (see `eventstream keys list`).")],
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a key: every API process refuses it from its next request on."""
-    settings = _settings()
+    settings = _settings(data_dir)
     key, changed = _run(settings, lambda reg: reg.revoke(key_id))
     trail.record(
         "key.revoked",

@@ -27,7 +27,7 @@ from eventstream.cli.client import (
     UrlOpt,
     exit_for,
 )
-from eventstream.cli.common import cli
+from eventstream.cli.common import Command, cli
 
 out = Console(highlight=False)
 
@@ -130,7 +130,9 @@ def stats(
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON: one object per snapshot, one per line.")
     ] = False,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between snapshots.")] = 1.0,
+    interval: Annotated[
+        float, typer.Option(min=0.1, metavar="SECONDS", help="Seconds between snapshots.")
+    ] = 1.0,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
 ) -> None:
@@ -187,10 +189,14 @@ def _live(client: ApiClient, before: tuple[float, dict[str, int]], interval: flo
 
 # ---- dlq ----------------------------------------------------------------------------
 
-dlq = typer.Typer(help="Browse, replay and delete dead events (the dead-letter queue).", no_args_is_help=True)
+dlq = typer.Typer(
+    help="Browse, replay and delete dead events (the dead-letter queue).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 cli.add_typer(dlq, name="dlq")
 
-TypeOpt = Annotated[str | None, typer.Option("--type", help="Only events of this type.")]
+TypeOpt = Annotated[str | None, typer.Option("--type", metavar="TYPE", help="Only events of this type.")]
 
 
 def _no_dead(event_id: str) -> str:
@@ -200,7 +206,9 @@ def _no_dead(event_id: str) -> str:
 @dlq.command("list")
 def dlq_list(
     type_: TypeOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="Most dead events to show, newest first.")] = 20,
+    limit: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Most dead events to show, newest first.")
+    ] = 20,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
     api_key: KeyOpt = None,
@@ -240,7 +248,7 @@ def dlq_list(
     out.print(f"{len(items)} shown{more}")
 
 
-@dlq.command("show")
+@dlq.command("show", cls=Command)
 def dlq_show(
     event_id: Annotated[str, typer.Argument(metavar="ID", help="The dead event's id.")],
     as_json: JsonOpt = False,
@@ -287,24 +295,31 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo is not None else value.astimezone()).isoformat()
 
 
-@dlq.command("replay")
+@dlq.command("replay", cls=Command)
 def dlq_replay(
-    event_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="The dead event to replay.")] = None,
+    event_id: Annotated[str | None, typer.Argument(metavar="ID", help="The dead event to replay.")] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Replay every dead event, or those the filters below choose.")
     ] = False,
     type_: TypeOpt = None,
-    since: Annotated[datetime | None, typer.Option(help="With --all: failed at or after this time.")] = None,
-    until: Annotated[datetime | None, typer.Option(help="With --all: failed before this time.")] = None,
+    since: Annotated[
+        datetime | None, typer.Option(metavar="TIME", help="With --all: failed at or after this time.")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(metavar="TIME", help="With --all: failed before this time.")
+    ] = None,
     ids: Annotated[
-        list[str] | None, typer.Option("--id", help="With --all: only this dead event (repeatable).")
+        list[str] | None,
+        typer.Option("--id", metavar="ID", help="With --all: only this dead event (repeatable)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="With --all: only count what would be replayed.")
     ] = False,
     rate: Annotated[
         float | None,
-        typer.Option(min=0.1, help="With --all: events/s, at most the API's EVENTSTREAM_REPLAY_RATE."),
+        typer.Option(
+            min=0.1, metavar="N", help="With --all: events/s, at most the API's EVENTSTREAM_REPLAY_RATE."
+        ),
     ] = None,
     as_json: JsonOpt = False,
     url: UrlOpt = DEFAULT_URL,
@@ -367,7 +382,7 @@ def dlq_replay(
         out.print(f"replayed {event_id}: back in the queue, attempts counted afresh")
 
 
-@dlq.command("delete")
+@dlq.command("delete", cls=Command)
 def dlq_delete(
     event_id: Annotated[str, typer.Argument(metavar="ID", help="The dead event to delete.")],
     url: UrlOpt = DEFAULT_URL,
@@ -384,11 +399,11 @@ def dlq_delete(
 
 # ---- events -------------------------------------------------------------------------
 
-events = typer.Typer(help="Look up accepted events.", no_args_is_help=True)
+events = typer.Typer(help="Look up accepted events.", no_args_is_help=True, rich_markup_mode=None)
 cli.add_typer(events, name="events")
 
 
-@events.command("show")
+@events.command("show", cls=Command)
 def events_show(
     event_id: Annotated[str, typer.Argument(metavar="ID", help="The event's id.")],
     as_json: JsonOpt = False,

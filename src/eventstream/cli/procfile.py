@@ -172,8 +172,12 @@ def _stop_all(children: list[Child], grace_s: float) -> bool:
 
 @cli.command()
 def procfile(
-    file: Annotated[Path, typer.Option("--file", "-f", help="The Procfile to run.")] = Path("Procfile"),
-    workers: Annotated[int, typer.Option(min=0, help="How many `worker` processes to start.")] = 1,
+    file: Annotated[Path, typer.Option("--file", "-f", metavar="FILE", help="The Procfile to run.")] = Path(
+        "Procfile"
+    ),
+    workers: Annotated[
+        int, typer.Option(min=0, metavar="N", help="How many `worker` processes to start.")
+    ] = 1,
 ) -> None:
     """Run a Procfile's processes (the API and N workers) and stop them all together.
 

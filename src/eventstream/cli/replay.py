@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from eventstream.auth import trail
-from eventstream.cli.common import cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.cli.common import DataDirOpt, cli, console, fail, redis_url_or_exit, settings_or_exit
 from eventstream.errors import EventStreamError
+from eventstream.logs import AUDIT_FILE
 from eventstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,28 +39,51 @@ def _ms(value: datetime | None) -> int | None:
 @cli.command()
 def replay(
     source: Annotated[
-        Source, typer.Option("--from", help="history: processed events, as new events; dlq: dead events.")
+        Source,
+        typer.Option(
+            "--from",
+            metavar="[history|dlq]",
+            help="history: processed events, as new events; dlq: dead events.",
+        ),
     ] = Source.history,
-    type_: Annotated[str | None, typer.Option("--type", help="Only events of this type.")] = None,
-    since: Annotated[datetime | None, typer.Option(help="From this time (inclusive).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Up to this time (exclusive).")] = None,
-    ids: Annotated[list[str] | None, typer.Option("--id", help="This event (repeatable).")] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", metavar="TYPE", help="Only events of this type.")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(metavar="TIME", help="From this time (inclusive).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(metavar="TIME", help="Up to this time (exclusive).")
+    ] = None,
+    ids: Annotated[
+        list[str] | None, typer.Option("--id", metavar="ID", help="This event (repeatable).")
+    ] = None,
     rate: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Events/s, at most EVENTSTREAM_REPLAY_RATE [default: that cap]."),
+        typer.Option(
+            min=0.1,
+            metavar="N",
+            show_default=False,
+            help="Events/s, at most EVENTSTREAM_REPLAY_RATE (the cap: "
+            f"{Settings.model_fields['replay_rate'].default:g} unless set).",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count what would be replayed.")] = False,
     key: Annotated[
         str | None,
-        typer.Option(help="History only: replay nothing twice under this key (within the dedupe window)."),
+        typer.Option(
+            metavar="KEY",
+            help="History only: replay nothing twice under this key (within the dedupe window).",
+        ),
     ] = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
     from eventstream.logs import configure
     from eventstream.replay import Selection
 
-    settings = settings_or_exit()
-    configure(settings.log_level, settings.log_format)
+    settings = settings_or_exit(data_dir=data_dir)
+    configure(settings.log_level, settings.log_format, audit_file=settings.data_dir / AUDIT_FILE)
     url = redis_url_or_exit(settings)
     # like the API: an operator may lower the configured cap, never raise it
     capped = settings.replay_rate if rate is None else min(rate, settings.replay_rate)
@@ -125,8 +149,6 @@ async def _run(
             if cursor is None:
                 break
             console.print(f"… {total} replayed")
-        extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
-        typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
         trail.record(
             f"replay.{source.value}",
             target=_describe(sel),
@@ -137,6 +159,8 @@ async def _run(
             duplicates=duplicates,
             via="cli",
         )
+        extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
+        typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
     finally:
         await store.close()
         await redis.aclose()
