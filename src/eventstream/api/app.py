@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from eventstream import __version__
-from eventstream.api import admin, dlq, events, keys, ops, problems, replay, schemas, security
+from eventstream.api import admin, dlq, docs, events, keys, ops, problems, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
 from eventstream.auth.guard import Guard, SecurityMiddleware
@@ -81,8 +81,11 @@ def create_app(
         version=__version__,
         summary="Durable event ingestion and processing on Redis Streams.",
         lifespan=lifespan,
+        docs_url=None,  # docs.install: the pages and every file they load, served here (no CDN)
+        redoc_url=None,
     )
     problems.install(app)
+    docs.install(app)
     app.add_middleware(IngestFastPath)
     app.add_middleware(SecurityMiddleware, guard=guard)  # outside the fast path: ingest is checked too
     security.install_cors(app, settings.cors_origins)

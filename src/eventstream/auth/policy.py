@@ -1,7 +1,8 @@
 """Which scope each request needs: a default-deny table.
 
-    open (no key)   GET/HEAD /healthz, /readyz, /openapi.json, /docs, /redoc
-                    (and /metrics with EVENTSTREAM_METRICS_PUBLIC=true)
+    open (no key)   GET/HEAD /, /healthz, /readyz, /openapi.json, /docs, /redoc and the
+                    files they load (DOCS_ASSETS), and /metrics with
+                    EVENTSTREAM_METRICS_PUBLIC=true
     ingest          POST /events, POST /events/batch
     admin           anything under /admin or /keys (/keys: never anonymously)
     read            any other GET or HEAD
@@ -13,7 +14,13 @@ A key with scope ``admin`` may do everything; ``read`` and ``ingest`` only their
 from __future__ import annotations
 
 INGEST_BATCH = "/events/batch"
-OPEN = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Swagger UI's and ReDoc's files, served by the API itself (eventstream.api.docs)
+DOCS_ASSETS = frozenset(
+    {"/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css", "/docs/redoc.standalone.js", "/docs/favicon.png"}
+)
+OPEN = frozenset(
+    {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", *DOCS_ASSETS}
+)
 INGEST = frozenset({"/events", INGEST_BATCH})
 KEYS_TREE = "/keys"
 ADMIN_TREES = ("/admin", KEYS_TREE)
