@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
@@ -58,20 +59,20 @@ def read_until_closed(sock: socket.socket, within: float, drip: bytes | None = N
     raise AssertionError(f"the connection is still open after {within:g} s; received {received[:300]!r}")
 
 
-def read_response(sock: socket.socket) -> bytes:
-    """One whole response (head and Content-Length body) off a kept-alive connection."""
-    sock.settimeout(10)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536) or pytest.fail(f"closed mid-response: {data!r}")
-    head, _, body = data.partition(b"\r\n\r\n")
+def read_response(reader: BinaryIO) -> bytes:
+    """The next whole response (head and Content-Length body) off a kept-alive connection."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = reader.readline()
+        if not line:
+            pytest.fail(f"closed mid-response: {head!r}")
+        head += line
     length = next(
         int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
     )
-    while len(body) < length:
-        body += sock.recv(65536) or pytest.fail(f"closed mid-response: {data!r}")
-    assert len(body) == length, "more than one response"
-    return head + b"\r\n\r\n" + body
+    body = reader.read(length)
+    assert len(body) == length, f"closed mid-response: {head + body!r}"
+    return head + body
 
 
 def request(path: str = "/healthz", *headers: str, method: str = "GET") -> bytes:
@@ -110,9 +111,9 @@ def error_lines(api: Api) -> list[str]:
 
 def test_a_head_over_the_cap_gets_431_and_a_close_and_one_under_it_is_served(cluster: Cluster) -> None:
     api = cluster.start_api(EVENTSTREAM_MAX_HEAD_BYTES="8192")
-    with dial(api) as sock:
+    with dial(api) as sock, sock.makefile("rb") as reader:
         sock.sendall(request("/healthz", f"X-Big: {'a' * 6000}"))
-        assert status_of(read_response(sock)) == 200
+        assert status_of(read_response(reader)) == 200
     with dial(api) as sock:
         sock.sendall(request("/healthz", f"X-Big: {'a' * 9000}"))
         response = read_until_closed(sock, 10)
@@ -123,6 +124,23 @@ def test_a_head_over_the_cap_gets_431_and_a_close_and_one_under_it_is_served(clu
         sock.sendall(request("/healthz", *(f"X-H{i}: {'b' * 100}" for i in range(100))))
         assert status_of(read_until_closed(sock, 10)) == 431
     still_serves(api)
+
+
+def test_what_follows_a_head_in_the_same_read_is_not_counted_as_head(cluster: Cluster) -> None:
+    api = cluster.start_api(EVENTSTREAM_MAX_HEAD_BYTES="2048")
+    body = json.dumps({"type": "T", "payload": {"blob": "x" * 20_000}}).encode()
+    with dial(api) as sock, sock.makefile("rb") as reader:  # a body ten times the cap, with its head
+        sock.sendall(
+            request(
+                "/events", "Content-Type: application/json", f"Content-Length: {len(body)}", method="POST"
+            )
+            + body
+        )
+        assert status_of(read_response(reader)) == 202
+        pipelined = request() * 200  # 200 small requests in one write, eight times the cap
+        assert len(pipelined) > 4 * 2048
+        sock.sendall(pipelined)
+        assert [status_of(read_response(reader)) for _ in range(200)] == [200] * 200
 
 
 def send_ignoring_errors(sock: socket.socket, data: bytes) -> threading.Thread:
@@ -163,9 +181,9 @@ def test_a_slow_head_is_answered_408_and_closed_after_the_head_timeout(cluster: 
         response = read_until_closed(sock, 8, drip=b"X-Drip: a\r\n")
     assert status_of(response) == 408
     # the same on a kept-alive connection, after a first request was served
-    with dial(api) as sock:
+    with dial(api) as sock, sock.makefile("rb") as reader:
         sock.sendall(request())
-        assert status_of(read_response(sock)) == 200
+        assert status_of(read_response(reader)) == 200
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         assert status_of(read_until_closed(sock, 8, drip=b"X-Drip: a\r\n")) == 408
     # a connection that sends nothing is closed, with nothing to answer
@@ -184,12 +202,12 @@ def test_a_stalled_body_gets_408_and_a_moving_one_is_served(cluster: Cluster) ->
     assert status_of(response) == 408
     assert b"stalled" in response
     # a slow body that keeps coming, a byte every 0.1 s, is not a stalled one
-    with dial(api) as sock:
+    with dial(api) as sock, sock.makefile("rb") as reader:
         sock.sendall(head)
         for byte in body:
             time.sleep(0.1)
             sock.sendall(bytes([byte]))
-        assert status_of(read_response(sock)) == 202
+        assert status_of(read_response(reader)) == 202
     still_serves(api)
     assert error_lines(api) == []
 
@@ -200,7 +218,8 @@ def test_connections_beyond_the_limit_get_503_and_the_rest_are_served(cluster: C
     try:
         for sock in held:  # served, and kept alive
             sock.sendall(request())
-            assert status_of(read_response(sock)) == 200
+            with sock.makefile("rb") as reader:
+                assert status_of(read_response(reader)) == 200
         with dial(api) as extra:
             extra.sendall(request())
             assert status_of(read_until_closed(extra, 10)) == 503
