@@ -208,6 +208,13 @@ def test_a_stalled_body_gets_408_and_a_moving_one_is_served(cluster: Cluster) ->
             time.sleep(0.1)
             sock.sendall(bytes([byte]))
         assert status_of(read_response(reader)) == 202
+    # a body refused before it arrived (413 on its Content-Length) is not read for ever
+    with dial(api) as sock:
+        sock.sendall(
+            request("/events", "Content-Type: application/json", "Content-Length: 10000000", method="POST")
+        )
+        response = read_until_closed(sock, 8, drip=b"x" * 100)
+    assert status_of(response) == 413
     still_serves(api)
     assert error_lines(api) == []
 

@@ -155,6 +155,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._cancel_timer()
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_body and self.cycle.response_complete and not self.transport.is_closing():
+            # Answered before its body arrived (401, 413): uvicorn would read and drop the
+            # rest for as long as it trickles in; end the connection instead.
+            self._drain_and_close()
+
     # ---- timeouts ------------------------------------------------------------------
 
     def _head_timed_out(self) -> None:
@@ -179,23 +186,29 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if idle < self.body_timeout_s:
             self._timer = self.loop.call_later(self.body_timeout_s - idle, self._body_timed_out)
             return
-        if cycle.response_started:
-            self.transport.close()  # a response is under way: no room for another
-            return
         self._refuse(408, "Request Timeout",
                      f"the request body stalled for {self.body_timeout_s:g} s")  # fmt: skip
 
     # ---- refusing ------------------------------------------------------------------
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
-        """Answer ``status``, stop reading requests, drain briefly, close."""
-        self._refused = True
-        self._cancel_timer()
+        """Answer ``status`` (unless half an answer is out), then drain briefly and close."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app sees a disconnect and its answer is dropped
             cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
         self.transport.write(_refusal(status, reason, detail, self.server_state.default_headers))
+        self._drain_and_close()
+
+    def _drain_and_close(self) -> None:
+        """Read no more requests; shut the writing side, drop what still comes for up to
+        ``LINGER_S``, then close: the client reads the answer instead of a reset."""
+        self._refused = True
+        self._cancel_timer()
+        self._unset_keepalive_if_required()
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
