@@ -9,7 +9,8 @@ from starlette.responses import Response
 
 from eventstream import dlq
 from eventstream.api import schemas
-from eventstream.api.deps import json, services
+from eventstream.api.deps import Services, json, services
+from eventstream.api.problems import problem
 from eventstream.api.replay import DRY_RUN, Params, page_body, preview_body
 from eventstream.broker import DeadEntry
 from eventstream.errors import NotFound
@@ -19,7 +20,21 @@ from eventstream.ingest import TYPE_PATTERN
 router = APIRouter(tags=["dead-letter queue"])
 
 CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: schemas.problem_response("No such event in the DLQ")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: schemas.problem_response(
+        "Not in the DLQ: unknown, or an event that is elsewhere now (`eventStatus`: queued, processing, "
+        "retrying or processed; `detail` says where)"
+    )
+}
+PAGE: dict[int | str, dict[str, Any]] = {200: schemas.json_response("Dead events, newest first", "DeadPage")}
+ONE: dict[int | str, dict[str, Any]] = {
+    200: schemas.json_response("The dead event", "DeadEvent"),
+    **NOT_FOUND,
+}
+REPLAYED_ONE: dict[int | str, dict[str, Any]] = {
+    202: schemas.json_response("Back in the queue", "ReplayedOne"),
+    **NOT_FOUND,
+}
 
 
 def _checked(event_id: str) -> str:
@@ -27,6 +42,24 @@ def _checked(event_id: str) -> str:
     if len(event_id) > 64:
         raise NotFound("dead event", event_id[:64] + "…")
     return event_id
+
+
+async def _not_dead(svc: Services, event_id: str) -> Response:
+    """404 for an id not in the DLQ; when the event exists, the answer says where it is
+    (a replayed event is retrying for a while before it is dead again, or processed)."""
+    located = await svc.broker.locate(event_id)
+    if located is not None and located.status != "dead":
+        status = state = located.status
+        if located.status == "retrying":
+            state += f": {located.attempts} failed tr{'y' if located.attempts == 1 else 'ies'} so far"
+            if located.next_attempt_ms is not None:
+                state += f", the next at {ms_to_iso(located.next_attempt_ms)}"
+    elif located is None and await svc.store.get(event_id) is not None:
+        status = state = "processed"
+    else:
+        return problem(404, str(NotFound("dead event", event_id)))
+    detail = f"event {event_id!r} is not in the DLQ now: it is {state} (GET /events/{event_id} follows it)"
+    return problem(404, detail, eventStatus=status)
 
 
 def _item(d: DeadEntry) -> dict[str, Any]:
@@ -48,7 +81,7 @@ def _item(d: DeadEntry) -> dict[str, Any]:
     }
 
 
-@router.get("/failed-events", summary="Dead events, newest first")
+@router.get("/failed-events", summary="Dead events, newest first", responses=PAGE)
 async def list_failed(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -59,11 +92,13 @@ async def list_failed(
     return json({"items": [_item(d) for d in items], "nextCursor": nxt})
 
 
-@router.get("/failed-events/{event_id}", summary="One dead event", responses=NOT_FOUND)
+@router.get("/failed-events/{event_id}", summary="One dead event", responses=ONE)
 async def get_failed(request: Request, event_id: str) -> Response:
-    dead = await services(request).broker.dead_entry_of(_checked(event_id))
+    svc = services(request)
+    event_id = _checked(event_id)
+    dead = await svc.broker.dead_entry_of(event_id)
     if dead is None:
-        raise NotFound("dead event", event_id)
+        return await _not_dead(svc, event_id)
     return json(_item(dead))
 
 
@@ -94,14 +129,29 @@ async def replay_all(request: Request, params: Params) -> Response:
     "/failed-events/{event_id}/replay",
     status_code=202,
     summary="Send one dead event back to the queue (same id, attempts afresh)",
-    responses=NOT_FOUND,
+    responses=REPLAYED_ONE,
 )
 async def replay_one(request: Request, event_id: str) -> Response:
-    await dlq.replay_one(services(request).broker, _checked(event_id))
+    svc = services(request)
+    event_id = _checked(event_id)
+    try:
+        await dlq.replay_one(svc.broker, event_id)
+    except NotFound:
+        return await _not_dead(svc, event_id)
     return json({"replayed": 1, "eventId": event_id}, 202)
 
 
-@router.delete("/failed-events/{event_id}", status_code=204, responses=NOT_FOUND)
+@router.delete(
+    "/failed-events/{event_id}",
+    status_code=204,
+    responses=NOT_FOUND,
+    summary="Delete one dead event for good (counted in `deleted`)",
+)
 async def delete_failed(request: Request, event_id: str) -> Response:
-    await dlq.delete_one(services(request).broker, _checked(event_id))
+    svc = services(request)
+    event_id = _checked(event_id)
+    try:
+        await dlq.delete_one(svc.broker, event_id)
+    except NotFound:
+        return await _not_dead(svc, event_id)
     return Response(status_code=204)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from eventstream import replay
+from eventstream.api import schemas
 from eventstream.api.deps import json, services
 from eventstream.errors import ValidationError
 from eventstream.ingest import TYPE_PATTERN, check_idempotency_key
@@ -96,7 +97,10 @@ def page_body(p: replay.Page, with_events: bool) -> dict[str, Any]:
 
 
 DRY_RUN: dict[int | str, dict[str, Any]] = {
-    200: {"description": "dry_run=true: how many events would be replayed, and a sample of their ids"}
+    200: schemas.json_response(
+        "dry_run=true: how many events would be replayed, and a sample of their ids", "ReplayPreview"
+    ),
+    202: schemas.json_response("Replayed; repeat with cursor = nextCursor until it is null", "ReplayPage"),
 }
 
 

@@ -41,7 +41,63 @@ class Problem(msgspec.Struct):
     detail: str
 
 
-_TYPES = [IncomingEvent, BatchBody, AcceptedBody, BatchResult, Problem]
+class DeadEvent(msgspec.Struct):
+    """An event in the DLQ (times are ISO 8601, UTC)."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    status: str
+    reason: str
+    traceback: str | None
+    attempts: int
+    source: str | None
+    severity: str | None
+    timestamp: str | None
+    receivedAt: str | None
+    firstFailedAt: str | None
+    failedAt: str | None
+
+
+class DeadPage(msgspec.Struct):
+    items: list[DeadEvent]
+    nextCursor: str | None
+
+
+class ReplayPreview(msgspec.Struct):
+    """``dry_run=true``: how many events would be replayed, a sample of their ids, and the
+    requested ids that were not found."""
+
+    dryRun: bool
+    matched: int
+    sample: list[str]
+    notFound: list[str]
+
+
+class ReplayedEvent(msgspec.Struct):
+    id: str
+    replayOf: str
+
+
+class ReplayPage(msgspec.Struct, omit_defaults=True):
+    """One call's replays; repeat with ``cursor`` = ``nextCursor`` until it is null.
+    ``duplicates``: events already replayed under this Idempotency-Key (history only);
+    ``events``: the new ids, when chosen by ``id`` (history only)."""
+
+    replayed: int
+    nextCursor: str | None
+    notFound: list[str] | None = None
+    duplicates: int | None = None
+    events: list[ReplayedEvent] | None = None
+
+
+class ReplayedOne(msgspec.Struct):
+    replayed: int
+    eventId: str
+
+
+_TYPES = [IncomingEvent, BatchBody, AcceptedBody, BatchResult, Problem, DeadPage, ReplayPreview, ReplayPage,
+          ReplayedOne]  # fmt: skip
 _, COMPONENTS = msgspec.json.schema_components(_TYPES, ref_template="#/components/schemas/{name}")
 
 

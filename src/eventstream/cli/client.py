@@ -61,6 +61,14 @@ def _detail(response: httpx.Response) -> str:
     return response.reason_phrase
 
 
+def _field(response: httpx.Response, name: str) -> Any:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
 class ApiClient:
     """A small synchronous client of the EventStream HTTP API."""
 
@@ -103,7 +111,8 @@ class ApiClient:
             return response
         status = response.status_code
         if status == 404 and not_found is not None:
-            raise ApiError(not_found, 1, status)
+            # an event that exists but is elsewhere (a replayed one retrying): the API says where
+            raise ApiError(_detail(response) if _field(response, "eventStatus") else not_found, 1, status)
         if status in (401, 403):
             hint = " (pass --api-key or set EVENTSTREAM_API_KEY)" if status == 401 else ""
             raise ApiError(
