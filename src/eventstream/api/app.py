@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from eventstream import __version__
-from eventstream.api import admin, dlq, docs, events, keys, ops, problems, replay, schemas, security
+from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
 from eventstream.auth.guard import Guard, SecurityMiddleware
@@ -83,6 +83,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # docs.install: the pages and every file they load, served here (no CDN)
         redoc_url=None,
+        dependencies=[Depends(query.refuse_unknown)],  # 422 for unknown query parameters
     )
     problems.install(app)
     docs.install(app)

@@ -12,7 +12,9 @@ from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from eventstream.api import events, problems
+from eventstream.api import events, problems, query
+
+NO_PARAMETERS: frozenset[str] = frozenset()  # the ingest routes take none
 
 
 class IngestFastPath:
@@ -25,6 +27,7 @@ class IngestFastPath:
             endpoint = self.routes.get(get_route_path(scope))  # without any root_path
             if endpoint is not None:
                 try:
+                    query.check(scope.get("query_string", b""), NO_PARAMETERS)
                     response = await endpoint(Request(scope, receive))
                 except Exception as exc:
                     response = problems.response_for(exc)
