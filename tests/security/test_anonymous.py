@@ -208,3 +208,14 @@ async def test_the_policy_applies_to_the_route_under_a_root_path(
         assert r.status_code == 202, r.text
         assert (await client.get("/api/healthz")).status_code == 200
         assert_problem(await client.get("/api/keys", headers=bearer(token)), 403, "ingest")
+
+
+@pytest.mark.parametrize(
+    "host", ["[::1]evil.example", "localhost:1@evil", "127.0.0.1:80@evil.example", "[::1]:80x", "localhost:x"]
+)
+async def test_a_loopback_name_followed_by_something_else_is_not_loopback(api: Api, host: str) -> None:
+    """What follows the name must be a port: anything else may be another host to a proxy."""
+    assert not is_loopback_host(host)
+    r = await api.client.post("/events", content=b'{"type":"T","payload":{}}', headers={"Host": host})
+    assert_problem(r, 403, "loopback host")
+    assert await api.stream_len() == 0

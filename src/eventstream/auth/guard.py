@@ -54,6 +54,7 @@ import functools
 import hmac
 import ipaddress
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -257,19 +258,23 @@ class Guard:
 
 @functools.lru_cache(maxsize=1024)  # a handful of distinct Host values; parsed once each
 def is_loopback_host(host: str) -> bool:
-    """Whether a Host header (any port) names loopback: localhost, 127.0.0.0/8, [::1]."""
-    name = host.strip().lower()
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else ""
-    elif name.count(":") == 1:
-        name = name.partition(":")[0]
-    name = name.removesuffix(".")
+    """Whether a Host header names loopback: localhost, 127.0.0.0/8 or [::1], alone or
+    with a port (digits). Anything else after the name (``[::1]evil.example``,
+    ``localhost:1@evil``) is not a host header a browser sends for loopback."""
+    m = _HOST_RE.fullmatch(host.strip().lower())
+    if m is None:
+        return False
+    name = m.group(1) or m.group(2).removesuffix(".")
     if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+# [IPv6] or a name / IPv4 address, then an optional :port of digits, and nothing else
+_HOST_RE = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::[0-9]{1,5})?")
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
