@@ -7,8 +7,13 @@ Shared by the HTTP API and anything else that accepts events. Decoding uses msgs
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import json
+import re
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -17,6 +22,7 @@ import msgspec
 import uuid_utils
 
 from eventstream.broker import Broker
+from eventstream.broker.scripts import Dedupe, Outcome
 from eventstream.errors import PayloadTooLarge, ValidationError
 from eventstream.event import Envelope, encode_envelope
 
@@ -58,10 +64,18 @@ _event_decoder = msgspec.json.Decoder(IncomingEvent)
 _batch_decoder = msgspec.json.Decoder(IncomingBatch)
 
 
+Item = tuple[str, bytes, Dedupe | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
+    """One item's outcome: enqueued, a duplicate (``event_id`` is the first event's), or
+    a conflict: its key was used for another event within the dedupe window, so
+    nothing was enqueued (answered 422)."""
+
     event_id: str
     duplicate: bool
+    conflict: bool = False
 
 
 def new_event_id() -> str:
@@ -69,14 +83,16 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value: objects and arrays inside one another
-    (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2); stops counting past ``limit``."""
-    deepest = 0
+def _shape(value: Any, limit: int) -> tuple[int, int]:
+    """(nesting depth, number of object keys) of a decoded JSON value. Depth counts
+    objects and arrays inside one another (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}``
+    is 2); the walk stops once the depth passes ``limit``."""
+    deepest = keys = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
+            keys += len(item)
             children: Any = item.values()
         elif isinstance(item, list):
             children = item
@@ -85,12 +101,61 @@ def _depth(value: Any, limit: int) -> int:
         if depth > deepest:
             deepest = depth
             if deepest > limit:
-                return deepest
+                return deepest, keys
         stack.extend((v, depth + 1) for v in children)
-    return deepest
+    return deepest, keys
 
 
-def _problem_from_msgspec(exc: msgspec.DecodeError | msgspec.ValidationError) -> ValidationError:
+# Every JSON string, then ":" when it is an object key. Scanning from the left, each match
+# starts at a string's opening quote (outside strings valid JSON has no quote), so the
+# count of keys is exact for a body the decoder has accepted.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)')
+
+
+def _key_count(raw: bytes) -> int:
+    """How many object keys the JSON text ``raw`` spells out, repeats included."""
+    return _STRING.findall(raw).count(b":")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+
+
+def _refuse_duplicate_keys(raw: bytes, where: str = "$") -> None:
+    """Raise ValidationError when an object of ``raw`` repeats a key (decoders keep the
+    last one silently). The slow exact check: callers run it only when the cheap count
+    of keys says the body may repeat one."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as dup:
+        msg = f"duplicate key {dup.key[:64]!r} in a JSON object: each key may appear only once"
+        raise ValidationError(f"body is not valid: {msg}", [{"loc": where, "msg": msg}]) from None
+
+
+# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the other way round:
+# msgspec reports it as "Input data was truncated" or a malformed hex escape.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+SURROGATE = (
+    "it has a lone surrogate escape: \\uD800-\\uDFFF come only in pairs, high then low "
+    "(e.g. \\uD83D\\uDE00), and one alone is no character"
+)
+
+
+def _problem_from_msgspec(
+    exc: msgspec.DecodeError | msgspec.ValidationError, raw: bytes = b""
+) -> ValidationError:
     text = str(exc)
     where = "$"
     if " - at `" in text:
@@ -98,6 +163,8 @@ def _problem_from_msgspec(exc: msgspec.DecodeError | msgspec.ValidationError) ->
         where = rest.rstrip("`")
     if isinstance(exc, msgspec.ValidationError):
         return ValidationError(f"invalid event: {text} at {where}", [{"loc": where, "msg": text}])
+    if "surrogate" in text or _LONE_SURROGATE.search(raw):
+        text = SURROGATE
     return ValidationError(f"body is not valid JSON: {text}", [{"loc": where, "msg": text}])
 
 
@@ -135,6 +202,17 @@ def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[str, str] | 
     return None
 
 
+def utc(timestamp: datetime) -> datetime:
+    """``timestamp`` in UTC; ValidationError when UTC would leave years 1-9999."""
+    try:
+        return timestamp.astimezone(UTC)
+    except OverflowError:
+        msg = "out of range: in UTC it falls outside the years 1 to 9999"
+        raise ValidationError(
+            f"invalid event: timestamp is {msg}", [{"loc": "$.timestamp", "msg": msg}]
+        ) from None
+
+
 def parse_event(
     raw: bytes, max_depth: int, max_keys: int | None = None, max_string: int | None = None
 ) -> IncomingEvent:
@@ -145,17 +223,30 @@ def parse_event(
     try:
         event = _event_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _problem_from_msgspec(exc) from None
+        raise _problem_from_msgspec(exc, raw) from None
     except (UnicodeDecodeError, RecursionError) as exc:
         raise _undecodable(exc, max_depth) from None
     if event.type.endswith("\n"):  # msgspec uses re.search, whose "$" matches before a final newline
         msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
         raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
-    if _depth(event.payload, max_depth) > max_depth:
+    depth, payload_keys = _shape(event.payload, max_depth)
+    if depth > max_depth:
         raise ValidationError(
             f"payload is nested deeper than {max_depth} levels",
             [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
         )
+    # Repeated keys, cheaply: the body spells out at least as many keys as were decoded,
+    # and exactly as many when none repeats and no field is sent as null (absent and null
+    # decode alike). Every key is followed by a colon, so the colons bound the keys from
+    # above; when they leave room for more keys than were decoded, the keys are counted,
+    # and only when those are more, the exact check runs.
+    decoded = payload_keys + 2  # type, payload
+    decoded += (event.source is not None) + (event.severity is not None)
+    decoded += (event.timestamp is not None) + (event.id is not None)
+    if raw.count(b":") > decoded and _key_count(raw) > decoded:
+        _refuse_duplicate_keys(raw)
+    if event.timestamp is not None:
+        event.timestamp = utc(event.timestamp)
     if max_keys is not None or max_string is not None:
         over = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
         if over is not None:
@@ -164,13 +255,39 @@ def parse_event(
     return event
 
 
+def _top_pairs(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return pairs
+
+
+# \\u0020-\\u007F: a printable ASCII character written as an escape, as no encoder does
+# unasked (non-ASCII and control characters are what they escape): the batch's key may
+# be spelled that way to hide a repeat.
+_ESCAPED_ASCII = re.compile(rb"\\u00[2-7][0-9a-fA-F]")
+
+
+def _refuse_duplicate_keys_at_top(raw: bytes) -> None:
+    """The batch object's own keys only: a repeat inside an item refuses that item alone."""
+    try:
+        top = json.loads(raw, object_pairs_hook=_top_pairs)
+    except RecursionError:
+        raise ValidationError(
+            "batch is nested too deeply", [{"loc": "$.events", "msg": "nesting too deep"}]
+        ) from None
+    names = [k for k, _ in top] if isinstance(top, list) else []
+    if len(set(names)) < len(names):
+        msg = "duplicate key 'events' in the batch object: send one list of events"
+        raise ValidationError(f"body is not valid: {msg}", [{"loc": "$", "msg": msg}])
+
+
 def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
     try:
         batch = _batch_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _problem_from_msgspec(exc) from None
+        raise _problem_from_msgspec(exc, raw) from None
     except (UnicodeDecodeError, RecursionError) as exc:
         raise _undecodable(exc, None) from None
+    if raw.count(b'"events"') > 1 or _ESCAPED_ASCII.search(raw):  # "events" twice, or escaped
+        _refuse_duplicate_keys_at_top(raw)
     if not batch.events:
         raise ValidationError(f"batch is empty: send 1 to {max_batch} events")
     if len(batch.events) > max_batch:
@@ -180,22 +297,37 @@ def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
     return batch.events
 
 
+def fingerprint(event: IncomingEvent) -> bytes:
+    """8 characters (48 bits, base64url) that tell one event's content (all but its
+    ``id``, which names it) from another's, however it was written (key order, spacing,
+    escapes, the time zone of ``timestamp``): what a dedupe record keeps to tell a
+    repeat from a reuse of its key for another event."""
+    ts = None if event.timestamp is None else utc(event.timestamp)
+    canonical = msgspec.json.encode(
+        (event.type, event.payload, event.source, event.severity, ts), order="deterministic"
+    )
+    return base64.urlsafe_b64encode(hashlib.blake2b(canonical, digest_size=6).digest())
+
+
 def to_envelope(
     event: IncomingEvent,
     idempotency_key: str | None,
     now_ms: int,
     replay_of: str | None = None,
     trace: tuple[str, str | None] | None = None,
-) -> tuple[str, bytes, str | None]:
-    """(event id, envelope bytes, dedupe key) for the ingest script.
+    namespace: str | None = None,
+) -> Item:
+    """(event id, envelope bytes, dedupe record or None) for the ingest script.
 
+    ``idempotency_key`` (else the event's own ``id``) makes it idempotent within
+    ``namespace`` (None: the anonymous one; see eventstream.broker.keys).
     ``trace``: (traceparent, tracestate) to store, when tracing is on and the POST had one.
     """
     key = idempotency_key if idempotency_key is not None else event.id
     event_id = new_event_id()
     ts = None
     if event.timestamp is not None:
-        ts = event.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        ts = utc(event.timestamp).isoformat().replace("+00:00", "Z")
     env = Envelope(
         id=event_id,
         type=event.type,
@@ -209,7 +341,8 @@ def to_envelope(
     )
     if trace is not None:
         env.traceparent, env.tracestate = trace
-    return event_id, encode_envelope(env), key
+    dedupe = None if key is None else Dedupe(key, namespace, fingerprint(event))
+    return event_id, encode_envelope(env), dedupe
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -223,17 +356,43 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
+def batch_item_keys(header: str | None, n: int) -> list[str] | None:
+    """The idempotency keys a batch's Idempotency-Key gives its ``n`` items: ``<key>:<index>``
+    (so one item may be retried alone as a POST /events with its key)."""
+    key = check_idempotency_key(header)
+    if key is None:
+        return None
+    longest = KEY_MAX - 1 - len(str(n - 1))
+    if len(key) > longest:
+        msg = f"at most {longest} characters on a batch of {n} events: each item's key is <key>:<index>"
+        raise ValidationError(
+            f"Idempotency-Key header is too long for a batch: {msg}",
+            [{"loc": "header.Idempotency-Key", "msg": msg}],
+        )
+    return [f"{key}:{i}" for i in range(n)]
+
+
+def conflict_message(source: str) -> str:
+    """The 422 detail when an idempotency key (``source``: where it came from) was used
+    within the dedupe window for an event with other content."""
+    return (
+        f"the idempotency key ({source}) was already used for a different event within the dedupe "
+        "window; nothing was queued. Send the same event to get its result, or a new key for a new event"
+    )
+
+
 async def enqueue(
-    broker: Broker, items: list[tuple[str, bytes, str | None]], dedupe_window_ms: int
+    broker: Broker, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
 ) -> list[Accepted]:
-    """One atomic script call for all items: dedupe + XADD + counters."""
+    """One atomic script call for all items: dedupe + XADD + counters. A plain string
+    as the dedupe record is a key in the anonymous namespace that any content repeats
+    (replays use that)."""
     if not items:
         return []
     results = await broker.scripts.ingest(broker.redis, items, dedupe_window_ms)
-    return [Accepted(event_id, dup) for event_id, dup in results]
-
-
-Item = tuple[str, bytes, str | None]
+    return [
+        Accepted(event_id, out is Outcome.DUPLICATE, out is Outcome.CONFLICT) for event_id, out in results
+    ]
 
 
 class GroupCommit:

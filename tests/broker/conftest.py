@@ -25,10 +25,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventstream.broker import GROUP, Broker, Keys
+from eventstream.broker.scripts import Dedupe
 from eventstream.ingest import IncomingEvent, now_ms, to_envelope
 from eventstream.settings import Settings
 
-Item = tuple[str, bytes, str | None]
+Item = tuple[str, bytes, Dedupe | str | None]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class State:
     counters: dict[str, int]
     hist: dict[str, int]
     workers: dict[str, int]
-    idem: dict[str, str] = field(default_factory=dict)
+    idem: dict[str, str] = field(default_factory=dict)  # dedupe record -> its event id
     stray: list[str] = field(default_factory=list)  # keys of the prefix not in keys.py's layout
 
     def counter(self, name: str) -> int:
@@ -83,7 +84,7 @@ async def state(redis: Redis, keys: Keys) -> State:
     known = set(keys.all_static())
     async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
         if k.startswith(f"{keys.tag}:idem:"):
-            idem[k] = await r.get(k)
+            idem[k] = (await r.get(k))[:36]  # the event id; a content fingerprint may follow
         elif k not in known:
             stray.append(k)
     return State(

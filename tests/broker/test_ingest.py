@@ -7,7 +7,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from tests.broker.conftest import check, make_items, wait_gone
+from eventstream.broker.scripts import Dedupe, Outcome
+from tests.broker.conftest import Item, check, make_items, wait_gone
 
 WINDOW = 60_000
 
@@ -124,7 +125,7 @@ async def test_duplicate_does_not_extend_the_window(broker: Broker, redis: Redis
 
     results = await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
 
-    assert results[0][1] is True
+    assert results[0][1] is Outcome.DUPLICATE
     assert 0 < await r.pttl(keys.idem("k")) <= 5_000
 
 
@@ -172,7 +173,10 @@ async def test_events_queued_by_ingest_are_read_with_zero_attempts(broker: Broke
 
 async def test_a_call_larger_than_one_status_chunk(broker: Broker, redis: Redis, keys: Keys) -> None:
     # 2,100 events cross the script's 1,000-event HSET chunks; keys on some, one repeated
-    items = [make_items(1, key=f"k{i % 500}" if i % 3 == 0 else None, start=i)[0] for i in range(2_100)]
+    items: list[Item] = []
+    for i in range(2_100):
+        event_id, env, _ = make_items(1, start=i)[0]
+        items.append((event_id, env, f"k{i % 500}" if i % 3 == 0 else None))  # no fingerprint
 
     results = await broker.scripts.ingest(redis, items, WINDOW)
 
@@ -189,3 +193,60 @@ async def test_a_call_larger_than_one_status_chunk(broker: Broker, redis: Redis,
     s = await check(redis, keys)
     assert s.stream_ids() == [event_id for event_id, dup in expected if not dup]
     assert s.counters == {"received": len(s.stream), "duplicates": 2_100 - len(s.stream)}
+
+
+async def test_a_key_reused_for_other_content_is_a_conflict_and_changes_nothing(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    [first] = make_items(1, key="k")  # payload {"n": 0}
+    [same] = make_items(1, key="k")  # the same content
+    [other] = make_items(1, key="k", start=1)  # payload {"n": 1}
+    await broker.scripts.ingest(redis, [first], WINDOW)
+    before = await check(redis, keys)
+    r: Any = redis
+    record = await r.get(keys.idem("k"))
+    assert first[2] is not None
+    assert record == first[0] + first[2].fingerprint.decode()  # 44 bytes
+
+    results = await broker.scripts.ingest(redis, [other, same, other], WINDOW)
+
+    assert results == [
+        (first[0], Outcome.CONFLICT),
+        (first[0], Outcome.DUPLICATE),
+        (first[0], Outcome.CONFLICT),
+    ]
+    after = await check(redis, keys)
+    assert after.without_counters() == before.without_counters()
+    assert after.counters == {"received": 1, "duplicates": 1}
+    assert await r.get(keys.idem("k")) == record
+
+
+async def test_a_record_without_a_fingerprint_matches_any_content(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    """Records of replays, and those written before fingerprints, hold just the id."""
+    [first] = make_items(1)
+    await broker.scripts.ingest(redis, [(first[0], first[1], "old")], WINDOW)
+    [later] = make_items(1, key="old", start=5)
+
+    assert await broker.scripts.ingest(redis, [later], WINDOW) == [(first[0], Outcome.DUPLICATE)]
+
+
+async def test_namespaces_keep_one_client_key_apart(broker: Broker, redis: Redis, keys: Keys) -> None:
+    a, b, anon = make_items(3)
+    items = [
+        (a[0], a[1], Dedupe("order-1", "key:aaaaaaaaaaaa", b"abcdefgh")),
+        (b[0], b[1], Dedupe("order-1", "ns:shop", b"abcdefgh")),
+        (anon[0], anon[1], Dedupe("order-1", None, b"abcdefgh")),
+    ]
+
+    results = await broker.scripts.ingest(redis, items, WINDOW)
+
+    assert results == [(a[0], Outcome.NEW), (b[0], Outcome.NEW), (anon[0], Outcome.NEW)]
+    s = await check(redis, keys)
+    assert s.idem == {
+        keys.idem("order-1", "key:aaaaaaaaaaaa"): a[0],
+        keys.idem("order-1", "ns:shop"): b[0],
+        keys.idem("order-1"): anon[0],
+    }
+    assert len(s.idem) == 3

@@ -34,7 +34,7 @@ async def test_an_admin_creates_lists_and_revokes_keys(api: Api, new_key: NewKey
         assert token.startswith(f"es_{key_id}_")
         assert created["key"] | {"createdAt": None} == {
             "id": key_id, "name": "shop", "scope": "ingest", "rate": 50.0, "burst": 50,
-            "createdAt": None, "lastUsedAt": None, "revoked": False, "revokedAt": None,
+            "createdAt": None, "lastUsedAt": None, "revoked": False, "revokedAt": None, "namespace": None,
         }  # fmt: skip
         assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
 

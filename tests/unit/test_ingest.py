@@ -12,12 +12,15 @@ from eventstream.event import decode_envelope
 from eventstream.ingest import (
     KEY_MAX,
     IncomingEvent,
+    batch_item_keys,
     check_idempotency_key,
+    fingerprint,
     new_event_id,
     parse_batch,
     parse_event,
     to_envelope,
 )
+from eventstream.ingest import _key_count as _key_count
 
 
 def body(**fields: object) -> bytes:
@@ -246,22 +249,25 @@ def test_to_envelope_fields() -> None:
         timestamp=datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=1))),
         id="body-key",
     )
-    event_id, raw, key = to_envelope(event, None, 1234, replay_of="old")
+    event_id, raw, dedupe = to_envelope(event, None, 1234, replay_of="old", namespace="key:abc")
     env = decode_envelope(raw)
     assert env.id == event_id
     assert (env.type, env.payload, env.receivedAt) == ("A", {"x": 1}, 1234)
     assert (env.source, env.severity, env.timestamp) == ("s", "high", "2023-12-31T23:00:00Z")
-    assert env.idempotencyKey == key == "body-key"
+    assert dedupe is not None
+    assert env.idempotencyKey == dedupe.key == "body-key"
+    assert (dedupe.namespace, dedupe.fingerprint) == ("key:abc", fingerprint(event))
     assert env.replayOf == "old"
 
 
 def test_header_key_wins_over_body_id() -> None:
     event = IncomingEvent(type="A", payload={}, id="body-key")
-    _, raw, key = to_envelope(event, "header-key", 1)
-    assert key == "header-key"
+    _, raw, dedupe = to_envelope(event, "header-key", 1)
+    assert dedupe is not None
+    assert dedupe.key == "header-key"
     assert decode_envelope(raw).idempotencyKey == "header-key"
-    _, raw, key = to_envelope(IncomingEvent(type="A", payload={}), None, 1)
-    assert key is None
+    _, raw, dedupe = to_envelope(IncomingEvent(type="A", payload={}), None, 1)
+    assert dedupe is None
     assert decode_envelope(raw).idempotencyKey is None
 
 
@@ -282,3 +288,38 @@ def test_check_idempotency_key() -> None:
         with pytest.raises(ValidationError) as info:
             check_idempotency_key(bad)
         assert info.value.errors[0]["loc"] == "header.Idempotency-Key"
+
+
+def test_fingerprint_is_the_content_however_written() -> None:
+    a = parse_event(
+        b'{"type":"A","payload":{"x":1,"y":[1,{"b":2,"a":1}]},"timestamp":"2026-01-01T01:00:00+01:00"}', 32
+    )
+    b = parse_event(
+        b'{"timestamp":"2026-01-01T00:00:00Z", "payload":{"y":[1,{"a":1,"b":2}],"x":1},"type":"A"}', 32
+    )
+    assert fingerprint(a) == fingerprint(b)
+    assert len(fingerprint(a)) == 8
+    assert fingerprint(a).decode().isascii()
+    assert fingerprint(a) != fingerprint(parse_event(b'{"type":"A","payload":{"x":2}}', 32))
+    assert fingerprint(a) != fingerprint(parse_event(b'{"type":"B","payload":{"x":1}}', 32))
+
+
+def test_batch_item_keys() -> None:
+    assert batch_item_keys(None, 3) is None
+    assert batch_item_keys("k", 3) == ["k:0", "k:1", "k:2"]
+    assert batch_item_keys("k" * 252, 1000) == [f"{'k' * 252}:{i}" for i in range(1000)]
+    with pytest.raises(ValidationError, match="at most 252"):
+        batch_item_keys("k" * 253, 1000)
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys"),
+    [
+        (b'{"a":1}', 1),
+        (b'{"a" :"b:", "c" : {"d":"\\\\"}, "e":["f:", "g"]}', 4),
+        (b'{"a\\":":1, "\\"":2}', 2),
+        (b'["a", "b"]', 0),
+    ],
+)
+def test_key_count(raw: bytes, keys: int) -> None:
+    assert _key_count(raw) == keys

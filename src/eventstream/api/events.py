@@ -12,12 +12,16 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
+from eventstream.auth.guard import principal_of
 from eventstream.backpressure import shed_load
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest import (
     TYPE_PATTERN,
+    Item,
+    batch_item_keys,
     check_idempotency_key,
+    conflict_message,
     now_ms,
     parse_batch,
     parse_event,
@@ -43,7 +47,8 @@ DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
                 "in": "header",
                 "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                "description": "Makes the post idempotent within the dedupe window.",
+                "description": "Makes the post idempotent within the dedupe window and the "
+                "caller's namespace; reused for a different event: 422.",
             }
         ],
     },
@@ -51,7 +56,7 @@ DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
         202: schemas.json_response("Accepted and queued", "AcceptedBody"),
         200: schemas.json_response("Duplicate of an event accepted earlier", "AcceptedBody"),
         413: schemas.problem_response("Body too large"),
-        422: schemas.problem_response("Invalid event"),
+        422: schemas.problem_response("Invalid event, or its idempotency key was used for a different event"),
         503: schemas.problem_response("Redis unreachable or slow, or ingest shedding load; retry later"),
     },
 )
@@ -63,10 +68,14 @@ async def post_event(request: Request) -> Response:
     event = parse_event(raw, s.max_depth, s.max_object_keys, s.max_string_length)
     await shed_load(request)
     trace = svc.tracing.start(request.headers, event.type) if svc.tracing is not None else None
+    ns = principal_of(request).namespace
     if trace is None:
-        [result] = await svc.ingest.submit([to_envelope(event, key, now_ms())])
+        [result] = await svc.ingest.submit([to_envelope(event, key, now_ms(), namespace=ns)])
     else:
-        [result] = await trace.submit(svc.ingest, [to_envelope(event, key, now_ms(), trace=trace.context)])
+        item = to_envelope(event, key, now_ms(), trace=trace.context, namespace=ns)
+        [result] = await trace.submit(svc.ingest, [item])
+    if result.conflict:
+        raise ValidationError(conflict_message("header Idempotency-Key" if key else "id"))
     if result.duplicate:
         return json({"message": DUPLICATE, "eventId": result.event_id, "duplicate": True}, 200)
     return json({"message": ACCEPTED, "eventId": result.event_id, "duplicate": False}, 202)
@@ -75,11 +84,23 @@ async def post_event(request: Request) -> Response:
 @router.post(
     "/events/batch",
     summary="Ingest up to max_batch events; each item succeeds or fails on its own",
-    openapi_extra=schemas.body("BatchBody"),
+    openapi_extra={
+        **schemas.body("BatchBody"),
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+                "description": "Makes each item idempotent under the key `<Idempotency-Key>:<index>` "
+                "(an item's own `id` wins): the same batch sent again gives duplicates.",
+            }
+        ],
+    },
     responses={
         200: schemas.json_response("One result per item, in order", "BatchResult"),
         413: schemas.problem_response("Body or batch too large"),
-        422: schemas.problem_response("Body is not a batch"),
+        422: schemas.problem_response("Body is not a batch, or the Idempotency-Key is too long"),
         503: schemas.problem_response("Redis unreachable or slow, or ingest shedding load; retry later"),
     },
 )
@@ -88,21 +109,34 @@ async def post_batch(request: Request) -> Response:
     s = svc.settings
     raw = await read_body(request, s.max_body_bytes)
     items = parse_batch(raw, s.max_batch)
+    keys = batch_item_keys(request.headers.get("idempotency-key"), len(items))
     await shed_load(request, len(items))
     trace = svc.tracing.start(request.headers, "batch", len(items)) if svc.tracing is not None else None
     context = trace.context if trace is not None else None
     results: list[dict[str, Any]] = [{} for _ in items]
-    good: list[tuple[int, tuple[str, bytes, str | None]]] = []
+    good: list[tuple[int, Item]] = []
     now = now_ms()
     limits = (s.max_depth, s.max_object_keys, s.max_string_length)
+    ns = principal_of(request).namespace
+    by_header: set[int] = set()
     for i, item in enumerate(items):
         try:
-            good.append((i, to_envelope(parse_event(bytes(item), *limits), None, now, trace=context)))
+            event = parse_event(bytes(item), *limits)
+            key = None if keys is None or event.id is not None else keys[i]
+            if key is not None:
+                by_header.add(i)
+            good.append((i, to_envelope(event, key, now, trace=context, namespace=ns)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
     submit = svc.ingest.submit if trace is None else partial(trace.submit, svc.ingest)
     accepted = await submit([g for _, g in good])
+    conflicts = 0
     for (i, _), acc in zip(good, accepted, strict=True):
+        if acc.conflict:
+            conflicts += 1
+            source = "header Idempotency-Key" if i in by_header else "id"
+            results[i] = {"index": i, "status": 422, "error": conflict_message(source)}
+            continue
         results[i] = {
             "index": i,
             "status": 200 if acc.duplicate else 202,
@@ -112,9 +146,9 @@ async def post_batch(request: Request) -> Response:
     dups = sum(1 for a in accepted if a.duplicate)
     return json(
         {
-            "accepted": len(accepted) - dups,
+            "accepted": len(accepted) - dups - conflicts,
             "duplicates": dups,
-            "rejected": len(items) - len(accepted),
+            "rejected": len(items) - len(accepted) + conflicts,
             "results": results,
         }
     )

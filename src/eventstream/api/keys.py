@@ -11,7 +11,7 @@ from starlette.responses import Response
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
 from eventstream.auth import trail
-from eventstream.auth.apikeys import MAX_BURST, MAX_RATE, MIN_RATE, KeyRegistry
+from eventstream.auth.apikeys import MAX_BURST, MAX_RATE, MIN_RATE, NAMESPACE_PATTERN, KeyRegistry
 from eventstream.auth.guard import KEYS_NEED_ADMIN_KEY, principal_of
 from eventstream.errors import Forbidden, ValidationError
 
@@ -25,6 +25,17 @@ class NewKey(msgspec.Struct, forbid_unknown_fields=True):
         Annotated[float, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE, description="Events per second.")] | None
     ) = None
     burst: Annotated[int, msgspec.Meta(ge=1, le=MAX_BURST, description="Events at once.")] | None = None
+    namespace: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=NAMESPACE_PATTERN,
+                description="Idempotency namespace shared with every key created with the same one; "
+                "without it the key has its own.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class KeyItem(msgspec.Struct):
@@ -37,6 +48,7 @@ class KeyItem(msgspec.Struct):
     lastUsedAt: str | None
     revoked: bool
     revokedAt: str | None
+    namespace: str | None
 
 
 class KeyList(msgspec.Struct):
@@ -88,7 +100,7 @@ async def create_key(request: Request) -> Response:
         raise ValidationError(f"invalid key: {exc}", [{"loc": "$", "msg": str(exc)}]) from None
     except UnicodeDecodeError:
         raise ValidationError("body is not valid UTF-8 JSON") from None
-    key, token = await registry.create(new.name, new.scope, new.rate, new.burst)
+    key, token = await registry.create(new.name, new.scope, new.rate, new.burst, new.namespace)
     actor_id, actor_name = principal_of(request).label
     trail.record(
         "key.created",

@@ -35,6 +35,8 @@ _TOKEN_RE = re.compile(r"^es_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _ID_RE = re.compile(r"^[0-9a-f]{12}$")
 NAME_MAX = 64
 _NAME_RE = re.compile(r"^[A-Za-z0-9 _.:@/-]{1,64}$")
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_NAMESPACE_RE = re.compile(NAMESPACE_PATTERN)
 MIN_RATE = 0.001  # one event per 1000 s; slower would make the bucket's times absurd
 MAX_RATE = 1_000_000.0
 MAX_BURST = 10_000_000
@@ -84,6 +86,7 @@ class ApiKey:
     created_ms: int
     revoked_ms: int | None
     last_used_ms: int | None
+    namespace: str | None = None  # shared idempotency namespace; None: the key's own
 
     @property
     def revoked(self) -> bool:
@@ -102,6 +105,7 @@ class ApiKey:
             "lastUsedAt": ms_to_iso(self.last_used_ms) if self.last_used_ms else None,
             "revoked": self.revoked,
             "revokedAt": ms_to_iso(self.revoked_ms) if self.revoked_ms else None,
+            "namespace": self.namespace,
         }
 
 
@@ -115,12 +119,17 @@ def _record(key_id: str, raw: dict[str, str]) -> ApiKey:
         created_ms=int(raw.get("c", 0) or 0),
         revoked_ms=int(raw["x"]) if raw.get("x") else None,
         last_used_ms=int(raw["u"]) if raw.get("u") else None,
+        namespace=raw.get("ns") or None,
     )
 
 
-def check_new_key(name: str, scope: str, rate: float | None, burst: int | None) -> None:
+def check_new_key(
+    name: str, scope: str, rate: float | None, burst: int | None, namespace: str | None = None
+) -> None:
     """Raise ValidationError saying what is wrong with a new key's settings."""
     errors: list[dict[str, str]] = []
+    if namespace is not None and not _NAMESPACE_RE.fullmatch(namespace):
+        errors.append({"loc": "namespace", "msg": "1-64 characters of letters, digits, '_.-'"})
     if not _NAME_RE.fullmatch(name):
         errors.append({"loc": "name", "msg": f"1-{NAME_MAX} characters of letters, digits, ' _.:@/-'"})
     if scope not in SCOPES:
@@ -142,10 +151,18 @@ class KeyRegistry:
         self.new_id = new_id or (lambda: secrets.token_hex(6))
 
     async def create(
-        self, name: str, scope: str, rate: float | None = None, burst: int | None = None
+        self,
+        name: str,
+        scope: str,
+        rate: float | None = None,
+        burst: int | None = None,
+        namespace: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key and its token (the only time the token exists outside the client)."""
-        check_new_key(name, scope, rate, burst)
+        """A new key and its token (the only time the token exists outside the client).
+
+        ``namespace``: the idempotency namespace it shares with every key created with
+        the same one (a rotation, one team's services); None: a namespace of its own."""
+        check_new_key(name, scope, rate, burst, namespace)
         r = float(rate or 0)
         b = (burst or default_burst(r)) if r else 0
         for _ in range(8):
@@ -158,11 +175,13 @@ class KeyRegistry:
             raise RuntimeError("could not find a free API key id")
         now = time.time_ns() // 1_000_000
         fields = {"s": scope, "n": name, "r": repr(r), "b": b, "c": now}
+        if namespace is not None:
+            fields["ns"] = namespace
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.k.api_key(key_id), mapping=fields)
             pipe.sadd(self.k.api_keys, key_id)
             await pipe.execute()
-        return ApiKey(key_id, name, scope, r, b, now, None, None), token
+        return ApiKey(key_id, name, scope, r, b, now, None, None, namespace), token
 
     async def get(self, key_id: str) -> ApiKey:
         if not valid_id(key_id):

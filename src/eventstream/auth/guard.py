@@ -101,11 +101,16 @@ UNKNOWN = (
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key (id, name, scope) or anonymous loopback use (every scope)."""
+    """Who is calling: a key (id, name, scope) or anonymous loopback use (every scope).
+
+    ``namespace``: where its idempotency keys live (eventstream.broker.keys): the
+    namespace it shares with other keys (``ns:<name>``), else its own (``key:<id>``);
+    None for anonymous use."""
 
     key_id: str | None
     name: str
     scope: str
+    namespace: str | None = None
 
     @property
     def label(self) -> tuple[str, str]:
@@ -241,12 +246,13 @@ class Guard:
             self.broker.redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=presented, scope=need
         )
         code, scope, name, stored = int(reply[0]), str(reply[1]), str(reply[2]), str(reply[3])
+        shared = str(reply[9]) if len(reply) > 9 else ""
         matches = hmac.compare_digest(stored or _DUMMY, presented)
         if code == 0 or not matches:
             raise Unauthorized(INVALID, invalid_token=True)
         if code == 1:
             raise Unauthorized(f"API key {key_id} ({name}) was revoked", invalid_token=True)
-        caller = Principal(key_id, name, scope)
+        caller = Principal(key_id, name, scope, f"ns:{shared}" if shared else f"key:{key_id}")
         if code == 2:
             raise _Denied(
                 caller,

@@ -25,15 +25,23 @@ Redis Cluster slot and every script can touch all of them atomically.
                               their handlers' timeouts allow (JSON: count, oldest entry,
                               its event id, age and allowance in ms); written by the
                               worker's lease renewal when that changes, read by the audit.
-    {p}:idem:<hash>   STRING  idempotency key digest -> event id, expires after the
-                              dedupe window. The client's key is hashed, never used raw.
+    {p}:idem:<hash>   STRING  one idempotency key of one namespace: the id of the event
+                              accepted under it (36 characters) followed by an 8-character
+                              fingerprint of that event's content (absent for replays and
+                              for records written before fingerprints), 44 bytes in all;
+                              expires after the dedupe window. <hash> is BLAKE2b-128 of
+                              the client's key, never the key itself, keyed by the
+                              namespace: an API key's own ("key:<id>"), or one shared by
+                              several keys ("ns:<name>"). Anonymous use hashes without a
+                              key, so its names are those of every earlier version.
     {p}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
                               expires after the period (take_turn.lua).
     {p}:apikeys       SET     ids of every API key ever created (revoked ones included).
     {p}:apikey:<id>   HASH    one API key: h (SHA-256 hex of the token; the token itself
                               is never stored), s (scope), n (name), r (events/s, 0: no
                               limit), b (burst), c (created ms), x (revoked ms, absent
-                              while valid), u (last used ms, updated at most once a minute).
+                              while valid), u (last used ms, updated at most once a minute),
+                              ns (shared idempotency namespace; absent: the key's own).
                               <id> is 12 hex digits, checked before it is used.
     {p}:rate:key:<id> STRING  GCRA theoretical arrival time (µs) of a key's rate limit;
                               expires when the bucket is full again.
@@ -45,6 +53,7 @@ event it also keeps one small key for the dedupe window.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -52,6 +61,12 @@ GROUP = "workers"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _namespace_key(namespace: str) -> bytes:
+    """The BLAKE2b key of a namespace (32 bytes: a key may be at most 64)."""
+    return hashlib.blake2b(namespace.encode(), digest_size=32, person=b"es-idem-ns").digest()
 
 
 class Keys:
@@ -88,9 +103,12 @@ class Keys:
         self.overdue = f"{self.tag}:overdue"
         self.api_keys = f"{self.tag}:apikeys"
 
-    def idem(self, key: str) -> str:
-        """The dedupe key for a client's idempotency key (hashed: never a raw client string)."""
-        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    def idem(self, key: str, namespace: str | None = None) -> str:
+        """The dedupe key for a client's idempotency key in ``namespace`` (None: anonymous
+        use). Hashed: never a raw client string; keyed by the namespace, so one client key
+        gives unrelated names in two namespaces."""
+        ns = b"" if namespace is None else _namespace_key(namespace)
+        digest = hashlib.blake2b(key.encode(), digest_size=16, key=ns).hexdigest()
         return f"{self.tag}:idem:{digest}"
 
     def api_key(self, key_id: str) -> str:

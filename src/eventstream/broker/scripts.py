@@ -8,8 +8,9 @@ round trip. Each script's header documents its KEYS, ARGV, reply and counters.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
 from importlib.resources import files
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -19,6 +20,22 @@ from eventstream.broker.keys import GROUP, Keys
 
 Client = Redis | Pipeline
 Arg = str | int | float | bytes
+
+
+class Dedupe(NamedTuple):
+    """What makes one ingested event idempotent."""
+
+    key: str  # the client's idempotency key (header or body id)
+    namespace: str | None = None  # see Keys.idem; None: anonymous use
+    fingerprint: bytes = b""  # 8 characters naming the event's content; b"": any content repeats it
+
+
+class Outcome(IntEnum):
+    """What ingest did with one event (0 and 1 read as "duplicate: False/True")."""
+
+    NEW = 0  # enqueued under the id it was given
+    DUPLICATE = 1  # its key was seen with the same content: nothing enqueued
+    CONFLICT = 2  # its key was seen with other content: nothing enqueued, nothing counted
 
 
 # Scripts that act on a worker's own deliveries start with the shared fencing helpers.
@@ -65,23 +82,33 @@ class Scripts:
         await self._s[name](keys=list(keys), args=list(args), client=pipe)
 
     async def ingest(
-        self, client: Client, events: Sequence[tuple[str, bytes, str | None]], dedupe_window_ms: int
-    ) -> list[tuple[str, bool]]:
-        """Enqueue (id, envelope, idempotency key) triples; returns (event id, duplicate)."""
+        self,
+        client: Client,
+        events: Sequence[tuple[str, bytes, Dedupe | str | None]],
+        dedupe_window_ms: int,
+    ) -> list[tuple[str, Outcome]]:
+        """Enqueue (id, envelope, dedupe record) triples; a plain string is a key of the
+        anonymous namespace without a fingerprint. Returns, per event, the id it goes by
+        (the first event's for a duplicate or a conflict) and what was done."""
         k = self.keys
         keys = [k.stream, k.status, k.counters]
         keyed: list[Arg] = []
-        for i, (_, _, idem) in enumerate(events):
-            if idem is not None:
-                keys.append(k.idem(idem))
-                keyed.append(i)
-        args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed]
+        prints: list[Arg] = []
+        for i, (_, _, dedupe) in enumerate(events):
+            if dedupe is None:
+                continue
+            if isinstance(dedupe, str):
+                dedupe = Dedupe(dedupe)
+            keys.append(k.idem(dedupe.key, dedupe.namespace))
+            keyed.append(i)
+            prints.append(dedupe.fingerprint)
+        args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed, *prints]
         for event_id, envelope, _ in events:
             args += (event_id, envelope)
         flat = await self._call("ingest", keys, args, client)
-        results = [(event_id, False) for event_id, _, _ in events]
-        for j in range(0, len(flat), 2):
-            results[int(flat[j])] = (str(flat[j + 1]), True)
+        results = [(event_id, Outcome.NEW) for event_id, _, _ in events]
+        for j in range(0, len(flat), 3):
+            results[int(flat[j])] = (str(flat[j + 1]), Outcome(int(flat[j + 2])))
         return results
 
     def complete_args(

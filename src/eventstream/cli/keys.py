@@ -82,6 +82,14 @@ def create(
         int | None,
         typer.Option(metavar="N", help="Events at once (default: one second's worth of --rate)."),
     ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAMESPACE",
+            help="Idempotency namespace shared with the other keys created with it (a rotation, "
+            "one team's services); default: the key has its own.",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
@@ -90,7 +98,7 @@ def create(
         per_s = None if rate is None else parse_rate(rate)
     except EventStreamError as exc:
         raise fail(exc) from None
-    key, token = _run(settings, lambda reg: reg.create(name, scope, per_s, burst))
+    key, token = _run(settings, lambda reg: reg.create(name, scope, per_s, burst, namespace))
     trail.record(
         "key.created",
         target=key.id,
@@ -102,7 +110,8 @@ def create(
         via="cli",
     )
     limit = f"{key.rate:g} events/s, burst {key.burst}" if key.rate else "no rate limit"
-    console.print(f"[green]created[/green] key {key.id} ({key.name}, scope {key.scope}, {limit})")
+    shared = f", namespace {key.namespace}" if key.namespace else ""
+    console.print(f"[green]created[/green] key {key.id} ({key.name}, scope {key.scope}, {limit}{shared})")
     console.print("Store it now: it is shown only this once. Send it as `Authorization: Bearer <key>`.")
     typer.echo(token)
 
