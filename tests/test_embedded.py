@@ -84,4 +84,4 @@ def test_commands_beside_up_find_the_running_embedded_server(tmp_path: Path) -> 
     assert not (tmp_path / "redis" / "url").exists()
     gone = subprocess.run(audit, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert gone.returncode == 2
-    assert "no embedded server is running" in gone.stderr
+    assert "no `eventstream up` is running with the data dir" in gone.stderr

@@ -27,11 +27,9 @@ def install(app: FastAPI) -> None:
     (made with ``docs_url=None, redoc_url=None``)."""
     openapi_url = app.openapi_url or "/openapi.json"
 
-    @app.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/docs")
 
-    @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
@@ -43,11 +41,9 @@ def install(app: FastAPI) -> None:
             oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
         )
 
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
-    async def swagger_ui_redirect() -> HTMLResponse:
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(
@@ -58,15 +54,20 @@ def install(app: FastAPI) -> None:
             with_google_fonts=False,
         )
 
+    # plain routes, as FastAPI's own docs pages are: not API operations
+    app.add_route("/", home, include_in_schema=False)
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route("/docs/oauth2-redirect", swagger_ui_redirect, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
     for path in sorted(DOCS_ASSETS):
-        app.add_api_route(path, _asset(PurePosixPath(path).name), include_in_schema=False)
+        app.add_route(path, _asset(PurePosixPath(path).name), include_in_schema=False)
 
 
-def _asset(name: str) -> Callable[[], Awaitable[Response]]:
+def _asset(name: str) -> Callable[[Request], Awaitable[Response]]:
     body = (ASSETS / name).read_bytes()  # read once: a few MB, every one of them served often
     media_type = MEDIA_TYPES[PurePosixPath(name).suffix]
 
-    async def serve() -> Response:
+    async def serve(request: Request) -> Response:
         return Response(body, media_type=media_type, headers={"Cache-Control": CACHE})
 
     return serve
