@@ -71,9 +71,13 @@ def test_concurrent_posts_with_one_idempotency_key_make_one_event(
         assert (r.json()["status"], r.json()["attempts"]) == ("processed", 1), r.json()
     assert client.get(f"/events/{by_header}").json()["idempotencyKey"] == "order-1-paid"
 
-    # After processing, the key still answers duplicate with the same event id.
-    again = {"type": "OK", "payload": {}}
+    # After processing, the key still answers duplicate with the same event id; reused
+    # for another event, it is refused.
+    again = {"type": "OK", "payload": {"order": 1}}
     r = client.post("/events", json=again, headers={"Idempotency-Key": "order-1-paid"})
     assert r.status_code == 200, r.text
     assert r.json()["eventId"] == by_header
+    other = {"type": "OK", "payload": {}}
+    r = client.post("/events", json=other, headers={"Idempotency-Key": "order-1-paid"})
+    assert r.status_code == 422, r.text
     cluster.stop(worker)
