@@ -8,19 +8,25 @@ a request head and no deadline for a head or a body that never ends, so
 
 - **head size**: the request line and headers may take ``max_head_bytes``; past that
   the answer is 431 and the connection is closed. Bytes are counted as they are read,
-  so a huge header is refused after ``max_head_bytes``, never buffered whole.
+  so a huge header is refused after ``max_head_bytes``, never buffered whole. (A head
+  pipelined behind another request in the same read is counted from the next read
+  on, so it may pass the cap by at most one read.)
 - **head timeout**: the head must be complete ``head_timeout`` seconds after the
   connection opened or the request's first byte arrived; else 408 (a connection that
   sent nothing is just closed).
 - **body timeout**: while a body is awaited, some of it must arrive every
   ``body_timeout`` seconds; else 408 (or a bare close once a response has started).
+- **early answers**: a response sent before its request's body arrived (a 401, a 413)
+  ends the connection, where uvicorn would read and drop the rest for as long as it
+  trickled in.
 
 A refused connection is shut for writing and drained for up to ``LINGER_S`` before it
 is closed, so the client reads the answer instead of a reset.
 
-The hot path pays a counter and two flag flips per request: a request whose head
-(and body) arrive in one read never arms a timer; timers are armed only when a read
-ends with a head or a body still incomplete.
+The hot path pays a counter, two flags and three thin callback overrides per request
+(about 1 µs on top of uvicorn's ~18 µs, measured with a null transport): a request
+whose head (and body) arrive in one read never arms a timer; timers are armed only
+when a read ends with a head or a body still incomplete.
 """
 
 from __future__ import annotations
