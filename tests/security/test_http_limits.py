@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -256,16 +258,40 @@ def test_connections_beyond_the_limit_get_503_and_the_rest_are_served(cluster: C
 
 def test_a_client_gone_mid_body_is_no_error(cluster: Cluster) -> None:
     api = cluster.start_api(EVENTSTREAM_LOG_LEVEL="debug")
-    body = json.dumps(EVENT).encode()
-    head = request("/events", "Content-Type: application/json", "Content-Length: 1000", method="POST")
-    for _ in range(5):
+
+    def hang_up_mid_body(path: str, *headers: str) -> None:
+        head = request(
+            path, "Content-Type: application/json", "Content-Length: 1000", *headers, method="POST"
+        )
         with dial(api) as sock:
-            sock.sendall(head + body)
+            sock.sendall(head + b'{"type": "T", ')
             time.sleep(0.05)  # the app is waiting for the rest of the body
 
-    def disconnects_seen() -> bool:
-        return len(api.proc.log_events("client disconnected before the request was read")) >= 5
+    def disconnects_seen(n: int) -> None:
+        wait_for(
+            lambda: len(api.proc.log_events("client disconnected before the request was read")) >= n,
+            f"the API to notice {n} disconnects",
+            10,
+            last=api.proc.stderr,
+        )
 
-    wait_for(disconnects_seen, "the API to notice the 5 disconnects", 10, last=lambda: api.proc.stderr())
+    for _ in range(5):  # the ingest fast path
+        hang_up_mid_body("/events")
+    disconnects_seen(5)
     still_serves(api)
+    # a route served by FastAPI's routing (its own exception handling): POST /keys, with a key
+    made = subprocess.run(
+        [sys.executable, "-m", "eventstream", "keys", "create", "--name", "ops", "--scope", "admin"],
+        env=cluster.env(),
+        cwd=cluster.tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = made.stdout.strip()
+    hang_up_mid_body("/keys", f"Authorization: Bearer {token}")
+    disconnects_seen(6)
+    r = httpx.post(f"{api.url}/events", json=EVENT, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 202, r.text
     assert error_lines(api) == []

@@ -99,4 +99,4 @@ def install(app: FastAPI) -> None:
     for cls in (ValidationError, RequestValidationError, NotFound, HTTPException, Unavailable,
                 Unauthorized, Forbidden, RateLimited, Exception):  # fmt: skip
         app.add_exception_handler(cls, handle)
-    app.add_exception_handler(ClientDisconnect, handle)  # else Starlette re-raises it as a server error
+    app.add_exception_handler(ClientDisconnect, handle)  # a known case, answered like the others
