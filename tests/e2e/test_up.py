@@ -201,3 +201,19 @@ def test_a_taken_port_is_refused_before_anything_starts(
     assert "embedded Redis" not in err
     assert not (cluster.data_dir / "redis").exists()
     assert not cluster.marked_pids()
+
+
+@pytest.mark.timeout(120)
+def test_a_second_ctrl_c_stops_handlers_still_running(cluster: Cluster, tmp_path: Path) -> None:
+    # a grace far longer than the test's timeout: only the second Ctrl-C can end it in time
+    up, client = start_up(cluster, tmp_path / "updata", EVENTSTREAM_SHUTDOWN_GRACE="600")
+    with client:
+        [blocked] = post(client, [{"type": "GATE", "payload": {"gate": str(tmp_path / "never")}}])
+        wait_status(client, blocked, "processing")
+    os.killpg(up.pid, signal.SIGINT)
+    wait_for(lambda: "Ctrl-C again" in up.stderr(), "up to say it waits for the running handler")
+    assert up.alive(), "the handler still runs: up waits for it"
+    os.killpg(up.pid, signal.SIGINT)
+    assert cluster.wait_exit(up, timeout=60) == 0, up.logs()
+    assert "a second stop signal" in up.stderr()
+    wait_for(lambda: not cluster.marked_pids(), "every process to be gone", last=cluster.marked_pids)
