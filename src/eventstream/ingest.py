@@ -83,16 +83,14 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def _shape(value: Any, limit: int) -> tuple[int, int]:
-    """(nesting depth, number of object keys) of a decoded JSON value. Depth counts
-    objects and arrays inside one another (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}``
-    is 2); the walk stops once the depth passes ``limit``."""
-    deepest = keys = 0
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value: objects and arrays inside one another
+    (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2); stops counting past ``limit``."""
+    deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
-            keys += len(item)
             children: Any = item.values()
         elif isinstance(item, list):
             children = item
@@ -101,9 +99,9 @@ def _shape(value: Any, limit: int) -> tuple[int, int]:
         if depth > deepest:
             deepest = depth
             if deepest > limit:
-                return deepest, keys
+                return deepest
         stack.extend((v, depth + 1) for v in children)
-    return deepest, keys
+    return deepest
 
 
 # Every JSON string, then ":" when it is an object key. Scanning from the left, each match
@@ -182,24 +180,27 @@ def _undecodable(exc: UnicodeDecodeError | RecursionError, max_depth: int | None
     )
 
 
-def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[str, str] | None:
-    """(where, what) of the first object with too many keys or string too long, else None."""
+def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[tuple[str, str] | None, int]:
+    """(where, what) of the first object with too many keys or string too long, else None;
+    and the number of object keys (every key when nothing is too large)."""
+    keys = 0
     stack: list[tuple[Any, str]] = [(value, "$.payload")]
     while stack:
         item, where = stack.pop()
         if isinstance(item, str):
             if len(item) > max_string:
-                return where, f"string longer than {max_string} characters"
+                return (where, f"string longer than {max_string} characters"), keys
         elif isinstance(item, dict):
             if len(item) > max_keys:
-                return where, f"object with more than {max_keys} keys"
+                return (where, f"object with more than {max_keys} keys"), keys
+            keys += len(item)
             for k, v in item.items():
                 if len(k) > max_string:
-                    return where, f"key longer than {max_string} characters"
+                    return (where, f"key longer than {max_string} characters"), keys
                 stack.append((v, f"{where}.{k[:32]}"))
         elif isinstance(item, list):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-    return None
+    return None, keys
 
 
 def utc(timestamp: datetime) -> datetime:
@@ -229,29 +230,30 @@ def parse_event(
     if event.type.endswith("\n"):  # msgspec uses re.search, whose "$" matches before a final newline
         msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
         raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
-    depth, payload_keys = _shape(event.payload, max_depth)
-    if depth > max_depth:
+    if _depth(event.payload, max_depth) > max_depth:
         raise ValidationError(
             f"payload is nested deeper than {max_depth} levels",
             [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
         )
+    # With no limits given every size passes, and the walk still counts the keys.
+    over, payload_keys = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
+    if over is not None:
+        where, what = over
+        raise ValidationError(f"payload has an {what} at {where}", [{"loc": where, "msg": what}])
     # Repeated keys, cheaply: the body spells out at least as many keys as were decoded,
     # and exactly as many when none repeats and no field is sent as null (absent and null
     # decode alike). Every key is followed by a colon, so the colons bound the keys from
     # above; when they leave room for more keys than were decoded, the keys are counted,
     # and only when those are more, the exact check runs.
+    colons = raw.count(b":")
     decoded = payload_keys + 2  # type, payload
-    decoded += (event.source is not None) + (event.severity is not None)
-    decoded += (event.timestamp is not None) + (event.id is not None)
-    if raw.count(b":") > decoded and _key_count(raw) > decoded:
-        _refuse_duplicate_keys(raw)
+    if colons > decoded:
+        decoded += (event.source is not None) + (event.severity is not None)
+        decoded += (event.timestamp is not None) + (event.id is not None)
+        if colons > decoded and _key_count(raw) > decoded:
+            _refuse_duplicate_keys(raw)
     if event.timestamp is not None:
         event.timestamp = utc(event.timestamp)
-    if max_keys is not None or max_string is not None:
-        over = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
-        if over is not None:
-            where, what = over
-            raise ValidationError(f"payload has an {what} at {where}", [{"loc": where, "msg": what}])
     return event
 
 
