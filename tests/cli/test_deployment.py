@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstream.embedded import free_port
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_up import start_up
 
@@ -58,6 +59,18 @@ def test_commands_beside_up_find_it_by_data_dir_from_anywhere(cluster: Cluster, 
     db = run(cluster, elsewhere, "db", "check", "--data-dir", str(data_dir))
     assert db.returncode == 0, db.stderr
     assert "up to date" in db.stdout
+    # a worker and a second API join it the same way
+    worker = run(cluster, elsewhere, "worker", "--burst", "--data-dir", str(data_dir))
+    assert worker.returncode == 0, worker.stderr
+    port = free_port()
+    environment = cluster.env(redis=False)
+    del environment["EVENTSTREAM_DATA_DIR"]
+    api = cluster.spawn("api", ["api", "--port", str(port), "--data-dir", str(data_dir)], environment)
+    cluster.wait_ready(api, port)
+    assert cluster.stop(api) == 0
+    missing = run(cluster, elsewhere, "worker", "--burst")
+    assert missing.returncode == 2
+    assert "--data-dir" in missing.stderr
     assert not (elsewhere / "data").exists(), "nothing was made where the command was run"
     up.popen.send_signal(signal.SIGINT)
     assert cluster.wait_exit(up, timeout=40) == 0, up.logs()

@@ -247,8 +247,13 @@ def _exit_ok(signum: int, frame: object) -> None:
 
 
 @cli.command()
-def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt = False) -> None:
-    """Run the HTTP API alone (needs EVENTSTREAM_REDIS_URL)."""
+def api(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    insecure: InsecureOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the HTTP API alone, on EVENTSTREAM_REDIS_URL or beside a running `eventstream up`."""
     import uvicorn
 
     from eventstream.api import create_app
@@ -256,11 +261,10 @@ def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000, insecure: InsecureOpt
     from eventstream.logs import configure, protect_output
 
     protect_output()
-    settings = settings_or_exit()
+    settings = settings_or_exit(data_dir=data_dir)
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
-        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
-        raise typer.Exit(2)
+        settings = settings_or_exit(data_dir=data_dir, redis_url=redis_url_or_exit(settings))
     _port_free_or_exit(host, port)
     loopback = _is_loopback(host)
     if not loopback:
@@ -299,16 +303,19 @@ def worker(
         ),
     ] = None,
     burst: Annotated[bool, typer.Option(help="Exit once nothing is queued, in flight or scheduled.")] = False,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    """Run one worker process (needs EVENTSTREAM_REDIS_URL). SIGTERM stops it gracefully."""
+    """Run one worker process, on EVENTSTREAM_REDIS_URL or beside a running `eventstream up`.
+
+    SIGTERM stops it gracefully."""
     from eventstream.logs import configure, protect_output
 
     protect_output()
-    settings = settings_or_exit(concurrency=concurrency)
+    settings = settings_or_exit(concurrency=concurrency, data_dir=data_dir)
     configure(settings.log_level, settings.log_format)
     if not settings.redis_url:
-        console.print("[red]error:[/red] set EVENTSTREAM_REDIS_URL, or use `eventstream up`")
-        raise typer.Exit(2)
+        url = redis_url_or_exit(settings)
+        settings = settings_or_exit(concurrency=concurrency, data_dir=data_dir, redis_url=url)
     sys.path.insert(0, os.getcwd())
     from eventstream.worker.process import run as run_worker
 
