@@ -13,6 +13,7 @@ and OAuth redirects add parameters of their own there.
 from __future__ import annotations
 
 from urllib.parse import parse_qsl
+from weakref import ReferenceType, ref
 
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
@@ -38,14 +39,18 @@ def check(query_string: bytes, allowed: frozenset[str]) -> None:
     )
 
 
-_declared: dict[int, frozenset[str]] = {}  # by id(route): routes live as long as the app
+# By id(route), with a weak reference that proves the id still names that route: an
+# id can be reused by another app's route once the first app is gone.
+_declared: dict[int, tuple[ReferenceType[APIRoute], frozenset[str]]] = {}
 
 
 def declared(route: APIRoute) -> frozenset[str]:
     """The query parameters ``route`` declares, its dependencies' included."""
-    known = _declared.get(id(route))
-    if known is None:
-        known = _declared[id(route)] = _parameters(route)
+    cached = _declared.get(id(route))
+    if cached is not None and cached[0]() is route:
+        return cached[1]
+    known = _parameters(route)
+    _declared[id(route)] = (ref(route), known)
     return known
 
 
