@@ -218,7 +218,8 @@ def test_two_promoters_one_killed_mid_way(cluster: Cluster) -> None:
     killed half-way. No retry is enqueued twice or lost."""
     n, spread = 1500, 1.0
     checker = Checker(cluster, start_api(cluster))
-    workers = [start_worker(cluster, concurrency=100) for _ in range(2)]
+    # the handler asks for its retry seconds ahead: a cap above that (Retry delays are capped)
+    workers = [start_worker(cluster, concurrency=100, EVENTSTREAM_RETRY_MAX_DELAY="60") for _ in range(2)]
     for w in workers:
         wait_started(cluster, w)
     due0 = time.time() + 4.0
