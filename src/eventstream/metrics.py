@@ -98,10 +98,8 @@ class Snapshot:
 
 
 async def snapshot(broker: Broker, now_ms: int, worker_ttl_ms: int) -> Snapshot:
-    counters = await broker.counters()
-    gauges = await broker.gauges(now_ms, worker_ttl_ms)
-    hist = await broker.histograms()
-    return Snapshot(counters, gauges, hist)
+    """Everything /metrics shows, read at one instant."""
+    return Snapshot(*await broker.snapshot(now_ms, worker_ttl_ms))
 
 
 def summary(snap: Snapshot) -> dict[str, int]:

@@ -126,6 +126,14 @@ class FaultProxy:
             self._server.close()
         for conn in list(self._conns):
             conn.reset()
+        # Connections still being accepted or pumped (clients still running when the test
+        # ended): end them here, or their sockets are left to the garbage collector and
+        # warn in whichever test runs next.
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         self.stats["accepted"] += 1

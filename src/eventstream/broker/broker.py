@@ -171,17 +171,32 @@ class Broker:
         return {k: int(v) for k, v in raw.items()}
 
     async def gauges(self, now_ms: int, worker_ttl_ms: int) -> dict[str, int]:
+        _, gauges, _ = await self.snapshot(now_ms, worker_ttl_ms)
+        return gauges
+
+    async def snapshot(
+        self, now_ms: int, worker_ttl_ms: int
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Counters, gauges and histograms read in one MULTI: one instant, so what they
+        show obeys the conservation law exactly, even while workers run."""
         k = self.keys
         async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.counters)
+            pipe.hgetall(k.hist)
             pipe.xlen(k.stream)
             pipe.zcard(k.retry)
             pipe.xlen(k.dlq)
             pipe.zcount(k.workers, now_ms - worker_ttl_ms, "+inf")
             pipe.zcount(k.retry, "-inf", now_ms)
-            length, scheduled, dlq, workers, overdue = await pipe.execute()
+            pipe.xinfo_groups(k.stream)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise reply
+        counters, hist, length, scheduled, dlq, workers, overdue, groups = replies
         pending, lag = 0, 0
-        try:
-            for group in await self._r.xinfo_groups(k.stream):
+        if not isinstance(groups, ResponseError):  # an error: no stream yet
+            for group in groups:
                 if group["name"] == GROUP:
                     pending = int(group["pending"])
                     # Redis derives lag from counters that a restart can leave off (after an
@@ -189,9 +204,9 @@ class Broker:
                     queued = max(int(length) - pending, 0)
                     lag_value = group.get("lag")
                     lag = min(int(lag_value), queued) if lag_value is not None else queued
-        except ResponseError:  # no stream yet
-            pass
-        return {
+        elif "no such key" not in str(groups):
+            raise groups
+        gauges = {
             "queued": max(int(length) - pending, 0),
             "pending": pending,
             "scheduled": int(scheduled),
@@ -200,6 +215,11 @@ class Broker:
             "lag": lag,
             "overdue_retries": int(overdue),
         }
+        return (
+            {f: int(v) for f, v in counters.items()},
+            gauges,
+            {f: int(v) for f, v in hist.items()},
+        )
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         await self._r.zadd(self.keys.workers, {consumer: now_ms})
