@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 import uuid_utils
@@ -397,6 +397,20 @@ async def enqueue(
     ]
 
 
+class Publication(Protocol):
+    """How a request's events are submitted: the same call with tracing on or off.
+
+    ``GroupCommit`` itself when there is nothing to trace; with tracing on and a trace
+    context in the request, ``eventstream.tracing.Publish`` (the submit runs in the
+    request's publish span, and ``context`` is stored with each event).
+    """
+
+    @property
+    def context(self) -> tuple[str, str | None] | None: ...
+
+    async def submit(self, items: list[Item]) -> list[Accepted]: ...
+
+
 class GroupCommit:
     """Enqueue the items of concurrent requests together: one script call for all of them.
 
@@ -409,6 +423,9 @@ class GroupCommit:
     none of it — and after a timeout or a cut connection the caller cannot know which,
     which is why clients retry with the same Idempotency-Key.
     """
+
+    # As a Publication: events submitted straight, with no trace context to store.
+    context: tuple[str, str | None] | None = None
 
     def __init__(self, broker: Broker, dedupe_window_ms: int, max_items: int = 2000) -> None:
         self.broker = broker

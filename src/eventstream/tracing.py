@@ -15,9 +15,11 @@ How a trace flows:
   the stored context, so every try of one event sits in the POST's trace; a retry
   also carries a link to that context. An event without one gets a root span.
 
-Nothing imports this module while tracing is off: no per-event work, not even the
-import. Spans go to the global TracerProvider: the application's own when it set one
-(or ``opentelemetry-instrument`` did), otherwise one built here from the standard
+This module holds what both sides share and the ingest side (the publish span and
+the context stored with the events); the worker side is ``eventstream.worker.tracing``.
+Nothing imports either while tracing is off: no per-event work, not even the import.
+Spans go to the global TracerProvider: the application's own when it set one (or
+``opentelemetry-instrument`` did), otherwise one built here from the standard
 ``OTEL_*`` variables (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_TRACES_SAMPLER``, ``OTEL_TRACES_EXPORTER``, the exporter's own variables).
 """
@@ -25,28 +27,23 @@ import. Spans go to the global TracerProvider: the application's own when it set
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from eventstream import __version__
-from eventstream.event import decode_envelope
 from eventstream.settings import Settings
-from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from eventstream.broker import StreamEntry
     from eventstream.ingest import Accepted, GroupCommit, Item
 
 log = structlog.get_logger("eventstream.tracing")
@@ -97,7 +94,7 @@ def _exporters() -> list[SpanExporter]:
     return exporters
 
 
-def _remote_context(traceparent: str, tracestate: str | None) -> Context:
+def remote_context(traceparent: str, tracestate: str | None) -> Context:
     carrier = {"traceparent": traceparent}
     if tracestate is not None:
         carrier["tracestate"] = tracestate
@@ -110,12 +107,14 @@ def _remote_context(traceparent: str, tracestate: str | None) -> Context:
 class IngestTracing:
     """Starts the publish span of a POST that carries a trace context."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, ingest: GroupCommit) -> None:
         self.tracer = tracer("api")
         self.destination = settings.keys.stream
+        self.ingest = ingest
 
     def start(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publish | None:
-        """The publish span of one request, or None when the request carries no trace context."""
+        """The publication of one request in its publish span, or None when the request
+        carries no trace context."""
         parent: Context | None = _w3c.extract(headers, context=Context())
         remote = trace.get_current_span(parent).get_span_context()
         if not remote.is_valid:
@@ -135,25 +134,21 @@ class IngestTracing:
         )
         carrier: dict[str, str] = {}
         _w3c.inject(carrier, context=trace.set_span_in_context(span))
-        return Publish(span, carrier["traceparent"], carrier.get("tracestate"))
+        return Publish(self.ingest, span, (carrier["traceparent"], carrier.get("tracestate")))
 
 
 @dataclass(slots=True)
 class Publish:
-    """One POST's publish span and the context stored with its events."""
+    """One POST's publication in its publish span: a ``Publication`` (eventstream.ingest)."""
 
+    ingest: GroupCommit
     span: trace.Span
-    traceparent: str
-    tracestate: str | None
+    context: tuple[str, str | None]  # stored with the events: (traceparent, tracestate)
 
-    @property
-    def context(self) -> tuple[str, str | None]:
-        return self.traceparent, self.tracestate
-
-    async def submit(self, ingest: GroupCommit, items: list[Item]) -> list[Accepted]:
+    async def submit(self, items: list[Item]) -> list[Accepted]:
         """Enqueue inside the span, which ends with it (an error marks it failed)."""
         with trace.use_span(self.span, end_on_exit=True):
-            accepted = await ingest.submit(items)
+            accepted = await self.ingest.submit(items)
             if len(accepted) == 1:
                 self.span.set_attribute("messaging.message.id", accepted[0].event_id)
                 self.span.set_attribute("eventstream.duplicate", accepted[0].duplicate)
@@ -162,73 +157,3 @@ class Publish:
                 self.span.set_attribute("eventstream.accepted", len(accepted) - dups)
                 self.span.set_attribute("eventstream.duplicates", dups)
         return accepted
-
-
-# ---- worker ------------------------------------------------------------------------
-
-Run = Callable[["StreamEntry"], Awaitable[Outcome]]
-
-
-def traced(run: Run, settings: Settings) -> Run:
-    """``run`` (the dispatcher's) with each try in a span; see the module docstring."""
-    tracer_ = tracer("worker")
-    destination = settings.keys.stream
-
-    async def run_traced(d: StreamEntry) -> Outcome:
-        try:
-            env = decode_envelope(d.envelope)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return await run(d)  # malformed: dead-lettered without a try, so without a span
-        attempt = d.attempts + 1
-        parent = Context()  # no stored context: a root span, not a child of the worker's context
-        links: list[Link] | None = None
-        if env.traceparent is not None:
-            parent = _remote_context(env.traceparent, env.tracestate)
-            stored = trace.get_current_span(parent).get_span_context()
-            if attempt > 1 and stored.is_valid:
-                links = [Link(stored, {"eventstream.link": "retry", "eventstream.attempt": attempt})]
-        with tracer_.start_as_current_span(
-            f"eventstream.handle {env.type}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                "messaging.system": SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.operation.name": "handle",
-                "messaging.destination.name": destination,
-                "messaging.message.id": env.id,
-                "eventstream.event.type": env.type,
-                "eventstream.attempt": attempt,
-            },
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            outcome = await run(d)
-            _record(span, outcome)
-        return outcome
-
-    return run_traced
-
-
-def _record(span: trace.Span, outcome: Outcome) -> None:
-    if isinstance(outcome, Done):
-        span.set_attribute("eventstream.outcome", "skipped" if outcome.skipped else "processed")
-    elif isinstance(outcome, RetryLater):
-        span.set_attribute("eventstream.outcome", "retry")
-        span.set_attribute("eventstream.retry.delay_ms", max(0, outcome.due_ms - time.time_ns() // 1_000_000))
-        _failed(span, outcome.reason, "")
-    elif isinstance(outcome, Dead):
-        span.set_attribute("eventstream.outcome", "dead")
-        _failed(span, outcome.reason, outcome.traceback)
-
-
-def _failed(span: trace.Span, reason: str, traceback: str) -> None:
-    """The outcome carries the error as text (``Type: message``): record it as OTel's exception event."""
-    kind, _, message = reason.partition(": ")
-    attributes = {"exception.type": kind, "exception.message": message or kind}
-    if traceback:
-        attributes["exception.stacktrace"] = traceback
-    span.add_event("exception", attributes)
-    span.set_attribute("error.type", kind)
-    span.set_status(Status(StatusCode.ERROR, reason))

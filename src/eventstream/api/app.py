@@ -65,7 +65,7 @@ def create_app(
         if settings.tracing:
             from eventstream.tracing import IngestTracing
 
-            app.state.services.tracing = IngestTracing(settings)
+            app.state.services.tracing = IngestTracing(settings, app.state.services.ingest)
         app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
         guard.bind(broker)
         await _announce(guard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from starlette.responses import Response
 
 from eventstream.broker import Broker
 from eventstream.errors import PayloadTooLarge, ValidationError
-from eventstream.ingest import GroupCommit
+from eventstream.ingest import GroupCommit, Publication
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 
@@ -26,6 +27,13 @@ class Services:
     store: SqlStore
     ingest: GroupCommit
     tracing: IngestTracing | None = None  # set only when EVENTSTREAM_TRACING is on
+
+    def publication(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publication:
+        """How this request's events are submitted: in a publish span when tracing is on
+        and the request carries a trace context, else straight to the group commit."""
+        if self.tracing is None:
+            return self.ingest
+        return self.tracing.start(headers, name, count) or self.ingest
 
 
 def services(request: Request) -> Services:

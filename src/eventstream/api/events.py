@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -67,13 +66,10 @@ async def post_event(request: Request) -> Response:
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     event = parse_event(raw, s.max_depth, s.max_object_keys, s.max_string_length)
     await shed_load(request)
-    trace = svc.tracing.start(request.headers, event.type) if svc.tracing is not None else None
+    publication = svc.publication(request.headers, event.type)
     ns = principal_of(request).namespace
-    if trace is None:
-        [result] = await svc.ingest.submit([to_envelope(event, key, now_ms(), namespace=ns)])
-    else:
-        item = to_envelope(event, key, now_ms(), trace=trace.context, namespace=ns)
-        [result] = await trace.submit(svc.ingest, [item])
+    item = to_envelope(event, key, now_ms(), trace=publication.context, namespace=ns)
+    [result] = await publication.submit([item])
     if result.conflict:
         raise ValidationError(conflict_message("header Idempotency-Key" if key else "id"))
     if result.duplicate:
@@ -111,8 +107,8 @@ async def post_batch(request: Request) -> Response:
     items = parse_batch(raw, s.max_batch)
     keys = batch_item_keys(request.headers.get("idempotency-key"), len(items))
     await shed_load(request, len(items))
-    trace = svc.tracing.start(request.headers, "batch", len(items)) if svc.tracing is not None else None
-    context = trace.context if trace is not None else None
+    publication = svc.publication(request.headers, "batch", len(items))
+    context = publication.context
     results: list[dict[str, Any]] = [{} for _ in items]
     good: list[tuple[int, Item]] = []
     now = now_ms()
@@ -128,8 +124,7 @@ async def post_batch(request: Request) -> Response:
             good.append((i, to_envelope(event, key, now, trace=context, namespace=ns)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
-    submit = svc.ingest.submit if trace is None else partial(trace.submit, svc.ingest)
-    accepted = await submit([g for _, g in good])
+    accepted = await publication.submit([g for _, g in good])
     conflicts = 0
     for (i, _), acc in zip(good, accepted, strict=True):
         if acc.conflict:

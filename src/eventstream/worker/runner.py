@@ -102,7 +102,7 @@ class Worker:
         self.dispatcher.on_abandon = self._abandoned_handler
         self._run: Callable[[StreamEntry], Awaitable[Outcome]] = self.dispatcher.run
         if settings.tracing:  # decided once: with tracing off, handler tries carry no tracing code
-            from eventstream.tracing import traced
+            from eventstream.worker.tracing import traced
 
             self._run = traced(self.dispatcher.run, settings)
             self.dispatcher.propagate_context()
