@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import structlog
@@ -15,12 +15,11 @@ from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
 from eventstream.auth.guard import Guard, SecurityMiddleware
+from eventstream.backends import Backends, open_backends
 from eventstream.backpressure import Backpressure
-from eventstream.broker import Broker, connect
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest import GroupCommit
 from eventstream.settings import Settings
-from eventstream.store import create_store
 from eventstream.transient import REDIS_TRANSIENT
 
 log = structlog.get_logger("eventstream.api")
@@ -38,43 +37,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.redis_url:
-            raise RuntimeError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
-        redis = connect(settings.redis_url, timeout=settings.redis_timeout)
-        broker = Broker(redis, settings.keys)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = create_store(settings.store_url)
-        try:  # the embedded SQLite store upgrades itself; a configured database only when empty
-            await store.ensure_schema(auto_upgrade=settings.database_url is None)
-        except BaseException as exc:
-            log.error("cannot start: the store is not ready", error=str(exc))
-            await store.close()
-            await redis.aclose()
-            raise
-        try:
-            await broker.ensure_group()
-            for warning in await broker.safety_warnings():
-                log.warning("redis could lose events", reason=warning)
-        except REDIS_TRANSIENT as exc:
-            # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
-            # (Ingest creates the stream; workers create the consumer group.)
-            log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
-        app.state.services = Services(
-            settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
-        )
-        if settings.tracing:
-            from eventstream.tracing import IngestTracing
-
-            app.state.services.tracing = IngestTracing(settings, app.state.services.ingest)
-        app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
-        guard.bind(broker)
-        await _announce(guard)
-        freeze_startup_objects()  # after start-up: short GC pauses from now on
-        try:
+        async with AsyncExitStack() as stack:
+            try:
+                backends = await stack.enter_async_context(open_backends(settings))
+            except BaseException as exc:
+                log.error("cannot start: the store is not ready", error=str(exc))
+                raise
+            await _start(app, backends, guard)
             yield
-        finally:
-            await store.close()
-            await redis.aclose()
 
     app = FastAPI(
         title="EventStream",
@@ -109,6 +79,30 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+async def _start(app: FastAPI, backends: Backends, guard: Guard) -> None:
+    """Everything the routes use, on open backends."""
+    settings, broker, store = backends.settings, backends.broker, backends.store
+    try:
+        await broker.ensure_group()
+        for warning in await broker.safety_warnings():
+            log.warning("redis could lose events", reason=warning)
+    except REDIS_TRANSIENT as exc:
+        # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
+        # (Ingest creates the stream; workers create the consumer group.)
+        log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
+    app.state.services = Services(
+        settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
+    )
+    if settings.tracing:
+        from eventstream.tracing import IngestTracing
+
+        app.state.services.tracing = IngestTracing(settings, app.state.services.ingest)
+    app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
+    guard.bind(broker)
+    await _announce(guard)
+    freeze_startup_objects()  # after start-up: short GC pauses from now on
 
 
 async def _announce(guard: Guard) -> None:

@@ -40,20 +40,14 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
     """Returns whether handlers that would not stop are still running."""
     from eventstream.app import load_app
-    from eventstream.broker import Broker, connect
+    from eventstream.backends import open_backends
     from eventstream.heap import freeze_startup_objects
     from eventstream.retention import run_periodically as run_retention
-    from eventstream.store import create_store
     from eventstream.worker.runner import Worker
 
     app = load_app(app_spec)
-    redis = connect(settings.redis_url or "", timeout=settings.redis_timeout)
-    broker = Broker(redis, settings.keys)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = create_store(settings.store_url)
-    w: Worker | None = None
-    try:
-        await store.ensure_schema(auto_upgrade=settings.database_url is None)
+    async with open_backends(settings) as b:
+        broker, store = b.broker, b.store
         for warning in await broker.safety_warnings():
             log.warning("redis could lose events", reason=warning)
         w = Worker(app, settings, broker, store)
@@ -66,9 +60,6 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
             if pruning is not None:
                 pruning.cancel()
                 await asyncio.gather(pruning, return_exceptions=True)
-    finally:
-        await store.close()
-        await redis.aclose()
     return bool(w.stuck or w.dispatcher.stuck_threads)
 
 

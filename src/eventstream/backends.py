@@ -1,0 +1,58 @@
+"""One way to open the backends: Redis and the store, the schema checked, both closed.
+
+The API, the worker and the operator commands all open their deployment here::
+
+    async with open_backends(settings) as b:
+        await b.broker...; await b.store...
+
+The embedded SQLite store upgrades its own schema; a configured database
+(``EVENTSTREAM_DATABASE_URL``) is upgraded only when it is empty, else checked and
+refused when behind (``eventstream db upgrade`` migrates it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from eventstream.errors import ConfigError
+from eventstream.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from eventstream.broker import Broker
+    from eventstream.store import SqlStore
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    settings: Settings
+    redis: Redis
+    broker: Broker
+    store: SqlStore
+
+
+@asynccontextmanager
+async def open_backends(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Backends]:
+    """Redis at ``redis_url`` (default: the settings'), the store, its schema checked."""
+    from eventstream.broker import Broker, connect
+    from eventstream.store import create_store
+
+    url = redis_url or settings.redis_url
+    if not url:
+        raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
+    redis = connect(url, timeout=settings.redis_timeout)
+    try:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = create_store(settings.store_url)
+        try:
+            await store.ensure_schema(auto_upgrade=settings.database_url is None)
+            yield Backends(settings, redis, Broker(redis, settings.keys), store)
+        finally:
+            await store.close()
+    finally:
+        await redis.aclose()
