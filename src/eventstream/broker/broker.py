@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +234,68 @@ class Broker:
 
     async def overdue_reports(self) -> dict[str, str]:
         return dict(await self._r.hgetall(self.keys.overdue))
+
+    # ---- the worker's transitions -------------------------------------------------
+
+    async def settle(
+        self,
+        consumer: str,
+        done: Sequence[tuple[str, str, bool]],
+        retries: Sequence[tuple[str, str, int, int, int, bytes]],
+        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]],
+        hist: Sequence[tuple[str, int]] = (),
+    ) -> tuple[list[bool], list[bool], list[bool]]:
+        """Record a group's outcomes in one round trip: complete, schedule_retry and
+        dead_letter (each one atomic script, fenced on ``consumer``), for the kinds present.
+
+        done: (entry, event id, skipped because already in the store); retries: (entry,
+        event id, due ms, attempts made, first failure ms, envelope); dead: (entry, event
+        id, type, envelope, attempts, reason, traceback, first ms, last ms, handler ran).
+        Returns per kind one flag per item: False when another worker owns the entry.
+        """
+        s = self.scripts
+        kinds: list[int] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if done:
+                await s.queue(pipe, "complete", s.complete_args(consumer, done, hist))
+                kinds.append(0)
+            if retries:
+                await s.queue(pipe, "schedule_retry", s.retry_args(consumer, retries))
+                kinds.append(1)
+            if dead:
+                await s.queue(pipe, "dead_letter", s.dead_args(consumer, dead))
+                kinds.append(2)
+            replies = await pipe.execute() if kinds else []
+        flags: list[list[bool]] = [[], [], []]
+        for kind, reply in zip(kinds, replies, strict=True):
+            flags[kind] = [bool(int(x)) for x in reply]
+        return flags[0], flags[1], flags[2]
+
+    async def promote(self, now_ms: int, limit: int = 1000) -> int:
+        """Move retries due by ``now_ms`` back into the stream, at most ``limit``; how many moved."""
+        return await self.scripts.promote(self.redis, now_ms, limit)
+
+    async def renew(self, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
+        """Extend the leases of ``entries`` and beat the heart; returns those no longer owned."""
+        return await self.scripts.renew(self.redis, consumer, entries, now_ms)
+
+    async def reclaim(
+        self, consumer: str, idle_ms: int, count: int, max_deliveries: int, now_ms: int
+    ) -> tuple[list[StreamEntry], list[tuple[str, str, int]]]:
+        """Take over entries idle past ``idle_ms``, or dead-letter those delivered too often:
+        (the entries now this consumer's, (event id, type, attempts) of the dead-lettered)."""
+        claimed, dead = await self.scripts.reclaim(
+            self.redis, consumer, idle_ms, count, max_deliveries, now_ms
+        )
+        return [StreamEntry.from_fields(e, f) for e, f in claimed], dead
+
+    async def is_idle(self) -> bool:
+        """Nothing queued, in flight or scheduled (one atomic read)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(self.keys.stream)
+            pipe.zcard(self.keys.retry)
+            length, scheduled = await pipe.execute()
+        return int(length) == 0 and int(scheduled) == 0
 
     async def release(self, consumer: str, entries: list[str], idle_ms: int) -> None:
         """Mark this consumer's entries as idle for ``idle_ms``, so that the next reclaim by

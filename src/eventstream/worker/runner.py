@@ -27,7 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, StreamEntry
@@ -224,14 +224,6 @@ class Worker:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            except ResponseError as exc:
-                if not str(exc).startswith("NOGROUP"):
-                    raise
-                # The stream or its group is gone (a Redis restarted without its data):
-                # make them again rather than stop.
-                log.warning("consumer group missing: creating it again", error=str(exc))
-                await self._retrying(self.broker.ensure_group)
-                continue
             if entries:
                 await self._dispatch(entries, redelivered=False)
             elif burst and await self._idle():
@@ -240,12 +232,7 @@ class Worker:
     async def _idle(self) -> bool:
         if self._inflight or not self._outcomes.empty():
             return False
-        k = self.broker.keys
-        async with self.broker.redis.pipeline(transaction=True) as pipe:
-            pipe.xlen(k.stream)
-            pipe.zcard(k.retry)
-            length, scheduled = await pipe.execute()
-        return int(length) == 0 and int(scheduled) == 0
+        return await self.broker.is_idle()
 
     async def _dispatch(self, entries: list[StreamEntry], redelivered: bool) -> None:
         """Start handler tasks; entries that may already be processed are checked first."""
@@ -388,7 +375,7 @@ class Worker:
             await asyncio.sleep(backoff)
 
     async def _promote(self) -> None:
-        while await self.broker.scripts.promote(self.broker.redis, _now_ms(), 1000) >= 1000:
+        while await self.broker.promote(_now_ms(), 1000) >= 1000:
             pass
 
     async def _report_overdue(self) -> None:
@@ -447,9 +434,7 @@ class Worker:
         await self._report_overdue()
         entries = list(self._inflight)
         for i in range(0, max(len(entries), 1), 1000):
-            lost = await self.broker.scripts.renew(
-                self.broker.redis, self.consumer, entries[i : i + 1000], _now_ms()
-            )
+            lost = await self.broker.renew(self.consumer, entries[i : i + 1000], _now_ms())
             # An entry settled by this worker while the script ran is acknowledged, not lost.
             lost = [e for e in lost if e in self._inflight and e not in self._settling]
             if lost:
@@ -466,8 +451,7 @@ class Worker:
         room = self.settings.concurrency + self.settings.batch_size - len(self._inflight)
         if room <= 0:
             return
-        claimed, dead = await self.broker.scripts.reclaim(
-            self.broker.redis,
+        claimed, dead = await self.broker.reclaim(
             self.consumer,
             vt_ms,
             min(room, self.settings.batch_size),
@@ -485,10 +469,9 @@ class Worker:
             )
         # An entry of our own still in flight here was renewed late (a blocked loop):
         # its handler is running, so it must not start a second time.
-        claimed = [(e, f) for e, f in claimed if e not in self._inflight]
-        if claimed:
-            log.info("reclaimed entries of a silent worker", count=len(claimed))
-            entries = [StreamEntry.from_fields(e, f) for e, f in claimed]
+        entries = [e for e in claimed if e.entry not in self._inflight]
+        if entries:
+            log.info("reclaimed entries of a silent worker", count=len(entries))
             for entry in entries:
                 log.info("reclaimed from a silent worker", **entry_fields(entry))
             await self._dispatch(entries, redelivered=True)

@@ -44,12 +44,11 @@ async def write_rows(store: SqlStore, outcomes: list[Outcome]) -> None:
 
 
 async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]) -> int:
-    """Apply complete / schedule_retry / dead_letter for a group in one pipeline.
+    """Apply complete / schedule_retry / dead_letter for a group in one round trip.
 
     Returns how many outcomes were rejected because this worker no longer owned
     the entry (another worker reclaimed it after the visibility timeout).
     """
-    scripts = broker.scripts
     done: list[tuple[str, str, bool]] = []
     retries: list[tuple[str, str, int, int, int, bytes]] = []
     dead: list[tuple[str, str, str, bytes, int, str, str, int, int, bool]] = []
@@ -81,23 +80,18 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     o.handler_ran,
                 )
             )
-    kinds: list[type[Outcome]] = []
-    async with broker.redis.pipeline(transaction=False) as pipe:
-        if done:
-            await scripts.queue(pipe, "complete", scripts.complete_args(consumer, done, hist.fields()))
-            kinds.append(Done)
-        if retries:
-            await scripts.queue(pipe, "schedule_retry", scripts.retry_args(consumer, retries))
-            kinds.append(RetryLater)
-        if dead:
-            await scripts.queue(pipe, "dead_letter", scripts.dead_args(consumer, dead))
-            kinds.append(Dead)
-        replies = await pipe.execute()
+    flags_by_kind = dict(
+        zip(
+            (Done, RetryLater, Dead),
+            await broker.settle(consumer, done, retries, dead, hist.fields()),
+            strict=True,
+        )
+    )
     # Logged once recorded (a retried round trip logs nothing twice). Successes: no
     # line at info (one per event is too many), one at debug when that is on.
     rejected = 0
-    for kind, flags in zip(kinds, replies, strict=True):
-        if kind is Done and all(flags) and not logs.debug_enabled:
+    for kind, flags in flags_by_kind.items():
+        if not flags or (kind is Done and all(flags) and not logs.debug_enabled):
             continue
         for o, flag in zip([o for o in outcomes if isinstance(o, kind)], flags, strict=True):
             if not int(flag):
