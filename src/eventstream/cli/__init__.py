@@ -20,6 +20,7 @@ from rich.console import Console
 
 from eventstream import __version__
 from eventstream.cli.common import (
+    DEFAULT_CONCURRENCY,
     Command,
     DataDirOpt,
     cli,
@@ -29,10 +30,10 @@ from eventstream.cli.common import (
     settings_or_exit,
 )
 from eventstream.errors import EventStreamError
-from eventstream.settings import Settings
 
 if TYPE_CHECKING:
     from eventstream.audit import AuditReport
+    from eventstream.settings import Settings
 
 AppArg = Annotated[
     str | None,
@@ -297,7 +298,7 @@ def worker(
         int | None,
         typer.Option(
             envvar="EVENTSTREAM_CONCURRENCY",
-            show_default=str(Settings.model_fields["concurrency"].default),
+            show_default=str(DEFAULT_CONCURRENCY),
             metavar="N",
             help="Handlers running at once.",
         ),

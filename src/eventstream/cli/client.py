@@ -8,13 +8,15 @@ refused the request, or answered with an error.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from eventstream import __version__
 from eventstream.cli.common import console
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
@@ -73,6 +75,8 @@ class ApiClient:
     """A small synchronous client of the EventStream HTTP API."""
 
     def __init__(self, url: str, api_key: str | None, timeout_s: float | None = None) -> None:
+        import httpx
+
         self.url = url.rstrip("/")
         headers = {"User-Agent": f"eventstream-cli/{__version__}", "Accept": "application/json"}
         if api_key:
@@ -97,6 +101,8 @@ class ApiClient:
         """Send one request; raise :class:`ApiError` unless the answer is a success.
 
         ``timeout_s`` replaces the client's timeout for this request (a replay's pacing)."""
+        import httpx
+
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
         try:

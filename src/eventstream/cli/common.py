@@ -1,16 +1,23 @@
-"""What every ``eventstream`` subcommand shares: the Typer app, the console, settings loading."""
+"""What every ``eventstream`` subcommand shares: the Typer app, the console, settings loading.
+
+Help must come fast, so a command module imports at its top only what its options need
+(Typer, Rich, this module); settings, Redis, the store and the API are imported inside
+the command that uses them. tests/cli/test_startup.py keeps it so.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from typer.core import TyperArgument, TyperCommand
 
 from eventstream.errors import EventStreamError
-from eventstream.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from eventstream.settings import Settings
 
 cli = typer.Typer(
     name="eventstream",
@@ -58,7 +65,15 @@ DataDirOpt = Annotated[
 ]
 
 
+# Settings' defaults that help shows, written out so that help needs no pydantic;
+# tests/cli/test_startup.py checks them against Settings.
+DEFAULT_CONCURRENCY = 256
+DEFAULT_REPLAY_RATE = 1000.0
+
+
 def settings_or_exit(**overrides: object) -> Settings:
+    from eventstream.settings import load_settings
+
     try:
         return load_settings(**overrides)
     except ValueError as exc:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from eventstream.cli.common import DataDirOpt, cli, console, fail, settings_or_exit
 from eventstream.errors import EventStreamError
-from eventstream.settings import Settings
-from eventstream.store import SqlStore, create_store
+
+if TYPE_CHECKING:
+    from eventstream.settings import Settings
+    from eventstream.store import SqlStore
 
 T = TypeVar("T")
 
@@ -26,6 +28,8 @@ cli.add_typer(db)
 
 
 def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    from eventstream.store import create_store
+
     async def run() -> T:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)

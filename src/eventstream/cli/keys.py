@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from eventstream.auth import trail
-from eventstream.auth.apikeys import ApiKey, KeyRegistry, parse_rate
 from eventstream.cli.common import (
     Command,
     DataDirOpt,
@@ -24,7 +21,10 @@ from eventstream.cli.common import (
     settings_or_exit,
 )
 from eventstream.errors import EventStreamError
-from eventstream.settings import Settings
+
+if TYPE_CHECKING:
+    from eventstream.auth.apikeys import ApiKey, KeyRegistry
+    from eventstream.settings import Settings
 
 keys_cli = typer.Typer(
     help="API keys: create (the key is shown once), list, revoke. Talks to Redis directly.",
@@ -38,6 +38,9 @@ CLI_ACTOR = ("cli", "cli")
 
 
 def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T:
+    from redis.exceptions import RedisError
+
+    from eventstream.auth.apikeys import KeyRegistry
     from eventstream.broker import connect
 
     url = redis_url_or_exit(settings)
@@ -93,6 +96,9 @@ def create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
+    from eventstream.auth import trail
+    from eventstream.auth.apikeys import parse_rate
+
     settings = _settings(data_dir)
     try:
         per_s = None if rate is None else parse_rate(rate)
@@ -154,6 +160,8 @@ def revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a key: every API process refuses it from its next request on."""
+    from eventstream.auth import trail
+
     settings = _settings(data_dir)
     key, changed = _run(settings, lambda reg: reg.revoke(key_id))
     trail.record(

@@ -13,14 +13,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from eventstream.auth import trail
-from eventstream.cli.common import DataDirOpt, cli, console, fail, redis_url_or_exit, settings_or_exit
+from eventstream.cli.common import (
+    DEFAULT_REPLAY_RATE,
+    DataDirOpt,
+    cli,
+    console,
+    fail,
+    redis_url_or_exit,
+    settings_or_exit,
+)
 from eventstream.errors import EventStreamError
-from eventstream.logs import AUDIT_FILE
-from eventstream.settings import Settings
 
 if TYPE_CHECKING:
     from eventstream.replay import Selection
+    from eventstream.settings import Settings
 
 
 class Source(StrEnum):
@@ -64,8 +70,7 @@ def replay(
             min=0.1,
             metavar="N",
             show_default=False,
-            help="Events/s, at most EVENTSTREAM_REPLAY_RATE (the cap: "
-            f"{Settings.model_fields['replay_rate'].default:g} unless set).",
+            help=f"Events/s, at most EVENTSTREAM_REPLAY_RATE (the cap: {DEFAULT_REPLAY_RATE:g} unless set).",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count what would be replayed.")] = False,
@@ -79,7 +84,7 @@ def replay(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
-    from eventstream.logs import configure
+    from eventstream.logs import AUDIT_FILE, configure
     from eventstream.replay import Selection
 
     settings = settings_or_exit(data_dir=data_dir)
@@ -104,6 +109,7 @@ async def _run(
     settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None, rate: float
 ) -> None:
     from eventstream import dlq, replay
+    from eventstream.auth import trail
     from eventstream.broker import Broker, connect
     from eventstream.store import create_store
 
