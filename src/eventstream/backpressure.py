@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.requests import Request
 
@@ -112,17 +111,9 @@ class Backpressure:
         )
 
     async def read(self) -> Reading:
-        k = self.broker.keys
-        r: Any = self.broker.redis
-        async with r.pipeline(transaction=False) as pipe:
-            pipe.xlen(k.stream)
-            pipe.zcard(k.retry)
-            if self.max_memory_ratio > 0:
-                pipe.info("memory")
-            replies = await pipe.execute()
-        memory = replies[2] if len(replies) > 2 else {}
+        backlog, memory = await self.broker.backlog(with_memory=self.max_memory_ratio > 0)
         return Reading(
-            backlog=int(replies[0]) + int(replies[1]),
+            backlog=backlog,
             used_memory=int(memory.get("used_memory", 0)),
             max_memory=int(memory.get("maxmemory", 0)),
         )

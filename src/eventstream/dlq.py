@@ -32,7 +32,7 @@ MAX_ID_PART = 2**64 - 1  # each half of a Redis stream entry id is a uint64
 
 async def replay_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
-    if dead is None or not await broker.scripts.replay(broker.redis, [dead.dlq_entry]):
+    if dead is None or not await broker.replay_dead([dead.dlq_entry]):
         raise NotFound("dead event", event_id)
     log.info("dead event replayed", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
@@ -48,12 +48,12 @@ async def replay_many(broker: Broker, type_: str | None = None) -> int:
         after = chunk[-1].dlq_entry
         chosen = [d.dlq_entry for d in chunk if type_ is None or d.type == type_]
         if chosen:
-            total += len(await broker.scripts.replay(broker.redis, chosen))
+            total += len(await broker.replay_dead(chosen))
 
 
 async def delete_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
-    if dead is None or not await broker.scripts.delete_dead(broker.redis, [(dead.dlq_entry, dead.event_id)]):
+    if dead is None or not await broker.delete_dead([(dead.dlq_entry, dead.event_id)]):
         raise NotFound("dead event", event_id)
     log.info("dead event deleted", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
@@ -137,7 +137,7 @@ async def _replay_ids(
 
 async def _replay_chunk(broker: Broker, entries: list[str], pacer: Pacer, page: Page) -> None:
     await pacer.ready()
-    page.replayed += len(await broker.scripts.replay(broker.redis, entries))
+    page.replayed += len(await broker.replay_dead(entries))
     pacer.went(len(entries))
 
 

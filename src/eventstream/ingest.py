@@ -391,7 +391,7 @@ async def enqueue(
     (replays use that)."""
     if not items:
         return []
-    results = await broker.scripts.ingest(broker.redis, items, dedupe_window_ms)
+    results = await broker.enqueue(items, dedupe_window_ms)
     return [
         Accepted(event_id, out is Outcome.DUPLICATE, out is Outcome.CONFLICT) for event_id, out in results
     ]

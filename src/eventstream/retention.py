@@ -54,7 +54,7 @@ async def prune_if_my_turn(settings: Settings, broker: Broker, store: SqlStore, 
     if settings.retention == 0:
         return None
     period_ms = int(settings.retention_interval * 1000)
-    if not await broker.scripts.take_turn(broker.redis, JOB, owner, period_ms):
+    if not await broker.take_turn(JOB, owner, period_ms):
         return None
     cutoff = cutoff_ms(settings.retention)
     gone = await prune(store, cutoff, settings.retention_batch)

@@ -46,7 +46,7 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            await svc.broker.redis.ping()
+            await svc.broker.ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"{type(exc).__name__}"

@@ -15,7 +15,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from eventstream.broker.keys import GROUP, Keys
-from eventstream.broker.scripts import Scripts
+from eventstream.broker.scripts import Dedupe, Scripts
+from eventstream.broker.scripts import Outcome as IngestOutcome
 
 log = structlog.get_logger("eventstream.broker")
 
@@ -234,6 +235,41 @@ class Broker:
 
     async def overdue_reports(self) -> dict[str, str]:
         return dict(await self._r.hgetall(self.keys.overdue))
+
+    # ---- ingest, dead letters, jobs ------------------------------------------------
+
+    async def enqueue(
+        self, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
+    ) -> list[tuple[str, IngestOutcome]]:
+        """The ingest script for all items at once: dedupe, XADD, counters (one atomic step).
+        Per item (the event id it stands for, new / duplicate / conflict)."""
+        return await self.scripts.ingest(self.redis, items, dedupe_window_ms)
+
+    async def replay_dead(self, dlq_entries: Sequence[str]) -> list[str]:
+        """Send DLQ entries back to the stream as the same events; the ids replayed."""
+        return await self.scripts.replay(self.redis, dlq_entries)
+
+    async def delete_dead(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """Delete DLQ entries, given as (DLQ entry id, event id); the ids deleted."""
+        return await self.scripts.delete_dead(self.redis, pairs)
+
+    async def take_turn(self, job: str, owner: str, period_ms: int) -> bool:
+        """Whether ``owner`` runs the periodic ``job`` this period (one owner per period)."""
+        return await self.scripts.take_turn(self.redis, job, owner, period_ms)
+
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    async def backlog(self, with_memory: bool) -> tuple[int, dict[str, Any]]:
+        """Events queued, in flight or scheduled, and (``with_memory``) INFO memory."""
+        k = self.keys
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.xlen(k.stream)
+            pipe.zcard(k.retry)
+            if with_memory:
+                pipe.info("memory")
+            replies = await pipe.execute()
+        return int(replies[0]) + int(replies[1]), (replies[2] if with_memory else {})
 
     # ---- the worker's transitions -------------------------------------------------
 
