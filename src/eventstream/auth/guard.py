@@ -231,9 +231,7 @@ class Guard:
                 return ANONYMOUS, {}
             burst = self.settings.anonymous_burst or math.ceil(rate)
             assert self.broker is not None
-            reply = await self.broker.scripts.authorize(
-                self.broker.redis, self.broker.keys.addr_bucket(client), None, cost, rate=rate, burst=burst
-            )
+            reply = await self.broker.authorize_address(client, cost, rate, burst)
             return ANONYMOUS, _rate_outcome(reply, cost, "this client address")
         presented = digest(token)
         key_id = parse_token(token)
@@ -241,10 +239,7 @@ class Guard:
             hmac.compare_digest(presented, _DUMMY)
             raise Unauthorized(INVALID, invalid_token=True)
         assert self.broker is not None
-        k = self.broker.keys
-        reply = await self.broker.scripts.authorize(
-            self.broker.redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=presented, scope=need
-        )
+        reply = await self.broker.authorize_key(key_id, cost, presented, need)
         code, scope, name, stored = int(reply[0]), str(reply[1]), str(reply[2]), str(reply[3])
         shared = str(reply[9]) if len(reply) > 9 else ""
         matches = hmac.compare_digest(stored or _DUMMY, presented)

@@ -257,6 +257,20 @@ class Broker:
         """Whether ``owner`` runs the periodic ``job`` this period (one owner per period)."""
         return await self.scripts.take_turn(self.redis, job, owner, period_ms)
 
+    async def authorize_address(self, address: str, cost: int, rate: float, burst: int) -> list[Any]:
+        """Charge an anonymous client address's bucket: the raw reply of authorize.lua."""
+        return await self.scripts.authorize(
+            self.redis, self.keys.addr_bucket(address), None, cost, rate=rate, burst=burst
+        )
+
+    async def authorize_key(self, key_id: str, cost: int, digest: str, scope: str) -> list[Any]:
+        """Check an API key (``key_id`` already parsed) and charge its bucket, in one step:
+        the raw reply of authorize.lua."""
+        k = self.keys
+        return await self.scripts.authorize(
+            self.redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=digest, scope=scope
+        )
+
     async def ping(self) -> None:
         await self._r.ping()
 
