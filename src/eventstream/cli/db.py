@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from eventstream.cli.common import DataDirOpt, cli, console, fail, settings_or_exit
+from eventstream.cli.common import CommandGroup, DataDirOpt, cli, console, fail, settings_or_exit
 from eventstream.errors import EventStreamError
 
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 db = typer.Typer(
+    cls=CommandGroup,
     name="db",
     help="The processed-event store: migrations and retention. "
     "Uses EVENTSTREAM_DATABASE_URL, or the SQLite file in the data dir.",

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from eventstream.cli.common import (
     Command,
+    CommandGroup,
     DataDirOpt,
     cli,
     console,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from eventstream.settings import Settings
 
 keys_cli = typer.Typer(
+    cls=CommandGroup,
     help="API keys: create (the key is shown once), list, revoke. Talks to Redis directly.",
     no_args_is_help=True,
     rich_markup_mode=None,

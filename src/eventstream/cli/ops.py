@@ -27,7 +27,7 @@ from eventstream.cli.client import (
     UrlOpt,
     exit_for,
 )
-from eventstream.cli.common import Command, cli
+from eventstream.cli.common import Command, CommandGroup, cli
 
 out = Console(highlight=False)
 
@@ -190,6 +190,7 @@ def _live(client: ApiClient, before: tuple[float, dict[str, int]], interval: flo
 # ---- dlq ----------------------------------------------------------------------------
 
 dlq = typer.Typer(
+    cls=CommandGroup,
     help="Browse, replay and delete dead events (the dead-letter queue).",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -399,7 +400,9 @@ def dlq_delete(
 
 # ---- events -------------------------------------------------------------------------
 
-events = typer.Typer(help="Look up accepted events.", no_args_is_help=True, rich_markup_mode=None)
+events = typer.Typer(
+    cls=CommandGroup, help="Look up accepted events.", no_args_is_help=True, rich_markup_mode=None
+)
 cli.add_typer(events, name="events")
 
 
