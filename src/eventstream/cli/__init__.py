@@ -361,25 +361,16 @@ def audit(
 
 async def _run_audit(settings: Settings, url: str, examples: int) -> AuditReport:
     from eventstream.audit import audit as run_audit
-    from eventstream.broker import Broker, connect
-    from eventstream.store import create_store
+    from eventstream.backends import open_backends
 
-    redis = connect(url, timeout=settings.redis_timeout)
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = create_store(settings.store_url)
-    try:
-        await store.ensure_schema(auto_upgrade=settings.database_url is None)
+    async with open_backends(settings, url) as b:
         return await run_audit(
-            Broker(redis, settings.keys),
-            store,
+            b.broker,
+            b.store,
             time.time_ns() // 1_000_000,
             visibility_timeout_ms=int(settings.visibility_timeout * 1000),
             examples=examples,
         )
-    finally:
-        await store.close()
-        await redis.aclose()
 
 
 def _print_audit(report: AuditReport) -> None:

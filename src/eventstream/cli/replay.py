@@ -110,16 +110,10 @@ async def _run(
 ) -> None:
     from eventstream import dlq, replay
     from eventstream.auth import trail
-    from eventstream.broker import Broker, connect
-    from eventstream.store import create_store
+    from eventstream.backends import open_backends
 
-    redis = connect(url, timeout=settings.redis_timeout)
-    broker = Broker(redis, settings.keys)
-    if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = create_store(settings.store_url)
-    try:
-        await store.ensure_schema(auto_upgrade=settings.database_url is None)
+    async with open_backends(settings, url) as b:
+        broker, store = b.broker, b.store
         if dry_run:
             preview = await (
                 replay.preview_history(store, sel)
@@ -167,9 +161,6 @@ async def _run(
         )
         extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
         typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
-    finally:
-        await store.close()
-        await redis.aclose()
 
 
 def _describe(sel: Selection) -> str:
