@@ -12,12 +12,13 @@ from collections.abc import Callable
 import pytest
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker
+from eventstream.broker import Broker, StreamEntry
 from eventstream.broker.keys import GROUP
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Event
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
+from eventstream.worker.dispatch import Outcome
 from tests.worker.conftest import SettingsFactory, assert_conserved, burst, dead_entries, put, wait_until
 
 
@@ -213,3 +214,27 @@ async def test_a_stuck_sync_handler_does_not_starve_the_others(
 def test_the_hostile_cases_cover_base_exceptions() -> None:
     assert any(not isinstance(exc, Exception) for exc, _ in HOSTILE.values())
     assert sys.version_info >= (3, 11)
+
+
+async def test_a_try_whose_running_fails_still_gets_an_outcome(
+    mk: SettingsFactory, broker: Broker, store: SqlStore
+) -> None:
+    # What wraps the handler call (tracing, say) can fail too: the entry must not stay
+    # in flight with no outcome; the try counts as failed like a handler's own error.
+    app = EventStream("test")
+
+    @app.handler("A", max_attempts=2)
+    async def handle(event: Event) -> None:
+        return None
+
+    async def broken_wrapper(entry: StreamEntry) -> Outcome:
+        raise RuntimeError("the wrapper broke")
+
+    event_id = await put(broker, "A")
+    worker = Worker(app, mk(), broker, store)
+    worker._run = broken_wrapper
+    await asyncio.wait_for(worker.run(burst=True), 30)
+    dead = (await dead_entries(broker))[event_id]
+    assert dead.reason == "RuntimeError: the wrapper broke (gave up after 2 attempts)"
+    assert dead.attempts == 2
+    await assert_conserved(broker, store, [event_id])

@@ -34,6 +34,17 @@ ACCEPTED = "Event accepted and queued"
 DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
 
 
+def idempotency_header(description: str) -> dict[str, Any]:
+    """The OpenAPI description of the optional Idempotency-Key header."""
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+        "description": description,
+    }
+
+
 @router.post(
     "/events",
     status_code=202,
@@ -41,14 +52,10 @@ DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
     openapi_extra={
         **schemas.body("IncomingEvent"),
         "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                "description": "Makes the post idempotent within the dedupe window and the "
-                "caller's namespace; reused for a different event: 422.",
-            }
+            idempotency_header(
+                "Makes the post idempotent within the dedupe window and the caller's namespace; "
+                "reused for a different event: 422."
+            )
         ],
     },
     responses={
@@ -83,14 +90,10 @@ async def post_event(request: Request) -> Response:
     openapi_extra={
         **schemas.body("BatchBody"),
         "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-                "description": "Makes each item idempotent under the key `<Idempotency-Key>:<index>` "
-                "(an item's own `id` wins): the same batch sent again gives duplicates.",
-            }
+            idempotency_header(
+                "Makes each item idempotent under the key `<Idempotency-Key>:<index>` "
+                "(an item's own `id` wins): the same batch sent again gives duplicates."
+            )
         ],
     },
     responses={

@@ -29,7 +29,7 @@ from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Envelope, Event, decode_envelope
 from eventstream.settings import Settings
-from eventstream.worker.reasons import clip, describe, format_traceback
+from eventstream.worker.reasons import TRACEBACK_LIMIT, clip, describe, format_traceback
 from eventstream.worker.retry import backoff_s
 
 __all__ = ["Dead", "Dispatcher", "Done", "Outcome", "RetryLater"]
@@ -174,8 +174,7 @@ class Dispatcher:
             return Dead(
                 d, "", d.attempts, f"MalformedEvent: {describe(exc)}", "", now, now, handler_ran=False
             )
-        handler = self.app.handler_for(env.type) or Handler(env.type, _never, False)
-        return self._failed(d, env, handler, exc, None)
+        return self._failed(d, env, self.app.handler_for(env.type), exc, None)
 
     async def _in_thread(self, func: HandlerFunc, event: Event, timeout_s: float) -> None:
         """Run a sync handler in a thread; the thread slot is released when the call returns."""
@@ -227,7 +226,7 @@ class Dispatcher:
         self,
         d: StreamEntry,
         env: Envelope,
-        handler: Handler,
+        handler: Handler | None,
         exc: BaseException,
         delay_override: float | None,
         traceback: str | None = None,
@@ -236,7 +235,7 @@ class Dispatcher:
         now = _now_ms()
         made = d.attempts + 1
         first = d.first_failure_ms or now
-        limit = handler.max_attempts if handler.max_attempts is not None else s.max_attempts
+        limit = s.max_attempts if handler is None or handler.max_attempts is None else handler.max_attempts
         reason = describe(exc)
         if made >= limit:
             return Dead(
@@ -244,14 +243,14 @@ class Dispatcher:
                 env.type,
                 made,
                 f"{reason} (gave up after {made} attempt{'s' if made > 1 else ''})",
-                clip(traceback, 8_000) if traceback is not None else format_traceback(exc),
+                clip(traceback, TRACEBACK_LIMIT) if traceback is not None else format_traceback(exc),
                 first,
                 now,
             )
         if delay_override is not None:
             delay = min(max(0.0, delay_override), s.retry_max_delay)  # inf -> the cap
         else:
-            base = handler.retry_delay if handler.retry_delay is not None else s.retry_delay
+            base = s.retry_delay if handler is None or handler.retry_delay is None else handler.retry_delay
             delay = backoff_s(made, base, s.retry_max_delay)
         return RetryLater(d, now + int(delay * 1000), made, first, reason, env.type)
 
@@ -271,10 +270,6 @@ def _where(task: asyncio.Task[Any]) -> str:
         return "Where the handler was stuck (most recent call last):\n" + "".join(summary.format())
     except Exception:
         return ""
-
-
-def _never(event: Event) -> None:  # pragma: no cover - stands in for a handler that is gone
-    raise RuntimeError("no handler")
 
 
 class _Expiry:
