@@ -24,7 +24,7 @@ async def test_every_file_a_docs_page_loads_is_served_by_the_api(
     api: Api, page: str, keys_exist: bool
 ) -> None:
     if keys_exist:
-        await KeyRegistry(api.broker.redis, api.settings.keys).create("someone", "admin", None, None)
+        await KeyRegistry(api.broker).create("someone", "admin", None, None)
         assert (await api.client.get("/events")).status_code == 401, "anonymous requests are refused now"
     r = await api.client.get(page)
     assert r.status_code == 200, r.text

@@ -61,7 +61,7 @@ def new_key(api: Api) -> NewKey:
     async def make(
         scope: str, name: str = "test", rate: float | None = None, burst: int | None = None
     ) -> str:
-        registry = KeyRegistry(api.broker.redis, api.settings.keys)
+        registry = KeyRegistry(api.broker)
         _, token = await registry.create(name, scope, rate, burst)
         return token
 
@@ -78,5 +78,5 @@ EVENT = {"type": "T", "payload": {"a": 1}}
 async def create_key(
     api: Api, scope: str, name: str = "test", rate: float | None = None, burst: int | None = None
 ) -> str:
-    _, token = await KeyRegistry(api.broker.redis, api.settings.keys).create(name, scope, rate, burst)
+    _, token = await KeyRegistry(api.broker).create(name, scope, rate, burst)
     return token

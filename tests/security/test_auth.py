@@ -99,7 +99,7 @@ async def test_a_malformed_key_is_refused_even_without_any_key(api: Api) -> None
 async def test_a_revoked_key_is_refused_on_its_next_request(api: Api, new_key: NewKey) -> None:
     token = await new_key("ingest")
     assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
-    await KeyRegistry(api.broker.redis, api.settings.keys).revoke(token.split("_")[1])
+    await KeyRegistry(api.broker).revoke(token.split("_")[1])
     r = await api.client.post("/events", json=EVENT, headers=bearer(token))
     assert_401(r, "revoked")
     assert await api.stream_len() == 1
@@ -155,7 +155,7 @@ async def test_a_new_key_switches_a_running_api_to_keys_required_within_the_cach
 
 async def test_the_last_used_time_is_recorded(api: Api, new_key: NewKey) -> None:
     token = await new_key("read")
-    registry = KeyRegistry(api.broker.redis, api.settings.keys)
+    registry = KeyRegistry(api.broker)
     assert (await registry.get(token.split("_")[1])).last_used_ms is None
     await api.client.get("/events", headers=bearer(token))
     assert (await registry.get(token.split("_")[1])).last_used_ms is not None
@@ -163,5 +163,5 @@ async def test_the_last_used_time_is_recorded(api: Api, new_key: NewKey) -> None
 
 async def test_a_revoked_last_key_does_not_reopen_the_api(api: Api, new_key: NewKey) -> None:
     token = await new_key("admin")
-    await KeyRegistry(api.broker.redis, api.settings.keys).revoke(token.split("_")[1])
+    await KeyRegistry(api.broker).revoke(token.split("_")[1])
     assert_401(await api.client.get("/events"), "requires an API key")

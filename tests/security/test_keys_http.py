@@ -113,14 +113,14 @@ async def test_on_loopback_without_keys_the_first_key_cannot_be_made_over_http(a
     [refused] = audit_records(logs)  # the refused attempt is in the trail
     assert (refused["action"], refused["target"], refused["outcome"]) == ("http.post", "/keys", "denied")
     assert refused["key_name"] == "anonymous"
-    assert await KeyRegistry(api.broker.redis, api.settings.keys).list() == []
+    assert await KeyRegistry(api.broker).list() == []
 
 
 async def test_a_new_key_body_over_4096_bytes_is_413(api: Api, new_key: NewKey) -> None:
     admin = await new_key("admin")
     body = json.dumps({"name": "x", "scope": "read", "pad": "x" * 4096})
     assert_problem(await api.client.post("/keys", content=body, headers=bearer(admin)), 413, "4096")
-    assert len(await KeyRegistry(api.broker.redis, api.settings.keys).list()) == 1
+    assert len(await KeyRegistry(api.broker).list()) == 1
 
 
 @pytest.mark.parametrize("rate", [1e-12, 0.0009, 1_000_001])
@@ -131,12 +131,12 @@ async def test_a_rate_out_of_range_is_422(api: Api, new_key: NewKey, rate: float
     )
     assert_problem(r, 422, "rate")
     with pytest.raises(ValidationError, match=r"0\.001"):
-        await KeyRegistry(api.broker.redis, api.settings.keys).create("x", "read", rate)
+        await KeyRegistry(api.broker).create("x", "read", rate)
 
 
 async def test_an_id_collision_never_overwrites_a_key(api: Api) -> None:
     ids = iter(["aaaaaaaaaaaa", "aaaaaaaaaaaa", "bbbbbbbbbbbb"])
-    registry = KeyRegistry(api.broker.redis, api.settings.keys, new_id=lambda: next(ids))
+    registry = KeyRegistry(api.broker, new_id=lambda: next(ids))
     first, first_token = await registry.create("first", "read")
     second, second_token = await registry.create("second", "admin")
     assert (first.id, second.id) == ("aaaaaaaaaaaa", "bbbbbbbbbbbb")

@@ -44,7 +44,7 @@ async def test_one_idempotency_key_from_two_api_keys_makes_two_events(api: Api, 
 async def test_keys_created_with_one_namespace_share_their_idempotency_keys(
     api: Api, new_key: NewKey
 ) -> None:
-    registry = KeyRegistry(api.broker.redis, api.settings.keys)
+    registry = KeyRegistry(api.broker)
     old, old_token = await registry.create("shop-2025", "ingest", namespace="shop")
     admin = await new_key("admin")
     r = await api.client.post(

@@ -123,7 +123,7 @@ async def test_the_limit_refills_over_time(api: Api, new_key: NewKey) -> None:
         assert r.headers["retry-after"] == "1"
     await asyncio.sleep(0.2)
     assert (await api.client.post("/events", json=EVENT, headers=bearer(token))).status_code == 202
-    key = await KeyRegistry(api.broker.redis, api.settings.keys).get(token.split("_")[1])
+    key = await KeyRegistry(api.broker).get(token.split("_")[1])
     assert key.rate == 20
 
 

@@ -71,7 +71,7 @@ def _registry(request: Request) -> KeyRegistry:
     if principal_of(request).key_id is None:  # the middleware refuses this already
         raise Forbidden(KEYS_NEED_ADMIN_KEY)
     svc = services(request)
-    return KeyRegistry(svc.broker.redis, svc.broker.keys)
+    return KeyRegistry(svc.broker)
 
 
 @router.get(

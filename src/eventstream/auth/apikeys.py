@@ -23,9 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
-from eventstream.broker.keys import Keys
+from eventstream.broker import Broker
 from eventstream.errors import NotFound, ValidationError
 
 Scope = Literal["ingest", "read", "admin"]
@@ -145,9 +143,8 @@ def check_new_key(
 class KeyRegistry:
     """The API keys of one deployment (key prefix)."""
 
-    def __init__(self, redis: Redis, keys: Keys, new_id: Callable[[], str] | None = None) -> None:
-        self.r: Any = redis
-        self.k = keys
+    def __init__(self, broker: Broker, new_id: Callable[[], str] | None = None) -> None:
+        self.broker = broker
         self.new_id = new_id or (lambda: secrets.token_hex(6))
 
     async def create(
@@ -169,37 +166,31 @@ class KeyRegistry:
             key_id = self.new_id()
             token = f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
             # HSETNX claims the id: an existing key with the same id is never overwritten
-            if await self.r.hsetnx(self.k.api_key(key_id), "h", digest(token)):
+            if await self.broker.claim_key_id(key_id, digest(token)):
                 break
         else:
             raise RuntimeError("could not find a free API key id")
         now = time.time_ns() // 1_000_000
-        fields = {"s": scope, "n": name, "r": repr(r), "b": b, "c": now}
+        fields: dict[str, str | int | float] = {"s": scope, "n": name, "r": repr(r), "b": b, "c": now}
         if namespace is not None:
             fields["ns"] = namespace
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.k.api_key(key_id), mapping=fields)
-            pipe.sadd(self.k.api_keys, key_id)
-            await pipe.execute()
+        await self.broker.store_key(key_id, fields)
         return ApiKey(key_id, name, scope, r, b, now, None, None, namespace), token
 
     async def get(self, key_id: str) -> ApiKey:
         if not valid_id(key_id):
             raise NotFound("API key", key_id[:32])
-        raw = await self.r.hgetall(self.k.api_key(key_id))
+        raw = await self.broker.key_record(key_id)
         if not raw:
             raise NotFound("API key", key_id)
         return _record(key_id, raw)
 
     async def list(self) -> list[ApiKey]:
         """Every key, oldest first."""
-        ids = sorted(i for i in await self.r.smembers(self.k.api_keys) if valid_id(i))
+        ids = sorted(i for i in await self.broker.key_ids() if valid_id(i))
         if not ids:
             return []
-        async with self.r.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.hgetall(self.k.api_key(i))
-            raws = await pipe.execute()
+        raws = await self.broker.key_records(ids)
         found = [_record(i, raw) for i, raw in zip(ids, raws, strict=True) if raw]
         return sorted(found, key=lambda k: (k.created_ms, k.id))
 
@@ -211,8 +202,8 @@ class KeyRegistry:
             return key, False
         now = time.time_ns() // 1_000_000
         # HSETNX: two concurrent revokes keep the first time
-        done = bool(await self.r.hsetnx(self.k.api_key(key_id), "x", now))
+        done = await self.broker.revoke_key(key_id, now)
         return await self.get(key_id), done
 
     async def any_keys(self) -> bool:
-        return bool(await self.r.exists(self.k.api_keys))
+        return await self.broker.any_keys()

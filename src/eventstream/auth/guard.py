@@ -158,7 +158,7 @@ class Guard:
 
     def bind(self, broker: Broker) -> None:
         self.broker = broker
-        self.registry = KeyRegistry(broker.redis, broker.keys)
+        self.registry = KeyRegistry(broker)
 
     async def keys_exist(self) -> bool:
         """Whether any key was ever created; "no" is cached for NO_KEYS_TTL_S."""

@@ -271,6 +271,41 @@ class Broker:
             self.redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=digest, scope=scope
         )
 
+    # ---- API keys (records, see keys.py; the token format is eventstream.auth.apikeys) ----
+
+    async def claim_key_id(self, key_id: str, token_digest: str) -> bool:
+        """Claim a new key's id with its token's digest; False when the id is taken."""
+        return bool(await self._r.hsetnx(self.keys.api_key(key_id), "h", token_digest))
+
+    async def store_key(self, key_id: str, fields: dict[str, str | int | float]) -> None:
+        """Write a claimed key's fields and list it, in one MULTI."""
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.api_key(key_id), mapping=fields)
+            pipe.sadd(self.keys.api_keys, key_id)
+            await pipe.execute()
+
+    async def key_record(self, key_id: str) -> dict[str, str]:
+        """A key's raw record ({} when there is none); ``key_id`` already checked."""
+        return dict(await self._r.hgetall(self.keys.api_key(key_id)))
+
+    async def key_ids(self) -> set[str]:
+        return set(await self._r.smembers(self.keys.api_keys))
+
+    async def key_records(self, key_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The raw records of ``key_ids`` (checked), in order, in one round trip."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                pipe.hgetall(self.keys.api_key(key_id))
+            return [dict(raw) for raw in await pipe.execute()]
+
+    async def revoke_key(self, key_id: str, now_ms: int) -> bool:
+        """Mark a key revoked at ``now_ms``; False when it already was (the first time stays)."""
+        return bool(await self._r.hsetnx(self.keys.api_key(key_id), "x", now_ms))
+
+    async def any_keys(self) -> bool:
+        """Whether any API key was ever created (revoked ones count)."""
+        return bool(await self._r.exists(self.keys.api_keys))
+
     async def ping(self) -> None:
         await self._r.ping()
 

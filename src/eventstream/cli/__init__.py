@@ -206,13 +206,12 @@ def _is_loopback(host: str) -> bool:
 
 def _refuse_without_keys(settings: Settings, host: str, insecure: bool, url: str | None = None) -> None:
     """A non-loopback address with no API key is refused unless --insecure."""
-    from eventstream.auth.apikeys import KeyRegistry
-    from eventstream.broker import connect
+    from eventstream.broker import Broker, connect
 
     async def any_keys() -> bool:
         redis = connect(url or settings.redis_url or "", timeout=settings.redis_timeout)
         try:
-            return await KeyRegistry(redis, settings.keys).any_keys()
+            return await Broker(redis, settings.keys).any_keys()
         finally:
             await redis.aclose()
 

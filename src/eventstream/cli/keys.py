@@ -43,14 +43,14 @@ def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T
     from redis.exceptions import RedisError
 
     from eventstream.auth.apikeys import KeyRegistry
-    from eventstream.broker import connect
+    from eventstream.broker import Broker, connect
 
     url = redis_url_or_exit(settings)
 
     async def go() -> T:
         redis = connect(url, timeout=settings.redis_timeout)
         try:
-            return await action(KeyRegistry(redis, settings.keys))
+            return await action(KeyRegistry(Broker(redis, settings.keys)))
         finally:
             await redis.aclose()
 
