@@ -110,7 +110,10 @@ def test_sigterm_finishes_in_flight_handlers_and_stops_reading(
     cluster: Cluster, client: httpx.Client
 ) -> None:
     total, concurrency = 1000, 50
-    ids = post_batch(client, [{"type": "SLOW", "payload": {"ms": 100, "n": i}} for i in range(total)])
+    # Every tenth handler takes 3 s, so some are surely in flight when the stop request comes:
+    # with equal durations a whole read could finish together and leave nothing running.
+    events = [{"type": "SLOW", "payload": {"ms": 3000 if i % 10 == 0 else 100, "n": i}} for i in range(total)]
+    ids = post_batch(client, events)
     worker = cluster.start_worker(concurrency=concurrency)
     wait_for(
         lambda: sum(count_side_effects(cluster.side_file, "SLOW").values()) >= 100,
