@@ -45,7 +45,7 @@ from rich.table import Table
 from benchmarks.memory import measure as measure_memory
 from eventstream.broker import Broker, connect
 from eventstream.embedded import EmbeddedRedis, free_port
-from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from rich.table import Table
 from eventstream.app import default_app
 from eventstream.broker import Broker, connect
 from eventstream.embedded import EmbeddedRedis
-from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import create_store
 from eventstream.worker import Worker

@@ -1,7 +1,7 @@
 from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.event import Event
-from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from tests.conftest import run_burst

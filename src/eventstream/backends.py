@@ -39,6 +39,7 @@ class Backends:
 async def open_backends(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Backends]:
     """Redis at ``redis_url`` (default: the settings'), the store, its schema checked."""
     from eventstream.broker import Broker, connect
+    from eventstream.broker.keys import Keys
     from eventstream.store import create_store
 
     url = redis_url or settings.redis_url
@@ -51,7 +52,7 @@ async def open_backends(settings: Settings, redis_url: str | None = None) -> Asy
         store = create_store(settings.store_url)
         try:
             await store.ensure_schema(auto_upgrade=settings.database_url is None)
-            yield Backends(settings, redis, Broker(redis, settings.keys), store)
+            yield Backends(settings, redis, Broker(redis, Keys(settings.prefix)), store)
         finally:
             await store.close()
     finally:

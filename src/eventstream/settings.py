@@ -6,14 +6,15 @@ Durations are seconds (float) unless the name says otherwise; CLI flags override
 from __future__ import annotations
 
 import importlib.util
-from functools import cached_property
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from eventstream.broker.keys import Keys
+# A Redis key prefix (the deployment's hash tag): also checked by broker.keys.Keys.
+PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class Settings(BaseSettings):
@@ -167,12 +168,9 @@ class Settings(BaseSettings):
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        Keys(value)  # raises ValueError with a readable message
+        if not PREFIX_RE.fullmatch(value):  # match() would let a final newline through
+            raise ValueError(f"key prefix {value!r} must be 1-64 characters of letters, digits, '_.:-'")
         return value
-
-    @cached_property
-    def keys(self) -> Keys:
-        return Keys(self.prefix)
 
     @property
     def store_url(self) -> str:

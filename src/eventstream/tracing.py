@@ -15,8 +15,9 @@ How a trace flows:
   the stored context, so every try of one event sits in the POST's trace; a retry
   also carries a link to that context. An event without one gets a root span.
 
-This module holds what both sides share and the ingest side (the publish span and
-the context stored with the events); the worker side is ``eventstream.worker.tracing``.
+This module holds what both sides share; the ingest side (the publish span and the
+context stored with the events) is ``eventstream.ingest.tracing``, the worker side
+``eventstream.worker.tracing``.
 Nothing imports either while tracing is off: no per-event work, not even the import.
 Spans go to the global TracerProvider: the application's own when it set one (or
 ``opentelemetry-instrument`` did), otherwise one built here from the standard
@@ -27,31 +28,25 @@ Spans go to the global TracerProvider: the application's own when it set one (or
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from eventstream import __version__
-from eventstream.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
-
-    from eventstream.ingest import Accepted, GroupCommit, Item
 
 log = structlog.get_logger("eventstream.tracing")
 
 SYSTEM = "eventstream"
 EXPORTER_GROUP = "opentelemetry_traces_exporter"  # the entry points exporters register
 
-_w3c = TraceContextTextMapPropagator()
+W3C = TraceContextTextMapPropagator()
 
 
 def tracer(role: str) -> trace.Tracer:
@@ -98,62 +93,4 @@ def remote_context(traceparent: str, tracestate: str | None) -> Context:
     carrier = {"traceparent": traceparent}
     if tracestate is not None:
         carrier["tracestate"] = tracestate
-    return _w3c.extract(carrier, context=Context())
-
-
-# ---- ingest ------------------------------------------------------------------------
-
-
-class IngestTracing:
-    """Starts the publish span of a POST that carries a trace context."""
-
-    def __init__(self, settings: Settings, ingest: GroupCommit) -> None:
-        self.tracer = tracer("api")
-        self.destination = settings.keys.stream
-        self.ingest = ingest
-
-    def start(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publish | None:
-        """The publication of one request in its publish span, or None when the request
-        carries no trace context."""
-        parent: Context | None = _w3c.extract(headers, context=Context())
-        remote = trace.get_current_span(parent).get_span_context()
-        if not remote.is_valid:
-            return None  # no header, or one that is not valid W3C (ignored, as the spec says)
-        if trace.get_current_span().get_span_context().trace_id == remote.trace_id:
-            parent = None  # a server span continuing the header (FastAPI or ASGI instrumentation)
-        attributes: dict[str, Any] = {
-            "messaging.system": SYSTEM,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-            "messaging.destination.name": self.destination,
-        }
-        if count != 1:
-            attributes["messaging.batch.message_count"] = count
-        span = self.tracer.start_span(
-            f"eventstream.publish {name}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes
-        )
-        carrier: dict[str, str] = {}
-        _w3c.inject(carrier, context=trace.set_span_in_context(span))
-        return Publish(self.ingest, span, (carrier["traceparent"], carrier.get("tracestate")))
-
-
-@dataclass(slots=True)
-class Publish:
-    """One POST's publication in its publish span: a ``Publication`` (eventstream.ingest)."""
-
-    ingest: GroupCommit
-    span: trace.Span
-    context: tuple[str, str | None]  # stored with the events: (traceparent, tracestate)
-
-    async def submit(self, items: list[Item]) -> list[Accepted]:
-        """Enqueue inside the span, which ends with it (an error marks it failed)."""
-        with trace.use_span(self.span, end_on_exit=True):
-            accepted = await self.ingest.submit(items)
-            if len(accepted) == 1:
-                self.span.set_attribute("messaging.message.id", accepted[0].event_id)
-                self.span.set_attribute("eventstream.duplicate", accepted[0].duplicate)
-            else:
-                dups = sum(1 for a in accepted if a.duplicate)
-                self.span.set_attribute("eventstream.accepted", len(accepted) - dups)
-                self.span.set_attribute("eventstream.duplicates", dups)
-        return accepted
+    return W3C.extract(carrier, context=Context())

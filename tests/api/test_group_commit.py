@@ -8,7 +8,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from eventstream.broker import Broker, connect
 from eventstream.embedded import free_port
-from eventstream.ingest import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
+from eventstream.ingest.accept import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
 from eventstream.settings import Settings
 
 

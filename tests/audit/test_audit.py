@@ -16,9 +16,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.app import EventStream
-from eventstream.audit import AuditReport, audit
 from eventstream.broker import Broker
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
+from eventstream.ops.audit import AuditReport, audit
 from eventstream.settings import Settings
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker

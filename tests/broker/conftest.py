@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 
 from eventstream.broker import GROUP, Broker, Keys
 from eventstream.broker.scripts import Dedupe
-from eventstream.ingest import IncomingEvent, now_ms, to_envelope
+from eventstream.ingest.accept import IncomingEvent, now_ms, to_envelope
 from eventstream.settings import Settings
 
 Item = tuple[str, bytes, Dedupe | str | None]

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from eventstream import metrics
 from eventstream.app import EventStream
 from eventstream.broker import Broker, Keys, connect
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
+from eventstream.ops import metrics
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker

@@ -8,7 +8,7 @@ from collections import Counter
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from tests.broker.conftest import Item, check, deliver, ingest
 
 FIRST = 1_700_000_000_000

@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from tests.broker.conftest import Pending, check, deliver, ingest, set_idle, wait_idle
 
 VT = 5_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from tests.broker.conftest import Pending, check, deliver, ingest
 
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from eventstream import replay
 from eventstream.cli import client as cli_client
 from eventstream.cli.common import cli
+from eventstream.replay import engine as replay
 from tests.api.conftest import Api, MakeApi, make_api
 from tests.cli.conftest import Run, run_cli
 from tests.cli.test_ops import Events, events, post

@@ -11,7 +11,7 @@ send is recorded as
 ``drain()`` polls ``GET /metrics`` (JSON) until nothing is queued, in flight or scheduled,
 within a deadline. ``verify()`` then reads the truth — the store's rows (the SQLite file
 read directly), the DLQ (XRANGE), the handlers' side-effect file and side table, the
-counters — runs the audit (eventstream.audit), and returns a :class:`Verdict`:
+counters — runs the audit (eventstream.ops.audit), and returns a :class:`Verdict`:
 
 - lost: accepted but neither processed nor dead;
 - unexpected: processed or dead but never sent (or with an id other than the one the
@@ -49,9 +49,9 @@ from typing import Any
 import httpx
 import redis
 
-from eventstream.audit import AuditReport, audit
 from eventstream.broker import Broker, connect
 from eventstream.broker.keys import GROUP, Keys
+from eventstream.ops.audit import AuditReport, audit
 from eventstream.store import create_store
 from tests.e2e.conftest import Cluster, get_metrics, live, side_effects, wait_for
 

@@ -7,7 +7,7 @@ import pytest
 from eventstream.app import EventStream
 from eventstream.errors import PermanentError
 from eventstream.event import Event
-from eventstream.replay import Pacer
+from eventstream.replay.engine import Pacer
 from tests.api.conftest import Api, MakeApi, assert_problem
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError as SettingsError
 
-from eventstream import dlq, replay
 from eventstream.event import Event
-from eventstream.replay import Pacer, Selection, encode_token
+from eventstream.replay import dead as dlq
+from eventstream.replay import engine as replay
+from eventstream.replay.engine import Pacer, Selection, encode_token
 from eventstream.settings import Settings
 from tests.api.conftest import Api, MakeApi, assert_problem
 from tests.history.test_replay_history import processed, recording_app

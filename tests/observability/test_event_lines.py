@@ -9,12 +9,12 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from eventstream import dlq
 from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.errors import PermanentError
 from eventstream.event import Event, decode_envelope
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
+from eventstream.replay import dead as dlq
 from eventstream.store import ProcessedRow, SqlStore
 from tests.conftest import make_settings
 from tests.worker.conftest import burst, put

@@ -96,7 +96,7 @@ async def test_each_try_continues_the_posts_trace_and_a_retry_links_to_it(
             "messaging.system": "eventstream",
             "messaging.operation.type": "process",
             "messaging.operation.name": "handle",
-            "messaging.destination.name": traced_api.settings.keys.stream,
+            "messaging.destination.name": "{" + traced_api.settings.prefix + "}:stream",
             "messaging.message.id": event_id,
             "eventstream.event.type": "PAY",
             "eventstream.attempt": attempt,

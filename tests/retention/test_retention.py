@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError as SettingsError
 
-from eventstream import retention
 from eventstream.app import EventStream
+from eventstream.broker.keys import Keys
 from eventstream.errors import PermanentError
 from eventstream.event import Event
+from eventstream.ops import retention
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
 from tests.api.conftest import MakeApi
@@ -58,7 +59,7 @@ async def test_prune_keeps_the_dlq_and_only_one_worker_prunes_per_period(make_ap
     assert await retention.prune_if_my_turn(settings, broker, store, "w2") is None  # w1 has this period
     assert await store.count() == 1  # the recent processed event stays
     assert (await api.summary())["dlq"] == 1
-    assert await broker.redis.pttl(settings.keys.lease("retention")) > 50_000
+    assert await broker.redis.pttl(Keys(settings.prefix).lease("retention")) > 50_000
 
 
 async def test_retention_zero_keeps_everything(make_api: MakeApi) -> None:

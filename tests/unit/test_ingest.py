@@ -9,7 +9,7 @@ import pytest
 
 from eventstream.errors import PayloadTooLarge, ValidationError
 from eventstream.event import decode_envelope
-from eventstream.ingest import (
+from eventstream.ingest.accept import (
     KEY_MAX,
     IncomingEvent,
     batch_item_keys,
@@ -20,7 +20,7 @@ from eventstream.ingest import (
     parse_event,
     to_envelope,
 )
-from eventstream.ingest import _key_count as _key_count
+from eventstream.ingest.accept import _key_count as _key_count
 
 
 def body(**fields: object) -> bytes:

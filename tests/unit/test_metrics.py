@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from eventstream.metrics import (
+from eventstream.ops.metrics import (
     BUCKETS_S,
     COUNTERS,
     GAUGES,

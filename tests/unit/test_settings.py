@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pydantic
@@ -99,11 +101,19 @@ def test_settings_are_frozen() -> None:
         s.max_attempts = 3  # type: ignore[misc]
 
 
-def test_keys_follow_the_prefix_and_are_cached() -> None:
+def test_keys_follow_the_prefix() -> None:
     s = Settings(prefix="shop")
-    assert isinstance(s.keys, Keys)
-    assert s.keys.stream == "{shop}:stream"
-    assert s.keys is s.keys
+    assert Keys(s.prefix).stream == "{shop}:stream"
+
+
+def test_settings_load_without_the_broker() -> None:
+    """Settings are the floor every room stands on: reading them imports no Redis client."""
+    code = (
+        "import sys, eventstream.settings;"
+        "print(sorted(m for m in sys.modules if m.startswith(('redis', 'eventstream.broker'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_store_url_default_is_sqlite_under_data_dir(tmp_path: Path) -> None:

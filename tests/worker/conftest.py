@@ -13,7 +13,7 @@ import pytest
 from eventstream.app import EventStream
 from eventstream.broker import Broker, DeadEntry
 from eventstream.broker.keys import GROUP
-from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker

@@ -13,7 +13,7 @@ from eventstream.app import EventStream
 from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Envelope, Event, encode_envelope
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from eventstream.settings import Settings
 from eventstream.worker.dispatch import Dead, Dispatcher, Done, Outcome, RetryLater
 

@@ -11,7 +11,7 @@ from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Event, decode_envelope
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker

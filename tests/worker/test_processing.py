@@ -15,8 +15,8 @@ from eventstream.app import EventStream, default_app
 from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP
 from eventstream.event import Event
-from eventstream.ingest import IncomingEvent, enqueue, now_ms, to_envelope
-from eventstream.metrics import bucket_index
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.ops.metrics import bucket_index
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from tests.worker.conftest import (

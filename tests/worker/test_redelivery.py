@@ -13,7 +13,7 @@ from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP
 from eventstream.errors import PermanentError
 from eventstream.event import Event, decode_envelope
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker
 from tests.worker.conftest import (

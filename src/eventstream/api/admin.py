@@ -1,4 +1,4 @@
-"""GET /admin/audit: the audit report (see eventstream.audit) as JSON."""
+"""GET /admin/audit: the audit report (see eventstream.ops.audit) as JSON."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from eventstream.api.deps import json, services
-from eventstream.audit import audit
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
+from eventstream.ops.audit import audit
 
 router = APIRouter(tags=["operations"])
 

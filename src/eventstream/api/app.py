@@ -16,9 +16,9 @@ from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
 from eventstream.auth.guard import Guard, SecurityMiddleware
 from eventstream.backends import Backends, open_backends
-from eventstream.backpressure import Backpressure
 from eventstream.heap import freeze_startup_objects
-from eventstream.ingest import GroupCommit
+from eventstream.ingest.accept import GroupCommit
+from eventstream.ingest.backpressure import Backpressure
 from eventstream.settings import Settings
 from eventstream.transient import REDIS_TRANSIENT
 
@@ -96,7 +96,7 @@ async def _start(app: FastAPI, backends: Backends, guard: Guard) -> None:
         settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
     )
     if settings.tracing:
-        from eventstream.tracing import IngestTracing
+        from eventstream.ingest.tracing import IngestTracing
 
         app.state.services.tracing = IngestTracing(settings, app.state.services.ingest)
     app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)

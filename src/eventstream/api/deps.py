@@ -12,12 +12,12 @@ from starlette.responses import Response
 
 from eventstream.broker import Broker
 from eventstream.errors import PayloadTooLarge, ValidationError
-from eventstream.ingest import GroupCommit, Publication
+from eventstream.ingest.accept import GroupCommit, Publication
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 
 if TYPE_CHECKING:
-    from eventstream.tracing import IngestTracing
+    from eventstream.ingest.tracing import IngestTracing
 
 
 @dataclass

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from eventstream import dlq
 from eventstream.api import schemas
 from eventstream.api.deps import Services, json, services
 from eventstream.api.problems import problem
@@ -15,7 +14,8 @@ from eventstream.api.replay import DRY_RUN, Params, page_body, preview_body
 from eventstream.broker import DeadEntry
 from eventstream.errors import NotFound
 from eventstream.event import decode_envelope, ms_to_iso
-from eventstream.ingest import TYPE_PATTERN
+from eventstream.ingest.accept import TYPE_PATTERN
+from eventstream.replay import dead as dlq
 
 router = APIRouter(tags=["dead-letter queue"])
 

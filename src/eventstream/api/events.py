@@ -12,10 +12,9 @@ from starlette.responses import Response
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
 from eventstream.auth.guard import principal_of
-from eventstream.backpressure import shed_load
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
-from eventstream.ingest import (
+from eventstream.ingest.accept import (
     TYPE_PATTERN,
     Item,
     batch_item_keys,
@@ -26,6 +25,7 @@ from eventstream.ingest import (
     parse_event,
     to_envelope,
 )
+from eventstream.ingest.backpressure import shed_load
 from eventstream.store import ProcessedRow
 
 router = APIRouter(tags=["events"])

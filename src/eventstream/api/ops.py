@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from eventstream import metrics
 from eventstream.api.deps import json, services
 from eventstream.api.problems import problem
-from eventstream.ingest import now_ms
+from eventstream.ingest.accept import now_ms
+from eventstream.ops import metrics
 
 router = APIRouter(tags=["operations"])
 

@@ -1,7 +1,7 @@
 """POST /replay: send processed events again, as new events, chosen by filters, at a capped rate.
 
 The filters, the paging and the dry run are the same for POST /failed-events/replay
-(api/dlq.py); see eventstream.replay for what a replay does.
+(api/dlq.py); see eventstream.replay.engine for what a replay does.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from eventstream import replay
 from eventstream.api import schemas
 from eventstream.api.deps import json, services
 from eventstream.errors import ValidationError
-from eventstream.ingest import TYPE_PATTERN, check_idempotency_key
+from eventstream.ingest.accept import TYPE_PATTERN, check_idempotency_key
+from eventstream.replay import engine as replay
 
 router = APIRouter(tags=["replay"])
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventstream.ingest import IncomingEvent
+from eventstream.ingest.accept import IncomingEvent
 
 
 class BatchBody(msgspec.Struct):

@@ -18,7 +18,7 @@ Redis Cluster slot and every script can touch all of them atomically.
     {p}:retry:body    HASH    event id -> envelope, for events waiting in {p}:retry.
     {p}:dlq           STREAM  dead events. Fields: id, t (type), e, a, reason, tb,
                               ff (first failure ms), lf (last failure ms).
-    {p}:counters      HASH    exact monotonic counters (see eventstream.metrics).
+    {p}:counters      HASH    exact monotonic counters (see eventstream.ops.metrics).
     {p}:hist          HASH    histogram bucket counts, sums and counts.
     {p}:workers       ZSET    consumer name scored by its last heartbeat (ms).
     {p}:overdue       HASH    consumer name -> its in-flight entries held longer than
@@ -57,9 +57,10 @@ import functools
 import hashlib
 import re
 
+from eventstream.settings import PREFIX_RE
+
 GROUP = "workers"
 
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
 
@@ -88,7 +89,7 @@ class Keys:
     )
 
     def __init__(self, prefix: str) -> None:
-        if not _PREFIX_RE.fullmatch(prefix):  # match() would let a final newline through
+        if not PREFIX_RE.fullmatch(prefix):  # match() would let a final newline through
             raise ValueError(f"key prefix {prefix!r} must be 1-64 characters of letters, digits, '_.:-'")
         self.prefix = prefix
         self.tag = "{" + prefix + "}"

@@ -32,7 +32,7 @@ from eventstream.cli.common import (
 from eventstream.errors import EventStreamError
 
 if TYPE_CHECKING:
-    from eventstream.audit import AuditReport
+    from eventstream.ops.audit import AuditReport
     from eventstream.settings import Settings
 
 AppArg = Annotated[
@@ -207,11 +207,12 @@ def _is_loopback(host: str) -> bool:
 def _refuse_without_keys(settings: Settings, host: str, insecure: bool, url: str | None = None) -> None:
     """A non-loopback address with no API key is refused unless --insecure."""
     from eventstream.broker import Broker, connect
+    from eventstream.broker.keys import Keys
 
     async def any_keys() -> bool:
         redis = connect(url or settings.redis_url or "", timeout=settings.redis_timeout)
         try:
-            return await Broker(redis, settings.keys).any_keys()
+            return await Broker(redis, Keys(settings.prefix)).any_keys()
         finally:
             await redis.aclose()
 
@@ -359,8 +360,8 @@ def audit(
 
 
 async def _run_audit(settings: Settings, url: str, examples: int) -> AuditReport:
-    from eventstream.audit import audit as run_audit
     from eventstream.backends import open_backends
+    from eventstream.ops.audit import audit as run_audit
 
     async with open_backends(settings, url) as b:
         return await run_audit(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 10.0
-# A replay call may take the server's whole per-call budget (eventstream.replay.MAX_REQUEST_S,
+# A replay call may take the server's whole per-call budget (eventstream.replay.engine.MAX_REQUEST_S,
 # 10 s) pacing its sends: its client waits that long and 20 s more before giving up.
 REPLAY_TIMEOUT_S = 10.0 + 20.0
 

@@ -107,8 +107,8 @@ def prune(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Delete processed events older than the retention now, in short batches."""
-    from eventstream.retention import cutoff_ms
-    from eventstream.retention import prune as run_prune
+    from eventstream.ops.retention import cutoff_ms
+    from eventstream.ops.retention import prune as run_prune
 
     base = settings_or_exit(data_dir=data_dir)
     if older_than is not None and 0 < older_than < base.dedupe_window:

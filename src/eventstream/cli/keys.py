@@ -44,13 +44,14 @@ def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T
 
     from eventstream.auth.apikeys import KeyRegistry
     from eventstream.broker import Broker, connect
+    from eventstream.broker.keys import Keys
 
     url = redis_url_or_exit(settings)
 
     async def go() -> T:
         redis = connect(url, timeout=settings.redis_timeout)
         try:
-            return await action(KeyRegistry(Broker(redis, settings.keys)))
+            return await action(KeyRegistry(Broker(redis, Keys(settings.prefix))))
         finally:
             await redis.aclose()
 

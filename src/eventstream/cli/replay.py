@@ -25,7 +25,7 @@ from eventstream.cli.common import (
 from eventstream.errors import EventStreamError
 
 if TYPE_CHECKING:
-    from eventstream.replay import Selection
+    from eventstream.replay.engine import Selection
     from eventstream.settings import Settings
 
 
@@ -85,7 +85,7 @@ def replay(
 ) -> None:
     """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
     from eventstream.logs import AUDIT_FILE, configure
-    from eventstream.replay import Selection
+    from eventstream.replay.engine import Selection
 
     settings = settings_or_exit(data_dir=data_dir)
     configure(settings.log_level, settings.log_format, audit_file=settings.data_dir / AUDIT_FILE)
@@ -108,9 +108,10 @@ def replay(
 async def _run(
     settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None, rate: float
 ) -> None:
-    from eventstream import dlq, replay
     from eventstream.auth import trail
     from eventstream.backends import open_backends
+    from eventstream.replay import dead as dlq
+    from eventstream.replay import engine as replay
 
     async with open_backends(settings, url) as b:
         broker, store = b.broker, b.store

@@ -42,7 +42,7 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
     from eventstream.app import load_app
     from eventstream.backends import open_backends
     from eventstream.heap import freeze_startup_objects
-    from eventstream.retention import run_periodically as run_retention
+    from eventstream.ops.retention import run_periodically as run_retention
     from eventstream.worker.runner import Worker
 
     app = load_app(app_spec)

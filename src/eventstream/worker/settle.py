@@ -10,7 +10,7 @@ import structlog
 
 from eventstream import logs
 from eventstream.broker import Broker
-from eventstream.metrics import HistogramBatch
+from eventstream.ops.metrics import HistogramBatch
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
 

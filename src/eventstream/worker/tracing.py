@@ -14,6 +14,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from eventstream.broker import StreamEntry
+from eventstream.broker.keys import Keys
 from eventstream.event import decode_envelope
 from eventstream.settings import Settings
 from eventstream.tracing import SYSTEM, remote_context, tracer
@@ -25,7 +26,7 @@ Run = Callable[[StreamEntry], Awaitable[Outcome]]
 def traced(run: Run, settings: Settings) -> Run:
     """``run`` (the dispatcher's) with each try in a span; see the module docstring."""
     tracer_ = tracer("worker")
-    destination = settings.keys.stream
+    destination = Keys(settings.prefix).stream
 
     async def run_traced(d: StreamEntry) -> Outcome:
         try:

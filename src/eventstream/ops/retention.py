@@ -24,7 +24,7 @@ from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.transient import is_transient
 
-log = structlog.get_logger("eventstream.retention")
+log = structlog.get_logger("eventstream.ops.retention")
 
 JOB = "retention"
 

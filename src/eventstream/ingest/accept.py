@@ -401,7 +401,7 @@ class Publication(Protocol):
     """How a request's events are submitted: the same call with tracing on or off.
 
     ``GroupCommit`` itself when there is nothing to trace; with tracing on and a trace
-    context in the request, ``eventstream.tracing.Publish`` (the submit runs in the
+    context in the request, ``eventstream.ingest.tracing.Publish`` (the submit runs in the
     request's publish span, and ``context`` is stored with each event).
     """
 

@@ -12,7 +12,7 @@ import structlog
 
 from eventstream.broker import Broker, DeadEntry
 from eventstream.errors import NotFound, ValidationError
-from eventstream.replay import (
+from eventstream.replay.engine import (
     SAMPLE,
     Pacer,
     Page,
@@ -24,7 +24,7 @@ from eventstream.replay import (
     ids_start,
 )
 
-log = structlog.get_logger("eventstream.dlq")
+log = structlog.get_logger("eventstream.replay.dead")
 
 CHUNK = 500
 MAX_ID_PART = 2**64 - 1  # each half of a Redis stream entry id is a uint64
@@ -146,7 +146,7 @@ async def replay_matching(
     pacer: Pacer | None = None,
 ) -> Page:  # fmt: skip
     """Replay the dead events the selection matches, oldest first; one call's worth (see
-    eventstream.replay). Each keeps its id and gets its attempts afresh."""
+    eventstream.replay.engine). Each keeps its id and gets its attempts afresh."""
     pacer = pacer or Pacer(rate)
     budget = pacer.budget(limit)
     page = Page()

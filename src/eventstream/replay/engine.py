@@ -12,7 +12,7 @@ Two sources share the selection, the pacing and the paging:
   digest: 32 hex digits of the SHA-256 of the request key, so the key always fits the
   store's column), so retrying the same request enqueues nothing twice within the
   dedupe window.
-- **DLQ** (``eventstream.dlq.replay_matching``): dead events go back as themselves (same
+- **DLQ** (``eventstream.replay.dead.replay_matching``): dead events go back as themselves (same
   id, attempts afresh), each in one atomic step (replay.lua).
 
 Time ranges: ``since`` is inclusive, ``until`` exclusive; history filters on the
@@ -43,7 +43,7 @@ import msgspec
 from eventstream.broker import Broker
 from eventstream.errors import ValidationError
 from eventstream.event import Envelope, encode_envelope
-from eventstream.ingest import enqueue, new_event_id, now_ms
+from eventstream.ingest.accept import enqueue, new_event_id, now_ms
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.store.sql import CursorMs
 
