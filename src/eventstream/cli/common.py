@@ -69,6 +69,24 @@ class Command(TyperCommand):
                 param.__class__ = _Argument
 
 
+AppArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Your handlers, as MODULE:ATTRIBUTE (e.g. examples.shop:app). "
+        "Without it every event is simply recorded as processed.",
+        show_default=False,
+        metavar="MODULE:APP",
+    ),
+]
+HostOpt = Annotated[str, typer.Option(metavar="ADDRESS", help="Address the HTTP API listens on.")]
+PortOpt = Annotated[int, typer.Option(metavar="PORT", help="Port the HTTP API listens on.")]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept anonymous requests on a non-loopback address while no API key exists "
+        "(refused without it)."
+    ),
+]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
