@@ -14,7 +14,8 @@ from eventstream import __version__
 from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
-from eventstream.auth.guard import Guard, SecurityMiddleware
+from eventstream.api.guard import SecurityMiddleware
+from eventstream.auth.guard import Guard
 from eventstream.backends import Backends, open_backends
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
-from eventstream.auth.guard import principal_of
+from eventstream.api.guard import principal_of
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest.accept import (
