@@ -14,7 +14,8 @@ from eventstream import __version__
 from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
-from eventstream.auth.guard import Guard, SecurityMiddleware
+from eventstream.api.guard import SecurityMiddleware
+from eventstream.auth.guard import Guard
 from eventstream.backends import Backends, open_backends
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit
@@ -93,13 +94,16 @@ async def _start(app: FastAPI, backends: Backends, guard: Guard) -> None:
         # (Ingest creates the stream; workers create the consumer group.)
         log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
     app.state.services = Services(
-        settings, broker, store, GroupCommit(broker, int(settings.dedupe_window * 1000))
+        settings,
+        broker,
+        store,
+        GroupCommit(broker, int(settings.dedupe_window * 1000)),
+        Backpressure(broker, settings.max_backlog, settings.max_memory_ratio),
     )
     if settings.tracing:
         from eventstream.ingest.tracing import IngestTracing
 
         app.state.services.tracing = IngestTracing(settings, app.state.services.ingest)
-    app.state.backpressure = Backpressure(broker, settings.max_backlog, settings.max_memory_ratio)
     guard.bind(broker)
     await _announce(guard)
     freeze_startup_objects()  # after start-up: short GC pauses from now on

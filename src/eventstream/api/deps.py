@@ -13,6 +13,7 @@ from starlette.responses import Response
 from eventstream.broker import Broker
 from eventstream.errors import PayloadTooLarge, ValidationError
 from eventstream.ingest.accept import GroupCommit, Publication
+from eventstream.ingest.backpressure import Backpressure
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 
@@ -26,6 +27,7 @@ class Services:
     broker: Broker
     store: SqlStore
     ingest: GroupCommit
+    backpressure: Backpressure  # ingest routes check it before enqueuing
     tracing: IngestTracing | None = None  # set only when EVENTSTREAM_TRACING is on
 
     def publication(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publication:

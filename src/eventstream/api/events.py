@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
-from eventstream.auth.guard import principal_of
+from eventstream.api.guard import principal_of
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest.accept import (
@@ -25,7 +25,6 @@ from eventstream.ingest.accept import (
     parse_event,
     to_envelope,
 )
-from eventstream.ingest.backpressure import shed_load
 from eventstream.store import ProcessedRow
 
 router = APIRouter(tags=["events"])
@@ -72,7 +71,7 @@ async def post_event(request: Request) -> Response:
     raw = await read_body(request, s.max_body_bytes)
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     event = parse_event(raw, s.max_depth, s.max_object_keys, s.max_string_length)
-    await shed_load(request)
+    await svc.backpressure.check()
     publication = svc.publication(request.headers, event.type)
     ns = principal_of(request).namespace
     item = to_envelope(event, key, now_ms(), trace=publication.context, namespace=ns)
@@ -109,7 +108,7 @@ async def post_batch(request: Request) -> Response:
     raw = await read_body(request, s.max_body_bytes)
     items = parse_batch(raw, s.max_batch)
     keys = batch_item_keys(request.headers.get("idempotency-key"), len(items))
-    await shed_load(request, len(items))
+    await svc.backpressure.check(len(items))
     publication = svc.publication(request.headers, "batch", len(items))
     context = publication.context
     results: list[dict[str, Any]] = [{} for _ in items]

@@ -8,11 +8,11 @@ more than the ingest itself. Errors go through the same problem+json mapping.
 
 from __future__ import annotations
 
-from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventstream.api import events, problems, query
+from eventstream.api.asgi import route_path
 
 NO_PARAMETERS: frozenset[str] = frozenset()  # the ingest routes take none
 
@@ -24,7 +24,7 @@ class IngestFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.routes.get(get_route_path(scope))  # without any root_path
+            endpoint = self.routes.get(route_path(scope))  # without any root_path
             if endpoint is not None:
                 try:
                     query.check(scope.get("query_string", b""), NO_PARAMETERS)

@@ -10,9 +10,10 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
+from eventstream.api.guard import principal_of
 from eventstream.auth import trail
 from eventstream.auth.apikeys import MAX_BURST, MAX_RATE, MIN_RATE, NAMESPACE_PATTERN, KeyRegistry
-from eventstream.auth.guard import KEYS_NEED_ADMIN_KEY, principal_of
+from eventstream.auth.guard import KEYS_NEED_ADMIN_KEY
 from eventstream.errors import Forbidden, ValidationError
 
 router = APIRouter(tags=["API keys"])

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette._utils import get_route_path
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstream.api import problems, schemas
+from eventstream.api.asgi import route_path
 from eventstream.auth.policy import required_scope
 
 DOCS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -42,7 +42,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         # the docs page loads Swagger UI's script and styles: no CSP there
-        extra = COMMON if get_route_path(scope) in DOCS else COMMON + API_ONLY
+        extra = COMMON if route_path(scope) in DOCS else COMMON + API_ONLY
         started = False
 
         async def send_secured(message: Message) -> None:

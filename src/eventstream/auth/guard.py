@@ -1,7 +1,8 @@
-"""Authentication, scopes and rate limits for every HTTP request, in one ASGI middleware.
+"""The guard's decisions: who is calling, and may they do this now.
 
-The middleware sits outside the ingest fast path (eventstream.api.fastpath), so
-``POST /events`` and ``/events/batch`` pass through it like every other route.
+It works on plain values (the token, the route, the Host and Origin, the client
+address); reading them from a request, and answering, is the API's middleware
+(eventstream.api.guard).
 
 Policy, default deny (eventstream.auth.policy): a route is open, needs ``ingest``,
 ``read`` or ``admin``; anything not classified needs ``admin``, so a route added
@@ -9,21 +10,16 @@ later is closed until someone decides otherwise.
 
 Checking a key is ONE round trip: the script ``authorize.lua`` reads the key's
 record, compares the SHA-256 digest of the presented token with the stored one,
-checks revocation and scope, and only then charges the key's GCRA bucket, all
-atomically. The digest must be compared inside the script, since it alone can
-decide before charging without a second round trip; a plain comparison of digests
-is safe there, because timing can only tell how many leading bytes of two SHA-256
-digests agree, and nobody can choose a token whose digest has a wanted prefix.
-Python then confirms the digest the script returns with ``hmac.compare_digest``.
-An unknown id and a wrong secret take the same path (the script compares against
-an empty digest; Python compares against a dummy one) and give the same 401.
-A malformed token is refused without a round trip: its shape is public.
-
-Rate limits are GCRA on the Redis server's clock (``TIME``), so they hold across
-any number of API processes. A request costs 1; a batch costs its number of events,
-so for a batch the body is read (bounded by EVENTSTREAM_MAX_BODY_BYTES) and its items
-counted before the script runs; the endpoint decodes the same buffered body. A
-refused request (401/403/429) reaches no endpoint: nothing is enqueued.
+checks revocation and scope, and only then charges the key's rate limit
+(eventstream.auth.limits), all atomically. The digest must be compared inside the
+script, since it alone can decide before charging without a second round trip; a
+plain comparison of digests is safe there, because timing can only tell how many
+leading bytes of two SHA-256 digests agree, and nobody can choose a token whose digest
+has a wanted prefix. Python then confirms the digest the script returns with
+``hmac.compare_digest``. An unknown id and a wrong secret take the same path (the
+script compares against an empty digest; Python compares against a dummy one) and
+give the same 401. A malformed token is refused without a round trip: its shape is
+public.
 
 Without credentials: when no key exists and the API listens on loopback (or was
 started with ``--insecure``), the request is anonymous; otherwise 401. Whether any
@@ -38,13 +34,14 @@ cost no round trip unless ``EVENTSTREAM_ANONYMOUS_RATE`` is set.
 
 An anonymous request is refused (403) when it would manage keys (the first key is
 made with ``eventstream keys create``), and, so that a web page the user visits cannot
-drive the API through the browser, when its ``Origin`` header is neither allowed by
+drive the API through the browser, when its ``Origin`` is neither allowed by
 EVENTSTREAM_CORS_ORIGINS nor the API's own loopback origin, or (on loopback) when
 its ``Host`` is not a loopback name or address: a DNS-rebinding page reaches
 127.0.0.1 under its own host name.
 
-Everything that can refuse a request without its body (a malformed token, no key
-where one is needed, the anonymous checks) runs before a batch body is read.
+``check_token`` and ``screen_anonymous`` refuse what can be refused before a body is
+read; ``authorize`` comes after, since it charges what the request costs (a batch:
+its number of events).
 """
 
 from __future__ import annotations
@@ -57,32 +54,16 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import msgspec
-from starlette._utils import get_route_path
-from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from eventstream.api import problems
-from eventstream.api.deps import read_body
-from eventstream.auth import trail
+from eventstream.auth import limits
 from eventstream.auth.apikeys import KeyRegistry, digest, parse_token
-from eventstream.auth.policy import INGEST_BATCH, manages_keys, required_scope
+from eventstream.auth.policy import manages_keys
 from eventstream.broker import Broker
-from eventstream.errors import (
-    EventStreamError,
-    Forbidden,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthorized,
-    Unavailable,
-)
+from eventstream.errors import Forbidden, Unauthorized, Unavailable
 from eventstream.settings import Settings
 from eventstream.transient import REDIS_TRANSIENT
 
 NO_KEYS_TTL_S = 1.0
-PRINCIPAL = "eventstream.principal"  # the scope entry endpoints read the caller from
 _DUMMY = digest("es_000000000000_" + "0" * 43)
 NEED_KEY = (
     "this API requires an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` "
@@ -120,29 +101,8 @@ class Principal:
 ANONYMOUS = Principal(None, "anonymous", "admin")
 
 
-def principal_of(request: Request) -> Principal:
-    p: Principal = request.scope.get(PRINCIPAL, ANONYMOUS)
-    return p
-
-
-class _BatchCount(msgspec.Struct):
-    events: list[msgspec.Raw] = []
-
-
-_count_decoder = msgspec.json.Decoder(_BatchCount)
-
-
-def batch_cost(body: bytes, max_batch: int) -> int:
-    """What a batch body costs: its number of events; 1 when it will be refused anyway."""
-    try:
-        n = len(_count_decoder.decode(body).events)
-    except Exception:
-        return 1
-    return n if 1 <= n <= max_batch else 1
-
-
 class Guard:
-    """What the middleware needs: settings, the listen mode and, once started, Redis."""
+    """The decisions, given settings, the listen mode and, once started, Redis."""
 
     def __init__(self, settings: Settings, *, loopback: bool = True, insecure: bool = False) -> None:
         self.settings = settings
@@ -187,32 +147,32 @@ class Guard:
             self._known = True
             self._checked_until = time.monotonic() + NO_KEYS_TTL_S
 
-    async def screen(self, token: str | None, route: str, headers: list[tuple[bytes, bytes]]) -> None:
-        """What can be refused before the body is read: a malformed token (401), no key
-        where one is needed (401), and the anonymous checks (403; module docstring)."""
-        if token is not None:
-            if parse_token(token) is None:
-                hmac.compare_digest(digest(token), _DUMMY)
-                raise Unauthorized(INVALID, invalid_token=True)
-            return
+    def check_token(self, token: str) -> None:
+        """Refuse a malformed token (401) without a round trip."""
+        if parse_token(token) is None:
+            hmac.compare_digest(digest(token), _DUMMY)
+            raise Unauthorized(INVALID, invalid_token=True)
+
+    async def screen_anonymous(self, route: str, host: str, origin: str | None) -> None:
+        """Refuse a request without credentials that cannot be anonymous: no key where
+        one is needed (401), and the anonymous checks (403; module docstring).
+        ``host``: the Host header ("" when absent); ``origin``: the Origin header."""
         if not self.anonymous_allowed or await self.keys_exist():
             raise Unauthorized(NEED_KEY)
         if manages_keys(route):
             raise Forbidden(KEYS_NEED_ADMIN_KEY)
-        host = (_header(headers, b"host") or b"").decode("latin-1")
         if self.loopback and host and not is_loopback_host(host):
             raise Forbidden(
                 f"anonymous requests must name a loopback host (localhost, 127.0.0.1 or [::1]), "
                 f"not {host[:100]!r}; send an API key to call this API under another name"
             )
-        origin = _header(headers, b"origin")
-        if origin is not None:
-            o = origin.decode("latin-1")
-            if not (self._origin_allowed(o) or (is_loopback_host(host) and o in _own_origins(host))):
-                raise Forbidden(
-                    f"anonymous requests from the web page origin {o[:100]!r} are refused: allow it "
-                    "with EVENTSTREAM_CORS_ORIGINS, or send an API key"
-                )
+        if origin is not None and not (
+            self._origin_allowed(origin) or (is_loopback_host(host) and origin in _own_origins(host))
+        ):
+            raise Forbidden(
+                f"anonymous requests from the web page origin {origin[:100]!r} are refused: allow it "
+                "with EVENTSTREAM_CORS_ORIGINS, or send an API key"
+            )
 
     def _origin_allowed(self, origin: str) -> bool:
         allowed = {o.strip() for o in self.settings.cors_origins.split(",") if o.strip()}
@@ -221,8 +181,10 @@ class Guard:
     async def authorize(
         self, need: str, token: str | None, cost: int, client: str, what: str
     ) -> tuple[Principal, dict[str, str]]:
-        """The caller and the RateLimit-* headers for its response; raises 401/403/429.
-        Call ``screen`` first: it refuses what needs no round trip."""
+        """The caller and the RateLimit-* fields for its response; raises 401/403/413/429.
+        ``need``: the scope the request needs; ``cost``: events it counts as; ``client``:
+        its address (the anonymous bucket); ``what``: the request, for the messages. Call
+        ``check_token`` or ``screen_anonymous`` first: they refuse what needs no round trip."""
         if token is None:
             if not self.anonymous_allowed or await self.keys_exist():
                 raise Unauthorized(NEED_KEY)
@@ -232,10 +194,10 @@ class Guard:
             burst = self.settings.anonymous_burst or math.ceil(rate)
             assert self.broker is not None
             reply = await self.broker.authorize_address(client, cost, rate, burst)
-            return ANONYMOUS, _rate_outcome(reply, cost, "this client address")
+            return ANONYMOUS, limits.outcome(reply, cost, "this client address")
         presented = digest(token)
         key_id = parse_token(token)
-        if key_id is None:  # screen refused it already; kept so authorize stands alone
+        if key_id is None:  # check_token refused it already; kept so authorize stands alone
             hmac.compare_digest(presented, _DUMMY)
             raise Unauthorized(INVALID, invalid_token=True)
         assert self.broker is not None
@@ -249,12 +211,12 @@ class Guard:
             raise Unauthorized(f"API key {key_id} ({name}) was revoked", invalid_token=True)
         caller = Principal(key_id, name, scope, f"ns:{shared}" if shared else f"key:{key_id}")
         if code == 2:
-            raise _Denied(
+            raise Denied(
                 caller,
                 f"API key {key_id} has scope {scope!r}; {what} needs "
                 + ("'admin'" if need == "admin" else f"{need!r} (or 'admin')"),
             )
-        return caller, _rate_outcome(reply, cost, f"API key {key_id}")
+        return caller, limits.outcome(reply, cost, f"API key {key_id}")
 
 
 @functools.lru_cache(maxsize=1024)  # a handful of distinct Host values; parsed once each
@@ -278,164 +240,14 @@ def is_loopback_host(host: str) -> bool:
 _HOST_RE = re.compile(r"(?:\[([0-9a-f:.]+)\]|([a-z0-9.-]+))(?::[0-9]{1,5})?")
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 def _own_origins(host: str) -> tuple[str, str]:
     """The origins of pages this API serves itself (/docs) under ``host``."""
     return (f"http://{host}", f"https://{host}")
 
 
-class _Denied(Forbidden):
+class Denied(Forbidden):
+    """403 for a known key outside its scope; ``caller`` names the key (for the audit trail)."""
+
     def __init__(self, caller: Principal, detail: str) -> None:
         super().__init__(detail)
         self.caller = caller
-
-
-def _rate_outcome(reply: list[Any], cost: int, whose: str) -> dict[str, str]:
-    """RateLimit-* headers for an allowed request; raises RateLimited (429) or, for a
-    batch larger than the burst, PayloadTooLarge (413: waiting cannot help)."""
-    code, limit, left, reset_us, retry_us, window_s = (
-        int(reply[0]),
-        int(reply[4]),
-        int(reply[5]),
-        int(reply[6]),
-        int(reply[7]),
-        int(reply[8]),
-    )
-    if limit <= 0:
-        return {}
-    headers = {
-        "RateLimit-Policy": f"{limit};w={max(1, window_s)}",
-        "RateLimit-Limit": str(limit),
-        "RateLimit-Remaining": str(max(0, left)),
-        "RateLimit-Reset": str(math.ceil(reset_us / 1_000_000)),
-    }
-    if code == 4:
-        if retry_us < 0:
-            raise PayloadTooLarge(
-                f"this request counts as {cost} events, more than the burst of {limit} that {whose} "
-                f"may send at once: send at most {limit} events per request"
-            )
-        retry_s = max(1, math.ceil(retry_us / 1_000_000))
-        raise RateLimited(
-            f"rate limit of {whose} exceeded: this request counts as {cost} event(s) and "
-            f"{max(0, left)} of {limit} are left; retry in {retry_s} s. Nothing was done.",
-            retry_s,
-            headers,
-        )
-    return headers
-
-
-def _credentials(scope: Scope) -> tuple[str | None, bool]:
-    """(token, whether an Authorization header was present but not Bearer)."""
-    auth = api_key = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            auth = value.decode("latin-1")
-        elif name == b"x-api-key":
-            api_key = value.decode("latin-1")
-    if auth is not None:
-        kind, _, token = auth.strip().partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
-            return None, True
-        return token.strip(), False
-    if api_key is not None:
-        return api_key.strip(), False
-    return None, False
-
-
-class SecurityMiddleware:
-    """Authenticate, authorize and rate-limit; see the module docstring."""
-
-    def __init__(self, app: ASGIApp, guard: Guard) -> None:
-        self.app = app
-        self.guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        g = self.guard
-        method, path = scope["method"], get_route_path(scope)  # the route, without root_path
-        need = required_scope(method, path, g.settings.metrics_public)
-        if need is None:
-            await self.app(scope, receive, send)
-            return
-        what = f"{method} {path}"
-        caller: Principal | None = None
-        token: str | None = None
-        try:
-            token, bad_scheme = _credentials(scope)
-            if bad_scheme:
-                raise Unauthorized(
-                    "the Authorization header must be `Bearer <key>` (or send the key in X-API-Key)",
-                    invalid_token=True,
-                )
-            await g.screen(token, path, scope["headers"])
-            cost, body_error = 1, None
-            metered = token is not None or g.settings.anonymous_rate > 0
-            if metered and method == "POST" and path == INGEST_BATCH:
-                try:
-                    body = await read_body(Request(scope, receive), g.settings.max_body_bytes)
-                    cost = batch_cost(body, g.settings.max_batch)
-                except EventStreamError as exc:
-                    body_error = exc
-                else:
-                    receive = _replay(body, receive)
-            client = scope.get("client")
-            caller, headers = await g.authorize(need, token, cost, client[0] if client else "", what)
-            if body_error is not None:
-                raise body_error
-        except Exception as exc:
-            if isinstance(exc, _Denied) and need == "admin":
-                _audit(exc.caller, what, "denied", 403)
-            elif isinstance(exc, Forbidden) and need == "admin" and token is None:
-                _audit(ANONYMOUS, what, "denied", 403)  # e.g. anonymous key management
-            await problems.response_for(exc)(scope, receive, send)
-            return
-        scope[PRINCIPAL] = caller
-        status = 500
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if headers:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-                    ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            if need == "admin" and method not in ("GET", "HEAD"):
-                _audit(caller, what, "ok" if status < 400 else "failed", status)
-
-
-def _audit(caller: Principal, what: str, outcome: str, status: int) -> None:
-    key_id, name = caller.label
-    method, _, path = what.partition(" ")
-    trail.record(
-        "http." + method.lower(), target=path, outcome=outcome, key_id=key_id, key_name=name, status=status
-    )
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the endpoint the body already read, then the real stream."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -22,8 +22,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from starlette.requests import Request
-
 from eventstream.broker import Broker
 from eventstream.errors import Unavailable
 
@@ -133,10 +131,3 @@ class Backpressure:
                 )
                 return (detail, "EVENTSTREAM_MAX_MEMORY_RATIO"), reading.backlog
         return None, reading.backlog
-
-
-async def shed_load(request: Request, events: int = 1) -> None:
-    """The one call each ingest route makes before enqueuing: 503 while over a bound."""
-    guard: Backpressure | None = getattr(request.app.state, "backpressure", None)
-    if guard is not None:
-        await guard.check(events)
