@@ -8,7 +8,7 @@ import pytest
 
 from eventstream.backends import open_backends
 from eventstream.errors import ConfigError
-from tests.conftest import make_settings
+from tests.support.factories import make_settings
 
 
 async def test_opens_both_checks_the_schema_and_closes_both(

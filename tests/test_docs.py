@@ -19,7 +19,7 @@ from typer.main import get_command
 from eventstream import EventStream
 from eventstream.cli import cli
 from eventstream.settings import Settings
-from tests.conftest import missing
+from tests.support.servers import missing
 
 ROOT = Path(__file__).parent.parent
 DOCS = ROOT / "docs"

@@ -16,7 +16,7 @@ import redis
 from eventstream.embedded import EmbeddedRedis, find_server_binary
 from eventstream.errors import ConfigError
 from eventstream.store import create_store
-from tests.conftest import missing
+from tests.support.servers import missing
 
 
 @pytest.fixture(autouse=True)

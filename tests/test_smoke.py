@@ -4,7 +4,7 @@ from eventstream.event import Event
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
-from tests.conftest import run_burst
+from tests.support.workers import run_burst
 
 
 async def test_event_goes_through(settings: Settings, broker: Broker, store: SqlStore) -> None:

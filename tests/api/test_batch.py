@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from eventstream.app import default_app
-from tests.api.conftest import Api, MakeApi, assert_problem
+from tests.support.asgi import Api, MakeApi, assert_problem
 
 
 async def test_results_come_back_in_order(api: Api) -> None:

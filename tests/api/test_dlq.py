@@ -7,41 +7,10 @@ from typing import Any
 
 import pytest
 
-from eventstream.app import EventStream
-from eventstream.errors import PermanentError
-from eventstream.event import Event
-from tests.api.conftest import Api, assert_problem
+from tests.support.asgi import Api, assert_problem, kill
+from tests.support.factories import failing_app
 
 ITEM_KEYS = {"id", "type", "payload", "reason", "attempts", "failedAt"}
-
-
-def failing_app(broken: set[str] | None = None, seen: list[tuple[str, int]] | None = None) -> EventStream:
-    """Types in ``broken`` fail: PERM at once, FLAKY after two attempts; others succeed."""
-    broken = {"PERM", "OTHER", "FLAKY"} if broken is None else broken
-    app = EventStream()
-
-    @app.handler("FLAKY", max_attempts=2)
-    async def flaky(event: Event) -> None:
-        if seen is not None:
-            seen.append((event.id, event.attempt))
-        if "FLAKY" in broken:
-            raise RuntimeError(f"flaky failure {event.payload.get('n')}")
-
-    @app.handler("*")
-    async def perm(event: Event) -> None:
-        if seen is not None:
-            seen.append((event.id, event.attempt))
-        if event.type in broken:
-            raise PermanentError(f"cannot handle {event.type}")
-
-    return app
-
-
-async def kill(api: Api, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Post events and run a worker that dead-letters them; their ids in posting order."""
-    ids = [await api.accepted(t, p) for t, p in events]
-    await api.burst(failing_app())
-    return ids
 
 
 async def page_all(api: Api, query: str, limit: int) -> list[dict[str, Any]]:

@@ -7,8 +7,7 @@ import pytest
 
 from eventstream.app import EventStream
 from eventstream.event import Event
-from tests.api.conftest import Api, assert_problem
-from tests.api.test_dlq import kill
+from tests.support.asgi import Api, assert_problem, kill
 
 
 def succeeding() -> EventStream:

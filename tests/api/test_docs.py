@@ -8,7 +8,7 @@ import re
 import pytest
 
 from eventstream.auth.apikeys import KeyRegistry
-from tests.api.conftest import Api
+from tests.support.asgi import Api
 
 REFERENCE = re.compile(r"""(?:src|href|spec-url)="([^"]+)"|url: '([^']+)'""")
 PAGES = {"/docs": "SwaggerUIBundle", "/redoc": "Redoc"}  # the page's script defines it

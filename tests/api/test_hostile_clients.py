@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from eventstream.app import default_app
-from tests.api.conftest import Api, assert_problem
+from tests.support.asgi import Api, assert_problem
 
 EDGE_TIMESTAMPS = ["9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+12:00"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from eventstream.app import default_app
 from eventstream.broker import Keys
-from tests.api.conftest import Api, MakeApi, assert_problem
+from tests.support.asgi import Api, MakeApi, assert_problem
 
 
 async def test_accepts_an_event_and_queues_it(api: Api) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from tests.api.conftest import Api
-from tests.api.test_dlq import kill
+from tests.support.asgi import Api, kill
 
 ANSWERS = [  # (method, path, status, schema): each one is requested for real below
     ("get", "/failed-events", 200, "DeadPage"),

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventstream.app import EventStream
 from eventstream.errors import PermanentError
 from eventstream.event import Event
-from tests.api.conftest import Api, assert_problem
+from tests.support.asgi import Api, assert_problem
 
 SUMMARY_KEYS = {
     "received",

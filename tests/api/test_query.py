@@ -16,7 +16,7 @@ from eventstream.errors import PermanentError, Retry
 from eventstream.event import Event, ms_to_iso
 from eventstream.store import ProcessedRow
 from eventstream.worker import Worker
-from tests.api.conftest import Api, assert_problem
+from tests.support.asgi import Api, assert_problem
 
 ITEM_KEYS = {"id", "type", "payload", "status", "attempts", "processedAt"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import Api, assert_problem
+from tests.support.asgi import Api, assert_problem
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,10 @@ from eventstream.ops.audit import AuditReport, audit
 from eventstream.settings import Settings
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker
-from tests.api.conftest import running
-from tests.broker.conftest import deliver, ingest, kill, set_idle
-from tests.conftest import run_burst
-from tests.worker.conftest import wait_until
+from tests.support.asgi import running
+from tests.support.broker import deliver, ingest, kill, set_idle
+from tests.support.waiting import wait_until
+from tests.support.workers import run_burst
 
 VT_MS = 1_000
 REPO_ROOT = Path(__file__).resolve().parents[2]

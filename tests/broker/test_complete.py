@@ -7,7 +7,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
-from tests.broker.conftest import Pending, check, deliver, ingest
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import Pending, check
 
 
 async def test_completes_owned_entries_and_leaves_nothing_behind(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from tests.broker.conftest import check, kill
+from tests.support.broker import kill
+from tests.support.conservation import check
 
 
 async def test_delete_removes_the_dlq_entry_and_the_status(broker: Broker, redis: Redis, keys: Keys) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, DeadEntry, Keys
-from tests.broker.conftest import check, kill
+from tests.support.broker import kill
+from tests.support.conservation import check
 
 
 async def dead_ids(redis: Redis, keys: Keys) -> list[str]:

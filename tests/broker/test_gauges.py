@@ -20,7 +20,8 @@ from eventstream.ops import metrics
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
-from tests.broker.conftest import check, deliver, ingest, state
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import check, state
 
 TTL = 10_000
 

@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.broker.scripts import Dedupe, Outcome
-from tests.broker.conftest import Item, check, make_items, wait_gone
+from tests.support.broker import Item, make_items, wait_gone
+from tests.support.conservation import check
 
 WINDOW = 60_000
 

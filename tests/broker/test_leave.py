@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.broker.conftest import Pending, check, deliver, ingest
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import Pending, check
 
 
 async def consumers(redis: Redis, keys: Keys) -> dict[str, int]:

@@ -6,7 +6,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, DeadEntry, Keys, Located
 from eventstream.ingest.accept import now_ms
-from tests.broker.conftest import check, deliver, ingest
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import check
 
 
 async def test_queued(broker: Broker) -> None:

@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.broker.conftest import Item, check, deliver, ingest
+from tests.support.broker import Item, deliver, ingest
+from tests.support.conservation import check
 
 FIRST = 1_700_000_000_000
 

@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.broker.conftest import Pending, check, deliver, ingest, set_idle, wait_idle
+from tests.support.broker import deliver, ingest, set_idle, wait_idle
+from tests.support.conservation import Pending, check
 
 VT = 5_000  # visibility timeout used with set_idle: no waiting needed
 

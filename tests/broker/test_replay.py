@@ -5,7 +5,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from tests.broker.conftest import check, deliver, kill
+from tests.support.broker import deliver, kill
+from tests.support.conservation import check
 
 
 async def test_replay_moves_the_event_back_to_the_stream(broker: Broker, redis: Redis, keys: Keys) -> None:

@@ -6,7 +6,8 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.broker.conftest import Pending, check, deliver, ingest
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import Pending, check
 
 
 async def test_moves_the_entry_to_the_retry_set(broker: Broker, redis: Redis, keys: Keys) -> None:

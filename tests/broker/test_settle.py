@@ -5,7 +5,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
-from tests.broker.conftest import check, deliver, ingest
+from tests.support.broker import deliver, ingest
+from tests.support.conservation import check
 
 
 async def test_completes_retries_and_dead_letters_a_group_and_fences_a_stranger(

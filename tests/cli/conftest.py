@@ -1,44 +1,44 @@
 """Operator-command fixtures: a REAL ``eventstream api`` (and burst workers) on the session's Redis.
 
-The commands under test run as real subprocesses (``python -m eventstream ...``)
-against that API over HTTP, exactly as an operator would run them.
+The commands under test run as real subprocesses (``python -m eventstream ...``,
+tests/support/cli.py) against that API over HTTP, exactly as an operator would run them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from typing import NamedTuple
+from collections.abc import Iterator
 
-from tests.e2e.conftest import api as api  # the e2e fixtures: real processes
-from tests.e2e.conftest import client as client
-from tests.e2e.conftest import cluster as cluster
-from tests.e2e.conftest import pytest_runtest_makereport as pytest_runtest_makereport
+import httpx
+import pytest
 
-
-class Run(NamedTuple):
-    code: int
-    stdout: str
-    stderr: str
+from tests.support.factories import Events, post
+from tests.support.http import get_metrics
+from tests.support.processes import Api, Cluster, api_process
 
 
-def run_cli(
-    *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
-) -> Run:
-    """``python -m eventstream ARGS`` with a wide terminal (tables unwrapped); its exit code and output."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
-    clean.update({"COLUMNS": "220", "NO_COLOR": "1", "TERM": "dumb"})
-    if url is not None:
-        clean["EVENTSTREAM_API_URL"] = url
-    clean.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "eventstream", *args],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[Api]:
+    """The API process; stopped with SIGTERM (exit code 0 asserted) after the test."""
+    with api_process(cluster) as a:
+        yield a
+
+
+@pytest.fixture
+def client(api: Api) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture
+def events(cluster: Cluster, client: httpx.Client) -> Events:
+    """3 processed events, 2 refused for good (dead at once), 1 dead after 3 failed tries."""
+    made = Events(
+        ok=[post(client, "OK", n=i) for i in range(3)],
+        perm=[post(client, "PERM", n=i) for i in range(2)],
+        fail=[post(client, "FAIL", n=0)],
     )
-    return Run(done.returncode, done.stdout, done.stderr)
+    worker = cluster.start_worker(burst=True)
+    assert cluster.wait_exit(worker) == 0, worker.logs()
+    m = get_metrics(client)
+    assert (m["processed"], m["dlq"]) == (3, 3), m
+    return made

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.cli.conftest import run_cli
-from tests.e2e.conftest import Api, Cluster
+from tests.support.cli import run_cli
+from tests.support.processes import Api, Cluster
 
 TOKEN = re.compile(r"es_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 UNKNOWN_ID = "0190d9b8-0000-7000-8000-000000000000"

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import Api, Cluster
+from tests.support.processes import Api, Cluster
 
 COMMANDS = [
     ["version"],

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from eventstream.embedded import free_port
-from tests.e2e.conftest import Cluster
-from tests.e2e.test_up import start_up
+from tests.support.processes import Cluster, start_up
 
 COMMANDS = [
     ["audit", "--json"],

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.cli.conftest import run_cli
-from tests.e2e.conftest import Api, Cluster
+from tests.support.cli import run_cli
+from tests.support.processes import Api, Cluster
 
 
 @pytest.mark.parametrize("command", ["delete", "replay", "show"])

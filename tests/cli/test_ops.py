@@ -8,49 +8,18 @@ import re
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
 from eventstream.embedded import free_port
-from tests.cli.conftest import run_cli
-from tests.e2e.conftest import Api, Cluster, get_metrics, wait_for
+from tests.support.cli import run_cli
+from tests.support.factories import Events, post
+from tests.support.http import get_metrics
+from tests.support.processes import Api
+from tests.support.waiting import wait_for
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-@dataclass
-class Events:
-    ok: list[str]
-    perm: list[str]
-    fail: list[str]
-
-    @property
-    def dead(self) -> list[str]:
-        return self.perm + self.fail
-
-
-def post(client: httpx.Client, type_: str, **payload: object) -> str:
-    r = client.post("/events", json={"type": type_, "payload": payload})
-    assert r.status_code == 202, r.text
-    event_id: str = r.json()["eventId"]
-    return event_id
-
-
-@pytest.fixture
-def events(cluster: Cluster, client: httpx.Client) -> Events:
-    """3 processed events, 2 refused for good (dead at once), 1 dead after 3 failed tries."""
-    made = Events(
-        ok=[post(client, "OK", n=i) for i in range(3)],
-        perm=[post(client, "PERM", n=i) for i in range(2)],
-        fail=[post(client, "FAIL", n=0)],
-    )
-    worker = cluster.start_worker(burst=True)
-    assert cluster.wait_exit(worker) == 0, worker.logs()
-    m = get_metrics(client)
-    assert (m["processed"], m["dlq"]) == (3, 3), m
-    return made
 
 
 # ---- stats ---------------------------------------------------------------------------

@@ -14,13 +14,11 @@ from typer.testing import CliRunner
 from eventstream.cli import client as cli_client
 from eventstream.cli.common import cli
 from eventstream.replay import engine as replay
-from tests.api.conftest import Api, MakeApi, make_api
-from tests.cli.conftest import Run, run_cli
-from tests.cli.test_ops import Events, events, post
-from tests.e2e.conftest import Cluster, get_metrics
-from tests.history.test_replay_history import processed, recording_app
-
-__all__ = ["events", "make_api"]
+from tests.support.asgi import Api, MakeApi, processed
+from tests.support.cli import Run, run_cli
+from tests.support.factories import Events, post, recording_app
+from tests.support.http import get_metrics
+from tests.support.processes import Cluster
 
 
 def replay_cli(api: Api, *args: str, **env: str) -> Run:

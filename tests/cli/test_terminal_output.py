@@ -11,7 +11,7 @@ import pty
 import subprocess
 import sys
 
-from tests.e2e.conftest import Cluster
+from tests.support.processes import Cluster
 
 
 def at_a_terminal(cluster: Cluster, *args: str) -> tuple[int, list[str]]:

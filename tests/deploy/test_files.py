@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from eventstream.cli.procfile import parse_procfile
-from tests.e2e.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"

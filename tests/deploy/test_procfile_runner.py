@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from eventstream.cli.procfile import ProcfileError, parse_procfile, shell_argv
-from tests.cli.conftest import run_cli
-from tests.e2e.conftest import Cluster, wait_for
+from tests.support.cli import run_cli
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 PY = sys.executable
 

@@ -4,7 +4,7 @@ Procfile (one API, three workers) against one Redis and one PostgreSQL database.
 Everything is real: the session's private Redis, a throwaway PostgreSQL database, the
 runner and the processes it starts (the Procfile's `release` entry migrates the empty
 database first), events posted over HTTP and handled by
-tests/e2e/apps.py (some succeed, some need retries, some die).
+tests/support/apps/e2e.py (some succeed, some need retries, some die).
 """
 
 from __future__ import annotations
@@ -20,16 +20,12 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 from eventstream.embedded import free_port
-from tests.deploy.conftest import PG
-from tests.e2e.conftest import (
-    REPO_ROOT,
-    Cluster,
-    Proc,
-    get_metrics,
-    side_effects,
-    wait_drained,
-    wait_for,
-)
+from tests.support.effects import side_effects
+from tests.support.http import get_metrics, wait_drained
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import Cluster, Proc
+from tests.support.servers import PG
+from tests.support.waiting import wait_for
 
 OK, FLAKY, FAIL = 200, 60, 40  # FLAKY: two failures then success; FAIL: dead after 3 tries
 
@@ -41,7 +37,7 @@ def topology_env(cluster: Cluster, database_url: str, port: int) -> dict[str, st
         EVENTSTREAM_BATCH_SIZE="10",  # small reads, so the work spreads over the workers
         EVENTSTREAM_CONCURRENCY="10",
         PORT=str(port),
-        APP="tests.e2e.apps:app",
+        APP="tests.support.apps.e2e:app",
         PATH=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
     )
 

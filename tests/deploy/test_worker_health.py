@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.test_files import COMPOSE
-from tests.e2e.conftest import Cluster, wait_for
+from tests.support.paths import COMPOSE
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 
 def _check_script() -> str:

@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cluster, get_metrics, page_all, side_effects, wait_drained, wait_for
+from tests.support.effects import side_effects
+from tests.support.http import get_metrics, page_all, wait_drained
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 TOTAL = 3_000
 SINGLES = 300  # posted one by one; the rest in batches
 BATCH = 100
-# One cycle of ten events: what each type does is in tests/e2e/apps.py.
+# One cycle of ten events: what each type does is in tests/support/apps/e2e.py.
 CYCLE = ["OK", "OK", "OK", "SYNC_OK", "FLAKY", "FLAKY", "FAIL", "PERM", "NOPE", "OK"]
 SUCCEEDS = {"OK", "SYNC_OK", "FLAKY"}
 DIES = {"FAIL", "PERM", "NOPE"}

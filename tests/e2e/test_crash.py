@@ -12,15 +12,10 @@ import pytest
 import redis
 
 from eventstream.broker.keys import GROUP, Keys
-from tests.e2e.conftest import (
-    Cluster,
-    count_side_effects,
-    get_metrics,
-    page_all,
-    side_effects,
-    wait_drained,
-    wait_for,
-)
+from tests.support.effects import count_side_effects, side_effects
+from tests.support.http import get_metrics, page_all, wait_drained
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 
 def post_batch(client: httpx.Client, events: list[dict[str, object]]) -> list[str]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import REPO_ROOT, Api, Cluster
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import Api, Cluster
 
 DOCS = REPO_ROOT / "docs"
 SHOP = "examples.shop:app"

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.e2e.conftest import Api, Cluster, count_side_effects, wait_drained
+from tests.support.effects import count_side_effects
+from tests.support.http import wait_drained
+from tests.support.processes import Api, Cluster
 
 RACERS = 50
 T = TypeVar("T")

@@ -16,25 +16,16 @@ import httpx
 import pytest
 
 from eventstream.embedded import free_port
-from tests.e2e.conftest import E2E_APP, Cluster, Proc, count_side_effects, get_metrics, wait_for
+from tests.support.effects import count_side_effects
+from tests.support.http import get_metrics
+from tests.support.processes import E2E_APP, Cluster, Proc, start_up
+from tests.support.waiting import wait_for
 
 PIPELINES = {
     # Ctrl-C also kills tee: `up` and its children then write to a pipe with no reader
     "through a pipe": "{up} 2>&1 | tee {log}",
     "into a full disk": "exec {up} >/dev/full 2>&1",  # every write fails (ENOSPC)
 }
-
-
-def start_up(cluster: Cluster, data_dir: Path, **env: str) -> tuple[Proc, httpx.Client]:
-    """``eventstream up`` on a free port with NO Redis URL in its environment."""
-    environment = cluster.env(redis=False, **env)
-    del environment["EVENTSTREAM_DATA_DIR"]  # given by --data-dir instead
-    assert not any(k == "EVENTSTREAM_REDIS_URL" for k in environment)
-    port = free_port()
-    args = ["up", E2E_APP, "--port", str(port), "--data-dir", str(data_dir)]
-    proc = cluster.spawn("up", args, environment)
-    cluster.wait_ready(proc, port, timeout=60)
-    return proc, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
 
 
 def status(client: httpx.Client, event_id: str) -> str:

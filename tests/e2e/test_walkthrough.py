@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Cluster, get_metrics, wait_for
+from tests.support.http import get_metrics
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 SHOP = "examples.shop:app"
 

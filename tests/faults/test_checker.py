@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from eventstream.broker.keys import Keys
-from tests.e2e.conftest import Cluster
-from tests.faults.checker import Checker
-from tests.faults.test_workers import APP, fault_env, start_api
+from tests.support.checker import Checker
+from tests.support.faults import APP, fault_env, start_api
+from tests.support.processes import Cluster
 
 
 @pytest.mark.timeout(60)

@@ -16,11 +16,11 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cluster, wait_for
-from tests.faults.checker import Figures
-from tests.faults.test_workers import figures_file
+from tests.support.checker import Figures, figures_file
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
-APP = "tests.faults.hostile:app"
+APP = "tests.support.apps.hostile:app"
 MAX_DELAY_S = 1.0  # EVENTSTREAM_RETRY_MAX_DELAY here: caps Retry(delay=inf / 1e18)
 CANCEL_GRACE_S = 0.3
 SHUTDOWN_GRACE_S = 2.0

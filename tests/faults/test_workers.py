@@ -1,7 +1,7 @@
 """Worker faults against real processes on 127.0.0.1: kill -9 under load, a kill between
 the handler's effect and its recorded completion, a zombie (SIGSTOP / SIGCONT), two
 promoters with one killed mid-way, and SIGTERM under load. Each ends with the checker
-(tests/faults/checker.py): nothing lost, nothing unexpected, nothing both processed and
+(tests/support/checker.py): nothing lost, nothing unexpected, nothing both processed and
 dead, nothing stranded (the audit), /metrics equal to the truth, and no duplicate effect
 for the handler keyed by ``event.id``.
 
@@ -14,34 +14,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cluster, Effect, Proc, get_metrics, side_effects, wait_for
-from tests.faults.checker import Checker, Figures
-
-APP = "tests.faults.apps:app"
-VT = 1.0  # EVENTSTREAM_VISIBILITY_TIMEOUT of every process here
-
-
-def fault_env(cluster: Cluster, **extra: str) -> dict[str, str]:
-    env = {
-        "EVENTSTREAM_VISIBILITY_TIMEOUT": str(VT),
-        "EVENTSTREAM_MAX_DELIVERIES": "10",  # repeated kills must not dead-letter an event
-        "FAULTS_SIDE_DB": str(cluster.tmp_path / "side.db"),
-    }
-    env.update(extra)
-    return env
-
-
-def figures_file() -> Path | None:
-    path = os.environ.get("GUARANTEES_FILE")
-    return Path(path) if path else None
-
-
-def start_api(cluster: Cluster) -> str:
-    return cluster.start_api(**fault_env(cluster)).url
+from tests.support.checker import Checker, Figures, figures_file
+from tests.support.effects import Effect, side_effects
+from tests.support.faults import APP, VT, fault_env, start_api
+from tests.support.http import get_metrics
+from tests.support.processes import Cluster, Proc
+from tests.support.waiting import wait_for
 
 
 def start_worker(cluster: Cluster, concurrency: int = 20, **env: str) -> Proc:

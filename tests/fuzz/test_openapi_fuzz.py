@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from eventstream.embedded import free_port
-from tests.e2e.conftest import Cluster
+from tests.support.processes import Cluster
 
 CHECKS = [
     not_a_server_error,

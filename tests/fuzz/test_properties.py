@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstream.embedded import free_port
-from tests.e2e.conftest import Cluster
+from tests.support.processes import Cluster
 
 SETTINGS = settings(
     max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)

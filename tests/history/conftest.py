@@ -1,5 +1,5 @@
 """Replay tests drive the real app, like tests/api; ``store_api`` builds one on SQLite or on
-the session's PostgreSQL database (see tests/store/conftest.py), per the test's parameter."""
+the session's PostgreSQL database (``postgres_url``, tests/conftest.py), per the test's parameter."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api, MakeApi, api, make_api
-from tests.store.conftest import postgres_url
-
-__all__ = ["api", "make_api", "postgres_url"]
+from tests.support.asgi import Api, MakeApi
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,29 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from eventstream.app import EventStream
-from eventstream.errors import PermanentError
 from eventstream.event import Event
 from eventstream.replay.engine import Pacer
-from tests.api.conftest import Api, MakeApi, assert_problem
-
-
-def recording_app(seen: list[Event], dead: frozenset[str] = frozenset()) -> EventStream:
-    app = EventStream()
-
-    @app.handler("*")
-    async def handle(event: Event) -> None:
-        seen.append(event)
-        if event.type in dead:
-            raise PermanentError("no")
-
-    return app
-
-
-async def processed(api: Api, *types: str) -> list[str]:
-    ids = [await api.accepted(t, {"n": i}) for i, t in enumerate(types)]
-    await api.burst(recording_app([]))
-    return ids
+from tests.support.asgi import Api, MakeApi, assert_problem, processed
+from tests.support.factories import recording_app
 
 
 async def test_replay_by_type_makes_new_events_that_point_to_the_originals(make_api: MakeApi) -> None:

@@ -12,9 +12,8 @@ from eventstream.replay import dead as dlq
 from eventstream.replay import engine as replay
 from eventstream.replay.engine import Pacer, Selection, encode_token
 from eventstream.settings import Settings
-from tests.api.conftest import Api, MakeApi, assert_problem
-from tests.history.test_replay_history import processed, recording_app
-from tests.store.test_sql_store import row
+from tests.support.asgi import Api, MakeApi, assert_problem, processed
+from tests.support.factories import recording_app, row
 
 NEW_YEAR_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOUR_MS = 3_600_000

@@ -1,7 +1,7 @@
 """Fixtures for the log and tracing tests.
 
-``cluster`` starts REAL ``eventstream`` processes (see tests/e2e/conftest.py) whose
-stderr the log tests parse. ``spans`` is an in-memory span exporter on the process's
+``cluster`` (tests/conftest.py) starts REAL ``eventstream`` processes whose stderr the
+log tests parse. ``spans`` is an in-memory span exporter on the process's
 global OpenTelemetry TracerProvider, installed once per session (OpenTelemetry allows
 one global provider per process) and emptied around each test.
 """
@@ -13,24 +13,12 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.api.conftest import Api, running
-from tests.conftest import make_settings
-from tests.e2e.conftest import cluster as cluster  # the e2e fixture: real processes
-
-
-class Collector(SimpleSpanProcessor):
-    """Exports only while a test that asked for ``spans`` runs: the provider stays for
-    the rest of the session (it cannot be unset), the spans of later tests do not pile up."""
-
-    active = False
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.active:
-            super().on_end(span)
+from tests.support.asgi import Api, running
+from tests.support.factories import make_settings
+from tests.support.tracing import Collector
 
 
 @pytest.fixture(scope="session")

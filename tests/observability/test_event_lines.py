@@ -16,8 +16,9 @@ from eventstream.event import Event, decode_envelope
 from eventstream.ingest.accept import now_ms
 from eventstream.replay import dead as dlq
 from eventstream.store import ProcessedRow, SqlStore
-from tests.conftest import make_settings
-from tests.worker.conftest import burst, put
+from tests.support.broker import put
+from tests.support.factories import make_settings
+from tests.support.workers import burst
 
 
 def lines(logs: list[MutableMapping[str, Any]], event: str) -> list[MutableMapping[str, Any]]:

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from eventstream.broker import Broker
-from tests.e2e.conftest import Cluster, Proc
-from tests.worker.conftest import put
+from tests.support.broker import put
+from tests.support.processes import Cluster, Proc
 
-APP = "tests.observability.apps:app"
+APP = "tests.support.apps.logs:app"
 
 
 async def run_worker(cluster: Cluster, **env: str) -> Proc:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from eventstream import Event, EventStream, PermanentError
 from eventstream.event import Envelope, decode_envelope
 from eventstream.settings import Settings
-from tests.api.conftest import Api
+from tests.support.asgi import Api
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"

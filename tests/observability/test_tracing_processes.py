@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import Cluster, wait_for
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
-APP = "tests.observability.apps:app"
+APP = "tests.support.apps.logs:app"
 
 
 def test_api_and_worker_export_the_trace_of_a_post(cluster: Cluster) -> None:

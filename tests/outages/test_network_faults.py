@@ -1,4 +1,4 @@
-"""Network faults between a worker and Redis, through the fault proxy (tests/outages/proxy.py):
+"""Network faults between a worker and Redis, through the fault proxy (tests/support/proxy.py):
 latency, black hole, connection resets, truncated replies. After each fault heals, the
 worker recovers on its own; at the end nothing is lost and nothing completed twice."""
 
@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from eventstream.embedded import EmbeddedRedis
-from tests.e2e.conftest import Cluster, wait_for
-from tests.outages.conftest import metrics, settle_truth
-from tests.outages.proxy import BLACKHOLE, PASS, RESET, FaultProxy, Mode, latency, truncate
+from tests.support.http import metrics
+from tests.support.outcomes import settle_truth
+from tests.support.processes import Cluster
+from tests.support.proxy import BLACKHOLE, PASS, RESET, FaultProxy, Mode, latency, truncate
+from tests.support.waiting import wait_for
 
 FAULTS: list[Mode] = [latency(300), BLACKHOLE, RESET, truncate(5)]
 

@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from eventstream.embedded import EmbeddedRedis
-from tests.e2e.conftest import Cluster, wait_for
-from tests.outages.conftest import get_ok, metrics, page
+from tests.support.http import get_ok, metrics, page
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 BOUND = 200
 HANDLER_MS = 50

@@ -9,8 +9,10 @@ import httpx
 import pytest
 
 from eventstream.embedded import EmbeddedRedis
-from tests.e2e.conftest import Cluster, get_metrics, wait_for
-from tests.outages.conftest import Post, Poster, assert_conserved, metrics, settle_truth
+from tests.support.http import get_metrics, metrics
+from tests.support.outcomes import Post, Poster, assert_conserved, settle_truth
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 
 def ok(p: Post) -> bool:

@@ -14,9 +14,11 @@ import pytest
 import redis
 
 from eventstream.embedded import EmbeddedRedis
-from tests.e2e.conftest import Api, Cluster, wait_for
-from tests.outages.conftest import Post, metrics, page, post_one
-from tests.outages.proxy import PASS, FaultProxy, latency
+from tests.support.http import metrics, page
+from tests.support.outcomes import Post, post_one
+from tests.support.processes import Api, Cluster
+from tests.support.proxy import PASS, FaultProxy, latency
+from tests.support.waiting import wait_for
 
 TIMEOUT_S = 1.0
 DEADLINE_S = TIMEOUT_S + 2.0

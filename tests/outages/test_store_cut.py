@@ -3,7 +3,7 @@ the API answers 503 (never 500), and once the cuts stop every accepted event is 
 exactly once.
 
 Real processes (tests/e2e): an API and a worker whose store is a throwaway PostgreSQL
-database reached through the fault proxy (tests/outages/proxy.py). For each cut the test
+database reached through the fault proxy (tests/support/proxy.py). For each cut the test
 takes an ACCESS EXCLUSIVE lock on the events table from a connection of its own (not
 through the proxy) and waits until both a worker's INSERT and an API's SELECT are waiting
 on it, so that each cut lands inside a statement; it then resets every proxied
@@ -23,11 +23,12 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
-from tests.deploy.conftest import PG
-from tests.deploy.conftest import postgres_db as postgres_db
-from tests.e2e.conftest import Cluster, Proc, wait_for
-from tests.outages.conftest import Poster, assert_conserved, metrics, settle_truth
-from tests.outages.proxy import PASS, RESET, FaultProxy
+from tests.support.http import metrics
+from tests.support.outcomes import Poster, assert_conserved, settle_truth
+from tests.support.processes import Cluster, Proc
+from tests.support.proxy import PASS, RESET, FaultProxy
+from tests.support.servers import PG
+from tests.support.waiting import wait_for
 
 T = TypeVar("T")
 CUTS = 5

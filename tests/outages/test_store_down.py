@@ -9,8 +9,10 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.conftest import Cluster, count_side_effects, wait_for
-from tests.outages.conftest import metrics, page
+from tests.support.effects import count_side_effects
+from tests.support.http import metrics, page
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 
 def post_ok(client: httpx.Client, first: int, count: int) -> list[str]:

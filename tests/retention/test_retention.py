@@ -15,8 +15,8 @@ from eventstream.event import Event
 from eventstream.ops import retention
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
-from tests.api.conftest import MakeApi
-from tests.store.test_sql_store import row
+from tests.support.asgi import MakeApi
+from tests.support.factories import row
 
 
 async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(sql_store: SqlStore) -> None:
@@ -123,7 +123,7 @@ def test_cutoff() -> None:
 
 
 def test_db_prune_refuses_an_age_below_the_dedupe_window_and_says_why(tmp_path: Path) -> None:
-    from tests.cli.conftest import run_cli
+    from tests.support.cli import run_cli
 
     env = {"EVENTSTREAM_DATA_DIR": str(tmp_path), "EVENTSTREAM_DEDUPE_WINDOW": "3600"}
     refused = run_cli("db", "prune", "--dry-run", "--older-than", "1", env=env)

@@ -13,10 +13,11 @@ import pytest
 from eventstream.api import create_app
 from eventstream.auth.guard import is_loopback_host
 from eventstream.broker import Keys
-from tests.api.conftest import Api, assert_problem, closed_port
-from tests.conftest import make_settings
-from tests.outages.proxy import PASS, RESET, FaultProxy
-from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key, running
+from tests.support.asgi import Api, MakeApi, assert_problem
+from tests.support.auth import EVENT, NewKey, bearer, create_key, running
+from tests.support.factories import make_settings
+from tests.support.proxy import PASS, RESET, FaultProxy
+from tests.support.servers import closed_port
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 
 from eventstream.auth.apikeys import KeyRegistry
 from eventstream.auth.guard import NO_KEYS_TTL_S
-from tests.api.conftest import Api, assert_problem
-from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key
+from tests.support.asgi import Api, MakeApi, assert_problem
+from tests.support.auth import EVENT, NewKey, bearer, create_key
 
 BATCH = {"events": [EVENT, EVENT]}
 

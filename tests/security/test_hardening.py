@@ -10,8 +10,9 @@ import pytest
 import structlog
 
 from eventstream.app import default_app
-from tests.api.conftest import Api, assert_problem, closed_port
-from tests.security.conftest import EVENT, MakeApi, NewKey, bearer
+from tests.support.asgi import Api, MakeApi, assert_problem
+from tests.support.auth import EVENT, NewKey, bearer
+from tests.support.servers import closed_port
 
 
 async def test_every_answer_carries_security_headers(api: Api) -> None:
@@ -121,7 +122,7 @@ async def test_a_body_over_the_limit_is_413_with_or_without_a_key(make_api: Make
     assert_problem(await api.client.post("/events", content=big), 413)
     batch = json.dumps({"events": [{"type": "T", "payload": {"a": "x" * 4096}}]})
     assert_problem(await api.client.post("/events/batch", content=batch), 413)
-    from tests.security.conftest import create_key
+    from tests.support.auth import create_key
 
     token = await create_key(api, "ingest", rate=1000)
     assert_problem(await api.client.post("/events/batch", content=batch, headers=bearer(token)), 413)

@@ -18,7 +18,8 @@ from typing import BinaryIO
 import httpx
 import pytest
 
-from tests.e2e.conftest import Api, Cluster, wait_for
+from tests.support.processes import Api, Cluster
+from tests.support.waiting import wait_for
 
 EVENT = {"type": "T", "payload": {}}
 MIB = 1024 * 1024

@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 from eventstream.auth.apikeys import KeyRegistry, parse_rate
 from eventstream.auth.trail import LOGGER
 from eventstream.errors import ValidationError
-from tests.api.conftest import Api, assert_problem
-from tests.security.conftest import EVENT, NewKey, bearer
+from tests.support.asgi import Api, assert_problem
+from tests.support.auth import EVENT, NewKey, bearer
 
 
 def audit_records(logs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 from eventstream.auth.apikeys import KeyRegistry
-from tests.api.conftest import Api, assert_problem
-from tests.security.conftest import NewKey, bearer
+from tests.support.asgi import Api, assert_problem
+from tests.support.auth import NewKey, bearer
 
 ORDER = {"type": "PAYMENT", "payload": {"order": 1042}}
 

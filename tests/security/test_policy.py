@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from eventstream.auth.policy import required_scope
-from tests.api.conftest import Api, assert_problem
-from tests.security.conftest import NewKey, bearer
+from tests.support.asgi import Api, assert_problem
+from tests.support.auth import NewKey, bearer
 
 TABLE = [
     ("GET", "/healthz", None), ("HEAD", "/readyz", None), ("GET", "/openapi.json", None),

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from eventstream.embedded import free_port
-from tests.e2e.conftest import Cluster, Proc, wait_for
+from tests.support.processes import Cluster, Proc
+from tests.support.waiting import wait_for
 
 EVENT = {"type": "T", "payload": {}}
 

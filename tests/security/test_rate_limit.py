@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 from eventstream.auth.apikeys import MAX_BURST, MIN_RATE, KeyRegistry
 from eventstream.broker import Keys
-from tests.api.conftest import Api, assert_problem
-from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key
+from tests.support.asgi import Api, MakeApi, assert_problem
+from tests.support.auth import EVENT, NewKey, bearer, create_key
 
 
 def batch(n: int) -> dict[str, object]:

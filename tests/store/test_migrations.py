@@ -11,7 +11,7 @@ from eventstream.errors import SchemaError
 from eventstream.store import create_store, migrations
 from eventstream.store.migrations.migrate import VERSION_TABLE
 from eventstream.store.sql import metadata
-from tests.store.test_sql_store import row
+from tests.support.factories import row
 
 
 async def _tables(url: str) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from eventstream.store import SqlStore, create_store
 from eventstream.store.sql import encode_cursor
-from tests.store.test_sql_store import row
+from tests.support.factories import row
 
 
 async def _plan(store: SqlStore, query: Any) -> str:

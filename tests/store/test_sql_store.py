@@ -12,24 +12,7 @@ import pytest
 from eventstream.errors import ConfigError, ValidationError
 from eventstream.store import ProcessedRow, SqlStore, create_store
 from eventstream.store.sql import decode_cursor, encode_cursor
-
-
-def row(event_id: str, processed_at_ms: int = 1_000, type_: str = "T", **kw: Any) -> ProcessedRow:
-    values: dict[str, Any] = {
-        "id": event_id,
-        "type": type_,
-        "payload": msgspec.json.encode({"id": event_id}).decode(),
-        "source": None,
-        "severity": None,
-        "timestamp": None,
-        "idempotency_key": None,
-        "replay_of": None,
-        "attempts": 1,
-        "received_at_ms": processed_at_ms - 10,
-        "processed_at_ms": processed_at_ms,
-    }
-    values.update(kw)
-    return ProcessedRow(**values)
+from tests.support.factories import row
 
 
 def newest_first(rows: list[ProcessedRow]) -> list[str]:

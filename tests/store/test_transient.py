@@ -30,10 +30,9 @@ from eventstream.embedded import EmbeddedRedis, find_server_binary, free_port
 from eventstream.store import SqlStore, create_store
 from eventstream.store.sql import events
 from eventstream.transient import is_transient
-from tests.conftest import missing
-from tests.outages.proxy import PASS, RESET, FaultProxy
-from tests.store.conftest import PG
-from tests.store.test_sql_store import row
+from tests.support.factories import row
+from tests.support.proxy import PASS, RESET, FaultProxy
+from tests.support.servers import PG, missing
 
 PG_HOST, PG_PORT = str(PG["host"]), cast(int, PG["port"])
 FIND_S = 10.0  # how long to look for the statement to cut before failing

@@ -10,7 +10,7 @@ import pytest
 from eventstream.app import WILDCARD, EventStream, Handler, default_app, load_app
 from eventstream.errors import ConfigError
 from eventstream.event import Event
-from tests.unit import sample_app
+from tests.support.apps import sample
 
 
 def test_register_and_look_up() -> None:
@@ -156,10 +156,10 @@ def test_load_app_without_spec_is_the_default_app(spec: str | None) -> None:
 
 
 def test_load_app_by_module_defaults_to_attribute_app() -> None:
-    assert load_app("tests.unit.sample_app") is sample_app.app
-    assert load_app("tests.unit.sample_app:") is sample_app.app
-    assert load_app("tests.unit.sample_app:app") is sample_app.app
-    assert load_app("tests.unit.sample_app:other") is sample_app.other
+    assert load_app("tests.support.apps.sample") is sample.app
+    assert load_app("tests.support.apps.sample:") is sample.app
+    assert load_app("tests.support.apps.sample:app") is sample.app
+    assert load_app("tests.support.apps.sample:other") is sample.other
 
 
 def test_load_app_unknown_module() -> None:
@@ -169,11 +169,11 @@ def test_load_app_unknown_module() -> None:
 
 def test_load_app_missing_attribute() -> None:
     with pytest.raises(ConfigError, match=r"not an EventStream instance \(got NoneType\)"):
-        load_app("tests.unit.sample_app:missing")
+        load_app("tests.support.apps.sample:missing")
 
 
 def test_load_app_wrong_type() -> None:
     with pytest.raises(ConfigError, match=r"not an EventStream instance \(got dict\)"):
-        load_app("tests.unit.sample_app:not_an_app")
+        load_app("tests.support.apps.sample:not_an_app")
     with pytest.raises(ConfigError, match="got module"):
-        load_app("tests.unit:sample_app")
+        load_app("tests.support.apps:sample")

@@ -15,14 +15,11 @@ from eventstream.ingest.accept import now_ms
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
-from tests.worker.conftest import (
-    SettingsFactory,
-    assert_conserved,
-    burst,
-    dead_entries,
-    put,
-    wait_until,
-)
+from tests.support.broker import put
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import burst, dead_entries
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])

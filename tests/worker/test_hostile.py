@@ -19,7 +19,11 @@ from eventstream.event import Event
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
 from eventstream.worker.dispatch import Outcome
-from tests.worker.conftest import SettingsFactory, assert_conserved, burst, dead_entries, put, wait_until
+from tests.support.broker import put
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import burst, dead_entries
 
 
 class BadStr(Exception):

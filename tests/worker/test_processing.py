@@ -19,15 +19,10 @@ from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelop
 from eventstream.ops.metrics import bucket_index
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
-from tests.worker.conftest import (
-    SettingsFactory,
-    assert_conserved,
-    burst,
-    dead_entries,
-    pending_count,
-    put,
-    put_many,
-)
+from tests.support.broker import put, put_many
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.workers import burst, dead_entries, pending_count
 
 
 async def test_success_writes_store_row_and_counts(

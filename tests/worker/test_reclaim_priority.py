@@ -10,7 +10,10 @@ from eventstream.broker.keys import GROUP
 from eventstream.event import Event
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
-from tests.worker.conftest import SettingsFactory, assert_conserved, put_many, wait_until
+from tests.support.broker import put_many
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
 
 
 async def test_reclaimed_events_do_not_wait_behind_new_work(

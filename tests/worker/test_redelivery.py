@@ -16,16 +16,11 @@ from eventstream.event import Event, decode_envelope
 from eventstream.ingest.accept import now_ms
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker
-from tests.worker.conftest import (
-    BURST_LIMIT_S,
-    SettingsFactory,
-    assert_conserved,
-    burst,
-    dead_entries,
-    pending_count,
-    put,
-    wait_until,
-)
+from tests.support.broker import put
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import BURST_LIMIT_S, burst, dead_entries, pending_count
 
 
 def recording_app(calls: list[str]) -> EventStream:

@@ -10,14 +10,11 @@ from eventstream.broker.keys import GROUP
 from eventstream.event import Event
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
-from tests.worker.conftest import (
-    SettingsFactory,
-    assert_conserved,
-    burst,
-    pending_count,
-    put_many,
-    wait_until,
-)
+from tests.support.broker import put_many
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import burst, pending_count
 
 
 async def test_stop_lets_in_flight_handlers_finish_and_record(

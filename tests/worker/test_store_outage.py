@@ -21,14 +21,11 @@ from eventstream.broker import Broker
 from eventstream.event import Event
 from eventstream.store import SqlStore, create_store
 from eventstream.worker import Worker
-from tests.worker.conftest import (
-    BURST_LIMIT_S,
-    SettingsFactory,
-    assert_conserved,
-    pending_count,
-    put_many,
-    wait_until,
-)
+from tests.support.broker import put_many
+from tests.support.conservation import assert_conserved
+from tests.support.factories import SettingsFactory
+from tests.support.waiting import wait_until
+from tests.support.workers import BURST_LIMIT_S, pending_count
 
 
 def counting_app(calls: list[str]) -> EventStream:

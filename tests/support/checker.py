@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -53,7 +54,10 @@ from eventstream.broker import Broker, connect
 from eventstream.broker.keys import GROUP, Keys
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.store import create_store
-from tests.e2e.conftest import Cluster, get_metrics, live, side_effects, wait_for
+from tests.support.effects import side_effects
+from tests.support.http import get_metrics, live
+from tests.support.processes import Cluster
+from tests.support.waiting import wait_for
 
 UNKNOWN = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -378,3 +382,9 @@ class Figures:
             with path.open("a") as f:
                 f.write(line + "\n")
         return line
+
+
+def figures_file() -> Path | None:
+    """Where ``Figures.report`` appends its line too: ``GUARANTEES_FILE``, when set."""
+    path = os.environ.get("GUARANTEES_FILE")
+    return Path(path) if path else None

@@ -1,5 +1,5 @@
 """Hostile handlers, imported by REAL worker processes
-(``python -m eventstream worker tests.faults.hostile:app``): each misbehaves in one way
+(``python -m eventstream worker tests.support.apps.hostile:app``): each misbehaves in one way
 a handler author can, the type naming how. ``OK`` succeeds at once."""
 
 from __future__ import annotations

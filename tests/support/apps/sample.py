@@ -1,4 +1,4 @@
-"""Importable apps for load_app tests (not a test module)."""
+"""Importable apps for the load_app tests."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Handlers for the fault scenarios, imported by REAL worker processes
-(``python -m eventstream worker tests.faults.apps:app``).
+(``python -m eventstream worker tests.support.apps.faults:app``).
 
 Each handler leaves side effects the checker counts, as lines
-``KIND EVENT_ID ATTEMPT PID UNIX_TIME`` in ``E2E_SIDE_FILE`` (see tests/e2e/apps.py):
+``KIND EVENT_ID ATTEMPT PID UNIX_TIME`` in ``E2E_SIDE_FILE`` (see tests/support/effects.py):
 
 - plain handlers write their effect line every time they run;
 - idempotent handlers use ``event.id`` as the idempotency key of their effect: a row
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from eventstream import Event, EventStream, Retry
-from tests.e2e.apps import record
+from tests.support.effects import record
 
 SIDE_DB_ENV = "FAULTS_SIDE_DB"
 

@@ -1,36 +1,18 @@
 """Handler apps for the end-to-end tests, imported by REAL worker processes.
 
-Run as ``python -m eventstream worker tests.e2e.apps:app`` with the repository root on
-PYTHONPATH. Every handler leaves a side effect the test can count: one line
-``KIND EVENT_ID ATTEMPT PID UNIX_TIME`` appended to the file named by ``E2E_SIDE_FILE``
-(O_APPEND writes of one short line are atomic across processes and threads).
+Run as ``python -m eventstream worker tests.support.apps.e2e:app`` with the repository root
+on PYTHONPATH. Every handler leaves a side effect the test can count (tests/support/effects.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from pathlib import Path
 
 from eventstream import Event, EventStream, PermanentError
-
-SIDE_FILE_ENV = "E2E_SIDE_FILE"
+from tests.support.effects import record
 
 app = EventStream("e2e")
-
-
-def record(kind: str, event: Event) -> None:
-    """Append one side-effect line for this try of this event."""
-    path = os.environ.get(SIDE_FILE_ENV)
-    if not path:
-        return
-    line = f"{kind} {event.id} {event.attempt} {os.getpid()} {time.time():.6f}\n".encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 @app.handler("OK")

@@ -1,4 +1,4 @@
-"""Handlers for the log tests, imported by REAL worker processes (``tests.observability.apps:app``)."""
+"""Handlers for the log tests, imported by REAL worker processes (``tests.support.apps.logs:app``)."""
 
 from __future__ import annotations
 

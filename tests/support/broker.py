@@ -1,0 +1,97 @@
+"""The broker tests' building blocks: envelopes as ingest builds them, the scripts driven
+directly (ingest, deliver, dead-letter), entries made to look idle, bounded polls of
+Redis, and events enqueued the way the API does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from eventstream.broker import GROUP, Broker, Keys
+from eventstream.broker.scripts import Dedupe
+from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+
+Item = tuple[str, bytes, Dedupe | str | None]
+
+
+def make_items(n: int, type_: str = "A", key: str | None = None, start: int = 0) -> list[Item]:
+    """n distinct events (envelopes as ingest builds them); ``key`` is the idempotency key."""
+    return [to_envelope(IncomingEvent(type=type_, payload={"n": start + i}), key, now_ms()) for i in range(n)]
+
+
+async def ingest(broker: Broker, n: int, type_: str = "A") -> list[Item]:
+    items = make_items(n, type_)
+    results = await broker.scripts.ingest(broker.redis, items, 60_000)
+    assert results == [(item[0], False) for item in items]
+    return items
+
+
+async def deliver(broker: Broker, consumer: str, n: int) -> list[Any]:
+    """Read n new entries as ``consumer``; they are then pending for it."""
+    got = await broker.read_new(consumer, n, 10)
+    assert len(got) == n
+    return got
+
+
+async def kill(broker: Broker, n: int, types: list[str] | None = None) -> list[Item]:
+    """Ingest n events and dead-letter them all (after 3 attempts)."""
+    types = types or ["A"] * n
+    items: list[Item] = []
+    for t in types:
+        items += await ingest(broker, 1, type_=t)
+    got = await deliver(broker, "c1", n)
+    dead = [
+        (g.entry, event_id, t, env, 3, "boom", "tb", 10, 20, True)
+        for g, (event_id, env, _), t in zip(got, items, types, strict=True)
+    ]
+    assert await broker.scripts.dead_letter(broker.redis, "c1", dead) == [True] * n
+    return items
+
+
+async def set_idle(redis: Redis, keys: Keys, consumer: str, entries: list[str], idle_ms: int) -> None:
+    """Make entries owned by ``consumer`` look idle for idle_ms (JUSTID: no delivery counted)."""
+    r: Any = redis
+    await r.xclaim(keys.stream, GROUP, consumer, 0, entries, idle=idle_ms, justid=True)
+
+
+async def wait_idle(
+    redis: Redis, keys: Keys, entries: list[str], idle_ms: int, timeout_s: float = 5.0
+) -> None:
+    """Poll XPENDING until every entry has been idle at least idle_ms."""
+    r: Any = redis
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await r.xpending_range(keys.stream, GROUP, "-", "+", 100_000)
+        idle = {row["message_id"]: int(row["time_since_delivered"]) for row in rows}
+        if all(idle.get(e, -1) >= idle_ms for e in entries):
+            return
+        assert time.monotonic() < deadline, f"entries never became idle {idle_ms} ms: {idle}"
+        await asyncio.sleep(0.005)
+
+
+async def wait_gone(redis: Redis, key: str, timeout_s: float = 5.0) -> None:
+    """Poll until a key no longer exists (e.g. its TTL ran out)."""
+    r: Any = redis
+    deadline = time.monotonic() + timeout_s
+    while await r.exists(key):
+        assert time.monotonic() < deadline, f"{key} still exists after {timeout_s}s"
+        await asyncio.sleep(0.005)
+
+
+async def put(broker: Broker, type_: str = "A", payload: dict[str, Any] | None = None) -> str:
+    """Enqueue one event the way the API does; returns its event id."""
+    item = to_envelope(IncomingEvent(type=type_, payload=payload or {}), None, now_ms())
+    [accepted] = await enqueue(broker, [item], 60_000)
+    assert not accepted.duplicate
+    return accepted.event_id
+
+
+async def put_many(broker: Broker, n: int, type_: str = "A") -> list[str]:
+    now = now_ms()
+    items = [to_envelope(IncomingEvent(type=type_, payload={"i": i}), None, now) for i in range(n)]
+    accepted = await enqueue(broker, items, 60_000)
+    return [a.event_id for a in accepted]

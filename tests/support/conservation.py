@@ -1,0 +1,205 @@
+"""Conservation: every accepted event is accounted for exactly once.
+
+The law itself (``received == processed + dlq + deleted + queued + pending +
+scheduled``) is the product's: ``eventstream.ops.audit.audit`` reads it in one MULTI
+and names a breach as its ``conservation`` problem. What the tests add on top is
+theirs: where each event is (exactly one place, and its status field says which),
+that the DLQ's length matches its counters, and that nothing lies outside the key
+layout.
+
+``check(redis, keys)`` snapshots everything EventStream keeps in Redis for one prefix
+(``state``) and asserts all of it; the broker tests use it after every script call.
+``assert_conserved(broker, store, ids)`` is the worker tests' check, with the store.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from eventstream.broker import GROUP, Broker, Keys
+from eventstream.ops.audit import AuditReport, audit
+from eventstream.store import SqlStore, create_store
+from tests.support.workers import dead_entries
+
+# The tests' leases: the audit only uses it to tell entries being settled from stranded ones.
+VISIBILITY_TIMEOUT_MS = 30_000
+
+
+async def audit_now(broker: Broker, store: SqlStore) -> AuditReport:
+    """The product's audit of this broker's prefix against ``store``, now."""
+    return await audit(
+        broker, store, time.time_ns() // 1_000_000, visibility_timeout_ms=VISIBILITY_TIMEOUT_MS
+    )
+
+
+def assert_law(report: AuditReport) -> None:
+    """The conservation law holds in the audit's reading of the counters and sizes."""
+    broken = [p.detail for p in report.problems if p.code == "conservation"]
+    assert not broken, f"conservation broken: {broken[0]}"
+
+
+async def assert_law_in_redis(redis: Redis, keys: Keys) -> None:
+    """The audit's law for a prefix whose events never reach a store (the broker tests
+    run the scripts alone): the audit reads the sums from Redis only; its store, empty,
+    serves the checks that look there, which are not asserted here."""
+    store = create_store("sqlite+aiosqlite://")
+    try:
+        await store.create_schema()
+        assert_law(await audit_now(Broker(redis, keys), store))
+    finally:
+        await store.close()
+
+
+@dataclass(frozen=True)
+class Pending:
+    entry: str
+    consumer: str
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything EventStream keeps in Redis for one prefix (idle times excluded)."""
+
+    stream: list[tuple[str, dict[str, str]]]
+    pending: list[Pending]
+    status: dict[str, str]
+    retry: dict[str, int]
+    retry_body: dict[str, str]
+    dlq: list[tuple[str, dict[str, str]]]
+    counters: dict[str, int]
+    hist: dict[str, int]
+    workers: dict[str, int]
+    idem: dict[str, str] = field(default_factory=dict)  # dedupe record -> its event id
+    stray: list[str] = field(default_factory=list)  # keys of the prefix not in keys.py's layout
+
+    def counter(self, name: str) -> int:
+        return self.counters.get(name, 0)
+
+    def without_counters(self) -> State:
+        return replace(self, counters={})
+
+    def stream_ids(self) -> list[str]:
+        return [f["id"] for _, f in self.stream]
+
+    def dlq_ids(self) -> list[str]:
+        return [f["id"] for _, f in self.dlq]
+
+
+async def state(redis: Redis, keys: Keys) -> State:
+    r: Any = redis
+    stream = [(e, dict(f)) for e, f in await r.xrange(keys.stream)]
+    try:
+        raw_pending = await r.xpending_range(keys.stream, GROUP, "-", "+", 100_000)
+    except ResponseError as exc:  # no stream or no group yet
+        if "NOGROUP" not in str(exc):
+            raise
+        raw_pending = []
+    pending = [Pending(p["message_id"], p["consumer"], int(p["times_delivered"])) for p in raw_pending]
+    retry = {m: int(s) for m, s in await r.zrange(keys.retry, 0, -1, withscores=True)}
+    dlq = [(e, dict(f)) for e, f in await r.xrange(keys.dlq)]
+    idem, stray = {}, []
+    known = set(keys.all_static())
+    async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
+        if k.startswith(f"{keys.tag}:idem:"):
+            idem[k] = (await r.get(k))[:36]  # the event id; a content fingerprint may follow
+        elif k not in known:
+            stray.append(k)
+    return State(
+        stream=stream,
+        pending=pending,
+        status=await r.hgetall(keys.status),
+        retry=retry,
+        retry_body=await r.hgetall(keys.retry_body),
+        dlq=dlq,
+        counters={k: int(v) for k, v in (await r.hgetall(keys.counters)).items()},
+        hist={k: int(v) for k, v in (await r.hgetall(keys.hist)).items()},
+        workers={m: int(s) for m, s in await r.zrange(keys.workers, 0, -1, withscores=True)},
+        idem=idem,
+        stray=sorted(stray),
+    )
+
+
+_RETRY_STATUS = re.compile(r"^r:\d+:\d*$")
+
+
+def assert_state(s: State) -> None:
+    """Nothing duplicated, nothing left behind (the law itself is the audit's: ``check``)."""
+    assert s.stray == [], f"keys outside the layout: {s.stray}"
+
+    # the DLQ holds what was dead-lettered and neither replayed nor deleted
+    in_dlq = s.counter("dead_lettered") - s.counter("replayed") - s.counter("deleted")
+    assert len(s.dlq) == in_dlq, f"DLQ holds {len(s.dlq)}, counters say {in_dlq}: {s.counters}"
+
+    # every live event is in exactly one place and its status says which
+    expected: dict[str, str] = {}
+    for entry, f in s.stream:
+        assert f["id"] not in expected, f"event {f['id']} twice"
+        # fresh events carry no attempt fields; a retry back from the retry set does
+        assert set(f) in ({"id", "e"}, {"id", "a", "f", "e"}), f
+        expected[f["id"]] = f"q:{entry}"
+    for event_id in s.retry:
+        assert event_id not in expected, f"event {event_id} twice"
+        expected[event_id] = "r"
+    for entry, f in s.dlq:
+        assert f["id"] not in expected, f"event {f['id']} twice"
+        expected[f["id"]] = f"d:{entry}"
+    assert set(s.status) == set(expected), f"status {s.status} vs live {expected}"
+    for event_id, where in expected.items():
+        if where == "r":
+            assert _RETRY_STATUS.match(s.status[event_id]), s.status[event_id]
+        else:
+            assert s.status[event_id] == where
+    assert set(s.retry_body) == set(s.retry), "retry body and retry set disagree"
+
+    # the PEL only names entries that are still in the stream
+    entries = {e for e, _ in s.stream}
+    for p in s.pending:
+        assert p.entry in entries, f"PEL names {p.entry}, which is not in the stream"
+
+
+async def check(redis: Redis, keys: Keys) -> State:
+    """Snapshot and assert conservation: the audit's law, then where each event is."""
+    s = await state(redis, keys)
+    await assert_law_in_redis(redis, keys)
+    assert_state(s)
+    return s
+
+
+async def assert_conserved(broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
+    """The audit's law holds; each id is in exactly one place (the store, the DLQ, the
+    retry set, the stream) and the status hash agrees. Returns id -> place.
+    """
+    r = broker.redis
+    k = broker.keys
+    assert_law(await audit_now(broker, store))
+    dead = await dead_entries(broker)
+
+    in_store = await store.existing(ids)
+    in_retry = set(await r.zrange(k.retry, 0, -1))
+    in_stream = {f["id"] for _, f in await r.xrange(k.stream, "-", "+")}
+    places: dict[str, str] = {}
+    for event_id in ids:
+        where = [
+            name
+            for name, found in (
+                ("store", event_id in in_store),
+                ("dlq", event_id in dead),
+                ("retry", event_id in in_retry),
+                ("stream", event_id in in_stream),
+            )
+            if found
+        ]
+        assert len(where) == 1, f"{event_id} is in {where or 'no place'}"
+        places[event_id] = where[0]
+        status = await r.hget(k.status, event_id)
+        expected_kind = {"store": None, "dlq": "d", "retry": "r", "stream": "q"}[where[0]]
+        kind = status.partition(":")[0] if status else None
+        assert kind == expected_kind, f"{event_id} is in {where[0]} but its status is {status!r}"
+    return places
