@@ -43,7 +43,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from benchmarks.memory import measure as measure_memory
-from eventstream.broker import Broker, connect
+from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis, free_port
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
@@ -132,7 +132,7 @@ def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
 
 async def prequeue(settings: Settings, events: int) -> None:
     redis = connect(settings.redis_url or "")
-    broker = Broker(redis, settings.keys)
+    broker = Broker(redis, Keys(settings.prefix))
     await broker.ensure_group()
     for start in range(0, events, 1000):
         items = [
@@ -145,7 +145,7 @@ async def prequeue(settings: Settings, events: int) -> None:
 
 async def counter(settings: Settings, name: str) -> int:
     redis = connect(settings.redis_url or "")
-    value = await redis.hget(settings.keys.counters, name)
+    value = await redis.hget(Keys(settings.prefix).counters, name)
     await redis.aclose()
     return int(value or 0)
 

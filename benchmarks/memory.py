@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eventstream.app import default_app
-from eventstream.broker import Broker, connect
+from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
@@ -49,7 +49,7 @@ async def key_bytes(broker: Broker) -> tuple[int, int]:
 async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> list[tuple[str, str]]:
     settings = Settings(redis_url=url, data_dir=data_dir, prefix="bench", log_level="warning")
     redis = connect(url)
-    broker = Broker(redis, settings.keys)
+    broker = Broker(redis, Keys(settings.prefix))
     await broker.ensure_group()
     store = create_store(settings.store_url)
     await store.create_schema()

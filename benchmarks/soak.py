@@ -23,14 +23,14 @@ from rich.table import Table
 
 from benchmarks.__main__ import RESULTS, Run, api_process, paced_sender, spawn, stop
 from benchmarks.memory import key_bytes
-from eventstream.broker import Broker, connect
+from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis
 
 
 async def sample(run: Run, name: str) -> tuple[int, int, int]:
     settings = run.settings(name)
     redis = connect(settings.redis_url or "")
-    broker = Broker(redis, settings.keys)
+    broker = Broker(redis, Keys(settings.prefix))
     info = await redis.info("memory")
     keys, kept = await key_bytes(broker)
     await redis.aclose()

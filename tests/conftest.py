@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker, connect
+from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis, find_server_binary
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
@@ -85,7 +85,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def broker(redis: Redis, settings: Settings) -> Broker:
-    b = Broker(redis, settings.keys)
+    b = Broker(redis, Keys(settings.prefix))
     await b.ensure_group()
     return b
 

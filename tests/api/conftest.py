@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from eventstream.api import create_app
 from eventstream.api.deps import Services
 from eventstream.app import EventStream
-from eventstream.broker import Broker
+from eventstream.broker import Broker, Keys
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
@@ -73,7 +73,7 @@ class Api:
         return event_id
 
     async def stream_len(self) -> int:
-        return int(await self.broker.redis.xlen(self.settings.keys.stream))
+        return int(await self.broker.redis.xlen(Keys(self.settings.prefix).stream))
 
     async def counters(self) -> dict[str, int]:
         return await self.broker.counters()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from eventstream.app import default_app
+from eventstream.broker import Keys
 from tests.api.conftest import Api, MakeApi, assert_problem
 
 
@@ -100,7 +101,7 @@ async def test_key_is_forgotten_after_the_dedupe_window(make_api: MakeApi) -> No
     api = await make_api(dedupe_window=0.05)
     first = await api.post("T", {}, headers={"Idempotency-Key": "short-lived"})
     assert first.status_code == 202
-    idem = api.settings.keys.idem("short-lived")
+    idem = Keys(api.settings.prefix).idem("short-lived")
     ttl_ms = await api.broker.redis.pttl(idem)
     assert 0 < ttl_ms <= 50  # the key lasts the dedupe window
     await asyncio.sleep(ttl_ms / 1000 + 0.01)

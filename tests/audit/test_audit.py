@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker
+from eventstream.broker import Broker, Keys
 from eventstream.ingest.accept import now_ms
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.settings import Settings
@@ -99,7 +99,7 @@ async def test_a_clean_mixed_state_is_ok_and_the_sums_add_up(broker: Broker, sto
 
 
 async def test_an_empty_deployment_is_ok(redis: Redis, settings: Settings, store: SqlStore) -> None:
-    broker = Broker(redis, settings.keys)  # no stream, no group yet
+    broker = Broker(redis, Keys(settings.prefix))  # no stream, no group yet
     report = await run_audit(broker, store)
     assert report.ok
     assert report.received == report.accounted == 0
@@ -379,8 +379,8 @@ async def test_the_route_returns_the_report_as_camel_case_json(settings: Setting
         assert body["received"] == body["accounted"] == 11
         assert body["storeProcessed"] == 2
 
-        await api.broker.redis.hincrby(api.settings.keys.counters, "received", 1)
-        await api.broker.redis.hset(api.settings.keys.status, "stray", "d:1-1")
+        await api.broker.redis.hincrby(Keys(api.settings.prefix).counters, "received", 1)
+        await api.broker.redis.hset(Keys(api.settings.prefix).status, "stray", "d:1-1")
         r = await api.client.get("/admin/audit", params={"examples": 1})
         body = r.json()
         assert r.status_code == 200

@@ -220,4 +220,4 @@ async def wait_gone(redis: Redis, key: str, timeout_s: float = 5.0) -> None:
 
 @pytest.fixture
 def keys(settings: Settings) -> Keys:
-    return settings.keys
+    return Keys(settings.prefix)

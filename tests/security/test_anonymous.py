@@ -12,6 +12,7 @@ import pytest
 
 from eventstream.api import create_app
 from eventstream.auth.guard import is_loopback_host
+from eventstream.broker import Keys
 from tests.api.conftest import Api, assert_problem, closed_port
 from tests.conftest import make_settings
 from tests.outages.proxy import PASS, RESET, FaultProxy
@@ -35,7 +36,7 @@ def proxy(redis_url: str) -> Iterator[FaultProxy]:
 async def test_anonymous_callers_cannot_manage_keys(api: Api, method: str, path: str) -> None:
     r = await api.client.request(method, path, json={"name": "mine", "scope": "admin"})
     assert_problem(r, 403, "eventstream keys create", "scope admin")
-    assert not await api.broker.redis.exists(api.settings.keys.api_keys)
+    assert not await api.broker.redis.exists(Keys(api.settings.prefix).api_keys)
 
 
 async def test_anonymous_callers_cannot_manage_keys_even_with_insecure(make_api: MakeApi) -> None:

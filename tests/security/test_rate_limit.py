@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from eventstream.auth.apikeys import MAX_BURST, MIN_RATE, KeyRegistry
+from eventstream.broker import Keys
 from tests.api.conftest import Api, assert_problem
 from tests.security.conftest import EVENT, MakeApi, NewKey, bearer, create_key
 
@@ -148,7 +149,7 @@ async def test_the_smallest_rate_and_largest_burst_work(api: Api, new_key: NewKe
 async def test_the_script_writes_huge_times_as_integers(api: Api) -> None:
     """A rate far below the minimum (not accepted for keys) still never breaks the script:
     its expiry, 1e15 ms, must reach Redis as digits, not as 1e+15."""
-    bucket = api.settings.keys.addr_bucket("tiny")
+    bucket = Keys(api.settings.prefix).addr_bucket("tiny")
     reply = await api.broker.scripts.authorize(api.broker.redis, bucket, None, 1, rate=1e-12, burst=1)
     assert int(reply[0]) == 3
     assert int(await api.broker.redis.pttl(bucket)) > 10**14
