@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from eventstream.api import create_app
 from eventstream.api.deps import Services
 from eventstream.app import EventStream
-from eventstream.broker import Broker, Keys
+from eventstream.broker import Broker, Keys, connect
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
@@ -73,7 +73,14 @@ class Api:
         return event_id
 
     async def stream_len(self) -> int:
-        return int(await self.broker.redis.xlen(Keys(self.settings.prefix).stream))
+        """XLEN of the stream, read through a client of the test's own (not the app's)."""
+        url = self.settings.redis_url
+        assert url
+        redis = connect(url)
+        try:
+            return int(await redis.xlen(Keys(self.settings.prefix).stream))
+        finally:
+            await redis.aclose()
 
     async def counters(self) -> dict[str, int]:
         return await self.broker.counters()

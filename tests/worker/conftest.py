@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, DeadEntry
@@ -80,9 +81,9 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
-async def dead_entries(broker: Broker) -> dict[str, DeadEntry]:
+async def dead_entries(redis: Redis, broker: Broker) -> dict[str, DeadEntry]:
     """Every DLQ entry, by event id."""
-    raw = await broker.redis.xrange(broker.keys.dlq, "-", "+")
+    raw = await redis.xrange(broker.keys.dlq, "-", "+")
     out: dict[str, DeadEntry] = {}
     for entry, fields in raw:
         dead = DeadEntry.from_fields(entry, fields)
@@ -91,22 +92,22 @@ async def dead_entries(broker: Broker) -> dict[str, DeadEntry]:
     return out
 
 
-async def pending_count(broker: Broker) -> int:
-    info = await broker.redis.xpending(broker.keys.stream, GROUP)
+async def pending_count(redis: Redis, broker: Broker) -> int:
+    info = await redis.xpending(broker.keys.stream, GROUP)
     return int(info["pending"])
 
 
-async def assert_conserved(broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
+async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
     """received == processed + dlq + scheduled + XLEN(stream); each id in exactly one place.
 
     Also checks the status hash agrees with where each event is. Returns id -> place.
     """
-    r = broker.redis
+    r = redis
     k = broker.keys
     counters = await broker.counters()
     stream_len = int(await r.xlen(k.stream))
     scheduled = int(await r.zcard(k.retry))
-    dead = await dead_entries(broker)
+    dead = await dead_entries(redis, broker)
     assert counters.get("received", 0) == (
         counters.get("processed", 0) + len(dead) + scheduled + stream_len
     ), (counters, len(dead), scheduled, stream_len)
