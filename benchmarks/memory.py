@@ -13,6 +13,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
@@ -25,22 +26,22 @@ from eventstream.store import create_store
 from eventstream.worker import Worker
 
 
-async def used_memory(broker: Broker) -> int:
-    info = await broker.redis.info("memory")
+async def used_memory(redis: Redis) -> int:
+    info = await redis.info("memory")
     return int(info["used_memory"])
 
 
-async def key_bytes(broker: Broker) -> tuple[int, int]:
+async def key_bytes(redis: Redis, keys: Keys) -> tuple[int, int]:
     """(number of keys, their MEMORY USAGE sum) under the deployment's prefix."""
     count = total = 0
     cursor = 0
     while True:  # one pipelined MEMORY USAGE round trip per SCAN page: tens of thousands of keys are fine
-        cursor, keys = await broker.redis.scan(cursor, match=f"{broker.keys.tag}:*", count=1000)
-        if keys:
-            pipe = broker.redis.pipeline(transaction=False)
-            for key in keys:
-                pipe.memory_usage(key)
-            count += len(keys)
+        cursor, names = await redis.scan(cursor, match=f"{keys.tag}:*", count=1000)
+        if names:
+            pipe = redis.pipeline(transaction=False)
+            for name in names:
+                pipe.memory_usage(name)
+            count += len(names)
             total += sum(int(n or 0) for n in await pipe.execute())
         if cursor == 0:
             return count, total
@@ -56,25 +57,25 @@ async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> 
     payload = {"blob": "x" * payload_bytes}
     rows: list[tuple[str, str]] = []
 
-    base = await used_memory(broker)
+    base = await used_memory(redis)
     for start in range(0, events, 500):
         items = [
             to_envelope(IncomingEvent(type="BENCH", payload=payload), None, now_ms())
             for _ in range(min(500, events - start))
         ]
         await enqueue(broker, items, 86_400_000)
-    queued = await used_memory(broker)
+    queued = await used_memory(redis)
     rows.append(("used_memory before (the server's other data included)", f"{base:,} B"))
     rows.append((f"{events:,} queued events, {payload_bytes} B payload: growth", f"{queued - base:,} B"))
     rows.append(("per queued event", f"{(queued - base) / events:,.0f} B"))
 
     await Worker(default_app(), settings, broker, store).run(burst=True)
-    drained = await used_memory(broker)
+    drained = await used_memory(redis)
     rows.append(("after the drain: used_memory vs before", f"{drained - base:+,} B"))
-    keys, kept = await key_bytes(broker)
+    keys, kept = await key_bytes(redis, broker.keys)
     rows.append((f"after the drain: what the {keys} keys hold (MEMORY USAGE)", f"{kept:,} B"))
 
-    before_keys = await used_memory(broker)
+    before_keys = await used_memory(redis)
     for start in range(0, events, 500):
         items = [
             to_envelope(IncomingEvent(type="BENCH", payload={}), f"key-{start + i}", now_ms())
@@ -82,7 +83,7 @@ async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> 
         ]
         await enqueue(broker, items, 86_400_000)
     await Worker(default_app(), settings, broker, store).run(burst=True)
-    after_keys = await used_memory(broker)
+    after_keys = await used_memory(redis)
     rows.append(
         ("per idempotency key kept for the dedupe window", f"{(after_keys - before_keys) / events:,.0f} B")
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from eventstream.broker import Broker, Keys, connect
@@ -16,34 +17,36 @@ def items(n: int, key: str | None = None) -> list[Item]:
     return [to_envelope(IncomingEvent(type="A", payload={"i": i}), key, now_ms()) for i in range(n)]
 
 
-async def evalsha_calls(broker: Broker) -> int:
-    stats = await broker.redis.info("commandstats")
+async def evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def test_concurrent_submits_share_round_trips_and_get_their_own_results(broker: Broker) -> None:
+async def test_concurrent_submits_share_round_trips_and_get_their_own_results(
+    broker: Broker, redis: Redis
+) -> None:
     commit = GroupCommit(broker, 60_000)
     requests = [items(1 + i % 3) for i in range(200)]
-    before = await evalsha_calls(broker)
+    before = await evalsha_calls(redis)
     results = await asyncio.gather(*(commit.submit(r) for r in requests))
-    calls = await evalsha_calls(broker) - before
+    calls = await evalsha_calls(redis) - before
 
     for sent, got in zip(requests, results, strict=True):
         assert [a.event_id for a in got] == [event_id for event_id, _, _ in sent]
         assert not any(a.duplicate for a in got)
     total = sum(len(r) for r in requests)
-    assert await broker.redis.xlen(broker.keys.stream) == total
+    assert await redis.xlen(broker.keys.stream) == total
     assert (await broker.counters())["received"] == total
     assert calls < len(requests)  # grouped: fewer script calls than requests
 
 
-async def test_one_key_posted_concurrently_is_one_event(broker: Broker) -> None:
+async def test_one_key_posted_concurrently_is_one_event(broker: Broker, redis: Redis) -> None:
     commit = GroupCommit(broker, 60_000)
     results = await asyncio.gather(*(commit.submit(items(1, key="same")) for _ in range(50)))
     firsts = [r[0] for r in results]
     assert sum(not a.duplicate for a in firsts) == 1
     assert len({a.event_id for a in firsts}) == 1
-    assert await broker.redis.xlen(broker.keys.stream) == 1
+    assert await redis.xlen(broker.keys.stream) == 1
 
 
 async def test_a_failed_call_fails_every_request_of_the_group(settings: Settings) -> None:
@@ -54,14 +57,14 @@ async def test_a_failed_call_fails_every_request_of_the_group(settings: Settings
     await down.aclose()
 
 
-async def test_groups_stay_under_their_size_limit(broker: Broker) -> None:
+async def test_groups_stay_under_their_size_limit(broker: Broker, redis: Redis) -> None:
     commit = GroupCommit(broker, 60_000, max_items=10)
-    before = await evalsha_calls(broker)
+    before = await evalsha_calls(redis)
     results = await asyncio.gather(*(commit.submit(items(4)) for _ in range(10)))
     assert sum(len(r) for r in results) == 40
-    assert await broker.redis.xlen(broker.keys.stream) == 40
-    assert await evalsha_calls(broker) - before >= 5  # at most two requests (8 items) per call
+    assert await redis.xlen(broker.keys.stream) == 40
+    assert await evalsha_calls(redis) - before >= 5  # at most two requests (8 items) per call
 
 
-async def test_nothing_to_submit(broker: Broker) -> None:
+async def test_nothing_to_submit(broker: Broker, redis: Redis) -> None:
     assert await GroupCommit(broker, 60_000).submit([]) == []

@@ -23,7 +23,7 @@ from eventstream.settings import Settings
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker
 from tests.support.asgi import running
-from tests.support.broker import deliver, ingest, kill, set_idle
+from tests.support.broker import deliver, ingest, kill, set_idle, settle_done, settle_retries
 from tests.support.waiting import wait_until
 from tests.support.workers import run_burst
 
@@ -44,7 +44,7 @@ async def complete(broker: Broker, store: SqlStore, consumer: str, got: list[Any
     """What a worker does for successes: store rows first, then the complete script."""
     await record_rows(store, [g.event_id for g in got])
     done = [(g.entry, g.event_id, False) for g in got]
-    assert await broker.scripts.complete(broker.redis, consumer, done) == [True] * len(got)
+    assert await settle_done(broker, consumer, done) == [True] * len(got)
 
 
 def codes(report: AuditReport) -> dict[str, int]:
@@ -62,15 +62,15 @@ async def build_mixed_state(broker: Broker, store: SqlStore) -> dict[str, list[s
     scheduled for a retry (not yet due), in flight for a live worker, queued."""
     dead = await kill(broker, 3)  # c1 delivers and dead-letters 3
     dlq = await broker.scan_dead("-", 10)
-    assert await broker.scripts.delete_dead(broker.redis, [(dlq[0].dlq_entry, dlq[0].event_id)])
-    assert await broker.scripts.replay(broker.redis, [dlq[1].dlq_entry])  # back in the stream
+    assert await broker.delete_dead([(dlq[0].dlq_entry, dlq[0].event_id)])
+    assert await broker.replay_dead([dlq[1].dlq_entry])  # back in the stream
     items = await ingest(broker, 8)
     await broker.heartbeat("w1", now_ms())
     got = await deliver(broker, "w1", 5)  # the replayed one and 4 of the new ones
     await complete(broker, store, "w1", got[:2])
     retry = got[2]
-    assert await broker.scripts.schedule_retry(
-        broker.redis, "w1", [(retry.entry, retry.event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
+    assert await settle_retries(
+        broker, "w1", [(retry.entry, retry.event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
     ) == [True]
     return {
         "dead": [i[0] for i in dead],
@@ -171,14 +171,16 @@ async def test_entries_held_past_their_handlers_timeouts_are_reported(
     assert report.ok, report.problems  # cleared once the worker caught up and left
 
 
-async def test_pending_entries_of_a_vanished_consumer_are_stranded(broker: Broker, store: SqlStore) -> None:
+async def test_pending_entries_of_a_vanished_consumer_are_stranded(
+    redis: Redis, broker: Broker, store: SqlStore
+) -> None:
     await ingest(broker, 5)
     ghost = await deliver(broker, "ghost", 2)
-    await set_idle(broker.redis, broker.keys, "ghost", [g.entry for g in ghost], 10 * VT_MS)
+    await set_idle(redis, broker.keys, "ghost", [g.entry for g in ghost], 10 * VT_MS)
     # a live worker's entry idle as long is not stranded: its owner is alive (it renews)
     await broker.heartbeat("alive", now_ms())
     alive = await deliver(broker, "alive", 1)
-    await set_idle(broker.redis, broker.keys, "alive", [alive[0].entry], 10 * VT_MS)
+    await set_idle(redis, broker.keys, "alive", [alive[0].entry], 10 * VT_MS)
     # a dead consumer's entry touched recently is not yet stranded either
     await broker.heartbeat("recent", now_ms() - 10 * VT_MS)
     await deliver(broker, "recent", 1)
@@ -191,8 +193,8 @@ async def test_pending_entries_of_a_vanished_consumer_are_stranded(broker: Broke
 
     # a live worker reclaims them: clean again
     await broker.heartbeat("rescuer", now_ms())
-    claimed, _ = await broker.scripts.reclaim(broker.redis, "rescuer", 3 * VT_MS, 10, 5, now_ms())
-    assert {e for e, _ in claimed} >= {g.entry for g in ghost}
+    claimed, _ = await broker.reclaim("rescuer", 3 * VT_MS, 10, 5, now_ms())
+    assert {c.entry for c in claimed} >= {g.entry for g in ghost}
     assert (await run_audit(broker, store)).ok
 
 
@@ -205,25 +207,27 @@ async def test_a_retry_long_past_due_is_reported(broker: Broker, store: SqlStore
         (got[1].entry, got[1].event_id, now - 10_000, 1, now, b"{}"),  # late, not yet suspicious
         (got[2].entry, got[2].event_id, now + 10_000, 1, now, b"{}"),
     ]
-    assert await broker.scripts.schedule_retry(broker.redis, "w", retries) == [True] * 3
+    assert await settle_retries(broker, "w", retries) == [True] * 3
     report = await run_audit(broker, store)
     assert codes(report) == {"overdue_retries": 1}
     assert problem(report, "overdue_retries") == (1, (got[0].event_id,))
     assert codes(await run_audit(broker, store, overdue_after_ms=5_000)) == {"overdue_retries": 2}
 
 
-async def test_live_entries_already_in_the_store_are_reported(broker: Broker, store: SqlStore) -> None:
+async def test_live_entries_already_in_the_store_are_reported(
+    redis: Redis, broker: Broker, store: SqlStore
+) -> None:
     items = await ingest(broker, 4)
     queued_done, settling = items[0][0], items[1][0]
     await broker.heartbeat("w", now_ms())
     got = await deliver(broker, "w", 2)  # items 0 and 1, in flight for w
     assert [g.event_id for g in got] == [queued_done, settling]
     # item 0: its worker vanished long ago after writing the row; item 1: a worker settling now
-    await set_idle(broker.redis, broker.keys, "w", [got[0].entry], 2 * VT_MS)
+    await set_idle(redis, broker.keys, "w", [got[0].entry], 2 * VT_MS)
     # item 2: waits for a retry though its row exists
     more = await deliver(broker, "w", 1)
-    assert await broker.scripts.schedule_retry(
-        broker.redis, "w", [(more[0].entry, more[0].event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
+    assert await settle_retries(
+        broker, "w", [(more[0].entry, more[0].event_id, now_ms() + 60_000, 1, now_ms(), b"{}")]
     ) == [True]
     await record_rows(store, [queued_done, settling, more[0].event_id])
 
@@ -237,10 +241,10 @@ async def test_live_entries_already_in_the_store_are_reported(broker: Broker, st
 
 
 async def test_status_fields_that_point_nowhere_and_entries_without_one(
-    broker: Broker, store: SqlStore
+    redis: Redis, broker: Broker, store: SqlStore
 ) -> None:
     items = await ingest(broker, 3)
-    r = broker.redis
+    r = redis
     k = broker.keys
     await r.hset(k.status, "vanished-q", "q:1-1")
     await r.hset(k.status, "vanished-r", "r:1:5")
@@ -264,11 +268,11 @@ async def test_status_fields_that_point_nowhere_and_entries_without_one(
     assert {e.split()[0] for e in without} == {items[0][0], items[1][0]}
 
 
-async def test_an_event_in_two_places_is_found(broker: Broker, store: SqlStore) -> None:
+async def test_an_event_in_two_places_is_found(redis: Redis, broker: Broker, store: SqlStore) -> None:
     [(event_id, env, _)] = await ingest(broker, 1)
     # a second copy of the same event in the stream, as a double promotion would leave
-    await broker.redis.xadd(broker.keys.stream, {"id": event_id, "a": "1", "f": "", "e": env})
-    await broker.redis.hincrby(broker.keys.counters, "received", 1)  # so the sums alone look fine
+    await redis.xadd(broker.keys.stream, {"id": event_id, "a": "1", "f": "", "e": env})
+    await redis.hincrby(broker.keys.counters, "received", 1)  # so the sums alone look fine
     report = await run_audit(broker, store)
     assert codes(report) == {"live_without_status": 1}
 
@@ -283,24 +287,26 @@ async def test_an_event_both_processed_and_dead(broker: Broker, store: SqlStore)
     assert report.processed == 0
 
 
-async def test_counters_off_by_one_break_conservation(broker: Broker, store: SqlStore) -> None:
+async def test_counters_off_by_one_break_conservation(redis: Redis, broker: Broker, store: SqlStore) -> None:
     await build_mixed_state(broker, store)
     assert (await run_audit(broker, store)).ok
-    await broker.redis.hincrby(broker.keys.counters, "received", 1)
+    await redis.hincrby(broker.keys.counters, "received", 1)
     report = await run_audit(broker, store)
     assert codes(report) == {"conservation": 1}
     assert report.received == report.accounted + 1
     assert "lost" in report.problems[0].detail
-    await broker.redis.hincrby(broker.keys.counters, "received", -1)
-    await broker.redis.hincrby(broker.keys.counters, "processed", 1)
+    await redis.hincrby(broker.keys.counters, "received", -1)
+    await redis.hincrby(broker.keys.counters, "processed", 1)
     report = await run_audit(broker, store)
     # one more completion counted than happened: the sums and the store both disagree
     assert codes(report) == {"conservation": 1, "store_vs_processed": 1}
 
 
-async def test_examples_are_bounded_and_chunks_cover_everything(broker: Broker, store: SqlStore) -> None:
+async def test_examples_are_bounded_and_chunks_cover_everything(
+    redis: Redis, broker: Broker, store: SqlStore
+) -> None:
     await ingest(broker, 40)
-    await broker.redis.delete(broker.keys.status)
+    await redis.delete(broker.keys.status)
     report = await run_audit(broker, store, examples=3, chunk=7)
     assert codes(report) == {"live_without_status": 40}
     assert len(problem(report, "live_without_status")[1]) == 3
@@ -332,7 +338,7 @@ def cli_audit(settings: Settings, *args: str) -> subprocess.CompletedProcess[str
 
 
 async def test_the_command_exits_0_when_clean_and_1_with_the_problem(
-    broker: Broker, store: SqlStore, settings: Settings
+    redis: Redis, broker: Broker, store: SqlStore, settings: Settings
 ) -> None:
     assert settings.store_url.endswith(f"{settings.data_dir.name}/events.db")
     await build_mixed_state(broker, store)
@@ -341,7 +347,7 @@ async def test_the_command_exits_0_when_clean_and_1_with_the_problem(
     assert "OK" in clean.stdout
     assert "11" in clean.stdout  # received
 
-    await broker.redis.hset(broker.keys.status, "stray-event", "q:1-1")
+    await redis.hset(broker.keys.status, "stray-event", "q:1-1")
     bad = cli_audit(settings)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "status_points_nowhere" in bad.stdout
@@ -369,7 +375,7 @@ def test_the_command_without_redis_is_a_usage_error(tmp_path: Path) -> None:
     assert "EVENTSTREAM_REDIS_URL" in r.stderr
 
 
-async def test_the_route_returns_the_report_as_camel_case_json(settings: Settings) -> None:
+async def test_the_route_returns_the_report_as_camel_case_json(redis: Redis, settings: Settings) -> None:
     async with running(settings) as api:
         await build_mixed_state(api.broker, api.store)
         r = await api.client.get("/admin/audit")
@@ -379,8 +385,8 @@ async def test_the_route_returns_the_report_as_camel_case_json(settings: Setting
         assert body["received"] == body["accounted"] == 11
         assert body["storeProcessed"] == 2
 
-        await api.broker.redis.hincrby(Keys(api.settings.prefix).counters, "received", 1)
-        await api.broker.redis.hset(Keys(api.settings.prefix).status, "stray", "d:1-1")
+        await redis.hincrby(Keys(api.settings.prefix).counters, "received", 1)
+        await redis.hset(Keys(api.settings.prefix).status, "stray", "d:1-1")
         r = await api.client.get("/admin/audit", params={"examples": 1})
         body = r.json()
         assert r.status_code == 200

@@ -21,20 +21,22 @@ async def lose_one(redis: Redis, keys: Keys) -> str:
     return event_id
 
 
-async def test_check_takes_the_law_from_the_audit(broker: Broker) -> None:
+async def test_check_takes_the_law_from_the_audit(broker: Broker, redis: Redis) -> None:
     await ingest(broker, 3)
-    s = await check(broker.redis, broker.keys)
+    s = await check(redis, broker.keys)
     assert len(s.stream) == 3
-    await lose_one(broker.redis, broker.keys)
+    await lose_one(redis, broker.keys)
     with pytest.raises(AssertionError, match=r"conservation broken: received 3 != .* = 2 \(-1\)"):
-        await check(broker.redis, broker.keys)
+        await check(redis, broker.keys)
 
 
-async def test_assert_conserved_takes_the_law_from_the_audit(broker: Broker, store: SqlStore) -> None:
+async def test_assert_conserved_takes_the_law_from_the_audit(
+    broker: Broker, redis: Redis, store: SqlStore
+) -> None:
     items = await ingest(broker, 2)
     ids = [event_id for event_id, _, _ in items]
-    assert await assert_conserved(broker, store, ids) == {i: "stream" for i in ids}
-    lost = await lose_one(broker.redis, broker.keys)
+    assert await assert_conserved(redis, broker, store, ids) == {i: "stream" for i in ids}
+    lost = await lose_one(redis, broker.keys)
     assert lost in ids
     with pytest.raises(AssertionError, match="conservation broken: received 2"):
-        await assert_conserved(broker, store, ids)
+        await assert_conserved(redis, broker, store, ids)

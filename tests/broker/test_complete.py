@@ -7,7 +7,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_done
 from tests.support.conservation import Pending, check
 
 
@@ -17,7 +17,7 @@ async def test_completes_owned_entries_and_leaves_nothing_behind(
     await ingest(broker, 3)
     got = await deliver(broker, "c1", 3)
 
-    flags = await broker.scripts.complete(redis, "c1", [(g.entry, g.event_id, False) for g in got])
+    flags = await settle_done(broker, "c1", [(g.entry, g.event_id, False) for g in got])
 
     assert flags == [True, True, True]
     s = await check(redis, keys)
@@ -34,7 +34,7 @@ async def test_only_the_completed_entries_leave(broker: Broker, redis: Redis, ke
     items = await ingest(broker, 3)
     got = await deliver(broker, "c1", 3)
 
-    assert await broker.scripts.complete(redis, "c1", [(got[1].entry, got[1].event_id, False)]) == [True]
+    assert await settle_done(broker, "c1", [(got[1].entry, got[1].event_id, False)]) == [True]
 
     s = await check(redis, keys)
     assert s.stream_ids() == [items[0][0], items[2][0]]
@@ -48,7 +48,7 @@ async def test_skipped_and_histogram_are_counted(broker: Broker, redis: Redis, k
     done = [(got[0].entry, got[0].event_id, True), (got[1].entry, got[1].event_id, False)]
     done.append((got[2].entry, got[2].event_id, True))
 
-    flags = await broker.scripts.complete(redis, "c1", done, [("handler:3", 2), ("handler:count", 2)])
+    flags = await settle_done(broker, "c1", done, [("handler:3", 2), ("handler:count", 2)])
 
     assert flags == [True, True, True]
     s = await check(redis, keys)
@@ -63,9 +63,7 @@ async def test_fencing_rejects_an_entry_pending_for_another_consumer(
     got = await deliver(broker, "c1", 2)
     before = await check(redis, keys)
 
-    flags = await broker.scripts.complete(
-        redis, "c2", [(g.entry, g.event_id, False) for g in got], [("handler:1", 2)]
-    )
+    flags = await settle_done(broker, "c2", [(g.entry, g.event_id, False) for g in got], [("handler:1", 2)])
 
     assert flags == [False, False]
     after = await check(redis, keys)
@@ -78,7 +76,7 @@ async def test_fencing_rejects_an_entry_never_delivered(broker: Broker, redis: R
     s = await check(redis, keys)
     [(entry, fields)] = s.stream
 
-    assert await broker.scripts.complete(redis, "c1", [(entry, fields["id"], False)]) == [False]
+    assert await settle_done(broker, "c1", [(entry, fields["id"], False)]) == [False]
 
     after = await check(redis, keys)
     assert after.without_counters() == s.without_counters()
@@ -94,12 +92,12 @@ async def test_fencing_after_another_worker_took_the_entry_over(
     await r.xclaim(keys.stream, GROUP, "c2", 0, [got.entry])  # c1's lease expired, c2 took over
     before = await check(redis, keys)
 
-    assert await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)]) == [False]
+    assert await settle_done(broker, "c1", [(got.entry, got.event_id, False)]) == [False]
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
     assert after.pending == [Pending(got.entry, "c2", 2)]
 
-    assert await broker.scripts.complete(redis, "c2", [(got.entry, got.event_id, False)]) == [True]
+    assert await settle_done(broker, "c2", [(got.entry, got.event_id, False)]) == [True]
     final = await check(redis, keys)
     assert final.stream == []
     assert final.pending == []
@@ -114,8 +112,8 @@ async def test_mixed_batch_settles_owned_and_rejects_the_rest(
     [mine] = await deliver(broker, "c1", 1)
     [theirs] = await deliver(broker, "c2", 1)
 
-    flags = await broker.scripts.complete(
-        redis, "c1", [(theirs.entry, theirs.event_id, False), (mine.entry, mine.event_id, True)]
+    flags = await settle_done(
+        broker, "c1", [(theirs.entry, theirs.event_id, False), (mine.entry, mine.event_id, True)]
     )
 
     assert flags == [False, True]
@@ -135,9 +133,9 @@ async def test_completing_twice_counts_once(broker: Broker, redis: Redis, keys: 
     [got] = await deliver(broker, "c1", 1)
     done = [(got.entry, got.event_id, False)]
 
-    assert await broker.scripts.complete(redis, "c1", done) == [True]
-    assert await broker.scripts.complete(redis, "c1", done) == [False]
-    assert await broker.scripts.complete(redis, "c1", done + done) == [False, False]
+    assert await settle_done(broker, "c1", done) == [True]
+    assert await settle_done(broker, "c1", done) == [False]
+    assert await settle_done(broker, "c1", done + done) == [False, False]
 
     s = await check(redis, keys)
     assert s.counters == {"received": 1, "processed": 1, "rejected_completions": 3}
@@ -147,27 +145,20 @@ async def test_same_entry_twice_in_one_call_completes_once(broker: Broker, redis
     await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
 
-    flags = await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)] * 2)
+    flags = await settle_done(broker, "c1", [(got.entry, got.event_id, False)] * 2)
 
     assert flags == [True, False]
     s = await check(redis, keys)
     assert s.counters == {"received": 1, "processed": 1, "rejected_completions": 1}
 
 
-async def test_complete_in_a_pipeline(broker: Broker, redis: Redis, keys: Keys) -> None:
+async def test_complete_for_two_consumers(broker: Broker, redis: Redis, keys: Keys) -> None:
     await ingest(broker, 2)
     got = await deliver(broker, "c1", 2)
-    scripts = broker.scripts
-    async with redis.pipeline(transaction=False) as pipe:
-        await scripts.queue(
-            pipe, "complete", scripts.complete_args("c1", [(got[0].entry, got[0].event_id, False)], [])
-        )
-        await scripts.queue(
-            pipe, "complete", scripts.complete_args("c2", [(got[1].entry, got[1].event_id, False)], [])
-        )
-        replies = await pipe.execute()
+    first = await settle_done(broker, "c1", [(got[0].entry, got[0].event_id, False)])
+    second = await settle_done(broker, "c2", [(got[1].entry, got[1].event_id, False)])
 
-    assert replies == [[1], [0]]
+    assert [first, second] == [[True], [False]]
     s = await check(redis, keys)
     assert s.counters == {"received": 2, "processed": 1, "rejected_completions": 1}
 
@@ -183,7 +174,7 @@ async def test_a_group_larger_than_one_chunk_with_foreign_entries_in_its_range(
     r: Any = redis
     await r.xclaim(keys.stream, GROUP, "c2", 0, taken, justid=True)
 
-    flags = await broker.scripts.complete(redis, "c1", [(g.entry, g.event_id, False) for g in got])
+    flags = await settle_done(broker, "c1", [(g.entry, g.event_id, False) for g in got])
 
     assert flags == [i % 5 != 0 for i in range(2_500)]
     s = await check(redis, keys)
@@ -200,8 +191,8 @@ async def test_own_entries_inside_the_range_that_were_not_named_stay_pending(
     items = await ingest(broker, 3)
     got = await deliver(broker, "c1", 3)
 
-    flags = await broker.scripts.complete(
-        redis, "c1", [(got[0].entry, got[0].event_id, False), (got[2].entry, got[2].event_id, False)]
+    flags = await settle_done(
+        broker, "c1", [(got[0].entry, got[0].event_id, False), (got[2].entry, got[2].event_id, False)]
     )
 
     assert flags == [True, True]

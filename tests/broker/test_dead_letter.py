@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, DeadEntry, Keys
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_dead, settle_done
 from tests.support.conservation import Pending, check
 
 
@@ -15,8 +15,8 @@ async def test_moves_the_entry_to_the_dlq_with_every_field(broker: Broker, redis
     [got] = await deliver(broker, "c1", 1)
     first, last = now_ms() - 500, now_ms()
 
-    flags = await broker.scripts.dead_letter(
-        redis,
+    flags = await settle_dead(
+        broker,
         "c1",
         [(got.entry, event_id, "order.paid", env, 5, "ValueError: bad", "Traceback ...", first, last, True)],
     )
@@ -54,7 +54,7 @@ async def test_failed_counts_only_events_whose_handler_ran(broker: Broker, redis
         for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
     ]
 
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [True, True, True]
+    assert await settle_dead(broker, "c1", dead) == [True, True, True]
 
     s = await check(redis, keys)
     assert s.dlq_ids() == [i[0] for i in items]
@@ -66,7 +66,7 @@ async def test_no_handler_counts_no_failure(broker: Broker, redis: Redis, keys: 
     [got] = await deliver(broker, "c1", 1)
 
     dead = [(got.entry, event_id, "A", env, 1, "no handler", "", 1, 2, False)]
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [True]
+    assert await settle_dead(broker, "c1", dead) == [True]
 
     s = await check(redis, keys)
     assert s.counters == {"received": 1, "dead_lettered": 1}
@@ -77,9 +77,7 @@ async def test_fencing_rejects_another_consumers_entry(broker: Broker, redis: Re
     [got] = await deliver(broker, "c1", 1)
     before = await check(redis, keys)
 
-    flags = await broker.scripts.dead_letter(
-        redis, "c2", [(got.entry, event_id, "A", env, 1, "x", "", 1, 2, True)]
-    )
+    flags = await settle_dead(broker, "c2", [(got.entry, event_id, "A", env, 1, "x", "", 1, 2, True)])
 
     assert flags == [False]
     after = await check(redis, keys)
@@ -96,7 +94,7 @@ async def test_mixed_batch(broker: Broker, redis: Redis, keys: Keys) -> None:
         (mine.entry, items[1][0], "A", items[1][1], 1, "y", "", 1, 2, True),
     ]
 
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [False, True]
+    assert await settle_dead(broker, "c1", dead) == [False, True]
 
     s = await check(redis, keys)
     assert s.stream_ids() == [items[0][0]]
@@ -111,10 +109,10 @@ async def test_dead_lettering_twice_moves_once(broker: Broker, redis: Redis, key
     [got] = await deliver(broker, "c1", 1)
     dead = [(got.entry, event_id, "A", env, 1, "x", "", 1, 2, True)]
 
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [True]
+    assert await settle_dead(broker, "c1", dead) == [True]
     before = await check(redis, keys)
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [False]
-    assert await broker.scripts.complete(redis, "c1", [(got.entry, event_id, False)]) == [False]
+    assert await settle_dead(broker, "c1", dead) == [False]
+    assert await settle_done(broker, "c1", [(got.entry, event_id, False)]) == [False]
 
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
@@ -129,7 +127,7 @@ async def test_a_group_larger_than_one_chunk(broker: Broker, redis: Redis, keys:
         for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
     ]
 
-    assert await broker.scripts.dead_letter(redis, "c1", dead) == [True] * 1_100
+    assert await settle_dead(broker, "c1", dead) == [True] * 1_100
 
     s = await check(redis, keys)
     assert s.stream == []

@@ -14,7 +14,7 @@ async def test_delete_removes_the_dlq_entry_and_the_status(broker: Broker, redis
     before = await check(redis, keys)
     [(dlq_entry, _)] = before.dlq
 
-    assert await broker.scripts.delete_dead(redis, [(dlq_entry, event_id)]) == [event_id]
+    assert await broker.delete_dead([(dlq_entry, event_id)]) == [event_id]
 
     s = await check(redis, keys)
     assert s.dlq == []
@@ -30,11 +30,11 @@ async def test_delete_removes_the_dlq_entry_and_the_status(broker: Broker, redis
 async def test_delete_of_an_entry_already_gone(broker: Broker, redis: Redis, keys: Keys) -> None:
     [(event_id, _, _)] = await kill(broker, 1)
     [(dlq_entry, _)] = (await check(redis, keys)).dlq
-    assert await broker.scripts.delete_dead(redis, [(dlq_entry, event_id)]) == [event_id]
+    assert await broker.delete_dead([(dlq_entry, event_id)]) == [event_id]
     before = await check(redis, keys)
 
-    assert await broker.scripts.delete_dead(redis, [(dlq_entry, event_id)]) == []
-    assert await broker.scripts.delete_dead(redis, [("1-1", "no-such-event")]) == []
+    assert await broker.delete_dead([(dlq_entry, event_id)]) == []
+    assert await broker.delete_dead([("1-1", "no-such-event")]) == []
 
     after = await check(redis, keys)
     assert after == before
@@ -46,10 +46,10 @@ async def test_delete_after_replay_leaves_the_replayed_event_alone(
 ) -> None:
     [(event_id, _, _)] = await kill(broker, 1)
     [(dlq_entry, _)] = (await check(redis, keys)).dlq
-    assert await broker.scripts.replay(redis, [dlq_entry]) == [event_id]
+    assert await broker.replay_dead([dlq_entry]) == [event_id]
     before = await check(redis, keys)
 
-    assert await broker.scripts.delete_dead(redis, [(dlq_entry, event_id)]) == []
+    assert await broker.delete_dead([(dlq_entry, event_id)]) == []
 
     after = await check(redis, keys)
     assert after == before
@@ -61,7 +61,7 @@ async def test_delete_several_with_repeats(broker: Broker, redis: Redis, keys: K
     dlq = [e for e, _ in (await check(redis, keys)).dlq]
     pairs = [(dlq[0], items[0][0]), (dlq[2], items[2][0]), (dlq[0], items[0][0])]
 
-    assert await broker.scripts.delete_dead(redis, pairs) == [items[0][0], items[2][0]]
+    assert await broker.delete_dead(pairs) == [items[0][0], items[2][0]]
 
     s = await check(redis, keys)
     assert s.dlq_ids() == [items[1][0]]
@@ -73,6 +73,6 @@ async def test_delete_nothing(broker: Broker, redis: Redis, keys: Keys) -> None:
     await kill(broker, 1)
     before = await check(redis, keys)
 
-    assert await broker.scripts.delete_dead(redis, []) == []
+    assert await broker.delete_dead([]) == []
 
     assert await check(redis, keys) == before

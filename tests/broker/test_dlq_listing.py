@@ -102,8 +102,8 @@ async def test_scan_oldest_first_strictly_after(broker: Broker, redis: Redis, ke
 async def test_listing_follows_replay_and_delete(broker: Broker, redis: Redis, keys: Keys) -> None:
     items = await kill(broker, 4)
     ids = await dead_ids(redis, keys)
-    await broker.scripts.replay(redis, [ids[1]])
-    await broker.scripts.delete_dead(redis, [(ids[2], items[2][0])])
+    await broker.replay_dead([ids[1]])
+    await broker.delete_dead([(ids[2], items[2][0])])
 
     page, cursor = await broker.list_dead(None, 10)
     assert [d.event_id for d in page] == [items[3][0], items[0][0]]

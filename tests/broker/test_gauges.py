@@ -20,7 +20,7 @@ from eventstream.ops import metrics
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_dead, settle_done, settle_retries
 from tests.support.conservation import check, state
 
 TTL = 10_000
@@ -48,11 +48,9 @@ async def test_every_gauge_in_one_state(broker: Broker, redis: Redis, keys: Keys
         (got[0].entry, items[0][0], now - 1_000, 1, now, items[0][1]),  # overdue
         (got[1].entry, items[1][0], now + 60_000, 1, now, items[1][1]),
     ]
-    await broker.scripts.schedule_retry(redis, "c1", retries)
-    await broker.scripts.dead_letter(
-        redis, "c1", [(got[2].entry, items[2][0], "A", items[2][1], 1, "x", "", 1, 2, True)]
-    )
-    await broker.scripts.complete(redis, "c1", [(got[3].entry, items[3][0], False)])
+    await settle_retries(broker, "c1", retries)
+    await settle_dead(broker, "c1", [(got[2].entry, items[2][0], "A", items[2][1], 1, "x", "", 1, 2, True)])
+    await settle_done(broker, "c1", [(got[3].entry, items[3][0], False)])
     await broker.heartbeat("alive", now - 1_000)
     await broker.heartbeat("also-alive", now)
     await broker.heartbeat("gone", now - TTL - 1_000)
@@ -81,11 +79,11 @@ async def test_lag_and_queued_agree_after_settling_the_newest_delivered_entry(
     got = await deliver(broker, "c1", 2)
     g, (event_id, env, _) = got[1], items[1]
     if settle == "complete":
-        await broker.scripts.complete(redis, "c1", [(g.entry, event_id, False)])
+        await settle_done(broker, "c1", [(g.entry, event_id, False)])
     elif settle == "retry":
-        await broker.scripts.schedule_retry(redis, "c1", [(g.entry, event_id, now_ms() + 60_000, 1, 1, env)])
+        await settle_retries(broker, "c1", [(g.entry, event_id, now_ms() + 60_000, 1, 1, env)])
     else:
-        await broker.scripts.dead_letter(redis, "c1", [(g.entry, event_id, "A", env, 1, "x", "", 1, 2, True)])
+        await settle_dead(broker, "c1", [(g.entry, event_id, "A", env, 1, "x", "", 1, 2, True)])
 
     gauges = await broker.gauges(now_ms(), TTL)
 
@@ -96,16 +94,16 @@ async def test_gauges_follow_the_whole_lifecycle(broker: Broker, redis: Redis) -
     [(event_id, env, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
     now = now_ms()
-    await broker.scripts.schedule_retry(redis, "c1", [(got.entry, event_id, now, 1, now, env)])
+    await settle_retries(broker, "c1", [(got.entry, event_id, now, 1, now, env)])
     assert (await broker.gauges(now - 1, TTL))["overdue_retries"] == 0
     assert (await broker.gauges(now, TTL))["overdue_retries"] == 1
 
-    await broker.scripts.promote(redis, now, 10)
+    await broker.promote(now, 10)
     g = await broker.gauges(now, TTL)
     assert (g["queued"], g["pending"], g["scheduled"], g["lag"]) == (1, 0, 0, 1)
 
     [again] = await deliver(broker, "c1", 1)
-    await broker.scripts.complete(redis, "c1", [(again.entry, event_id, False)])
+    await settle_done(broker, "c1", [(again.entry, event_id, False)])
     g = await broker.gauges(now, TTL)
     assert (g["queued"], g["pending"], g["scheduled"], g["dlq"], g["lag"]) == (0, 0, 0, 0, 0)
 
@@ -249,24 +247,24 @@ async def test_gauges_match_the_state_through_a_random_walk(broker: Broker, redi
         elif delivered and op in {"complete", "retry", "dead"}:
             entry, event_id, env = delivered.pop(rng.randrange(len(delivered)))
             if op == "complete":
-                ok = await broker.scripts.complete(redis, "c1", [(entry, event_id, False)])
+                ok = await settle_done(broker, "c1", [(entry, event_id, False)])
             elif op == "retry":
                 due = now + rng.choice([-5, 60_000])
-                ok = await broker.scripts.schedule_retry(redis, "c1", [(entry, event_id, due, 1, now, env)])
+                ok = await settle_retries(broker, "c1", [(entry, event_id, due, 1, now, env)])
             else:
                 dead = [(entry, event_id, "A", env, 1, "x", "", now, now, True)]
-                ok = await broker.scripts.dead_letter(redis, "c1", dead)
+                ok = await settle_dead(broker, "c1", dead)
             assert ok == [True]
         elif op == "promote":
-            await broker.scripts.promote(redis, now, rng.randint(1, 3))
+            await broker.promote(now, rng.randint(1, 3))
         elif op in {"replay", "delete"}:
             s = await state(redis, keys)
             if s.dlq:
                 entry, fields = rng.choice(s.dlq)
                 if op == "replay":
-                    assert await broker.scripts.replay(redis, [entry]) == [fields["id"]]
+                    assert await broker.replay_dead([entry]) == [fields["id"]]
                 else:
-                    assert await broker.scripts.delete_dead(redis, [(entry, fields["id"])]) == [fields["id"]]
+                    assert await broker.delete_dead([(entry, fields["id"])]) == [fields["id"]]
 
         s = await check(redis, keys)
         g = await broker.gauges(now, TTL)

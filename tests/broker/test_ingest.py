@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.broker.scripts import Dedupe, Outcome
-from tests.support.broker import Item, make_items, wait_gone
+from tests.support.broker import Item, make_items, settle_done, wait_gone
 from tests.support.conservation import check
 
 WINDOW = 60_000
@@ -16,7 +16,7 @@ WINDOW = 60_000
 
 async def test_enqueues_each_event_with_status_and_counter(broker: Broker, redis: Redis, keys: Keys) -> None:
     items = make_items(3)
-    results = await broker.scripts.ingest(redis, items, WINDOW)
+    results = await broker.enqueue(items, WINDOW)
 
     assert results == [(event_id, False) for event_id, _, _ in items]
     s = await check(redis, keys)
@@ -35,7 +35,7 @@ async def test_duplicate_within_one_batch(broker: Broker, redis: Redis, keys: Ke
     [second] = make_items(1, key="k-1")
     [other] = make_items(1, key="k-2")
 
-    results = await broker.scripts.ingest(redis, [first, second, other], WINDOW)
+    results = await broker.enqueue([first, second, other], WINDOW)
 
     assert results == [(first[0], False), (first[0], True), (other[0], False)]
     s = await check(redis, keys)
@@ -48,10 +48,10 @@ async def test_duplicate_within_one_batch(broker: Broker, redis: Redis, keys: Ke
 async def test_duplicate_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
     [first] = make_items(1, key="order-7")
     [again] = make_items(1, key="order-7")
-    await broker.scripts.ingest(redis, [first], WINDOW)
+    await broker.enqueue([first], WINDOW)
     before = await check(redis, keys)
 
-    results = await broker.scripts.ingest(redis, [again], WINDOW)
+    results = await broker.enqueue([again], WINDOW)
 
     assert results == [(first[0], True)]
     after = await check(redis, keys)
@@ -63,11 +63,11 @@ async def test_duplicate_of_an_event_already_processed_is_still_a_duplicate(
     broker: Broker, redis: Redis, keys: Keys
 ) -> None:
     [first] = make_items(1, key="k")
-    await broker.scripts.ingest(redis, [first], WINDOW)
+    await broker.enqueue([first], WINDOW)
     [got] = await broker.read_new("c1", 1, 10)
-    assert await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)]) == [True]
+    assert await settle_done(broker, "c1", [(got.entry, got.event_id, False)]) == [True]
 
-    results = await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+    results = await broker.enqueue(make_items(1, key="k"), WINDOW)
 
     assert results == [(first[0], True)]
     s = await check(redis, keys)
@@ -87,7 +87,7 @@ async def test_idempotency_keys_map_to_the_right_events_in_a_mixed_batch(
     e = make_items(1, key="kb")[0]
     f = make_items(1)[0]
 
-    results = await broker.scripts.ingest(redis, [a, b, c, d, e, f], WINDOW)
+    results = await broker.enqueue([a, b, c, d, e, f], WINDOW)
 
     assert results == [
         (a[0], False),
@@ -109,7 +109,7 @@ async def test_idempotency_key_is_stored_hashed_with_the_window_as_ttl(
     r: Any = redis
     raw = "customer:42/order:9"
     [item] = make_items(1, key=raw)
-    await broker.scripts.ingest(redis, [item], WINDOW)
+    await broker.enqueue([item], WINDOW)
 
     s = await check(redis, keys)
     assert list(s.idem) == [keys.idem(raw)]
@@ -121,10 +121,10 @@ async def test_idempotency_key_is_stored_hashed_with_the_window_as_ttl(
 
 async def test_duplicate_does_not_extend_the_window(broker: Broker, redis: Redis, keys: Keys) -> None:
     r: Any = redis
-    await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+    await broker.enqueue(make_items(1, key="k"), WINDOW)
     await r.pexpire(keys.idem("k"), 5_000)
 
-    results = await broker.scripts.ingest(redis, make_items(1, key="k"), WINDOW)
+    results = await broker.enqueue(make_items(1, key="k"), WINDOW)
 
     assert results[0][1] is Outcome.DUPLICATE
     assert 0 < await r.pttl(keys.idem("k")) <= 5_000
@@ -135,13 +135,13 @@ async def test_key_expires_after_the_window_and_is_then_accepted_again(
 ) -> None:
     r: Any = redis
     [first] = make_items(1, key="short")
-    await broker.scripts.ingest(redis, [first], 50)
+    await broker.enqueue([first], 50)
     ttl = await r.pttl(keys.idem("short"))
     assert 0 < ttl <= 50
 
     await wait_gone(redis, keys.idem("short"))
     [second] = make_items(1, key="short")
-    results = await broker.scripts.ingest(redis, [second], 50)
+    results = await broker.enqueue([second], 50)
 
     assert results == [(second[0], False)]
     s = await check(redis, keys)
@@ -153,8 +153,8 @@ async def test_key_expires_after_the_window_and_is_then_accepted_again(
 async def test_stream_entries_are_ordered_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
     first = make_items(2)
     second = make_items(2, start=2)
-    await broker.scripts.ingest(redis, first, WINDOW)
-    await broker.scripts.ingest(redis, second, WINDOW)
+    await broker.enqueue(first, WINDOW)
+    await broker.enqueue(second, WINDOW)
 
     s = await check(redis, keys)
     assert s.stream_ids() == [i[0] for i in first + second]
@@ -163,7 +163,7 @@ async def test_stream_entries_are_ordered_across_calls(broker: Broker, redis: Re
 
 async def test_events_queued_by_ingest_are_read_with_zero_attempts(broker: Broker, redis: Redis) -> None:
     items = make_items(2)
-    await broker.scripts.ingest(redis, items, WINDOW)
+    await broker.enqueue(items, WINDOW)
 
     got = await broker.read_new("c1", 10, 10)
 
@@ -179,7 +179,7 @@ async def test_a_call_larger_than_one_status_chunk(broker: Broker, redis: Redis,
         event_id, env, _ = make_items(1, start=i)[0]
         items.append((event_id, env, f"k{i % 500}" if i % 3 == 0 else None))  # no fingerprint
 
-    results = await broker.scripts.ingest(redis, items, WINDOW)
+    results = await broker.enqueue(items, WINDOW)
 
     first_of: dict[str, str] = {}
     expected = []
@@ -202,14 +202,14 @@ async def test_a_key_reused_for_other_content_is_a_conflict_and_changes_nothing(
     [first] = make_items(1, key="k")  # payload {"n": 0}
     [same] = make_items(1, key="k")  # the same content
     [other] = make_items(1, key="k", start=1)  # payload {"n": 1}
-    await broker.scripts.ingest(redis, [first], WINDOW)
+    await broker.enqueue([first], WINDOW)
     before = await check(redis, keys)
     r: Any = redis
     record = await r.get(keys.idem("k"))
     assert first[2] is not None
     assert record == first[0] + first[2].fingerprint.decode()  # 44 bytes
 
-    results = await broker.scripts.ingest(redis, [other, same, other], WINDOW)
+    results = await broker.enqueue([other, same, other], WINDOW)
 
     assert results == [
         (first[0], Outcome.CONFLICT),
@@ -227,10 +227,10 @@ async def test_a_record_without_a_fingerprint_matches_any_content(
 ) -> None:
     """Records of replays, and those written before fingerprints, hold just the id."""
     [first] = make_items(1)
-    await broker.scripts.ingest(redis, [(first[0], first[1], "old")], WINDOW)
+    await broker.enqueue([(first[0], first[1], "old")], WINDOW)
     [later] = make_items(1, key="old", start=5)
 
-    assert await broker.scripts.ingest(redis, [later], WINDOW) == [(first[0], Outcome.DUPLICATE)]
+    assert await broker.enqueue([later], WINDOW) == [(first[0], Outcome.DUPLICATE)]
 
 
 async def test_namespaces_keep_one_client_key_apart(broker: Broker, redis: Redis, keys: Keys) -> None:
@@ -241,7 +241,7 @@ async def test_namespaces_keep_one_client_key_apart(broker: Broker, redis: Redis
         (anon[0], anon[1], Dedupe("order-1", None, b"abcdefgh")),
     ]
 
-    results = await broker.scripts.ingest(redis, items, WINDOW)
+    results = await broker.enqueue(items, WINDOW)
 
     assert results == [(a[0], Outcome.NEW), (b[0], Outcome.NEW), (anon[0], Outcome.NEW)]
     s = await check(redis, keys)

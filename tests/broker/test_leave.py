@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_done
 from tests.support.conservation import Pending, check
 
 
@@ -22,11 +22,11 @@ async def test_leave_drops_the_heartbeat_and_an_idle_consumer(
 ) -> None:
     await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
-    await broker.scripts.complete(redis, "c1", [(got.entry, got.event_id, False)])
+    await settle_done(broker, "c1", [(got.entry, got.event_id, False)])
     await broker.heartbeat("c1", now_ms())
     assert await consumers(redis, keys) == {"c1": 0}
 
-    assert await broker.scripts.leave(redis, "c1") is True
+    assert await broker.leave("c1") is True
 
     s = await check(redis, keys)
     assert s.workers == {}
@@ -42,7 +42,7 @@ async def test_leave_keeps_a_consumer_that_still_owns_entries(
     await broker.heartbeat("c1", now_ms())
     before = await check(redis, keys)
 
-    assert await broker.scripts.leave(redis, "c1") is False
+    assert await broker.leave("c1") is False
 
     after = await check(redis, keys)
     assert after.workers == {}
@@ -55,7 +55,7 @@ async def test_leave_of_a_consumer_that_never_read_only_drops_the_heartbeat(
 ) -> None:
     await broker.heartbeat("c1", now_ms())
 
-    assert await broker.scripts.leave(redis, "c1") is True
+    assert await broker.leave("c1") is True
 
     s = await check(redis, keys)
     assert s.workers == {}
@@ -78,7 +78,7 @@ async def test_leave_before_the_stream_exists(redis: Redis, keys: Keys) -> None:
     fresh = Broker(redis, keys)  # no ensure_group: neither the stream nor the group exist
     await fresh.heartbeat("c1", now_ms())
 
-    assert await fresh.scripts.leave(redis, "c1") is True
+    assert await fresh.leave("c1") is True
 
     s = await check(redis, keys)
     assert s.workers == {}

@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, DeadEntry, Keys, Located
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_dead, settle_done, settle_retries
 from tests.support.conservation import check
 
 
@@ -27,7 +27,7 @@ async def test_retrying(broker: Broker, redis: Redis) -> None:
     [(event_id, env, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
     due = now_ms() + 60_000
-    await broker.scripts.schedule_retry(redis, "c1", [(got.entry, event_id, due, 2, 123, env)])
+    await settle_retries(broker, "c1", [(got.entry, event_id, due, 2, 123, env)])
 
     assert await broker.locate(event_id) == Located("retrying", env.decode(), 2, next_attempt_ms=due)
 
@@ -36,8 +36,8 @@ async def test_queued_again_after_promotion_keeps_attempts(broker: Broker, redis
     [(event_id, env, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
     now = now_ms()
-    await broker.scripts.schedule_retry(redis, "c1", [(got.entry, event_id, now - 1, 2, now, env)])
-    assert await broker.scripts.promote(redis, now, 10) == 1
+    await settle_retries(broker, "c1", [(got.entry, event_id, now - 1, 2, now, env)])
+    assert await broker.promote(now, 10) == 1
 
     assert await broker.locate(event_id) == Located("queued", env.decode(), 2)
     await deliver(broker, "c2", 1)
@@ -48,7 +48,7 @@ async def test_dead(broker: Broker, redis: Redis, keys: Keys) -> None:
     [(event_id, env, _)] = await ingest(broker, 1, type_="T")
     [got] = await deliver(broker, "c1", 1)
     dead = [(got.entry, event_id, "T", env, 4, "KeyError: x", "tb", 100, 200, True)]
-    await broker.scripts.dead_letter(redis, "c1", dead)
+    await settle_dead(broker, "c1", dead)
     [(dlq_entry, _)] = (await check(redis, keys)).dlq
 
     expected = DeadEntry(dlq_entry, event_id, "T", env.decode(), 4, "KeyError: x", "tb", 100, 200)
@@ -58,9 +58,9 @@ async def test_dead(broker: Broker, redis: Redis, keys: Keys) -> None:
 async def test_queued_after_replay_with_attempts_afresh(broker: Broker, redis: Redis, keys: Keys) -> None:
     [(event_id, env, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
-    await broker.scripts.dead_letter(redis, "c1", [(got.entry, event_id, "A", env, 4, "x", "", 1, 2, True)])
+    await settle_dead(broker, "c1", [(got.entry, event_id, "A", env, 4, "x", "", 1, 2, True)])
     [(dlq_entry, _)] = (await check(redis, keys)).dlq
-    await broker.scripts.replay(redis, [dlq_entry])
+    await broker.replay_dead([dlq_entry])
 
     assert await broker.locate(event_id) == Located("queued", env.decode(), 0)
 
@@ -68,7 +68,7 @@ async def test_queued_after_replay_with_attempts_afresh(broker: Broker, redis: R
 async def test_processed_event_is_not_in_redis(broker: Broker, redis: Redis) -> None:
     [(event_id, _, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
-    await broker.scripts.complete(redis, "c1", [(got.entry, event_id, False)])
+    await settle_done(broker, "c1", [(got.entry, event_id, False)])
 
     assert await broker.locate(event_id) is None
 
@@ -82,7 +82,7 @@ async def test_unknown(broker: Broker) -> None:
 async def test_each_event_is_located_independently(broker: Broker, redis: Redis) -> None:
     items = await ingest(broker, 3)
     [first, _] = await deliver(broker, "c1", 2)
-    await broker.scripts.complete(redis, "c1", [(first.entry, first.event_id, False)])
+    await settle_done(broker, "c1", [(first.entry, first.event_id, False)])
 
     located = [await broker.locate(event_id) for event_id, _, _ in items]
 

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import Item, deliver, ingest
+from tests.support.broker import Item, deliver, ingest, settle_retries
 from tests.support.conservation import check
 
 FIRST = 1_700_000_000_000
@@ -23,7 +23,7 @@ async def schedule(broker: Broker, dues: list[int], attempts: int = 1) -> list[I
         (g.entry, event_id, due, attempts, FIRST, env)
         for g, (event_id, env, _), due in zip(got, items, dues, strict=True)
     ]
-    assert await broker.scripts.schedule_retry(broker.redis, "c1", retries) == [True] * len(dues)
+    assert await settle_retries(broker, "c1", retries) == [True] * len(dues)
     return items
 
 
@@ -32,7 +32,7 @@ async def test_moves_a_due_retry_back_to_the_stream(broker: Broker, redis: Redis
     [(event_id, env, _)] = await schedule(broker, [now - 1], attempts=2)
     before = await check(redis, keys)
 
-    assert await broker.scripts.promote(redis, now, 100) == 1
+    assert await broker.promote(now, 100) == 1
 
     s = await check(redis, keys)
     [(entry, fields)] = s.stream
@@ -57,7 +57,7 @@ async def test_due_exactly_now_is_promoted(broker: Broker, redis: Redis, keys: K
     now = now_ms()
     await schedule(broker, [now])
 
-    assert await broker.scripts.promote(redis, now, 100) == 1
+    assert await broker.promote(now, 100) == 1
     s = await check(redis, keys)
     assert len(s.stream) == 1
     assert s.retry == {}
@@ -68,7 +68,7 @@ async def test_future_retries_stay(broker: Broker, redis: Redis, keys: Keys) -> 
     items = await schedule(broker, [now - 10, now + 60_000, now + 120_000])
     before = await check(redis, keys)
 
-    assert await broker.scripts.promote(redis, now, 100) == 1
+    assert await broker.promote(now, 100) == 1
 
     s = await check(redis, keys)
     assert s.stream_ids() == [items[0][0]]
@@ -77,7 +77,7 @@ async def test_future_retries_stay(broker: Broker, redis: Redis, keys: Keys) -> 
     assert {s.status[i[0]] for i in items[1:]} == {f"r:1:{FIRST}"}
 
     before = s
-    assert await broker.scripts.promote(redis, now, 100) == 0
+    assert await broker.promote(now, 100) == 0
     assert await check(redis, keys) == before
 
 
@@ -86,12 +86,12 @@ async def test_limit_moves_the_earliest_first(broker: Broker, redis: Redis, keys
     # scheduled in one order, due in another
     items = await schedule(broker, [now - 10, now - 50, now - 30, now - 40, now - 20])
 
-    assert await broker.scripts.promote(redis, now, 2) == 2
+    assert await broker.promote(now, 2) == 2
     s = await check(redis, keys)
     assert s.stream_ids() == [items[1][0], items[3][0]]
     assert set(s.retry) == {items[0][0], items[2][0], items[4][0]}
 
-    assert await broker.scripts.promote(redis, now, 10) == 3
+    assert await broker.promote(now, 10) == 3
     s = await check(redis, keys)
     assert s.stream_ids() == [items[1][0], items[3][0], items[2][0], items[4][0], items[0][0]]
     assert s.retry == {}
@@ -103,9 +103,7 @@ async def test_two_promoters_racing_enqueue_each_retry_once(broker: Broker, redi
     items = await schedule(broker, [now - i for i in range(50)])
     before = await check(redis, keys)
 
-    moved = await asyncio.gather(
-        broker.scripts.promote(redis, now, 1000), broker.scripts.promote(redis, now, 1000)
-    )
+    moved = await asyncio.gather(broker.promote(now, 1000), broker.promote(now, 1000))
 
     assert sum(moved) == 50
     assert sorted(moved) == [0, 50]
@@ -124,7 +122,7 @@ async def test_many_promoters_with_small_limits_enqueue_each_retry_once(
 
     async def drain() -> int:
         total = 0
-        while moved := await broker.scripts.promote(redis, now, 3):
+        while moved := await broker.promote(now, 3):
             total += moved
         return total
 
@@ -141,12 +139,12 @@ async def test_promoted_retry_can_fail_again_and_keeps_its_first_failure(
 ) -> None:
     now = now_ms()
     [(event_id, env, _)] = await schedule(broker, [now - 1])
-    await broker.scripts.promote(redis, now, 10)
+    await broker.promote(now, 10)
     [got] = await deliver(broker, "c2", 1)
     assert (got.attempts, got.first_failure_ms) == (1, FIRST)
 
     retry = [(got.entry, event_id, now + 60_000, got.attempts + 1, got.first_failure_ms or now, env)]
-    assert await broker.scripts.schedule_retry(redis, "c2", retry) == [True]
+    assert await settle_retries(broker, "c2", retry) == [True]
 
     s = await check(redis, keys)
     assert s.status == {event_id: f"r:2:{FIRST}"}
@@ -154,7 +152,7 @@ async def test_promoted_retry_can_fail_again_and_keeps_its_first_failure(
 
 
 async def test_empty_retry_set(broker: Broker, redis: Redis, keys: Keys) -> None:
-    assert await broker.scripts.promote(redis, now_ms(), 100) == 0
+    assert await broker.promote(now_ms(), 100) == 0
     s = await check(redis, keys)
     assert s.stream == []
     assert s.counters == {}

@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import deliver, ingest
+from tests.support.broker import deliver, ingest, settle_done, settle_retries
 from tests.support.conservation import Pending, check
 
 
@@ -16,7 +16,7 @@ async def test_moves_the_entry_to_the_retry_set(broker: Broker, redis: Redis, ke
     first = now_ms()
     due = first + 30_000
 
-    flags = await broker.scripts.schedule_retry(redis, "c1", [(got.entry, event_id, due, 1, first, env)])
+    flags = await settle_retries(broker, "c1", [(got.entry, event_id, due, 1, first, env)])
 
     assert flags == [True]
     s = await check(redis, keys)
@@ -38,7 +38,7 @@ async def test_each_envelope_goes_with_its_event(broker: Broker, redis: Redis, k
         for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
     ]
 
-    assert await broker.scripts.schedule_retry(redis, "c1", retries) == [True, True, True]
+    assert await settle_retries(broker, "c1", retries) == [True, True, True]
 
     s = await check(redis, keys)
     assert s.retry == {r[1]: r[2] for r in retries}
@@ -52,9 +52,7 @@ async def test_fencing_rejects_another_consumers_entry(broker: Broker, redis: Re
     [got] = await deliver(broker, "c1", 1)
     before = await check(redis, keys)
 
-    flags = await broker.scripts.schedule_retry(
-        redis, "c2", [(got.entry, event_id, now_ms(), 1, now_ms(), env)]
-    )
+    flags = await settle_retries(broker, "c2", [(got.entry, event_id, now_ms(), 1, now_ms(), env)])
 
     assert flags == [False]
     after = await check(redis, keys)
@@ -67,7 +65,7 @@ async def test_fencing_rejects_an_entry_never_delivered(broker: Broker, redis: R
     before = await check(redis, keys)
     [(entry, _)] = before.stream
 
-    flags = await broker.scripts.schedule_retry(redis, "c1", [(entry, event_id, now_ms(), 1, now_ms(), env)])
+    flags = await settle_retries(broker, "c1", [(entry, event_id, now_ms(), 1, now_ms(), env)])
 
     assert flags == [False]
     after = await check(redis, keys)
@@ -87,7 +85,7 @@ async def test_mixed_batch_keeps_envelopes_aligned(broker: Broker, redis: Redis,
         (c.entry, items[2][0], now + 3, 2, now - 5, items[2][1]),
     ]
 
-    assert await broker.scripts.schedule_retry(redis, "c1", retries) == [True, False, True]
+    assert await settle_retries(broker, "c1", retries) == [True, False, True]
 
     s = await check(redis, keys)
     assert s.stream_ids() == [items[1][0]]
@@ -104,9 +102,9 @@ async def test_scheduling_twice_moves_once(broker: Broker, redis: Redis, keys: K
     now = now_ms()
     retry = [(got.entry, event_id, now + 10_000, 1, now, env)]
 
-    assert await broker.scripts.schedule_retry(redis, "c1", retry) == [True]
+    assert await settle_retries(broker, "c1", retry) == [True]
     before = await check(redis, keys)
-    assert await broker.scripts.schedule_retry(redis, "c1", retry) == [False]
+    assert await settle_retries(broker, "c1", retry) == [False]
 
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
@@ -117,10 +115,10 @@ async def test_complete_after_retry_is_rejected(broker: Broker, redis: Redis, ke
     [(event_id, env, _)] = await ingest(broker, 1)
     [got] = await deliver(broker, "c1", 1)
     now = now_ms()
-    await broker.scripts.schedule_retry(redis, "c1", [(got.entry, event_id, now + 10_000, 1, now, env)])
+    await settle_retries(broker, "c1", [(got.entry, event_id, now + 10_000, 1, now, env)])
     before = await check(redis, keys)
 
-    assert await broker.scripts.complete(redis, "c1", [(got.entry, event_id, False)]) == [False]
+    assert await settle_done(broker, "c1", [(got.entry, event_id, False)]) == [False]
 
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
@@ -138,7 +136,7 @@ async def test_a_group_larger_than_one_chunk_keeps_every_field_with_its_event(
         for i, (g, (event_id, env, _)) in enumerate(zip(got, items, strict=True))
     ]
 
-    assert await broker.scripts.schedule_retry(redis, "c1", retries) == [True] * 2_100
+    assert await settle_retries(broker, "c1", retries) == [True] * 2_100
 
     s = await check(redis, keys)
     assert s.stream == []

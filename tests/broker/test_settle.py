@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from eventstream.broker import Broker, Keys
+from eventstream.broker import Broker, Completion, DeadLetter, Keys, ScheduledRetry
 from tests.support.broker import deliver, ingest
 from tests.support.conservation import check
 
@@ -15,12 +15,13 @@ async def test_completes_retries_and_dead_letters_a_group_and_fences_a_stranger(
     items = await ingest(broker, 4)
     got = await deliver(broker, "c1", 4)
     env = {item[0]: item[1] for item in items}
-    done = [(got[0].entry, got[0].event_id, False)]
-    retries = [(got[1].entry, got[1].event_id, 10**13, 1, 5, env[got[1].event_id])]
-    dead = [(got[2].entry, got[2].event_id, "A", env[got[2].event_id], 1, "boom", "tb", 5, 6, True)]
+    done = [Completion(got[0].entry, got[0].event_id, False)]
+    retries = [ScheduledRetry(got[1].entry, got[1].event_id, 10**13, 1, 5, env[got[1].event_id])]
+    dead = [DeadLetter(got[2].entry, got[2].event_id, "A", env[got[2].event_id], 1, "boom", "tb", 5, 6, True)]
 
     # another consumer names an entry it does not own: refused, the entry stays c1's
-    assert await broker.settle("c2", [(got[3].entry, got[3].event_id, False)], [], []) == ([False], [], [])
+    stranger = [Completion(got[3].entry, got[3].event_id, False)]
+    assert await broker.settle("c2", stranger, [], []) == ([False], [], [])
     flags = await broker.settle("c1", done, retries, dead, [("handler:3", 1)])
 
     assert flags == ([True], [True], [True])

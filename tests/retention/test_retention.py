@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError as SettingsError
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker.keys import Keys
@@ -40,7 +41,9 @@ async def test_prune_deletes_only_rows_older_than_the_cutoff_in_batches(sql_stor
     assert await retention.prune(store, 5_000, batch=100) == 0
 
 
-async def test_prune_keeps_the_dlq_and_only_one_worker_prunes_per_period(make_api: MakeApi) -> None:
+async def test_prune_keeps_the_dlq_and_only_one_worker_prunes_per_period(
+    redis: Redis, make_api: MakeApi
+) -> None:
     api = await make_api(retention=86_400, retention_interval=60)
     app = EventStream()
 
@@ -59,7 +62,7 @@ async def test_prune_keeps_the_dlq_and_only_one_worker_prunes_per_period(make_ap
     assert await retention.prune_if_my_turn(settings, broker, store, "w2") is None  # w1 has this period
     assert await store.count() == 1  # the recent processed event stays
     assert (await api.summary())["dlq"] == 1
-    assert await broker.redis.pttl(Keys(settings.prefix).lease("retention")) > 50_000
+    assert await redis.pttl(Keys(settings.prefix).lease("retention")) > 50_000
 
 
 async def test_retention_zero_keeps_everything(make_api: MakeApi) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.api import create_app
 from eventstream.auth.guard import is_loopback_host
@@ -34,10 +35,10 @@ def proxy(redis_url: str) -> Iterator[FaultProxy]:
 
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/keys"), ("GET", "/keys"), ("DELETE", "/keys/x")])
-async def test_anonymous_callers_cannot_manage_keys(api: Api, method: str, path: str) -> None:
+async def test_anonymous_callers_cannot_manage_keys(redis: Redis, api: Api, method: str, path: str) -> None:
     r = await api.client.request(method, path, json={"name": "mine", "scope": "admin"})
     assert_problem(r, 403, "eventstream keys create", "scope admin")
-    assert not await api.broker.redis.exists(Keys(api.settings.prefix).api_keys)
+    assert not await redis.exists(Keys(api.settings.prefix).api_keys)
 
 
 async def test_anonymous_callers_cannot_manage_keys_even_with_insecure(make_api: MakeApi) -> None:

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import structlog
+from redis.asyncio import Redis
 
 from eventstream.app import default_app
 from tests.support.asgi import Api, MakeApi, assert_problem
@@ -133,7 +134,7 @@ HOSTILE = ["a}b{c", "{x}", "*", "\n", "a\r\nSET x y", "?", "[a-z]", "../../etc",
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
-async def test_hostile_ids_never_become_redis_keys(api: Api, hostile: str) -> None:
+async def test_hostile_ids_never_become_redis_keys(redis: Redis, api: Api, hostile: str) -> None:
     tag = "{" + api.settings.prefix + "}"
     r = await api.client.post("/events", json={**EVENT, "id": hostile})
     assert r.status_code == 202, r.text
@@ -145,7 +146,7 @@ async def test_hostile_ids_never_become_redis_keys(api: Api, hostile: str) -> No
     assert (await api.client.get("/events/" + quote(hostile, safe=""))).status_code == 404
     assert (await api.client.get("/failed-events", params={"type": hostile})).status_code == 422
     await api.burst(default_app())
-    names = [k async for k in api.broker.redis.scan_iter(match=f"*{api.settings.prefix}*", count=1000)]
+    names = [k async for k in redis.scan_iter(match=f"*{api.settings.prefix}*", count=1000)]
     assert names
     for name in names:
         assert name.startswith(tag + ":"), name
@@ -161,9 +162,11 @@ async def test_hostile_types_are_refused(api: Api, hostile: str) -> None:
     assert await api.stream_len() == 0
 
 
-async def test_redis_memory_over_its_share_of_maxmemory_is_503_for_ingest_only(make_api: MakeApi) -> None:
+async def test_redis_memory_over_its_share_of_maxmemory_is_503_for_ingest_only(
+    redis: Redis, make_api: MakeApi
+) -> None:
     api = await make_api(max_memory_ratio=0.00001, max_backlog=0)
-    r = api.broker.redis
+    r = redis
     before = (await r.config_get("maxmemory"))["maxmemory"]
     await r.config_set("maxmemory", str(64 * 1024**3))  # far above use: nothing is evicted
     try:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from eventstream.api import create_app
 from eventstream.api.deps import Services
 from eventstream.app import EventStream
-from eventstream.broker import Broker
+from eventstream.broker import Broker, connect
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
@@ -70,7 +70,14 @@ class Api:
         return event_id
 
     async def stream_len(self) -> int:
-        return int(await self.broker.redis.xlen(self.broker.keys.stream))
+        """XLEN of the stream, read through a client of the test's own (not the app's)."""
+        url = self.settings.redis_url
+        assert url
+        redis = connect(url)
+        try:
+            return int(await redis.xlen(self.broker.keys.stream))
+        finally:
+            await redis.aclose()
 
     async def counters(self) -> dict[str, int]:
         return await self.broker.counters()

@@ -1,5 +1,5 @@
 """The broker tests' building blocks: envelopes as ingest builds them, the scripts driven
-directly (ingest, deliver, dead-letter), entries made to look idle, bounded polls of
+through the broker's intents (ingest, deliver, settle), entries made to look idle, bounded polls of
 Redis, and events enqueued the way the API does.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from eventstream.broker import GROUP, Broker, Keys
+from eventstream.broker import GROUP, Broker, Completion, DeadLetter, Keys, ScheduledRetry
 from eventstream.broker.scripts import Dedupe
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 
@@ -25,9 +25,30 @@ def make_items(n: int, type_: str = "A", key: str | None = None, start: int = 0)
 
 async def ingest(broker: Broker, n: int, type_: str = "A") -> list[Item]:
     items = make_items(n, type_)
-    results = await broker.scripts.ingest(broker.redis, items, 60_000)
+    results = await broker.enqueue(items, 60_000)
     assert results == [(item[0], False) for item in items]
     return items
+
+
+async def settle_done(
+    broker: Broker, consumer: str, done: list[Any], hist: list[tuple[str, int]] | None = None
+) -> list[bool]:
+    """complete.lua through Broker.settle: done is (entry, event id, skipped)."""
+    flags, _, _ = await broker.settle(consumer, done=[Completion(*d) for d in done], hist=hist or ())
+    return flags
+
+
+async def settle_retries(broker: Broker, consumer: str, retries: list[Any]) -> list[bool]:
+    """schedule_retry.lua through Broker.settle: (entry, event id, due ms, attempts, first ms, envelope)."""
+    _, flags, _ = await broker.settle(consumer, retries=[ScheduledRetry(*r) for r in retries])
+    return flags
+
+
+async def settle_dead(broker: Broker, consumer: str, dead: list[Any]) -> list[bool]:
+    """dead_letter.lua through Broker.settle: (entry, id, type, envelope, attempts, reason,
+    traceback, first ms, last ms, handler ran)."""
+    _, _, flags = await broker.settle(consumer, dead=[DeadLetter(*d) for d in dead])
+    return flags
 
 
 async def deliver(broker: Broker, consumer: str, n: int) -> list[Any]:
@@ -48,7 +69,7 @@ async def kill(broker: Broker, n: int, types: list[str] | None = None) -> list[I
         (g.entry, event_id, t, env, 3, "boom", "tb", 10, 20, True)
         for g, (event_id, env, _), t in zip(got, items, types, strict=True)
     ]
-    assert await broker.scripts.dead_letter(broker.redis, "c1", dead) == [True] * n
+    assert await settle_dead(broker, "c1", dead) == [True] * n
     return items
 
 

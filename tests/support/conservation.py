@@ -9,7 +9,7 @@ layout.
 
 ``check(redis, keys)`` snapshots everything EventStream keeps in Redis for one prefix
 (``state``) and asserts all of it; the broker tests use it after every script call.
-``assert_conserved(broker, store, ids)`` is the worker tests' check, with the store.
+``assert_conserved(redis, broker, store, ids)`` is the worker tests' check, with the store.
 """
 
 from __future__ import annotations
@@ -172,14 +172,14 @@ async def check(redis: Redis, keys: Keys) -> State:
     return s
 
 
-async def assert_conserved(broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
+async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
     """The audit's law holds; each id is in exactly one place (the store, the DLQ, the
     retry set, the stream) and the status hash agrees. Returns id -> place.
     """
-    r = broker.redis
+    r = redis
     k = broker.keys
     assert_law(await audit_now(broker, store))
-    dead = await dead_entries(broker)
+    dead = await dead_entries(redis, broker)
 
     in_store = await store.existing(ids)
     in_retry = set(await r.zrange(k.retry, 0, -1))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
+
 from eventstream.app import EventStream
 from eventstream.broker import Broker, DeadEntry
 from eventstream.broker.keys import GROUP
@@ -38,9 +40,9 @@ async def burst(
     return worker
 
 
-async def dead_entries(broker: Broker) -> dict[str, DeadEntry]:
+async def dead_entries(redis: Redis, broker: Broker) -> dict[str, DeadEntry]:
     """Every DLQ entry, by event id."""
-    raw = await broker.redis.xrange(broker.keys.dlq, "-", "+")
+    raw = await redis.xrange(broker.keys.dlq, "-", "+")
     out: dict[str, DeadEntry] = {}
     for entry, fields in raw:
         dead = DeadEntry.from_fields(entry, fields)
@@ -49,6 +51,6 @@ async def dead_entries(broker: Broker) -> dict[str, DeadEntry]:
     return out
 
 
-async def pending_count(broker: Broker) -> int:
-    info = await broker.redis.xpending(broker.keys.stream, GROUP)
+async def pending_count(redis: Redis, broker: Broker) -> int:
+    info = await redis.xpending(broker.keys.stream, GROUP)
     return int(info["pending"])

@@ -179,3 +179,48 @@ def test_no_module_imports_a_private_module_of_another_package() -> None:
                 if foreign_private(package, dotted):
                     wrong.append(f"{path.relative_to(SRC)}: {dotted}")
     assert not wrong, wrong
+
+
+# broker/ is the one door to Redis: no other module holds a client, a pipeline or the
+# script registry (the broker's private _redis and _scripts). Importing redis outside
+# broker/ is allowed only here, each with its reason; annotations do not count.
+REDIS_IMPORTERS = {
+    "transient.py": "the one table of transient backend errors names redis-py's types",
+    "api/problems.py": "a Redis reply that timed out answers 503 saying the request may have applied",
+    "worker/runner.py": "a stopping worker's leave and release may fail with any RedisError: it stops anyway",
+    "cli/keys.py": "the key commands report any RedisError as a one-line error",
+}
+REDIS_USE = r"\.redis\b|\._redis\b|\bpipeline\(|\bscripts\.[a-z_]+\(|\._scripts\b"
+
+
+def redis_imports(path: Path) -> set[str]:
+    """The redis modules a file imports, at any depth but annotations."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for child in ast.walk(node):
+            if isinstance(child, ast.Import):
+                names.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                names.add(child.module)
+    return {n for n in names if n.split(".")[0] == "redis"}
+
+
+def test_only_the_broker_talks_to_redis() -> None:
+    import re
+
+    outside = [p for p in sorted(SRC.rglob("*.py")) if p.relative_to(SRC).parts[0] != "broker"]
+    uses = [
+        f"{path.relative_to(SRC)}:{n}: {line.strip()}"
+        for path in outside
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(REDIS_USE, line)
+    ]
+    assert not uses, f"Redis commands outside broker/ (ask the broker for an intent): {uses}"
+
+    importers = {path.relative_to(SRC).as_posix() for path in outside if redis_imports(path)}
+    unlisted = sorted(importers - set(REDIS_IMPORTERS))
+    assert not unlisted, f"{unlisted} import redis outside broker/: go through the broker"
+    stale = sorted(set(REDIS_IMPORTERS) - importers)
+    assert not stale, f"{stale} no longer import redis: drop them from REDIS_IMPORTERS"

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker
@@ -24,7 +25,7 @@ from tests.support.workers import burst, dead_entries
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_handler_timeout_is_a_failed_attempt(
-    kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(handler_timeout=0.2, max_attempts=3)
     attempts: list[int] = []
@@ -61,12 +62,12 @@ async def test_handler_timeout_is_a_failed_attempt(
     assert counters["failed"] == 2
     assert counters["retried"] == 2
     assert counters["processed"] == 1
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_timeout_reason_names_the_timeout(
-    kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(handler_timeout=0.1, max_attempts=1)
     release = threading.Event()
@@ -89,7 +90,7 @@ async def test_timeout_reason_names_the_timeout(
         await burst(app, settings, broker, store)
     finally:
         release.set()
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert (
         dead.reason == "TimeoutError: handler took longer than its timeout of 0.1s (gave up after 1 attempt)"
     )
@@ -98,7 +99,7 @@ async def test_timeout_reason_names_the_timeout(
 
 
 async def test_handler_raising_timeout_error_itself_keeps_its_message(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(handler_timeout=5.0, max_attempts=1)
     app = EventStream("test")
@@ -109,12 +110,12 @@ async def test_handler_raising_timeout_error_itself_keeps_its_message(
 
     event_id = await put(broker, "A")
     await burst(app, settings, broker, store)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "TimeoutError: upstream API timed out (gave up after 1 attempt)"
 
 
 async def test_retries_then_dead_letter_with_full_record(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(max_attempts=4)
     calls: list[tuple[int, int]] = []  # (attempt, ms when called)
@@ -126,12 +127,12 @@ async def test_retries_then_dead_letter_with_full_record(
         raise ValueError("card declined")
 
     event_id = await put(broker, "PAY", {"amount": 5})
-    envelope_before = (await broker.redis.xrange(broker.keys.stream, "-", "+"))[0][1]["e"]
+    envelope_before = (await redis.xrange(broker.keys.stream, "-", "+"))[0][1]["e"]
     await burst(app, settings, broker, store)
     end = now_ms()
 
     assert [a for a, _ in calls] == [1, 2, 3, 4]
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "ValueError: card declined (gave up after 4 attempts)"
     assert dead.attempts == 4
     assert dead.type == "PAY"
@@ -152,11 +153,11 @@ async def test_retries_then_dead_letter_with_full_record(
     assert counters["dead_lettered"] == 1
     assert counters.get("processed", 0) == 0
     assert await store.get(event_id) is None
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 async def test_one_attempt_is_singular_in_the_reason(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     app = EventStream("test")
 
@@ -166,12 +167,12 @@ async def test_one_attempt_is_singular_in_the_reason(
 
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=1), broker, store)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "KeyError: 'k' (gave up after 1 attempt)"
 
 
 async def test_exception_without_message_reason_is_its_type(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     app = EventStream("test")
 
@@ -181,12 +182,12 @@ async def test_exception_without_message_reason_is_its_type(
 
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=2), broker, store)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "RuntimeError (gave up after 2 attempts)"
 
 
 async def test_failures_then_success_records_attempts(
-    settings: Settings, broker: Broker, store: SqlStore
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore
 ) -> None:
     attempts: list[int] = []
     app = EventStream("test")
@@ -206,11 +207,11 @@ async def test_failures_then_success_records_attempts(
     counters = await broker.counters()
     assert (counters["failed"], counters["retried"], counters["processed"]) == (2, 2, 1)
     assert counters.get("dead_lettered", 0) == 0
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 async def test_retry_is_scheduled_with_backoff_and_status(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # A long backoff keeps the retry scheduled, so where it waits can be inspected.
     settings = mk(retry_delay=1000.0, retry_max_delay=1000.0, max_attempts=5)
@@ -225,31 +226,31 @@ async def test_retry_is_scheduled_with_backoff_and_status(
     worker = Worker(app, settings, broker, store)
     task = asyncio.create_task(worker.run())
     try:
-        await wait_until(lambda: _scheduled(broker, event_id), what="the retry to be scheduled")
+        await wait_until(lambda: _scheduled(redis, broker, event_id), what="the retry to be scheduled")
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 10)
     after = now_ms()
-    due = await broker.redis.zscore(broker.keys.retry, event_id)
+    due = await redis.zscore(broker.keys.retry, event_id)
     assert due is not None
     # full jitter: due anywhere in [failure, failure + retry_delay]
     assert before <= due <= after + 1000 * 1000
-    status = await broker.redis.hget(broker.keys.status, event_id)
+    status = await redis.hget(broker.keys.status, event_id)
     assert status is not None
     attempts, first = status.split(":")[1:]
     assert attempts == "1"
     assert before <= int(first) <= after
-    assert await broker.redis.hexists(broker.keys.retry_body, event_id)
-    places = await assert_conserved(broker, store, [event_id])
+    assert await redis.hexists(broker.keys.retry_body, event_id)
+    places = await assert_conserved(redis, broker, store, [event_id])
     assert places == {event_id: "retry"}
 
 
-async def _scheduled(broker: Broker, event_id: str) -> bool:
-    return await broker.redis.zscore(broker.keys.retry, event_id) is not None
+async def _scheduled(redis: Redis, broker: Broker, event_id: str) -> bool:
+    return await redis.zscore(broker.keys.retry, event_id) is not None
 
 
 async def test_permanent_error_dead_letters_on_first_attempt(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     class InvalidOrder(PermanentError):
         pass
@@ -265,7 +266,7 @@ async def test_permanent_error_dead_letters_on_first_attempt(
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=5), broker, store)
     assert calls == [1]
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "InvalidOrder: order 7 does not exist"
     assert dead.attempts == 1
     assert "InvalidOrder" in dead.traceback
@@ -274,11 +275,11 @@ async def test_permanent_error_dead_letters_on_first_attempt(
     assert counters["failed"] == 1
     assert counters.get("retried", 0) == 0
     assert counters["dead_lettered"] == 1
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 async def test_permanent_error_after_retries_keeps_first_failure(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     calls: list[tuple[int, int]] = []
     app = EventStream("test")
@@ -292,7 +293,7 @@ async def test_permanent_error_after_retries_keeps_first_failure(
 
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=5), broker, store)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert [a for a, _ in calls] == [1, 2]
     assert dead.attempts == 2
     assert dead.reason == "PermanentError: now it is hopeless"
@@ -300,7 +301,7 @@ async def test_permanent_error_after_retries_keeps_first_failure(
 
 
 async def test_retry_signal_with_zero_delay_overrides_long_backoff(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # Backoff of up to 1000 s: the burst only ends if Retry(delay=0) is honoured.
     settings = mk(retry_delay=1000.0, retry_max_delay=1000.0)
@@ -318,7 +319,7 @@ async def test_retry_signal_with_zero_delay_overrides_long_backoff(
     assert attempts == [1, 2, 3]
     counters = await broker.counters()
     assert (counters["failed"], counters["retried"], counters["processed"]) == (2, 2, 1)
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 @pytest.mark.parametrize(
@@ -326,7 +327,7 @@ async def test_retry_signal_with_zero_delay_overrides_long_backoff(
     [(600, 600), (1e18, 900), (float("inf"), 900), (-5, 0), (float("nan"), None), ("soon", None)],
 )
 async def test_retry_signal_delay_sets_the_due_time_capped_by_the_max_delay(
-    settings: Settings, broker: Broker, store: SqlStore, delay: object, expected_s: float | None
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore, delay: object, expected_s: float | None
 ) -> None:
     settings = settings.model_copy(update={"retry_max_delay": 900.0, "retry_delay": 0.01})
     app = EventStream("test")
@@ -343,8 +344,8 @@ async def test_retry_signal_delay_sets_the_due_time_capped_by_the_max_delay(
     task = asyncio.create_task(worker.run())
     try:
         if expected_s:  # the handler's delay, capped at EVENTSTREAM_RETRY_MAX_DELAY
-            await wait_until(lambda: _scheduled(broker, event_id), what="the retry to be scheduled")
-            due = await broker.redis.zscore(broker.keys.retry, event_id)
+            await wait_until(lambda: _scheduled(redis, broker, event_id), what="the retry to be scheduled")
+            due = await redis.zscore(broker.keys.retry, event_id)
             assert due is not None
             assert tries[0] + expected_s * 1000 <= due <= now_ms() + expected_s * 1000
         else:  # no wait (a negative delay), or not a usable delay: the short ordinary backoff
@@ -356,7 +357,7 @@ async def test_retry_signal_delay_sets_the_due_time_capped_by_the_max_delay(
 
 
 async def test_retry_signal_still_respects_max_attempts(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     app = EventStream("test")
 
@@ -366,13 +367,13 @@ async def test_retry_signal_still_respects_max_attempts(
 
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=2), broker, store)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "Retry: not yet (gave up after 2 attempts)"
     assert dead.attempts == 2
 
 
 async def test_per_handler_policy_overrides_settings(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # Settings would retry 10 times after up to 1000 s and allow 30 s per try; the
     # handler says 2 tries, no delay, 0.05 s per try. The burst ends only if all hold.
@@ -396,17 +397,17 @@ async def test_per_handler_policy_overrides_settings(
     await burst(app, settings, broker, store)
 
     assert attempts == [1, 2]
-    dead = (await dead_entries(broker))[a]
+    dead = (await dead_entries(redis, broker))[a]
     assert (
         dead.reason
         == "TimeoutError: handler took longer than its timeout of 0.05s (gave up after 2 attempts)"
     )
     assert defaults == [1]
-    assert await assert_conserved(broker, store, [a, b]) == {a: "dlq", b: "store"}
+    assert await assert_conserved(redis, broker, store, [a, b]) == {a: "dlq", b: "store"}
 
 
 async def test_per_handler_max_attempts_above_settings(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     attempts: list[int] = []
     app = EventStream("test")
@@ -419,11 +420,11 @@ async def test_per_handler_max_attempts_above_settings(
     event_id = await put(broker, "A")
     await burst(app, mk(max_attempts=1), broker, store)
     assert attempts == [1, 2, 3, 4]
-    assert (await dead_entries(broker))[event_id].attempts == 4
+    assert (await dead_entries(redis, broker))[event_id].attempts == 4
 
 
 async def test_sync_timeout_does_not_block_other_events(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # A hung sync handler keeps its thread; others run on the remaining threads.
     settings = mk(sync_threads=2, max_attempts=1)
@@ -451,5 +452,5 @@ async def test_sync_timeout_does_not_block_other_events(
     finally:
         release.set()
     assert sorted(done) == sorted(oks)
-    places = await assert_conserved(broker, store, [hung, *oks])
+    places = await assert_conserved(redis, broker, store, [hung, *oks])
     assert places[hung] == "dlq"

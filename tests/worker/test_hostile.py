@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, StreamEntry
@@ -51,7 +52,7 @@ HOSTILE: dict[str, tuple[BaseException, str]] = {
 @pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 async def test_any_base_exception_ends_in_the_dlq_with_a_readable_reason(
-    mk: SettingsFactory, broker: Broker, store: SqlStore, case: str, sync: bool
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore, case: str, sync: bool
 ) -> None:
     exc, expected = HOSTILE[case]
     app = EventStream("test")
@@ -73,14 +74,14 @@ async def test_any_base_exception_ends_in_the_dlq_with_a_readable_reason(
     ok_id = await put(broker, "OK")
     worker = await burst(app, mk(max_attempts=2), broker, store)
     assert worker.settled >= 2
-    dead = (await dead_entries(broker))[bad_id]
+    dead = (await dead_entries(redis, broker))[bad_id]
     assert dead.reason.startswith(expected), dead.reason[:200]
     assert len(dead.reason) < 2_100
     assert len(dead.traceback) < 9_200
     dead.reason.encode()
     dead.traceback.encode()
     assert await store.get(ok_id) is not None  # the worker went on
-    await assert_conserved(broker, store, [bad_id, ok_id])
+    await assert_conserved(redis, broker, store, [bad_id, ok_id])
 
 
 async def test_an_infinite_retry_delay_is_capped_and_the_event_retried(
@@ -105,7 +106,7 @@ async def test_an_infinite_retry_delay_is_capped_and_the_event_retried(
 
 
 async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_event_retried(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(handler_timeout=0.1, handler_cancel_grace=0.2, max_attempts=2)
     app = EventStream("test")
@@ -131,7 +132,7 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_event_re
     try:
         ok_ids = [await put(broker, "OK") for _ in range(5)]
         await asyncio.wait_for(task, 10)  # the burst ends although two handlers still run
-        dead = (await dead_entries(broker))[bad_id]
+        dead = (await dead_entries(redis, broker))[bad_id]
         assert tries == [1, 2]
         assert dead.reason.startswith(
             "TimeoutError: handler took longer than its timeout of 0.1s and ignored cancellation "
@@ -141,7 +142,7 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_event_re
         assert len(worker.stuck) == 2
         for event_id in ok_ids:
             assert await store.get(event_id) is not None
-        await assert_conserved(broker, store, [bad_id, *ok_ids])
+        await assert_conserved(redis, broker, store, [bad_id, *ok_ids])
     finally:
         release.set()
         if not task.done():
@@ -154,7 +155,7 @@ async def test_a_handler_that_ignores_cancellation_is_abandoned_and_its_event_re
 
 
 async def test_shutdown_does_not_wait_for_a_handler_that_ignores_cancellation(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(handler_timeout=60, shutdown_grace=0.2, visibility_timeout=30)
     app = EventStream("test")
@@ -179,7 +180,7 @@ async def test_shutdown_does_not_wait_for_a_handler_that_ignores_cancellation(
         # grace (0.2 s) + cancelling for at most STOP_TASKS_S: run() returns without the handler
         await asyncio.wait_for(task, 15)
         # the entry was released for another worker at once, not left to the visibility timeout
-        [pending] = await broker.redis.xpending_range(broker.keys.stream, GROUP, "-", "+", 10)
+        [pending] = await redis.xpending_range(broker.keys.stream, GROUP, "-", "+", 10)
         assert pending["time_since_delivered"] >= 30_000  # idle as if its lease ran out
     finally:
         release.set()
@@ -188,7 +189,7 @@ async def test_shutdown_does_not_wait_for_a_handler_that_ignores_cancellation(
 
 
 async def test_a_stuck_sync_handler_does_not_starve_the_others(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(sync_threads=1, max_attempts=1)
     app = EventStream("test")
@@ -209,7 +210,7 @@ async def test_a_stuck_sync_handler_does_not_starve_the_others(
         worker = await burst(app, settings, broker, store)
         for event_id in ids:
             assert await store.get(event_id) is not None
-        assert hang_id in await dead_entries(broker)
+        assert hang_id in await dead_entries(redis, broker)
         assert worker.dispatcher.stuck_threads == 0  # a fresh worker, nothing stuck in it
     finally:
         release.set()
@@ -221,7 +222,7 @@ def test_the_hostile_cases_cover_base_exceptions() -> None:
 
 
 async def test_a_try_whose_running_fails_still_gets_an_outcome(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # What wraps the handler call (tracing, say) can fail too: the entry must not stay
     # in flight with no outcome; the try counts as failed like a handler's own error.
@@ -238,7 +239,7 @@ async def test_a_try_whose_running_fails_still_gets_an_outcome(
     worker = Worker(app, mk(), broker, store)
     worker._run = broken_wrapper
     await asyncio.wait_for(worker.run(burst=True), 30)
-    dead = (await dead_entries(broker))[event_id]
+    dead = (await dead_entries(redis, broker))[event_id]
     assert dead.reason == "RuntimeError: the wrapper broke (gave up after 2 attempts)"
     assert dead.attempts == 2
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])

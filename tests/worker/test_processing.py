@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream, default_app
 from eventstream.broker import Broker
@@ -26,7 +27,7 @@ from tests.support.workers import burst, dead_entries, pending_count
 
 
 async def test_success_writes_store_row_and_counts(
-    settings: Settings, broker: Broker, store: SqlStore
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore
 ) -> None:
     seen: list[Event] = []
     app = EventStream("test")
@@ -85,12 +86,12 @@ async def test_success_writes_store_row_and_counts(
     assert sum(v for f, v in hist.items() if f.startswith("handler:") and f.split(":")[1].isdigit()) == 1
     assert worker.settled == 1
 
-    assert await pending_count(broker) == 0
+    assert await pending_count(redis, broker) == 0
     # a clean stop removes the heartbeat and the idle consumer
-    assert await broker.redis.zscore(broker.keys.workers, "w1") is None
-    consumers = await broker.redis.xinfo_consumers(broker.keys.stream, GROUP)
+    assert await redis.zscore(broker.keys.workers, "w1") is None
+    consumers = await redis.xinfo_consumers(broker.keys.stream, GROUP)
     assert all(c["name"] != "w1" for c in consumers)
-    assert await assert_conserved(broker, store, [event_id]) == {event_id: "store"}
+    assert await assert_conserved(redis, broker, store, [event_id]) == {event_id: "store"}
 
 
 async def test_histogram_records_handler_duration_bucket(
@@ -115,7 +116,7 @@ async def test_histogram_records_handler_duration_bucket(
 
 
 async def test_async_handlers_run_concurrently_up_to_the_limit(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     limit = 5
     settings = mk(concurrency=limit, batch_size=50)
@@ -145,12 +146,12 @@ async def test_async_handlers_run_concurrently_up_to_the_limit(
     assert full.is_set()
     assert most == limit
     assert await store.count() == 23
-    places = await assert_conserved(broker, store, ids)
+    places = await assert_conserved(redis, broker, store, ids)
     assert set(places.values()) == {"store"}
 
 
 async def test_sync_handlers_run_in_worker_threads(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     n = 3
     settings = mk(sync_threads=n, concurrency=10)
@@ -174,11 +175,11 @@ async def test_sync_handlers_run_in_worker_threads(
     counters = await broker.counters()
     assert counters["processed"] == n
     assert counters.get("failed", 0) == 0
-    await assert_conserved(broker, store, ids)
+    await assert_conserved(redis, broker, store, ids)
 
 
 async def test_queued_sync_handlers_are_not_charged_for_waiting_for_a_thread(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # One thread, six events: each handler takes a quarter of its timeout, but the
     # last one waits five handler-durations for the thread. Waiting is not running.
@@ -193,22 +194,24 @@ async def test_queued_sync_handlers_are_not_charged_for_waiting_for_a_thread(
 
     ids = await put_many(broker, 6)
     await burst(app, settings, broker, store)
-    dead = await dead_entries(broker)
+    dead = await dead_entries(redis, broker)
     assert not dead, [d.reason for d in dead.values()]
     assert sorted(calls) == sorted(ids)
     assert (await broker.counters()).get("failed", 0) == 0
 
 
-async def test_default_app_processes_any_type(settings: Settings, broker: Broker, store: SqlStore) -> None:
+async def test_default_app_processes_any_type(
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore
+) -> None:
     ids = [await put(broker, t) for t in ("A", "payment.created", "x:y-z_1", "A")]
     await burst(default_app(), settings, broker, store)
     assert await store.existing(ids) == set(ids)
     assert (await broker.counters())["processed"] == 4
-    await assert_conserved(broker, store, ids)
+    await assert_conserved(redis, broker, store, ids)
 
 
 async def test_type_without_handler_is_dead_lettered(
-    settings: Settings, broker: Broker, store: SqlStore
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore
 ) -> None:
     calls: list[str] = []
     app = EventStream("shop")
@@ -222,7 +225,7 @@ async def test_type_without_handler_is_dead_lettered(
     await burst(app, settings, broker, store)
 
     assert calls == ["A"]
-    dead = await dead_entries(broker)
+    dead = await dead_entries(redis, broker)
     assert set(dead) == {unknown}
     d = dead[unknown]
     assert d.reason.startswith("NoHandler: ")
@@ -235,11 +238,11 @@ async def test_type_without_handler_is_dead_lettered(
     counters = await broker.counters()
     assert counters["dead_lettered"] == 1
     assert counters.get("failed", 0) == 0  # no handler ran, so no attempt failed
-    assert await assert_conserved(broker, store, [known, unknown]) == {known: "store", unknown: "dlq"}
+    assert await assert_conserved(redis, broker, store, [known, unknown]) == {known: "store", unknown: "dlq"}
 
 
 async def test_wildcard_handler_takes_types_without_their_own(
-    settings: Settings, broker: Broker, store: SqlStore
+    redis: Redis, settings: Settings, broker: Broker, store: SqlStore
 ) -> None:
     seen: list[tuple[str, str]] = []
     app = EventStream("test")
@@ -255,7 +258,7 @@ async def test_wildcard_handler_takes_types_without_their_own(
     ids = [await put(broker, "A"), await put(broker, "B")]
     await burst(app, settings, broker, store)
     assert sorted(seen) == [("specific", "A"), ("wildcard", "B")]
-    await assert_conserved(broker, store, ids)
+    await assert_conserved(redis, broker, store, ids)
 
 
 MALFORMED: list[tuple[str, dict[str, str]]] = [
@@ -272,7 +275,7 @@ MALFORMED: list[tuple[str, dict[str, str]]] = [
 
 @pytest.mark.parametrize(("label", "fields"), MALFORMED, ids=[m[0] for m in MALFORMED])
 async def test_malformed_entry_is_dead_lettered_not_a_crash(
-    label: str, fields: dict[str, str], settings: Settings, broker: Broker, store: SqlStore
+    redis: Redis, label: str, fields: dict[str, str], settings: Settings, broker: Broker, store: SqlStore
 ) -> None:
     calls: list[str] = []
     app = EventStream("test")
@@ -283,7 +286,7 @@ async def test_malformed_entry_is_dead_lettered_not_a_crash(
 
     good_before = await put(broker, "A")
     bad_id = f"bad-{label.replace(' ', '-')}"
-    r = broker.redis
+    r = redis
     entry = await r.xadd(broker.keys.stream, {"id": bad_id, **fields})
     # what ingest would have done beside the XADD, so the books balance
     await r.hset(broker.keys.status, bad_id, f"q:{entry}")
@@ -293,7 +296,7 @@ async def test_malformed_entry_is_dead_lettered_not_a_crash(
     await burst(app, settings, broker, store)
 
     assert sorted(calls) == sorted([good_before, good_after])
-    dead = await dead_entries(broker)
+    dead = await dead_entries(redis, broker)
     assert set(dead) == {bad_id}
     assert dead[bad_id].reason.startswith("MalformedEvent: ")
     assert dead[bad_id].envelope == fields.get("e", "")
@@ -301,12 +304,12 @@ async def test_malformed_entry_is_dead_lettered_not_a_crash(
     assert counters["processed"] == 2
     assert counters["dead_lettered"] == 1
     assert counters.get("failed", 0) == 0
-    places = await assert_conserved(broker, store, [good_before, bad_id, good_after])
+    places = await assert_conserved(redis, broker, store, [good_before, bad_id, good_after])
     assert places[bad_id] == "dlq"
 
 
 async def test_many_events_mixed_outcomes_are_conserved(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(concurrency=8, batch_size=7, max_attempts=3)
     app = EventStream("test")
@@ -333,7 +336,7 @@ async def test_many_events_mixed_outcomes_are_conserved(
 
     await burst(app, settings, broker, store)
 
-    places = await assert_conserved(broker, store, everything)
+    places = await assert_conserved(redis, broker, store, everything)
     expected: dict[str, Any] = {**dict.fromkeys(ids["OK"] + ids["FLAKY"], "store")}
     expected.update(dict.fromkeys(ids["BAD"] + ids["NONE"], "dlq"))
     assert places == expected

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
+
 from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP
@@ -17,7 +19,7 @@ from tests.support.waiting import wait_until
 
 
 async def test_reclaimed_events_do_not_wait_behind_new_work(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     started: list[str] = []
     app = EventStream("test")
@@ -41,7 +43,7 @@ async def test_reclaimed_events_do_not_wait_behind_new_work(
     try:
         await wait_until(lambda: started.count("S") >= 3, what="the worker to be saturated")
         # the dead worker's lease runs out now, while every slot is taken by new work
-        await broker.redis.xclaim(
+        await redis.xclaim(
             broker.keys.stream, GROUP, "dead-worker", 0, [h.entry for h in held], idle=31_000, justid=True
         )
         busy_since = started.count("S")
@@ -52,5 +54,5 @@ async def test_reclaimed_events_do_not_wait_behind_new_work(
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 30)
-    places = await assert_conserved(broker, store, orphans + new)
+    places = await assert_conserved(redis, broker, store, orphans + new)
     assert [places[o] for o in orphans] == ["store", "store"]

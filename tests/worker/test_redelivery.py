@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker
@@ -16,7 +17,7 @@ from eventstream.event import Event, decode_envelope
 from eventstream.ingest.accept import now_ms
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker import Worker
-from tests.support.broker import put
+from tests.support.broker import put, settle_retries
 from tests.support.conservation import assert_conserved
 from tests.support.factories import SettingsFactory
 from tests.support.waiting import wait_until
@@ -34,7 +35,7 @@ def recording_app(calls: list[str]) -> EventStream:
 
 
 async def test_redelivered_event_already_in_store_is_acked_without_running(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     stored_id = await put(broker, "A")
     unstored_id = await put(broker, "A")
@@ -72,21 +73,21 @@ async def test_redelivered_event_already_in_store_is_acked_without_running(
     assert counters["redelivered_skipped"] == 1
     assert counters["processed"] == 2
     assert counters.get("failed", 0) == 0
-    assert await pending_count(broker) == 0
-    places = await assert_conserved(broker, store, [stored_id, unstored_id])
+    assert await pending_count(redis, broker) == 0
+    places = await assert_conserved(redis, broker, store, [stored_id, unstored_id])
     assert set(places.values()) == {"store"}
 
 
 async def test_promoted_retry_already_in_store_is_not_run_again(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     # An entry carrying attempts > 0 is checked against the store even on first read.
     event_id = await put(broker, "A")
     [e] = await broker.read_new("dead-worker", 10, 10)
     # it failed once and was scheduled, then (say) a replayed copy got processed
     due = now_ms()
-    [ok] = await broker.scripts.schedule_retry(
-        broker.redis, "dead-worker", [(e.entry, event_id, due, 1, due, e.envelope.encode())]
+    [ok] = await settle_retries(
+        broker, "dead-worker", [(e.entry, event_id, due, 1, due, e.envelope.encode())]
     )
     assert ok
     env = decode_envelope(e.envelope)
@@ -98,27 +99,27 @@ async def test_promoted_retry_already_in_store_is_not_run_again(
     assert calls == []
     counters = await broker.counters()
     assert counters["redelivered_skipped"] == 1
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
-async def _deliver_times(broker: Broker, times: int) -> str:
+async def _deliver_times(redis: Redis, broker: Broker, times: int) -> str:
     """Deliver the oldest entry ``times`` times to dead consumers; returns its entry id."""
     [e] = await broker.read_new("dead-1", 1, 10)
     for i in range(2, times + 1):
-        claimed = await broker.redis.xclaim(broker.keys.stream, GROUP, f"dead-{i}", 0, [e.entry])
+        claimed = await redis.xclaim(broker.keys.stream, GROUP, f"dead-{i}", 0, [e.entry])
         assert claimed
     return e.entry
 
 
 @pytest.mark.parametrize("max_deliveries", [1, 3])
 async def test_entry_delivered_max_deliveries_times_goes_to_dlq(
-    max_deliveries: int, mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, max_deliveries: int, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     poisoned = await put(broker, "A")
-    await _deliver_times(broker, max_deliveries)
+    await _deliver_times(redis, broker, max_deliveries)
     survivor = await put(broker, "A")
     if max_deliveries > 1:
-        await _deliver_times(broker, max_deliveries - 1)  # one delivery short of the limit
+        await _deliver_times(redis, broker, max_deliveries - 1)  # one delivery short of the limit
 
     calls: list[str] = []
     settings = mk(visibility_timeout=0.2, max_deliveries=max_deliveries)
@@ -126,7 +127,7 @@ async def test_entry_delivered_max_deliveries_times_goes_to_dlq(
     await burst(recording_app(calls), settings, broker, store)
 
     assert calls == [survivor]
-    dead = (await dead_entries(broker))[poisoned]
+    dead = (await dead_entries(redis, broker))[poisoned]
     assert dead.reason.startswith(f"WorkerLost: delivered {max_deliveries} times")
     assert dead.attempts == max_deliveries
     assert dead.type == "A"
@@ -137,12 +138,15 @@ async def test_entry_delivered_max_deliveries_times_goes_to_dlq(
     assert counters.get("failed", 0) == 0
     # the survivor was reclaimed (and run) only when it had been delivered before
     assert counters.get("reclaimed", 0) == (1 if max_deliveries > 1 else 0)
-    assert await assert_conserved(broker, store, [poisoned, survivor]) == {poisoned: "dlq", survivor: "store"}
+    assert await assert_conserved(redis, broker, store, [poisoned, survivor]) == {
+        poisoned: "dlq",
+        survivor: "store",
+    }
 
 
 @pytest.mark.parametrize("kind", ["async", "sync"])
 async def test_lease_renewal_keeps_a_long_handler_from_being_reclaimed(
-    kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, kind: str, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(visibility_timeout=0.25)
     calls: list[str] = []
@@ -179,12 +183,12 @@ async def test_lease_renewal_keeps_a_long_handler_from_being_reclaimed(
     assert counters.get("reclaimed", 0) == 0
     assert counters.get("rejected_completions", 0) == 0
     assert counters["processed"] == 1
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 @pytest.mark.parametrize("late_outcome", ["success", "failure", "permanent"])
 async def test_fenced_worker_outcome_is_rejected(
-    late_outcome: str, mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, late_outcome: str, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     """The first worker stalls (its lease is not renewed in time), the second reclaims and
     finishes; whatever the first one reports afterwards is refused."""
@@ -224,13 +228,13 @@ async def test_fenced_worker_outcome_is_rejected(
     assert counters.get("retried", 0) == 0
     assert counters.get("dead_lettered", 0) == 0
     assert await store.count() == 1
-    assert await broker.redis.zcard(broker.keys.retry) == 0
-    assert await broker.redis.xlen(broker.keys.dlq) == 0
-    assert await assert_conserved(broker, store, [event_id]) == {event_id: "store"}
+    assert await redis.zcard(broker.keys.retry) == 0
+    assert await redis.xlen(broker.keys.dlq) == 0
+    assert await assert_conserved(redis, broker, store, [event_id]) == {event_id: "store"}
 
 
 async def test_sync_handler_outcome_is_fenced_too(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     calls: list[str] = []
     release = threading.Event()
@@ -256,11 +260,11 @@ async def test_sync_handler_outcome_is_fenced_too(
     await slow_task
     counters = await broker.counters()
     assert (counters["processed"], counters["rejected_completions"]) == (1, 1)
-    assert await assert_conserved(broker, store, [event_id]) == {event_id: "store"}
+    assert await assert_conserved(redis, broker, store, [event_id]) == {event_id: "store"}
 
 
 async def test_worker_reclaims_only_idle_entries_of_others(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     """A live worker's fresh entry is not taken; once it goes quiet past the timeout, it is."""
     event_id = await put(broker, "A")
@@ -271,4 +275,4 @@ async def test_worker_reclaims_only_idle_entries_of_others(
     await wait_until(lambda: bool(calls), what="the entry to be reclaimed after its timeout")
     await asyncio.wait_for(task, 10)
     assert calls == [event_id]
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])

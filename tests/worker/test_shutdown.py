@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio import Redis
+
 from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP
@@ -18,7 +20,7 @@ from tests.support.workers import burst, pending_count
 
 
 async def test_stop_lets_in_flight_handlers_finish_and_record(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     settings = mk(shutdown_grace=10.0)
     started: list[str] = []
@@ -46,14 +48,16 @@ async def test_stop_lets_in_flight_handlers_finish_and_record(
     assert sorted(finished) == sorted(ids)
     assert await store.existing(ids) == set(ids)
     assert (await broker.counters())["processed"] == 3
-    assert await pending_count(broker) == 0
+    assert await pending_count(redis, broker) == 0
     assert worker.settled == 3
-    assert await broker.redis.zscore(broker.keys.workers, "stopping") is None
-    places = await assert_conserved(broker, store, ids)
+    assert await redis.zscore(broker.keys.workers, "stopping") is None
+    places = await assert_conserved(redis, broker, store, ids)
     assert set(places.values()) == {"store"}
 
 
-async def test_stop_reads_no_new_events(mk: SettingsFactory, broker: Broker, store: SqlStore) -> None:
+async def test_stop_reads_no_new_events(
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
+) -> None:
     calls: list[str] = []
     app = EventStream("test")
 
@@ -63,21 +67,21 @@ async def test_stop_reads_no_new_events(mk: SettingsFactory, broker: Broker, sto
 
     worker = Worker(app, mk(), broker, store)
     task = asyncio.create_task(worker.run())
-    await wait_until(lambda: _has_consumer(broker, worker.consumer), what="the worker to start")
+    await wait_until(lambda: _has_consumer(redis, broker, worker.consumer), what="the worker to start")
     worker.request_stop()
     await asyncio.wait_for(task, 10)
     ids = await put_many(broker, 2)  # arrive after the stop
     assert calls == []
-    places = await assert_conserved(broker, store, ids)
+    places = await assert_conserved(redis, broker, store, ids)
     assert set(places.values()) == {"stream"}
 
 
-async def _has_consumer(broker: Broker, consumer: str) -> bool:
-    return await broker.redis.zscore(broker.keys.workers, consumer) is not None
+async def _has_consumer(redis: Redis, broker: Broker, consumer: str) -> bool:
+    return await redis.zscore(broker.keys.workers, consumer) is not None
 
 
 async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
-    mk: SettingsFactory, broker: Broker, store: SqlStore
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
 ) -> None:
     calls: list[tuple[str, str]] = []  # (worker, event id)
     quick_done = asyncio.Event()
@@ -103,13 +107,13 @@ async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
 
     # the quick one was recorded; the slow one is still pending, owned by "first"
     assert await store.existing([slow_id, quick_id]) == {quick_id}
-    pending = await broker.redis.xpending_range(broker.keys.stream, GROUP, "-", "+", 10)
+    pending = await redis.xpending_range(broker.keys.stream, GROUP, "-", "+", 10)
     assert [(p["consumer"], p["times_delivered"]) for p in pending] == [("first", 1)]
     # released: it looks idle for a whole visibility timeout, so it need not wait one
     assert pending[0]["time_since_delivered"] >= 60_000
-    assert await broker.redis.hget(broker.keys.status, slow_id) is not None
+    assert await redis.hget(broker.keys.status, slow_id) is not None
     # the consumer that still owns work is kept in the group, so its entries can be reclaimed
-    consumers = {c["name"] for c in await broker.redis.xinfo_consumers(broker.keys.stream, GROUP)}
+    consumers = {c["name"] for c in await redis.xinfo_consumers(broker.keys.stream, GROUP)}
     assert "first" in consumers
     assert (await broker.counters())["processed"] == 1
 
@@ -120,11 +124,13 @@ async def test_handler_outliving_grace_is_left_pending_for_the_next_worker(
     counters = await broker.counters()
     assert counters["processed"] == 2
     assert counters["reclaimed"] == 1
-    assert await pending_count(broker) == 0
-    await assert_conserved(broker, store, [slow_id, quick_id])
+    assert await pending_count(redis, broker) == 0
+    await assert_conserved(redis, broker, store, [slow_id, quick_id])
 
 
-async def test_stop_while_all_slots_are_busy(mk: SettingsFactory, broker: Broker, store: SqlStore) -> None:
+async def test_stop_while_all_slots_are_busy(
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore
+) -> None:
     # With every slot taken the reader waits for space; a stop must still end the run.
     settings = mk(concurrency=2, shutdown_grace=5.0)
     started: list[str] = []
@@ -144,6 +150,6 @@ async def test_stop_while_all_slots_are_busy(mk: SettingsFactory, broker: Broker
     gate.set()
     await asyncio.wait_for(task, 10)
     assert len(started) == 2  # nothing new was started after the stop
-    places = await assert_conserved(broker, store, ids)
+    places = await assert_conserved(redis, broker, store, ids)
     assert sorted(places.values()) == ["store", "store", "stream", "stream", "stream"]
-    assert await pending_count(broker) == 0
+    assert await pending_count(redis, broker) == 0

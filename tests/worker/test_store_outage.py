@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker
@@ -38,18 +39,18 @@ def counting_app(calls: list[str]) -> EventStream:
     return app
 
 
-async def _stays_unsettled(broker: Broker, store: SqlStore, worker: Worker, n: int) -> None:
+async def _stays_unsettled(redis: Redis, broker: Broker, store: SqlStore, worker: Worker, n: int) -> None:
     """While the store is down: every entry pending, nothing acknowledged or counted."""
     for _ in range(10):  # look several times over ~100 ms: it must stay that way
-        assert await pending_count(broker) == n
-        assert await broker.redis.xlen(broker.keys.stream) == n
+        assert await pending_count(redis, broker) == n
+        assert await redis.xlen(broker.keys.stream) == n
         assert (await broker.counters()).get("processed", 0) == 0
         assert worker.settled == 0
         await asyncio.sleep(0.01)
 
 
 async def test_store_locked_keeps_events_pending_then_completes(
-    mk: SettingsFactory, broker: Broker, store: SqlStore, tmp_path: Path
+    redis: Redis, mk: SettingsFactory, broker: Broker, store: SqlStore, tmp_path: Path
 ) -> None:
     calls: list[str] = []
     ids = await put_many(broker, 4)
@@ -59,7 +60,7 @@ async def test_store_locked_keeps_events_pending_then_completes(
         worker = Worker(counting_app(calls), mk(), broker, store)
         task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
         await wait_until(lambda: len(calls) == 4, what="the handlers to run")
-        await _stays_unsettled(broker, store, worker, 4)
+        await _stays_unsettled(redis, broker, store, worker, 4)
         locker.execute("COMMIT")
     finally:
         locker.close()
@@ -67,8 +68,8 @@ async def test_store_locked_keeps_events_pending_then_completes(
     assert sorted(calls) == sorted(ids)  # each ran once: waiting did not re-run them
     assert await store.existing(ids) == set(ids)
     assert (await broker.counters())["processed"] == 4
-    assert await pending_count(broker) == 0
-    await assert_conserved(broker, store, ids)
+    assert await pending_count(redis, broker) == 0
+    await assert_conserved(redis, broker, store, ids)
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ async def movable_store(tmp_path: Path) -> AsyncIterator[tuple[SqlStore, Path]]:
 
 
 async def test_store_unreachable_keeps_events_pending_then_completes(
-    mk: SettingsFactory, broker: Broker, movable_store: tuple[SqlStore, Path], tmp_path: Path
+    redis: Redis, mk: SettingsFactory, broker: Broker, movable_store: tuple[SqlStore, Path], tmp_path: Path
 ) -> None:
     store, directory = movable_store
     calls: list[str] = []
@@ -97,17 +98,17 @@ async def test_store_unreachable_keeps_events_pending_then_completes(
     task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
     try:
         await wait_until(lambda: len(calls) == 3, what="the handlers to run")
-        await _stays_unsettled(broker, store, worker, 3)
+        await _stays_unsettled(redis, broker, store, worker, 3)
     finally:
         away.rename(directory)
     await task
     assert sorted(calls) == sorted(ids)
     assert await store.existing(ids) == set(ids)
-    await assert_conserved(broker, store, ids)
+    await assert_conserved(redis, broker, store, ids)
 
 
 async def test_store_unreachable_for_a_redelivery_check(
-    mk: SettingsFactory, broker: Broker, movable_store: tuple[SqlStore, Path], tmp_path: Path
+    redis: Redis, mk: SettingsFactory, broker: Broker, movable_store: tuple[SqlStore, Path], tmp_path: Path
 ) -> None:
     """A reclaimed entry is checked against the store before running; that check waits too."""
     store, directory = movable_store
@@ -127,7 +128,7 @@ async def test_store_unreachable_for_a_redelivery_check(
         away.rename(directory)
     await task
     assert calls == [event_id]
-    await assert_conserved(broker, store, [event_id])
+    await assert_conserved(redis, broker, store, [event_id])
 
 
 async def _reclaimed(broker: Broker) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -14,8 +13,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from eventstream.broker.entries import DeadEntry, Located, StreamEntry
 from eventstream.broker.keys import GROUP, Keys
-from eventstream.broker.scripts import Dedupe, Scripts
+from eventstream.broker.reads import StateReads
+from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
 
 log = structlog.get_logger("eventstream.broker")
@@ -62,81 +63,25 @@ def _closed_is_connection_error(cls: type[AbstractConnection]) -> type[AbstractC
     return Guarded
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEntry:
-    """One stream entry as read by a worker."""
-
-    entry: str
-    event_id: str
-    attempts: int  # attempts already made before this delivery
-    first_failure_ms: int | None
-    envelope: str
-
-    @classmethod
-    def from_fields(cls, entry: str, fields: dict[str, str]) -> StreamEntry:
-        first = fields.get("f") or ""
-        return cls(
-            entry=entry,
-            event_id=fields.get("id", ""),
-            attempts=int(fields.get("a") or 0),
-            first_failure_ms=int(first) if first else None,
-            envelope=fields.get("e", ""),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DeadEntry:
-    """One DLQ entry."""
-
-    dlq_entry: str
-    event_id: str
-    type: str
-    envelope: str
-    attempts: int
-    reason: str
-    traceback: str
-    first_failure_ms: int
-    last_failure_ms: int
-
-    @classmethod
-    def from_fields(cls, entry: str, f: dict[str, str]) -> DeadEntry:
-        return cls(
-            dlq_entry=entry,
-            event_id=f.get("id", ""),
-            type=f.get("t", ""),
-            envelope=f.get("e", ""),
-            attempts=int(f.get("a") or 0),
-            reason=f.get("reason", ""),
-            traceback=f.get("tb", ""),
-            first_failure_ms=int(f.get("ff") or 0),
-            last_failure_ms=int(f.get("lf") or 0),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Located:
-    """Where a live (not yet processed) event is in Redis."""
-
-    status: str  # queued | processing | retrying | dead
-    envelope: str
-    attempts: int
-    next_attempt_ms: int | None = None
-    dead: DeadEntry | None = None
-
-
 class Broker:
-    """Redis operations for one deployment prefix."""
+    """Redis operations for one deployment prefix.
+
+    The client and the script registry are the broker's own: callers ask for intents.
+    ``reads`` holds the reads of the whole state: the metrics snapshot and the audit's
+    walk (reads.py).
+    """
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+        self._redis = redis
         self.keys = keys
-        self.scripts = Scripts(redis, keys)
+        self._scripts = Scripts(redis, keys)
+        self.reads = StateReads(redis, keys)
 
     @property
     def _r(self) -> Any:
         # The client decodes replies to str (decode_responses=True), which redis-py's
         # annotations cannot express; reads go through this untyped view.
-        return self.redis
+        return self._redis
 
     async def ensure_group(self) -> None:
         """Create the stream and its consumer group if missing (idempotent)."""
@@ -181,47 +126,7 @@ class Broker:
     ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """Counters, gauges and histograms read in one MULTI: one instant, so what they
         show obeys the conservation law exactly, even while workers run."""
-        k = self.keys
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.hgetall(k.counters)
-            pipe.hgetall(k.hist)
-            pipe.xlen(k.stream)
-            pipe.zcard(k.retry)
-            pipe.xlen(k.dlq)
-            pipe.zcount(k.workers, now_ms - worker_ttl_ms, "+inf")
-            pipe.zcount(k.retry, "-inf", now_ms)
-            pipe.xinfo_groups(k.stream)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies[:-1]:
-            if isinstance(reply, Exception):
-                raise reply
-        counters, hist, length, scheduled, dlq, workers, overdue, groups = replies
-        pending, lag = 0, 0
-        if not isinstance(groups, ResponseError):  # an error: no stream yet
-            for group in groups:
-                if group["name"] == GROUP:
-                    pending = int(group["pending"])
-                    # Redis derives lag from counters that a restart can leave off (after an
-                    # AOF reload it read 73,154 with nothing queued): never more than queued.
-                    queued = max(int(length) - pending, 0)
-                    lag_value = group.get("lag")
-                    lag = min(int(lag_value), queued) if lag_value is not None else queued
-        elif "no such key" not in str(groups):
-            raise groups
-        gauges = {
-            "queued": max(int(length) - pending, 0),
-            "pending": pending,
-            "scheduled": int(scheduled),
-            "dlq": int(dlq),
-            "workers": int(workers),
-            "lag": lag,
-            "overdue_retries": int(overdue),
-        }
-        return (
-            {f: int(v) for f, v in counters.items()},
-            gauges,
-            {f: int(v) for f, v in hist.items()},
-        )
+        return await self.reads.snapshot(now_ms, worker_ttl_ms)
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         await self._r.zadd(self.keys.workers, {consumer: now_ms})
@@ -243,32 +148,32 @@ class Broker:
     ) -> list[tuple[str, IngestOutcome]]:
         """The ingest script for all items at once: dedupe, XADD, counters (one atomic step).
         Per item (the event id it stands for, new / duplicate / conflict)."""
-        return await self.scripts.ingest(self.redis, items, dedupe_window_ms)
+        return await self._scripts.ingest(self._redis, items, dedupe_window_ms)
 
     async def replay_dead(self, dlq_entries: Sequence[str]) -> list[str]:
         """Send DLQ entries back to the stream as the same events; the ids replayed."""
-        return await self.scripts.replay(self.redis, dlq_entries)
+        return await self._scripts.replay(self._redis, dlq_entries)
 
     async def delete_dead(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
         """Delete DLQ entries, given as (DLQ entry id, event id); the ids deleted."""
-        return await self.scripts.delete_dead(self.redis, pairs)
+        return await self._scripts.delete_dead(self._redis, pairs)
 
     async def take_turn(self, job: str, owner: str, period_ms: int) -> bool:
         """Whether ``owner`` runs the periodic ``job`` this period (one owner per period)."""
-        return await self.scripts.take_turn(self.redis, job, owner, period_ms)
+        return await self._scripts.take_turn(self._redis, job, owner, period_ms)
 
     async def authorize_address(self, address: str, cost: int, rate: float, burst: int) -> list[Any]:
         """Charge an anonymous client address's bucket: the raw reply of authorize.lua."""
-        return await self.scripts.authorize(
-            self.redis, self.keys.addr_bucket(address), None, cost, rate=rate, burst=burst
+        return await self._scripts.authorize(
+            self._redis, self.keys.addr_bucket(address), None, cost, rate=rate, burst=burst
         )
 
     async def authorize_key(self, key_id: str, cost: int, digest: str, scope: str) -> list[Any]:
         """Check an API key (``key_id`` already parsed) and charge its bucket, in one step:
         the raw reply of authorize.lua."""
         k = self.keys
-        return await self.scripts.authorize(
-            self.redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=digest, scope=scope
+        return await self._scripts.authorize(
+            self._redis, k.key_bucket(key_id), k.api_key(key_id), cost, digest=digest, scope=scope
         )
 
     # ---- API keys (records, see keys.py; the token format is eventstream.auth.apikeys) ----
@@ -325,30 +230,28 @@ class Broker:
     async def settle(
         self,
         consumer: str,
-        done: Sequence[tuple[str, str, bool]],
-        retries: Sequence[tuple[str, str, int, int, int, bytes]],
-        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]],
+        done: Sequence[Completion] = (),
+        retries: Sequence[ScheduledRetry] = (),
+        dead: Sequence[DeadLetter] = (),
         hist: Sequence[tuple[str, int]] = (),
     ) -> tuple[list[bool], list[bool], list[bool]]:
         """Record a group's outcomes in one round trip: complete, schedule_retry and
-        dead_letter (each one atomic script, fenced on ``consumer``), for the kinds present.
+        dead_letter (each one atomic script, fenced on ``consumer``), for the kinds present;
+        ``hist`` (field, amount) is added to the histograms with the completions.
 
-        done: (entry, event id, skipped because already in the store); retries: (entry,
-        event id, due ms, attempts made, first failure ms, envelope); dead: (entry, event
-        id, type, envelope, attempts, reason, traceback, first ms, last ms, handler ran).
         Returns per kind one flag per item: False when another worker owns the entry.
         """
-        s = self.scripts
+        s = self._scripts
         kinds: list[int] = []
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             if done:
-                await s.queue(pipe, "complete", s.complete_args(consumer, done, hist))
+                await s.complete(pipe, consumer, done, hist)
                 kinds.append(0)
             if retries:
-                await s.queue(pipe, "schedule_retry", s.retry_args(consumer, retries))
+                await s.schedule_retry(pipe, consumer, retries)
                 kinds.append(1)
             if dead:
-                await s.queue(pipe, "dead_letter", s.dead_args(consumer, dead))
+                await s.dead_letter(pipe, consumer, dead)
                 kinds.append(2)
             replies = await pipe.execute() if kinds else []
         flags: list[list[bool]] = [[], [], []]
@@ -358,25 +261,25 @@ class Broker:
 
     async def promote(self, now_ms: int, limit: int = 1000) -> int:
         """Move retries due by ``now_ms`` back into the stream, at most ``limit``; how many moved."""
-        return await self.scripts.promote(self.redis, now_ms, limit)
+        return await self._scripts.promote(self._redis, now_ms, limit)
 
     async def renew(self, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
         """Extend the leases of ``entries`` and beat the heart; returns those no longer owned."""
-        return await self.scripts.renew(self.redis, consumer, entries, now_ms)
+        return await self._scripts.renew(self._redis, consumer, entries, now_ms)
 
     async def reclaim(
         self, consumer: str, idle_ms: int, count: int, max_deliveries: int, now_ms: int
     ) -> tuple[list[StreamEntry], list[tuple[str, str, int]]]:
         """Take over entries idle past ``idle_ms``, or dead-letter those delivered too often:
         (the entries now this consumer's, (event id, type, attempts) of the dead-lettered)."""
-        claimed, dead = await self.scripts.reclaim(
-            self.redis, consumer, idle_ms, count, max_deliveries, now_ms
+        claimed, dead = await self._scripts.reclaim(
+            self._redis, consumer, idle_ms, count, max_deliveries, now_ms
         )
         return [StreamEntry.from_fields(e, f) for e, f in claimed], dead
 
     async def is_idle(self) -> bool:
         """Nothing queued, in flight or scheduled (one atomic read)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xlen(self.keys.stream)
             pipe.zcard(self.keys.retry)
             length, scheduled = await pipe.execute()
@@ -387,10 +290,12 @@ class Broker:
         a live worker takes them at once (no delivery is counted: JUSTID)."""
         await self._r.xclaim(self.keys.stream, GROUP, consumer, 0, entries, idle=idle_ms, justid=True)
 
-    async def leave(self, consumer: str) -> None:
-        """A worker that stops cleanly removes its heartbeat (and its consumer if idle)."""
-        await self.scripts.leave(self.redis, consumer)
+    async def leave(self, consumer: str) -> bool:
+        """A worker that stops cleanly removes its heartbeat (and its consumer if idle);
+        False when the consumer was kept because it still owns entries."""
+        left = await self._scripts.leave(self._redis, consumer)
         await self._r.hdel(self.keys.overdue, consumer)
+        return left
 
     # ---- where is an event ---------------------------------------------------------
 

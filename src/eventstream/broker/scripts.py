@@ -1,8 +1,11 @@
-"""Loads the .lua files beside this module; one typed async function per script.
+"""Loads the .lua files beside this module; one typed async function per script, which
+builds the script's KEYS and ARGV from named values (the layout each .lua file's header
+documents, with its reply and counters).
 
-Every function takes a client that may be a pipeline: then the call is queued and
-its reply comes back from ``pipeline.execute()``, so several transitions share one
-round trip. Each script's header documents its KEYS, ARGV, reply and counters.
+Private to the broker: callers use Broker's intents. Every function takes a client
+that may be a pipeline: then the call is queued and its reply comes back from
+``pipeline.execute()``, so several transitions share one round trip. complete,
+schedule_retry and dead_letter only queue (Broker.settle sends a group's together).
 """
 
 from __future__ import annotations
@@ -36,6 +39,40 @@ class Outcome(IntEnum):
     NEW = 0  # enqueued under the id it was given
     DUPLICATE = 1  # its key was seen with the same content: nothing enqueued
     CONFLICT = 2  # its key was seen with other content: nothing enqueued, nothing counted
+
+
+class Completion(NamedTuple):
+    """One success to record (complete.lua)."""
+
+    entry: str
+    event_id: str
+    skipped: bool  # already in the store: the handler did not run this time
+
+
+class ScheduledRetry(NamedTuple):
+    """One failed try to schedule again (schedule_retry.lua)."""
+
+    entry: str
+    event_id: str
+    due_ms: int
+    attempts: int  # attempts made so far
+    first_failure_ms: int
+    envelope: bytes
+
+
+class DeadLetter(NamedTuple):
+    """One event to move to the DLQ (dead_letter.lua)."""
+
+    entry: str
+    event_id: str
+    type: str
+    envelope: bytes
+    attempts: int
+    reason: str
+    traceback: str
+    first_failure_ms: int
+    last_failure_ms: int
+    handler_ran: bool
 
 
 # Scripts that act on a worker's own deliveries start with the shared fencing helpers.
@@ -111,69 +148,48 @@ class Scripts:
             results[int(flat[j])] = (str(flat[j + 1]), Outcome(int(flat[j + 2])))
         return results
 
-    def complete_args(
-        self, consumer: str, done: Sequence[tuple[str, str, bool]], hist: Sequence[tuple[str, int]]
-    ) -> tuple[list[str], list[Arg]]:
-        """done: (entry, event id, skipped because already in the store)."""
-        k = self.keys
-        args: list[Arg] = [GROUP, consumer, len(done)]
-        for entry, event_id, skipped in done:
-            args += [entry, event_id, int(skipped)]
-        for field, amount in hist:
-            args += [field, amount]
-        return [k.stream, k.status, k.counters, k.hist], args
-
-    def retry_args(
-        self, consumer: str, retries: Sequence[tuple[str, str, int, int, int, bytes]]
-    ) -> tuple[list[str], list[Arg]]:
-        """retries: (entry, event id, due ms, attempts made, first failure ms, envelope)."""
-        k = self.keys
-        args: list[Arg] = [GROUP, consumer, len(retries)]
-        for entry, event_id, due_ms, attempts, first_ms, _ in retries:
-            args += [entry, event_id, due_ms, attempts, first_ms]
-        args += [r[5] for r in retries]
-        return [k.stream, k.status, k.counters, k.retry, k.retry_body], args
-
-    def dead_args(
-        self, consumer: str, dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]]
-    ) -> tuple[list[str], list[Arg]]:
-        """dead: (entry, id, type, envelope, attempts, reason, traceback, first ms, last ms, ran)."""
-        k = self.keys
-        args: list[Arg] = [GROUP, consumer, len(dead)]
-        for entry, event_id, type_, env, attempts, reason, tb, first, last, ran in dead:
-            args += [entry, event_id, type_, env, attempts, reason, tb, first, last, int(ran)]
-        return [k.stream, k.status, k.counters, k.dlq], args
-
-    async def queue(self, pipe: Pipeline, name: str, keys_args: tuple[list[str], list[Arg]]) -> None:
-        await self._queue(name, keys_args[0], keys_args[1], pipe)
-
     async def complete(
         self,
-        client: Client,
+        pipe: Pipeline,
         consumer: str,
-        done: Sequence[tuple[str, str, bool]],
-        hist: Sequence[tuple[str, int]] = (),
-    ) -> list[bool]:
-        keys, args = self.complete_args(consumer, done, hist)
-        return [bool(x) for x in await self._call("complete", keys, args, client)]
+        done: Sequence[Completion],
+        hist: Sequence[tuple[str, int]],
+    ) -> None:
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(done)]
+        for c in done:
+            args += [c.entry, c.event_id, int(c.skipped)]
+        for field, amount in hist:
+            args += [field, amount]
+        await self._queue("complete", [k.stream, k.status, k.counters, k.hist], args, pipe)
 
-    async def schedule_retry(
-        self,
-        client: Client,
-        consumer: str,
-        retries: Sequence[tuple[str, str, int, int, int, bytes]],
-    ) -> list[bool]:
-        keys, args = self.retry_args(consumer, retries)
-        return [bool(x) for x in await self._call("schedule_retry", keys, args, client)]
+    async def schedule_retry(self, pipe: Pipeline, consumer: str, retries: Sequence[ScheduledRetry]) -> None:
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(retries)]
+        for r in retries:
+            args += [r.entry, r.event_id, r.due_ms, r.attempts, r.first_failure_ms]
+        args += [r.envelope for r in retries]
+        await self._queue(
+            "schedule_retry", [k.stream, k.status, k.counters, k.retry, k.retry_body], args, pipe
+        )
 
-    async def dead_letter(
-        self,
-        client: Client,
-        consumer: str,
-        dead: Sequence[tuple[str, str, str, bytes, int, str, str, int, int, bool]],
-    ) -> list[bool]:
-        keys, args = self.dead_args(consumer, dead)
-        return [bool(x) for x in await self._call("dead_letter", keys, args, client)]
+    async def dead_letter(self, pipe: Pipeline, consumer: str, dead: Sequence[DeadLetter]) -> None:
+        k = self.keys
+        args: list[Arg] = [GROUP, consumer, len(dead)]
+        for d in dead:
+            args += [
+                d.entry,
+                d.event_id,
+                d.type,
+                d.envelope,
+                d.attempts,
+                d.reason,
+                d.traceback,
+                d.first_failure_ms,
+                d.last_failure_ms,
+                int(d.handler_ran),
+            ]
+        await self._queue("dead_letter", [k.stream, k.status, k.counters, k.dlq], args, pipe)
 
     async def promote(self, client: Client, now_ms: int, limit: int) -> int:
         k = self.keys

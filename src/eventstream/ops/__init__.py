@@ -1,2 +1,3 @@
 """The operator's view: every metric declared once (``metrics``), the conservation audit
-(``audit``) and the pruning of the store's history (``retention``)."""
+(``audit``, with its walk over the contents in ``problems``) and the pruning of the
+store's history (``retention``)."""

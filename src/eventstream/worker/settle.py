@@ -9,7 +9,7 @@ import msgspec
 import structlog
 
 from eventstream import logs
-from eventstream.broker import Broker
+from eventstream.broker import Broker, Completion, DeadLetter, ScheduledRetry
 from eventstream.ops.metrics import HistogramBatch
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
@@ -49,35 +49,42 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
     Returns how many outcomes were rejected because this worker no longer owned
     the entry (another worker reclaimed it after the visibility timeout).
     """
-    done: list[tuple[str, str, bool]] = []
-    retries: list[tuple[str, str, int, int, int, bytes]] = []
-    dead: list[tuple[str, str, str, bytes, int, str, str, int, int, bool]] = []
+    done: list[Completion] = []
+    retries: list[ScheduledRetry] = []
+    dead: list[DeadLetter] = []
     hist = HistogramBatch()
     now = time.time_ns() // 1_000_000
     for o in outcomes:
         d = o.delivery
         if isinstance(o, Done):
-            done.append((d.entry, d.event_id, o.skipped))
+            done.append(Completion(d.entry, d.event_id, skipped=o.skipped))
             if not o.skipped:
                 hist.observe("handler", o.handler_s)
                 hist.observe("e2e", max(0, now - o.envelope.receivedAt) / 1000)
         elif isinstance(o, RetryLater):
             retries.append(
-                (d.entry, d.event_id, o.due_ms, o.attempts, o.first_failure_ms, d.envelope.encode())
+                ScheduledRetry(
+                    d.entry,
+                    d.event_id,
+                    due_ms=o.due_ms,
+                    attempts=o.attempts,
+                    first_failure_ms=o.first_failure_ms,
+                    envelope=d.envelope.encode(),
+                )
             )
         else:
             dead.append(
-                (
+                DeadLetter(
                     d.entry,
                     d.event_id,
-                    o.type,
-                    d.envelope.encode(),
-                    o.attempts,
-                    o.reason,
-                    o.traceback,
-                    o.first_failure_ms,
-                    o.last_failure_ms,
-                    o.handler_ran,
+                    type=o.type,
+                    envelope=d.envelope.encode(),
+                    attempts=o.attempts,
+                    reason=o.reason,
+                    traceback=o.traceback,
+                    first_failure_ms=o.first_failure_ms,
+                    last_failure_ms=o.last_failure_ms,
+                    handler_ran=o.handler_ran,
                 )
             )
     flags_by_kind = dict(
