@@ -18,6 +18,7 @@ from eventstream.api.deps import json, services
 from eventstream.errors import ValidationError
 from eventstream.ingest.accept import TYPE_PATTERN, check_idempotency_key
 from eventstream.replay import engine as replay
+from eventstream.replay import history
 
 router = APIRouter(tags=["replay"])
 
@@ -119,8 +120,8 @@ async def replay_history(request: Request, params: Params) -> Response:
     s = svc.settings
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     if params.dry_run:
-        return json(preview_body(await replay.preview_history(svc.store, params.selection)))
-    page = await replay.replay_history(
+        return json(preview_body(await history.preview_history(svc.broker, svc.store, params.selection)))
+    page = await history.replay_history(
         svc.broker,
         svc.store,
         params.selection,

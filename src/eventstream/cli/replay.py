@@ -112,12 +112,13 @@ async def _run(
     from eventstream.backends import open_backends
     from eventstream.replay import dead as dlq
     from eventstream.replay import engine as replay
+    from eventstream.replay import history
 
     async with open_backends(settings, url) as b:
         broker, store = b.broker, b.store
         if dry_run:
             preview = await (
-                replay.preview_history(store, sel)
+                history.preview_history(broker, store, sel)
                 if source is Source.history
                 else dlq.preview_matching(broker, sel)
             )
@@ -131,7 +132,7 @@ async def _run(
         pacer = replay.Pacer(rate)  # one pace for the whole run
         while True:
             if source is Source.history:
-                page = await replay.replay_history(
+                page = await history.replay_history(
                     broker, store, sel, rate=rate, limit=replay.MAX_LIMIT, cursor=cursor,
                     dedupe_window_ms=int(settings.dedupe_window * 1000), request_key=key, pacer=pacer,
                 )  # fmt: skip
@@ -152,7 +153,7 @@ async def _run(
             console.print(f"… {total} replayed")
         trail.record(
             f"replay.{source.value}",
-            target=_describe(sel),
+            target=sel.describe(),
             outcome="ok",
             key_id="cli",
             key_name="cli",
@@ -162,12 +163,3 @@ async def _run(
         )
         extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
         typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
-
-
-def _describe(sel: Selection) -> str:
-    """The selection, for the audit trail: what an operator chose to replay."""
-    parts = [f"type={sel.type}"] if sel.type else []
-    parts += [f"since_ms={sel.since_ms}"] if sel.since_ms is not None else []
-    parts += [f"until_ms={sel.until_ms}"] if sel.until_ms is not None else []
-    parts += [f"ids={len(sel.ids)}"] if sel.ids else []
-    return " ".join(parts) or "all"
