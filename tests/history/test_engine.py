@@ -53,6 +53,20 @@ class ListSource:
         page.replayed += len(items)
 
 
+class FakeTime(Pacer):
+    """A pacer on a clock that only its own sleeps move; ``slept`` lists them."""
+
+    def __init__(self, rate: float) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+        async def sleep(s: float) -> None:
+            self.slept.append(s)
+            self.now += s
+
+        super().__init__(rate, clock=lambda: self.now, sleep=sleep)
+
+
 class NoWait(Pacer):
     def __init__(self, rate: float) -> None:
         async def sleep(s: float) -> None:
@@ -74,6 +88,21 @@ async def test_a_filtered_replay_goes_in_chunks_and_resumes_after_the_last_sent(
     rest = await engine.replay(source, Selection(), rate=100, limit=100, cursor=page.next_cursor)
     assert (rest.replayed, rest.next_cursor) == (13, None)
     assert [i for chunk in source.chunks for i in chunk] == [f"e{i}" for i in range(25)]
+
+
+@pytest.mark.parametrize("by_ids", [False, True])
+async def test_a_call_that_returns_a_cursor_has_paid_for_its_events(by_ids: bool) -> None:
+    source = ListSource(items(5))
+    sel = Selection(ids=tuple(i.id for i in source.items)) if by_ids else Selection()
+    pacer = FakeTime(1)  # 1/s: chunks of one; a budget of 3
+    page = await engine.replay(source, sel, rate=1, limit=3, cursor=None, pacer=pacer)
+    assert page.replayed == 3
+    # before the 2nd and the 3rd, and after the 3rd: the next call's first goes at once
+    assert pacer.slept == pytest.approx([1, 1, 1])
+    last = FakeTime(1)
+    rest = await engine.replay(source, sel, rate=1, limit=3, cursor=page.next_cursor, pacer=last)
+    assert (rest.replayed, rest.next_cursor) == (2, None)
+    assert last.slept == pytest.approx([1])  # the replay is done: no wait after its last chunk
 
 
 async def test_a_replay_by_ids_looks_up_no_more_than_the_budget() -> None:

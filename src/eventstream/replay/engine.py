@@ -7,8 +7,11 @@ both.
 
 One call replays at most ``limit`` events and at most ``MAX_REQUEST_S`` seconds' worth
 at the rate (whether chosen by filters or by ids), then returns a cursor to continue
-from. The pacer waits before a chunk, never after the last one, so a call lasts at
-most about ``MAX_REQUEST_S``. The cursor of a filtered replay pins the end of the
+from. The pacer waits before a chunk; a call that stops at its budget also waits until
+its events are paid for before it returns the cursor, so the next call may start at
+once and a replay spread over many calls (a client following the cursor) keeps to the
+rate; the call that finishes a replay returns as soon as its last chunk went. Either
+way a call lasts at most about ``MAX_REQUEST_S``. The cursor of a filtered replay pins the end of the
 selection taken by the first call (``until``, or that call's "now"), so events
 processed (or dead-lettered) meanwhile — the replays among them — are never picked up
 again by the same replay; the cursor of a replay by ids is the position in the
@@ -233,6 +236,8 @@ async def replay(
         for i in range(0, len(chosen), pacer.chunk):
             await _send(source, chosen[i : i + pacer.chunk], pacer, page)
         page.next_cursor = ids_cursor(done, len(wanted))
+        if page.next_cursor:
+            await pacer.ready()
         return page
     sent = 0
     async with aclosing(source.walk(sel, cursor, budget, pacer.chunk)) as walk:
@@ -244,6 +249,7 @@ async def replay(
                 chosen = []
                 if sent >= budget:
                     page.next_cursor = encode_token(position)
+                    await pacer.ready()  # paid for: the next call may send at once
                     return page
     if chosen:
         await _send(source, chosen, pacer, page)
