@@ -21,8 +21,8 @@ COMMANDS = [
     ["dlq", "list", "--limit", "50"],
     ["dlq", "list", "--json"],
     ["stats", "--once", "--json", "--interval", "0.1"],
-    ["replay", "--from", "dlq", "--dry-run"],
-    ["replay", "--from", "history", "--dry-run"],
+    ["dlq", "replay", "--all", "--dry-run"],
+    ["replay", "--dry-run"],
     ["keys", "list", "--json"],
     ["audit", "--json"],
     ["audit"],
@@ -30,7 +30,7 @@ COMMANDS = [
 ]
 
 
-OVER_HTTP = {"dlq", "stats"}
+OVER_HTTP = {"dlq", "stats", "replay"}
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)

@@ -1,6 +1,6 @@
 """How commands find their deployment: beside a running ``eventstream up``, from any
 directory, by ``--data-dir DIR`` or ``EVENTSTREAM_DATA_DIR``, the same for every command
-that works on Redis and the store directly (audit, replay, keys, db)."""
+that works on Redis and the store directly (audit, keys, db)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.support.processes import Cluster, start_up
 
 COMMANDS = [
     ["audit", "--json"],
-    ["replay", "--from", "dlq", "--dry-run"],
     ["keys", "list", "--json"],
 ]
 

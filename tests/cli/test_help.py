@@ -60,7 +60,7 @@ def test_help_reads_as_written(path: list[str], command: Any) -> None:
         first = command.help.split("\n\n")[0]
         assert flat(first) in text, f"the description is not as written:\n{out}"
     for param in command.params:
-        if param.name == "help":
+        if param.name == "help" or getattr(param, "hidden", False):  # hidden: a deprecated spelling
             continue
         help_text = getattr(param, "help", None)
         if help_text:

@@ -280,6 +280,8 @@ def test_events_show_unknown_exits_1(api: Api) -> None:
         ("dlq", "replay", "--all"),
         ("dlq", "delete", "x"),
         ("events", "show", "x"),
+        ("replay", "--type", "A"),
+        ("replay", "--dry-run"),
     ],
 )
 def test_unreachable_api_exits_2_naming_the_url(args: tuple[str, ...]) -> None:

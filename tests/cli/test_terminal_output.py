@@ -1,6 +1,8 @@
 """At a terminal, an operator command prints its result and nothing after it: the audit
-trail of what it did goes to ``audit.log`` in the data dir, not to the person's screen.
-(Without a terminal, the records stay on stderr as JSON lines: tests/security/test_processes.py.)
+trail of what it did goes to ``audit.log`` in the data dir (the commands that work on Redis
+directly) or to the API's log (the commands that go through the API), not to the person's
+screen. (Without a terminal, the records stay on stderr as JSON lines:
+tests/security/test_processes.py.)
 """
 
 from __future__ import annotations
@@ -44,13 +46,15 @@ def trail(cluster: Cluster) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_replay_prints_its_result_last_and_the_trail_goes_to_the_log(cluster: Cluster) -> None:
-    code, lines = at_a_terminal(cluster, "replay", "--from", "dlq")
+def test_replay_prints_its_result_last_and_the_trail_goes_to_the_api_s_log(cluster: Cluster) -> None:
+    api = cluster.start_api()
+    code, lines = at_a_terminal(cluster, "dlq", "replay", "--all", "--url", api.url)
     assert code == 0, lines
-    assert lines[-1] == "replayed 0 event(s) from dlq", lines
+    assert lines[-1] == "replayed 0 dead event(s): back in the queue, attempts counted afresh", lines
     assert not [line for line in lines if "audit" in line], lines
-    [record] = trail(cluster)
-    assert (record["action"], record["outcome"], record["key_name"]) == ("replay.dlq", "ok", "cli")
+    assert trail(cluster) == []
+    [record] = [r for r in api.proc.log_events("audit") if r["action"] == "replay.dlq"]
+    assert (record["action"], record["outcome"], record["key_name"]) == ("replay.dlq", "ok", "anonymous")
 
 
 def test_keys_print_their_result_and_the_trail_goes_to_the_log(cluster: Cluster) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
+from eventstream.auth.trail import LOGGER
 from eventstream.event import Event
 from eventstream.replay.engine import Pacer
 from tests.support.asgi import Api, MakeApi, assert_problem, processed
@@ -135,3 +137,20 @@ async def test_pacer_waits_before_a_chunk_never_after_the_last() -> None:
     await pacer.ready()
     assert len(slept) == 2
     assert Pacer(0.5).chunk == 1
+
+
+async def test_each_replay_call_is_audited_with_its_selection_and_its_count(make_api: MakeApi) -> None:
+    api = await make_api(replay_rate=100_000)
+    await processed(api, "A", "B", "A")
+    dead = await api.accepted("D", {})
+    await api.burst(recording_app([], dead=frozenset({"D"})))
+    with capture_logs() as logs:
+        assert (await api.client.post("/replay?type=A&dry_run=true")).status_code == 200  # not audited
+        assert (await api.client.post("/replay?type=A")).status_code == 202
+        assert (await api.client.post(f"/failed-events/replay?id={dead}")).status_code == 202
+    records = [r for r in logs if r.get("logger") == LOGGER and r["action"].startswith("replay.")]
+    assert [(r["action"], r["target"], r["replayed"], r["key_name"], r["via"]) for r in records] == [
+        ("replay.history", "type=A", 2, "anonymous", "http"),
+        ("replay.dlq", "ids=1", 1, "anonymous", "http"),
+    ]
+    assert records[0]["duplicates"] == 0

@@ -10,6 +10,7 @@ from pydantic import ValidationError as SettingsError
 from eventstream.event import Event
 from eventstream.replay import dead as dlq
 from eventstream.replay import engine as replay
+from eventstream.replay import history
 from eventstream.replay.engine import Pacer, Selection, encode_token
 from eventstream.settings import Settings
 from tests.support.asgi import Api, MakeApi, assert_problem, processed
@@ -46,7 +47,7 @@ async def test_a_replay_under_a_256_character_request_key_is_processed(store_api
     assert [(e.id, e.replay_of) for e in seen] == [(made["id"], a)]
     stored = await api.store.get(made["id"])
     assert stored is not None
-    assert stored.idempotency_key == replay.replay_key(key, a)
+    assert stored.idempotency_key == history.replay_key(key, a)
     assert len(stored.idempotency_key) <= 77
     summary = await api.summary()
     assert (summary["processed"], summary["queued"], summary["pending"]) == (2, 0, 0)
@@ -146,16 +147,16 @@ async def test_a_dlq_replay_by_ids_keeps_to_the_budget_too(make_api: MakeApi) ->
 async def test_a_call_never_waits_after_its_last_chunk(make_api: MakeApi) -> None:
     api = await make_api()
     await processed(api, "A", "A", "A")
-    history = FakeTime()
-    page = await replay.replay_history(
+    filtered = FakeTime()
+    page = await history.replay_history(
         api.broker, api.store, Selection(type="A"), rate=10, dedupe_window_ms=60_000,
-        pacer=Pacer(10, clock=history.clock, sleep=history.sleep),
+        pacer=Pacer(10, clock=filtered.clock, sleep=filtered.sleep),
     )  # fmt: skip
     assert page.replayed == 3
-    assert history.slept == pytest.approx([0.1, 0.1])  # between the three chunks of one, not after
+    assert filtered.slept == pytest.approx([0.1, 0.1])  # between the three chunks of one, not after
     by_ids = FakeTime()
     ids = tuple(r.id for r in await api.store.scan(3, None, "A"))
-    page = await replay.replay_history(
+    page = await history.replay_history(
         api.broker, api.store, Selection(ids=ids), rate=10, dedupe_window_ms=60_000,
         pacer=Pacer(10, clock=by_ids.clock, sleep=by_ids.sleep),
     )  # fmt: skip

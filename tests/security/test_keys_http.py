@@ -66,7 +66,9 @@ async def test_replay_and_delete_are_audited_with_the_acting_key(api: Api, new_k
         await api.client.delete("/failed-events/nope", headers=bearer(admin))
         await api.client.get("/failed-events", headers=bearer(admin))  # a read: not audited
     records = audit_records(logs)
-    assert [(r["action"], r["target"], r["outcome"], r["status"]) for r in records] == [
+    [replayed, *requests] = records
+    assert (replayed["action"], replayed["target"], replayed["replayed"]) == ("replay.dlq", "all", 0)
+    assert [(r["action"], r["target"], r["outcome"], r["status"]) for r in requests] == [
         ("http.post", "/failed-events/replay", "ok", 202),
         ("http.delete", "/failed-events/nope", "failed", 404),
     ]

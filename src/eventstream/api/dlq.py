@@ -10,7 +10,7 @@ from starlette.responses import Response
 from eventstream.api import schemas
 from eventstream.api.deps import Services, json, services
 from eventstream.api.problems import problem
-from eventstream.api.replay import DRY_RUN, Params, page_body, preview_body
+from eventstream.api.replay import DRY_RUN, Params, audit, page_body, preview_body
 from eventstream.broker import DeadEntry
 from eventstream.errors import NotFound
 from eventstream.event import decode_envelope, ms_to_iso
@@ -122,6 +122,7 @@ async def replay_all(request: Request, params: Params) -> Response:
         limit=params.limit,
         cursor=params.cursor,
     )
+    audit(request, "dlq", params.selection, page)
     return json(page_body(page, with_events=False), 202)
 
 

@@ -1,7 +1,7 @@
 """POST /replay: send processed events again, as new events, chosen by filters, at a capped rate.
 
-The filters, the paging and the dry run are the same for POST /failed-events/replay
-(api/dlq.py); see eventstream.replay.engine for what a replay does.
+The filters, the paging, the dry run and the audit record are the same for POST
+/failed-events/replay (api/dlq.py); see eventstream.replay.engine for what a replay does.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from starlette.responses import Response
 
 from eventstream.api import schemas
 from eventstream.api.deps import json, services
+from eventstream.api.guard import principal_of
+from eventstream.auth import trail
 from eventstream.errors import ValidationError
 from eventstream.ingest.accept import TYPE_PATTERN, check_idempotency_key
 from eventstream.replay import engine as replay
+from eventstream.replay import history
 
 router = APIRouter(tags=["replay"])
 
@@ -96,6 +99,22 @@ def page_body(p: replay.Page, with_events: bool) -> dict[str, Any]:
     return body
 
 
+def audit(request: Request, source: str, sel: replay.Selection, page: replay.Page) -> None:
+    """One audit record per replay call, with the acting key: what was chosen and what went."""
+    key_id, key_name = principal_of(request).label
+    extra = {"duplicates": page.duplicates} if source == "history" else {}
+    trail.record(
+        f"replay.{source}",
+        target=sel.describe(),
+        outcome="ok",
+        key_id=key_id,
+        key_name=key_name,
+        replayed=page.replayed,
+        via="http",
+        **extra,
+    )
+
+
 DRY_RUN: dict[int | str, dict[str, Any]] = {
     200: schemas.json_response(
         "dry_run=true: how many events would be replayed, and a sample of their ids", "ReplayPreview"
@@ -119,8 +138,8 @@ async def replay_history(request: Request, params: Params) -> Response:
     s = svc.settings
     key = check_idempotency_key(request.headers.get("idempotency-key"))
     if params.dry_run:
-        return json(preview_body(await replay.preview_history(svc.store, params.selection)))
-    page = await replay.replay_history(
+        return json(preview_body(await history.preview_history(svc.broker, svc.store, params.selection)))
+    page = await history.replay_history(
         svc.broker,
         svc.store,
         params.selection,
@@ -130,6 +149,7 @@ async def replay_history(request: Request, params: Params) -> Response:
         dedupe_window_ms=int(s.dedupe_window * 1000),
         request_key=key,
     )
+    audit(request, "history", params.selection, page)
     body = page_body(page, with_events=bool(params.selection.ids))
     if not params.selection.ids:
         body["duplicates"] = page.duplicates

@@ -1,13 +1,15 @@
 """The operator commands' HTTP client: the API's URL and key, and one mapping of failures to exit codes.
 
-The operator commands (stats, dlq, events) talk to the API, not to Redis, so they go
-through the same authentication as any client and work from any machine that can
-reach the API. Exit codes: 0 done; 1 no such event; 2 the API could not be reached,
-refused the request, or answered with an error.
+The operator commands (stats, dlq, events, replay) talk to the API, not to Redis, so they
+go through the same keys, scopes, rate limits and audit trail as any client and work
+from any machine that can reach the API. Exit codes: 0 done; 1 no such event; 2 the
+API could not be reached, refused the request, or answered with an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -97,6 +99,7 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         not_found: str | None = None,
         timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send one request; raise :class:`ApiError` unless the answer is a success.
 
@@ -106,7 +109,7 @@ class ApiClient:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
         try:
-            response = self._http.request(method, path, params=clean, timeout=timeout)
+            response = self._http.request(method, path, params=clean, timeout=timeout, headers=headers)
         except httpx.TransportError as exc:
             raise ApiError(
                 f"cannot reach the EventStream API at {self.url} ({type(exc).__name__}: {exc}); "
@@ -135,8 +138,31 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         not_found: str | None = None,
         timeout_s: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        return self.request(method, path, params, not_found, timeout_s).json()
+        return self.request(method, path, params, not_found, timeout_s, headers).json()
+
+    def replay_pages(
+        self, path: str, params: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """POST a replay (/replay or /failed-events/replay) and follow ``nextCursor`` to the
+        end: the API replays one rate-capped page per call. Yields each page's answer."""
+        cursor: str | None = None
+        while True:
+            page: dict[str, Any] = self.json(
+                "POST", path, {**params, "cursor": cursor}, timeout_s=REPLAY_TIMEOUT_S, headers=headers
+            )
+            yield page
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time for the API: a bare time on the command line is the operator's local time."""
+    if value is None:
+        return None
+    return (value if value.tzinfo is not None else value.astimezone()).isoformat()
 
 
 def exit_for(error: ApiError) -> typer.Exit:

@@ -1,4 +1,5 @@
-"""Operator commands over the HTTP API: ``stats``, ``dlq list|show|replay|delete``, ``events show``.
+"""Operator commands over the HTTP API: ``stats``, ``dlq list|show|replay|delete``, ``events show``
+(and ``replay``, in eventstream.cli.replay).
 
 People get Rich tables; scripts pass ``--json`` and get the API's JSON. See
 :mod:`eventstream.cli.client` for the URL, the key and the exit codes.
@@ -19,15 +20,15 @@ from rich.text import Text
 
 from eventstream.cli.client import (
     DEFAULT_URL,
-    REPLAY_TIMEOUT_S,
     ApiClient,
     ApiError,
     JsonOpt,
     KeyOpt,
     UrlOpt,
     exit_for,
+    iso,
 )
-from eventstream.cli.common import Command, CommandGroup, cli
+from eventstream.cli.common import Command, CommandGroup, cli, console
 
 out = Console(highlight=False)
 
@@ -289,13 +290,6 @@ def dlq_show(
         out.print(Text(item["traceback"]))
 
 
-def _iso(value: datetime | None) -> str | None:
-    """A time for the API: a bare time on the command line is the operator's local time."""
-    if value is None:
-        return None
-    return (value if value.tzinfo is not None else value.astimezone()).isoformat()
-
-
 @dlq.command("replay", cls=Command)
 def dlq_replay(
     event_id: Annotated[str | None, typer.Argument(metavar="ID", help="The dead event to replay.")] = None,
@@ -339,33 +333,27 @@ def dlq_replay(
     for name, value in given.items():
         if value is not None and not all_:
             raise typer.BadParameter(f"{name} goes with --all", param_hint=name)
-    filters = {"type": type_, "since": _iso(since), "until": _iso(until), "id": ids or None, "rate": rate}
+    filters = {"type": type_, "since": iso(since), "until": iso(until), "id": ids or None, "rate": rate}
     with ApiClient(url, api_key) as client:
         try:
             if all_ and dry_run:
                 body = client.json("POST", "/failed-events/replay", {**filters, "dry_run": "true"})
             elif all_:
-                # the API replays a rate-capped page per call: follow nextCursor to the end
                 body = {"replayed": 0, "notFound": []}
-                cursor: str | None = None
-                while True:
-                    page = client.json(
-                        "POST",
-                        "/failed-events/replay",
-                        {**filters, "cursor": cursor},
-                        timeout_s=REPLAY_TIMEOUT_S,
-                    )
+                for page in client.replay_pages("/failed-events/replay", filters):
                     body["replayed"] += page["replayed"]
                     body["notFound"] += page.get("notFound", [])
-                    cursor = page.get("nextCursor")
-                    if not cursor:
-                        break
+                    if page.get("nextCursor"):
+                        console.print(f"… {body['replayed']} replayed")
             else:
                 body = client.json(
                     "POST", f"/failed-events/{event_id}/replay", not_found=_no_dead(event_id or "")
                 )
         except ApiError as exc:
             raise exit_for(exc) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]stopped[/yellow]; the events replayed so far stay replayed")
+            raise typer.Exit(130) from None
     if as_json:
         _echo_json(body)
     elif all_ and dry_run:

@@ -1,32 +1,24 @@
-"""``eventstream replay``: replay processed events (as new ones) or dead ones, by filters.
+"""``eventstream replay``: replay processed events as new ones, by filters, through the API.
 
-Talks to Redis and the store directly, like ``eventstream audit``, and runs the replay to
-the end at the capped rate (Ctrl-C stops it between chunks; what went, went).
+A client of ``POST /replay`` like ``dlq`` is of ``/failed-events`` (see
+eventstream.cli.client): it follows the API's rate-capped pages to the end, printing
+its progress (Ctrl-C stops it between pages; what went, went). Dead events are
+replayed by ``eventstream dlq replay``; ``--from dlq`` is kept as a deprecated spelling
+of ``dlq replay --all``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from eventstream.cli.common import (
-    DEFAULT_REPLAY_RATE,
-    DataDirOpt,
-    cli,
-    console,
-    fail,
-    redis_url_or_exit,
-    settings_or_exit,
-)
+from eventstream.cli.client import DEFAULT_URL, ApiClient, ApiError, KeyOpt, UrlOpt, exit_for, iso
+from eventstream.cli.common import DEFAULT_REPLAY_RATE, cli, console, fail
 from eventstream.errors import EventStreamError
-
-if TYPE_CHECKING:
-    from eventstream.replay.engine import Selection
-    from eventstream.settings import Settings
 
 
 class Source(StrEnum):
@@ -42,24 +34,21 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000)
 
 
+def deprecated(old: str, new: str) -> None:
+    """The one line an old spelling prints: which command to use instead."""
+    console.print(f"[yellow]deprecated:[/yellow] `{old}` is now `{new}`", highlight=False)
+
+
 @cli.command()
 def replay(
-    source: Annotated[
-        Source,
-        typer.Option(
-            "--from",
-            metavar="[history|dlq]",
-            help="history: processed events, as new events; dlq: dead events.",
-        ),
-    ] = Source.history,
     type_: Annotated[
         str | None, typer.Option("--type", metavar="TYPE", help="Only events of this type.")
     ] = None,
     since: Annotated[
-        datetime | None, typer.Option(metavar="TIME", help="From this time (inclusive).")
+        datetime | None, typer.Option(metavar="TIME", help="Processed at or after this time.")
     ] = None,
     until: Annotated[
-        datetime | None, typer.Option(metavar="TIME", help="Up to this time (exclusive).")
+        datetime | None, typer.Option(metavar="TIME", help="Processed before this time.")
     ] = None,
     ids: Annotated[
         list[str] | None, typer.Option("--id", metavar="ID", help="This event (repeatable).")
@@ -70,7 +59,8 @@ def replay(
             min=0.1,
             metavar="N",
             show_default=False,
-            help=f"Events/s, at most EVENTSTREAM_REPLAY_RATE (the cap: {DEFAULT_REPLAY_RATE:g} unless set).",
+            help="Events/s, at most the API's EVENTSTREAM_REPLAY_RATE (the cap: "
+            f"{DEFAULT_REPLAY_RATE:g} unless set).",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count what would be replayed.")] = False,
@@ -78,96 +68,70 @@ def replay(
         str | None,
         typer.Option(
             metavar="KEY",
-            help="History only: replay nothing twice under this key (within the dedupe window).",
+            help="Replay nothing twice under this key (within the dedupe window): sent as Idempotency-Key.",
         ),
     ] = None,
-    data_dir: DataDirOpt = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+    # deprecated spellings, kept for scripts: --from dlq (now `dlq replay --all`), --data-dir
+    source: Annotated[Source, typer.Option("--from", hidden=True, show_default=False)] = Source.history,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", hidden=True)] = None,
 ) -> None:
-    """Replay events chosen by type, time range (processedAt / failedAt) or ids, at a capped rate."""
-    from eventstream.logs import AUDIT_FILE, configure
+    """Replay processed events as new events (new ids, replayOf the original), chosen by type,
+    time range (processedAt) or ids, at a capped rate, through the API.
+
+    Dead events go back with `eventstream dlq replay`.
+    """
     from eventstream.replay.engine import Selection
 
-    settings = settings_or_exit(data_dir=data_dir)
-    configure(settings.log_level, settings.log_format, audit_file=settings.data_dir / AUDIT_FILE)
-    url = redis_url_or_exit(settings)
-    # like the API: an operator may lower the configured cap, never raise it
-    capped = settings.replay_rate if rate is None else min(rate, settings.replay_rate)
-    try:
-        sel = Selection(type_, _ms(since), _ms(until), tuple(ids or ()))
-        asyncio.run(_run(settings, url, source, sel, dry_run, key, capped))
+    try:  # checked here, before anything is sent: a bad range is the operator's to fix
+        Selection(type_, _ms(since), _ms(until), tuple(ids or ()))
     except EventStreamError as exc:
         raise fail(exc) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]stopped[/yellow]; the events replayed so far stay replayed")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
-        console.print(f"[red]error:[/red] cannot replay: {type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from None
+    if data_dir is not None:
+        deprecated("replay --data-dir", "replay --url URL (replay goes through the API)")
+    if source is Source.dlq:
+        from eventstream.cli.ops import dlq_replay
 
-
-async def _run(
-    settings: Settings, url: str, source: Source, sel: Selection, dry_run: bool, key: str | None, rate: float
-) -> None:
-    from eventstream.auth import trail
-    from eventstream.backends import open_backends
-    from eventstream.replay import dead as dlq
-    from eventstream.replay import engine as replay
-
-    async with open_backends(settings, url) as b:
-        broker, store = b.broker, b.store
-        if dry_run:
-            preview = await (
-                replay.preview_history(store, sel)
-                if source is Source.history
-                else dlq.preview_matching(broker, sel)
-            )
-            typer.echo(f"would replay {preview.matched} event(s) from {source.value}")
-            for event_id in preview.sample:
-                typer.echo(f"  {event_id}")
-            for event_id in preview.not_found:
-                console.print(f"[yellow]not found:[/yellow] {event_id}")
-            return
-        total, duplicates, cursor = 0, 0, None
-        pacer = replay.Pacer(rate)  # one pace for the whole run
-        while True:
-            if source is Source.history:
-                page = await replay.replay_history(
-                    broker, store, sel, rate=rate, limit=replay.MAX_LIMIT, cursor=cursor,
-                    dedupe_window_ms=int(settings.dedupe_window * 1000), request_key=key, pacer=pacer,
-                )  # fmt: skip
+        deprecated("replay --from dlq", "dlq replay --all")
+        dlq_replay(
+            None, all_=True, type_=type_, since=since, until=until, ids=ids, dry_run=dry_run, rate=rate,
+            as_json=False, url=url, api_key=api_key,
+        )  # fmt: skip
+        return
+    filters = {"type": type_, "since": iso(since), "until": iso(until), "id": ids or None, "rate": rate}
+    with ApiClient(url, api_key) as client:
+        try:
+            if dry_run:
+                _print_preview(client.json("POST", "/replay", {**filters, "dry_run": "true"}))
             else:
-                page = await dlq.replay_matching(
-                    broker, sel, rate=rate, limit=replay.MAX_LIMIT, cursor=cursor, pacer=pacer
-                )
-            total += page.replayed
-            duplicates += page.duplicates
-            for event_id in page.not_found:
-                console.print(f"[yellow]not found:[/yellow] {event_id}")
-            if source is Source.history and sel.ids:
-                for new, old in page.events:
-                    typer.echo(f"{old} -> {new}")
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+                _run(client, filters, bool(ids), {"Idempotency-Key": key} if key else None)
+        except ApiError as exc:
+            raise exit_for(exc) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]stopped[/yellow]; the events replayed so far stay replayed")
+            raise typer.Exit(130) from None
+
+
+def _print_preview(body: dict[str, Any]) -> None:
+    typer.echo(f"would replay {body['matched']} event(s) from history")
+    for event_id in body["sample"]:
+        typer.echo(f"  {event_id}")
+    for event_id in body["notFound"]:
+        console.print(f"[yellow]not found:[/yellow] {event_id}", highlight=False)
+
+
+def _run(client: ApiClient, filters: dict[str, Any], by_ids: bool, headers: dict[str, str] | None) -> None:
+    total = duplicates = 0
+    for page in client.replay_pages("/replay", filters, headers):
+        total += page["replayed"]
+        duplicates += page.get("duplicates", 0)
+        for event_id in page.get("notFound", []):
+            console.print(f"[yellow]not found:[/yellow] {event_id}", highlight=False)
+        if by_ids:
+            for made in page.get("events", []):
+                typer.echo(f"{made['replayOf']} -> {made['id']}")
+        if page.get("nextCursor"):
             console.print(f"… {total} replayed")
-        trail.record(
-            f"replay.{source.value}",
-            target=_describe(sel),
-            outcome="ok",
-            key_id="cli",
-            key_name="cli",
-            replayed=total,
-            duplicates=duplicates,
-            via="cli",
-        )
-        extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
-        typer.echo(f"replayed {total} event(s) from {source.value}{extra}")
-
-
-def _describe(sel: Selection) -> str:
-    """The selection, for the audit trail: what an operator chose to replay."""
-    parts = [f"type={sel.type}"] if sel.type else []
-    parts += [f"since_ms={sel.since_ms}"] if sel.since_ms is not None else []
-    parts += [f"until_ms={sel.until_ms}"] if sel.until_ms is not None else []
-    parts += [f"ids={len(sel.ids)}"] if sel.ids else []
-    return " ".join(parts) or "all"
+    extra = f" ({duplicates} already replayed under this key)" if duplicates else ""
+    typer.echo(f"replayed {total} event(s) from history{extra}")

@@ -1,51 +1,41 @@
-"""Replay: send events back to the queue, chosen by type, time range or ids, at a capped rate.
+"""What every replay shares: the selection, the pacing, the paging tokens and the send loop.
 
-Two sources share the selection, the pacing and the paging:
-
-- **history** (``replay_history``): processed events, read from the store oldest first.
-  Each is enqueued as a NEW event (a new UUIDv7 id, ``replayOf`` = the original's id,
-  received now) through the same atomic ingest script as a POST, so ``received``
-  counts it and the conservation law holds. The new event never inherits the
-  original's idempotency key: it is never deduplicated against the original, and
-  never blocks a later post with the original's key. Only a request that carries a
-  key of its own gives each replay the key ``replay:<digest>:<original id>`` (the
-  digest: 32 hex digits of the SHA-256 of the request key, so the key always fits the
-  store's column), so retrying the same request enqueues nothing twice within the
-  dedupe window.
-- **DLQ** (``eventstream.replay.dead.replay_matching``): dead events go back as themselves (same
-  id, attempts afresh), each in one atomic step (replay.lua).
-
-Time ranges: ``since`` is inclusive, ``until`` exclusive; history filters on the
-processing time (``processedAt``), the DLQ on the last failure (``failedAt``).
+A source (``eventstream.replay.history``: the store's processed events;
+``eventstream.replay.dead``: the DLQ) says how to find, walk and send its events
+through :class:`Source`; :func:`replay` and :func:`preview` do the rest, the same for
+both.
 
 One call replays at most ``limit`` events and at most ``MAX_REQUEST_S`` seconds' worth
 at the rate (whether chosen by filters or by ids), then returns a cursor to continue
-from. The pacer waits before a chunk, never after the last one, so a call lasts at
-most about ``MAX_REQUEST_S``. The cursor of a filtered replay pins the end of the
+from. The pacer waits before a chunk; a call that stops at its budget also waits until
+its events are paid for before it returns the cursor, so the next call may start at
+once and a replay spread over many calls (a client following the cursor) keeps to the
+rate; the call that finishes a replay returns as soon as its last chunk went. Either
+way a call lasts at most about ``MAX_REQUEST_S``. The cursor of a filtered replay pins the end of the
 selection taken by the first call (``until``, or that call's "now"), so events
 processed (or dead-lettered) meanwhile — the replays among them — are never picked up
 again by the same replay; the cursor of a replay by ids is the position in the
 request's list of ids (send the same ids again with it).
+
+Time ranges: ``since`` is inclusive, ``until`` exclusive; each source says which time
+of an event they apply to.
+
+This module imports no backend: the CLI checks a selection with it before it calls the API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import msgspec
 
-from eventstream.broker import Broker
 from eventstream.errors import ValidationError
-from eventstream.event import Envelope, encode_envelope
-from eventstream.ingest.accept import enqueue, new_event_id, now_ms
-from eventstream.store import ProcessedRow, SqlStore
-from eventstream.store.sql import CursorMs
 
 MAX_REQUEST_S = 10.0  # one call's share of a long replay, at the chosen rate
 MIN_RATE = 0.1  # events/s; slower still would make one event outlast a call
@@ -82,6 +72,14 @@ class Selection:
         return (self.since_ms is None or at_ms >= self.since_ms) and (
             self.until_ms is None or at_ms < self.until_ms
         )
+
+    def describe(self) -> str:
+        """The selection in one line, for the audit trail: what an operator chose to replay."""
+        parts = [f"type={self.type}"] if self.type else []
+        parts += [f"since_ms={self.since_ms}"] if self.since_ms is not None else []
+        parts += [f"until_ms={self.until_ms}"] if self.until_ms is not None else []
+        parts += [f"ids={len(self.ids)}"] if self.ids else []
+        return " ".join(parts) or "all"
 
 
 @dataclass(slots=True)
@@ -142,26 +140,27 @@ class Pacer:
         self.sent += n
 
 
-def encode_token(parts: list[Any]) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode().rstrip("=")
+# ---- paging tokens ------------------------------------------------------------------
+
+
+def encode_token(parts: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(list(parts))).decode().rstrip("=")
+
+
+def invalid_cursor() -> ValidationError:
+    return ValidationError("cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}])
 
 
 def decode_token(token: str, shape: Any) -> Any:
+    """A token back into ``shape`` (a msgspec type); anything else is a 422 naming the cursor."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         return msgspec.json.decode(raw, type=shape)
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise ValidationError(
-            "cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}]
-        ) from None
+        raise invalid_cursor() from None
 
 
-_HistoryCursor = tuple[CursorMs, str, CursorMs]  # last (processed_at_ms, id) replayed, end of the selection
 _IdsCursor = tuple[Annotated[int, msgspec.Meta(ge=1, le=MAX_IDS)]]  # ids of the request done so far
-
-
-def _invalid_cursor() -> ValidationError:
-    return ValidationError("cursor is not one this API returned", [{"loc": "query.cursor", "msg": "invalid"}])
 
 
 def ids_start(cursor: str | None, n_ids: int) -> int:
@@ -170,7 +169,7 @@ def ids_start(cursor: str | None, n_ids: int) -> int:
         return 0
     (done,) = decode_token(cursor, _IdsCursor)
     if done >= n_ids:  # not a cursor of a request with these ids
-        raise _invalid_cursor()
+        raise invalid_cursor()
     return int(done)
 
 
@@ -178,128 +177,96 @@ def ids_cursor(done: int, n_ids: int) -> str | None:
     return encode_token([done]) if done < n_ids else None
 
 
-def replay_key(request_key: str, original_id: str) -> str:
-    """The idempotency key of one replay made under a request key: at most 77 characters."""
-    digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
-    return f"replay:{digest}:{original_id}"
+# ---- where sources and the engine meet ------------------------------------------------
+
+Item = TypeVar("Item")
+Position = tuple[Any, ...]  # where a filtered walk resumes: the parts of its cursor
 
 
-def _replay_item(
-    row: ProcessedRow, received_ms: int, request_key: str | None
-) -> tuple[str, bytes, str | None]:
-    key = None if request_key is None else replay_key(request_key, row.id)
-    env = Envelope(
-        id=new_event_id(),
-        type=row.type,
-        payload=msgspec.json.decode(row.payload),
-        receivedAt=received_ms,
-        source=row.source,
-        severity=row.severity,
-        timestamp=row.timestamp,
-        idempotencyKey=key,
-        replayOf=row.id,
-    )
-    return env.id, encode_envelope(env), key
+class Source(Protocol[Item]):
+    """What a replay reads from and sends to (``history.HistorySource``, ``dead.DeadSource``)."""
+
+    def matches(self, item: Item, sel: Selection) -> bool:
+        """Whether an event found by id passes the selection's filters."""
+        ...
+
+    async def find(self, ids: Sequence[str]) -> dict[str, Item]:
+        """The listed events that the source holds now, by id."""
+        ...
+
+    def walk(
+        self, sel: Selection, cursor: str | None, most: int, batch: int
+    ) -> AsyncGenerator[tuple[Item, Position], None]:
+        """The events the filters match, oldest first, from the cursor on (its end pinned by
+        the first call), at most ``most``, read ``batch`` at a time; each with the position
+        that resumes after it. A cursor that is not one of the source's raises a 422."""
+        ...
+
+    async def count(self, sel: Selection) -> Preview:
+        """How many events the filters match now, and the first few ids (a dry run)."""
+        ...
+
+    async def send(self, items: list[Item], page: Page) -> None:
+        """Send one chunk back to the queue, counting it in ``page``."""
+        ...
 
 
-async def _send(
-    broker: Broker, rows: list[ProcessedRow], page: Page, dedupe_window_ms: int, request_key: str | None
-) -> None:
-    now = now_ms()
-    results = await enqueue(broker, [_replay_item(r, now, request_key) for r in rows], dedupe_window_ms)
-    for row, acc in zip(rows, results, strict=True):
-        if acc.duplicate:
-            page.duplicates += 1
-        else:
-            page.replayed += 1
-        page.events.append((acc.event_id, row.id))
-
-
-def _matches(row: ProcessedRow, sel: Selection) -> bool:
-    return (sel.type is None or row.type == sel.type) and sel.in_range(row.processed_at_ms)
-
-
-async def replay_history(
-    broker: Broker,
-    store: SqlStore,
-    sel: Selection,
-    *,
-    rate: float,
-    limit: int = 1000,
-    cursor: str | None = None,
-    dedupe_window_ms: int,
-    request_key: str | None = None,
+async def replay(
+    source: Source[Item], sel: Selection, *, rate: float, limit: int, cursor: str | None,
     pacer: Pacer | None = None,
-) -> Page:
-    """Re-enqueue processed events as new ones (see the module docstring); one call's worth."""
+) -> Page:  # fmt: skip
+    """One call's worth of a replay (see the module docstring)."""
     pacer = pacer or Pacer(rate)
     budget = pacer.budget(limit)
     page = Page()
+    chosen: list[Item] = []
     if sel.ids:
-        return await _replay_history_ids(broker, store, sel, pacer, budget, cursor, page, dedupe_window_ms,
-                                         request_key)  # fmt: skip
-    after: tuple[int, str] | None = None
-    end = sel.until_ms if sel.until_ms is not None else now_ms()
-    if cursor:
-        at, last_id, end = decode_token(cursor, _HistoryCursor)
-        if "\x00" in last_id:  # no stored id has one, and PostgreSQL refuses it in a query
-            raise _invalid_cursor()
-        after = (at, last_id)
-    while True:
-        room = budget - page.replayed - page.duplicates
-        if room <= 0:
-            assert after is not None
-            page.next_cursor = encode_token([after[0], after[1], end])
-            return page
-        rows = await store.scan(min(pacer.chunk, room), after, sel.type, sel.since_ms, end)
-        if not rows:
-            return page
-        await pacer.ready()
-        await _send(broker, rows, page, dedupe_window_ms, request_key)
-        pacer.went(len(rows))
-        after = (rows[-1].processed_at_ms, rows[-1].id)
-
-
-async def _replay_history_ids(
-    broker: Broker,
-    store: SqlStore,
-    sel: Selection,
-    pacer: Pacer,
-    budget: int,
-    cursor: str | None,
-    page: Page,
-    dedupe_window_ms: int,
-    request_key: str | None,
-) -> Page:
-    """The listed ids from the cursor's position on, at most ``budget`` replays."""
-    wanted = sel.unique_ids()
-    done = ids_start(cursor, len(wanted))
-    found = await store.get_many(wanted[done:])
-    chosen: list[ProcessedRow] = []
-    while done < len(wanted) and len(chosen) < budget:
-        event_id = wanted[done]
-        done += 1
-        if event_id not in found:
-            page.not_found.append(event_id)
-        elif _matches(found[event_id], sel):
-            chosen.append(found[event_id])
-    for i in range(0, len(chosen), pacer.chunk):
-        part = chosen[i : i + pacer.chunk]
-        await pacer.ready()
-        await _send(broker, part, page, dedupe_window_ms, request_key)
-        pacer.went(len(part))
-    page.next_cursor = ids_cursor(done, len(wanted))
+        wanted = sel.unique_ids()
+        done = ids_start(cursor, len(wanted))
+        while done < len(wanted) and len(chosen) < budget:
+            # no more lookups than the call may still replay: the rest wait for the next call
+            part = wanted[done : done + budget - len(chosen)]
+            done += len(part)
+            found = await source.find(part)
+            for event_id in part:
+                if event_id not in found:
+                    page.not_found.append(event_id)
+                elif source.matches(found[event_id], sel):
+                    chosen.append(found[event_id])
+        for i in range(0, len(chosen), pacer.chunk):
+            await _send(source, chosen[i : i + pacer.chunk], pacer, page)
+        page.next_cursor = ids_cursor(done, len(wanted))
+        if page.next_cursor:
+            await pacer.ready()
+        return page
+    sent = 0
+    async with aclosing(source.walk(sel, cursor, budget, pacer.chunk)) as walk:
+        async for item, position in walk:
+            chosen.append(item)
+            if len(chosen) >= min(pacer.chunk, budget - sent):
+                await _send(source, chosen, pacer, page)
+                sent += len(chosen)
+                chosen = []
+                if sent >= budget:
+                    page.next_cursor = encode_token(position)
+                    await pacer.ready()  # paid for: the next call may send at once
+                    return page
+    if chosen:
+        await _send(source, chosen, pacer, page)
     return page
 
 
-async def preview_history(store: SqlStore, sel: Selection) -> Preview:
-    """A dry run: how many processed events the selection holds now, and the first few ids."""
-    if sel.ids:
-        wanted = sel.unique_ids()
-        found = await store.get_many(wanted)
-        rows = [found[i] for i in wanted if i in found and _matches(found[i], sel)]
-        return Preview(len(rows), [r.id for r in rows[:SAMPLE]], [i for i in wanted if i not in found])
-    end = sel.until_ms if sel.until_ms is not None else now_ms()
-    matched = await store.count_matching(sel.type, sel.since_ms, end)
-    sample = await store.scan(SAMPLE, None, sel.type, sel.since_ms, end)
-    return Preview(matched, [r.id for r in sample])
+async def _send(source: Source[Item], items: list[Item], pacer: Pacer, page: Page) -> None:
+    await pacer.ready()
+    await source.send(items, page)
+    pacer.went(len(items))
+
+
+async def preview(source: Source[Item], sel: Selection) -> Preview:
+    """A dry run: how many events the selection holds now, and the first few ids."""
+    if not sel.ids:
+        return await source.count(sel)
+    wanted = sel.unique_ids()
+    found = await source.find(wanted)
+    chosen = [i for i in wanted if i in found and source.matches(found[i], sel)]
+    return Preview(len(chosen), chosen[:SAMPLE], [i for i in wanted if i not in found])
