@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, connect
+from eventstream.broker.keys import Keys
 from eventstream.embedded import EmbeddedRedis, find_server_binary
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
@@ -85,7 +86,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def broker(redis: Redis, settings: Settings) -> Broker:
-    b = Broker(redis, settings.keys)
+    b = Broker(redis, Keys(settings.prefix))
     await b.ensure_group()
     return b
 

@@ -73,7 +73,7 @@ class Api:
         return event_id
 
     async def stream_len(self) -> int:
-        return int(await self.broker.redis.xlen(self.settings.keys.stream))
+        return int(await self.broker.redis.xlen(self.broker.keys.stream))
 
     async def counters(self) -> dict[str, int]:
         return await self.broker.counters()
