@@ -75,11 +75,11 @@ from eventstream.errors import (
     Forbidden,
     PayloadTooLarge,
     RateLimited,
+    RedisUnavailable,
     Unauthorized,
     Unavailable,
 )
 from eventstream.settings import Settings
-from eventstream.transient import REDIS_TRANSIENT
 
 NO_KEYS_TTL_S = 1.0
 PRINCIPAL = "eventstream.principal"  # the scope entry endpoints read the caller from
@@ -172,7 +172,7 @@ class Guard:
             self._checking = task
         try:
             return await asyncio.shield(task)
-        except REDIS_TRANSIENT:
+        except RedisUnavailable:
             if self.loopback and self._known:
                 # Redis unreachable: on loopback keep the last answer, so the store's
                 # reads and validation keep working for local use while Redis is down

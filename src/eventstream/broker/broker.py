@@ -14,6 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from eventstream.backend_errors import REDIS, translated
 from eventstream.broker.keys import GROUP, Keys
 from eventstream.broker.scripts import Dedupe, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
@@ -124,6 +125,7 @@ class Located:
     dead: DeadEntry | None = None
 
 
+@translated(REDIS)  # callers see EventStream's errors (RedisUnavailable...), never redis-py's
 class Broker:
     """Redis operations for one deployment prefix."""
 

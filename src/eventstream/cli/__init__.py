@@ -29,7 +29,7 @@ from eventstream.cli.common import (
     redis_url_or_exit,
     settings_or_exit,
 )
-from eventstream.errors import EventStreamError
+from eventstream.errors import BackendError, BackendUnavailable, EventStreamError
 
 if TYPE_CHECKING:
     from eventstream.ops.audit import AuditReport
@@ -345,9 +345,12 @@ def audit(
     url = redis_url_or_exit(settings)
     try:
         report = asyncio.run(_run_audit(settings, url, examples))
+    except (BackendUnavailable, BackendError) as exc:  # Redis or the store unreachable: no traceback
+        console.print(f"[red]error:[/red] cannot audit: {exc}")
+        raise typer.Exit(2) from None
     except EventStreamError as exc:
         raise fail(exc) from None
-    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
+    except Exception as exc:  # the audit's own reads of Redis: say so, no traceback
         console.print(f"[red]error:[/red] cannot audit: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
     if as_json:

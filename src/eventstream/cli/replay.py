@@ -22,7 +22,7 @@ from eventstream.cli.common import (
     redis_url_or_exit,
     settings_or_exit,
 )
-from eventstream.errors import EventStreamError
+from eventstream.errors import BackendError, BackendUnavailable, EventStreamError
 
 if TYPE_CHECKING:
     from eventstream.replay.engine import Selection
@@ -95,12 +95,15 @@ def replay(
     try:
         sel = Selection(type_, _ms(since), _ms(until), tuple(ids or ()))
         asyncio.run(_run(settings, url, source, sel, dry_run, key, capped))
+    except (BackendUnavailable, BackendError) as exc:  # Redis or the store unreachable: no traceback
+        console.print(f"[red]error:[/red] cannot replay: {exc}")
+        raise typer.Exit(2) from None
     except EventStreamError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
         console.print("[yellow]stopped[/yellow]; the events replayed so far stay replayed")
         raise typer.Exit(130) from None
-    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
+    except Exception as exc:  # anything else: say so, no traceback
         console.print(f"[red]error:[/red] cannot replay: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
 

@@ -37,6 +37,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
+from eventstream.backend_errors import REDIS, translated
 from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP, Keys
 from eventstream.store import SqlStore
@@ -121,6 +122,7 @@ class _Found:
                 self.examples.append(i)
 
 
+@translated(REDIS)  # its reads of Redis are its own (not the Broker's)
 async def audit(
     broker: Broker,
     store: SqlStore,
