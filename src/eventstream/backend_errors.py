@@ -42,66 +42,31 @@ T = TypeVar("T")
 C = TypeVar("C", bound=Callable[..., Any])
 
 
+def _never(_: BaseException) -> bool:
+    return False
+
+
 @dataclass(frozen=True, eq=False)
 class Backend:
-    """One backend's table: driver exception class -> ours (the most specific class wins)."""
+    """One backend's table: driver exception class -> ours (the most specific class wins).
+
+    ``lost``: whether an exception the table calls a ``BackendError`` is in truth a
+    connection lost, which makes it ``unavailable`` instead."""
 
     name: str
     table: dict[type[BaseException], type[EventStreamError]]
+    unavailable: type[BackendUnavailable]
+    lost: Callable[[BaseException], bool] = _never
     catch: tuple[type[BaseException], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "catch", tuple(self.table))
 
 
-REDIS = Backend(
-    "Redis",
-    {
-        # redis-py's BusyLoadingError (a server loading its data) is a ConnectionError;
-        # its TimeoutError is not an OSError.
-        redis.exceptions.TimeoutError: RedisTimeout,
-        redis.exceptions.ConnectionError: RedisUnavailable,
-        redis.exceptions.ReadOnlyError: RedisUnavailable,  # a failover has not finished
-        OSError: RedisUnavailable,  # a socket error redis-py let through
-        redis.exceptions.RedisError: BackendError,
-    },
-)
-
-STORE = Backend(
-    "the store",
-    {
-        sqlalchemy.exc.OperationalError: StoreUnavailable,  # refused, locked, shutting down
-        sqlalchemy.exc.InterfaceError: StoreUnavailable,
-        sqlalchemy.exc.DisconnectionError: StoreUnavailable,
-        sqlalchemy.exc.TimeoutError: StoreUnavailable,  # no pooled connection in time
-        OSError: StoreUnavailable,
-        # A connection cut mid-statement reaches SQLAlchemy as a plain DBAPIError
-        # (asyncpg: "connection was closed in the middle of operation", SQLSTATE 08003):
-        # unavailable when the connection was lost (see _lost), else an error.
-        sqlalchemy.exc.DBAPIError: BackendError,
-        sqlalchemy.exc.SQLAlchemyError: BackendError,
-    },
-)
-
 # SQLSTATE classes and codes of a lost or refused connection: 08 connection exception,
 # 57P01-57P03 server shutting down or starting, 53300 too many connections.
 _LOST_SQLSTATE_CLASSES = ("08",)
 _LOST_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
-
-
-def translate(exc: BaseException, backend: Backend) -> BaseException:
-    """EventStream's exception for ``exc``, raised by ``backend``'s driver; ``exc``
-    itself when the table does not list it (not the driver's, or already ours)."""
-    kind = next((backend.table[c] for c in type(exc).__mro__ if c in backend.table), None)
-    if kind is None:
-        return exc
-    if kind is BackendError and _lost(exc):
-        kind = StoreUnavailable
-    what = kind.what if issubclass(kind, BackendUnavailable) else f"{backend.name} refused the request"
-    text = str(exc).strip().partition("\n")[0]  # SQLAlchemy adds the SQL and a link below
-    new = kind(f"{what}: {type(exc).__name__}" + (f": {text}" if text else ""))
-    new.__cause__ = exc
-    return new
 
 
 def _lost(exc: BaseException) -> bool:
@@ -121,6 +86,54 @@ def _lost(exc: BaseException) -> bool:
         error = error.__cause__ or error.__context__
         seen += 1
     return False
+
+
+REDIS = Backend(
+    "Redis",
+    {
+        # redis-py's BusyLoadingError (a server loading its data) is a ConnectionError;
+        # its TimeoutError is not an OSError.
+        redis.exceptions.TimeoutError: RedisTimeout,
+        redis.exceptions.ConnectionError: RedisUnavailable,
+        redis.exceptions.ReadOnlyError: RedisUnavailable,  # a failover has not finished
+        OSError: RedisUnavailable,  # a socket error redis-py let through
+        redis.exceptions.RedisError: BackendError,
+    },
+    RedisUnavailable,
+)
+
+STORE = Backend(
+    "the store",
+    {
+        sqlalchemy.exc.OperationalError: StoreUnavailable,  # refused, locked, shutting down
+        sqlalchemy.exc.InterfaceError: StoreUnavailable,
+        sqlalchemy.exc.DisconnectionError: StoreUnavailable,
+        sqlalchemy.exc.TimeoutError: StoreUnavailable,  # no pooled connection in time
+        OSError: StoreUnavailable,
+        # A connection cut mid-statement reaches SQLAlchemy as a plain DBAPIError
+        # (asyncpg: "connection was closed in the middle of operation", SQLSTATE 08003):
+        # unavailable when the connection was lost (see _lost), else an error.
+        sqlalchemy.exc.DBAPIError: BackendError,
+        sqlalchemy.exc.SQLAlchemyError: BackendError,
+    },
+    StoreUnavailable,
+    lost=_lost,
+)
+
+
+def translate(exc: BaseException, backend: Backend) -> BaseException:
+    """EventStream's exception for ``exc``, raised by ``backend``'s driver; ``exc``
+    itself when the table does not list it (not the driver's, or already ours)."""
+    kind = next((backend.table[c] for c in type(exc).__mro__ if c in backend.table), None)
+    if kind is None:
+        return exc
+    if kind is BackendError and backend.lost(exc):
+        kind = backend.unavailable
+    what = kind.what if issubclass(kind, BackendUnavailable) else f"{backend.name} refused the request"
+    text = str(exc).strip().partition("\n")[0]  # SQLAlchemy adds the SQL and a link below
+    new = kind(f"{what}: {type(exc).__name__}" + (f": {text}" if text else ""))
+    new.__cause__ = exc
+    return new
 
 
 def translated(backend: Backend) -> Callable[[C], C]:

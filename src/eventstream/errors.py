@@ -147,8 +147,6 @@ class BackendError(EventStreamError):
     """Redis or the store refused a request in a way waiting cannot cure: a bug, or a
     misconfiguration (a command error, a broken constraint, a permission). Not retried."""
 
-    what = "Redis or the store refused the request"
-
 
 class PermanentError(EventStreamError):
     """Raise from a handler to send the event to the DLQ without further retries."""
