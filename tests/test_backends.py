@@ -16,7 +16,7 @@ async def test_opens_both_checks_the_schema_and_closes_both(
 ) -> None:
     settings = make_settings(redis_url, prefix, tmp_path / "data")
     async with open_backends(settings) as b:
-        assert await b.redis.ping()
+        await b.broker.ping()  # raises when Redis is not reachable
         assert await b.store.count() == 0  # the embedded store's schema was created
         assert b.broker.keys.prefix == prefix
     assert (tmp_path / "data" / "events.db").exists()

@@ -21,8 +21,6 @@ from eventstream.errors import ConfigError
 from eventstream.settings import Settings
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
-
     from eventstream.broker import Broker
     from eventstream.store import SqlStore
 
@@ -30,8 +28,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Backends:
     settings: Settings
-    redis: Redis
-    broker: Broker
+    broker: Broker  # the one door to Redis: the client itself stays inside it
     store: SqlStore
 
 
@@ -52,7 +49,7 @@ async def open_backends(settings: Settings, redis_url: str | None = None) -> Asy
         store = create_store(settings.store_url)
         try:
             await store.ensure_schema(auto_upgrade=settings.database_url is None)
-            yield Backends(settings, redis, Broker(redis, Keys(settings.prefix)), store)
+            yield Backends(settings, Broker(redis, Keys(settings.prefix)), store)
         finally:
             await store.close()
     finally:

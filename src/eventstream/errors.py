@@ -10,8 +10,18 @@
     ├── Unauthorized           no API key, or an unknown or revoked one (-> 401)
     ├── Forbidden              the key's scope does not allow the request (-> 403)
     ├── RateLimited            the key's or client's rate limit is spent (-> 429)
-    ├── Unavailable            Redis or the store cannot be reached (-> 503)
+    ├── Unavailable            the service cannot serve now; the client may retry (-> 503)
+    │   └── BackendUnavailable Redis or the store failed in a way waiting can cure
+    │       ├── RedisUnavailable   refused, reset, loading, a replica not yet promoted
+    │       │   └── RedisTimeout   no reply in time: the command may still be applied
+    │       └── StoreUnavailable   refused, cut mid-statement, locked, out of connections
+    ├── BackendError           Redis or the store refused a request; waiting cannot cure it
     └── PermanentError         raised BY A HANDLER: do not retry, dead-letter now
+
+``BackendUnavailable`` and ``BackendError`` are made from redis-py's and SQLAlchemy's
+exceptions at the edges (``Broker``, ``SqlStore``), by the one table in
+``eventstream.backend_errors``; the original is their ``__cause__``. Nothing above
+the edges names a driver's exception.
 
 Handlers raise any exception to ask for a retry; ``PermanentError`` skips the
 retries. ``Retry`` (not an error) asks for a retry after a given delay.
@@ -97,6 +107,45 @@ class Unavailable(EventStreamError):
         super().__init__(detail)
         self.detail = detail
         self.retry_after_s = retry_after_s
+
+
+class BackendUnavailable(Unavailable):
+    """Redis or the store failed in a way waiting can cure: the API answers 503 with
+    ``Retry-After``, a worker backs off and tries again, a periodic job skips a round.
+
+    ``str()`` says what failed, for logs and operators; ``detail`` is what an HTTP
+    client is told (no addresses, no driver messages)."""
+
+    what = "cannot reach Redis or the store"
+    detail = "a backing service (Redis or the store) is unreachable; nothing was changed, retry later"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        EventStreamError.__init__(self, message)
+        self.retry_after_s = retry_after_s
+
+
+class RedisUnavailable(BackendUnavailable):
+    what = "cannot reach Redis"
+
+
+class RedisTimeout(RedisUnavailable):
+    """Redis did not answer in time. The command may have reached it and be applied once
+    it answers again: repeat it only where that is safe (ingest: with an idempotency key)."""
+
+    what = "Redis did not answer in time"
+    detail = (
+        "Redis did not answer in time; the request may or may not have been applied: "
+        "retry later with the same Idempotency-Key to be told which"
+    )
+
+
+class StoreUnavailable(BackendUnavailable):
+    what = "cannot reach the store"
+
+
+class BackendError(EventStreamError):
+    """Redis or the store refused a request in a way waiting cannot cure: a bug, or a
+    misconfiguration (a command error, a broken constraint, a permission). Not retried."""
 
 
 class PermanentError(EventStreamError):

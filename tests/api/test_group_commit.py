@@ -9,6 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import free_port
+from eventstream.errors import RedisUnavailable
 from eventstream.ingest.accept import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
 from eventstream.settings import Settings
 
@@ -53,7 +54,10 @@ async def test_a_failed_call_fails_every_request_of_the_group(settings: Settings
     down = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     commit = GroupCommit(Broker(down, Keys(settings.prefix)), 60_000)
     outcomes = await asyncio.gather(*(commit.submit(items(2)) for _ in range(5)), return_exceptions=True)
-    assert all(isinstance(o, RedisConnectionError) for o in outcomes)
+    assert all(isinstance(o, RedisUnavailable) for o in outcomes), outcomes
+    assert all(
+        isinstance(o, BaseException) and isinstance(o.__cause__, RedisConnectionError) for o in outcomes
+    )
     await down.aclose()
 
 

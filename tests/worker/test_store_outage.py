@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker
+from eventstream.errors import StoreUnavailable
 from eventstream.event import Event
 from eventstream.store import SqlStore, create_store
 from eventstream.worker import Worker
@@ -92,8 +93,9 @@ async def test_store_unreachable_keeps_events_pending_then_completes(
     ids = await put_many(broker, 3)
     away = tmp_path / "db-away"
     directory.rename(away)  # "unable to open database file"
-    with pytest.raises(sa.exc.OperationalError):
+    with pytest.raises(StoreUnavailable) as caught:
         await store.ping()
+    assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
     worker = Worker(counting_app(calls), mk(), broker, store)
     task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
     try:

@@ -17,11 +17,11 @@ from eventstream.api.fastpath import IngestFastPath
 from eventstream.api.guard import SecurityMiddleware
 from eventstream.auth.guard import Guard
 from eventstream.backends import Backends, open_backends
+from eventstream.errors import RedisUnavailable
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit
 from eventstream.ingest.backpressure import Backpressure
 from eventstream.settings import Settings
-from eventstream.transient import REDIS_TRANSIENT
 
 log = structlog.get_logger("eventstream.api")
 
@@ -89,10 +89,10 @@ async def _start(app: FastAPI, backends: Backends, guard: Guard) -> None:
         await broker.ensure_group()
         for warning in await broker.safety_warnings():
             log.warning("redis could lose events", reason=warning)
-    except REDIS_TRANSIENT as exc:
+    except RedisUnavailable as exc:
         # Start anyway: /readyz answers 503 and requests 503 until Redis is back.
         # (Ingest creates the stream; workers create the consumer group.)
-        log.warning("redis unreachable at start", error=f"{type(exc).__name__}: {exc}")
+        log.warning("redis unreachable at start", error=str(exc))
     app.state.services = Services(
         settings,
         broker,
@@ -114,7 +114,7 @@ async def _announce(guard: Guard) -> None:
     assert guard.registry is not None
     try:
         keys_exist = await guard.registry.any_keys()
-    except REDIS_TRANSIENT:
+    except RedisUnavailable:
         return
     if keys_exist:
         log.info(

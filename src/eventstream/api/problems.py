@@ -8,13 +8,20 @@ import msgspec
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from eventstream.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationError
-from eventstream.transient import is_transient
+from eventstream.errors import (
+    BackendUnavailable,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    RedisTimeout,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
 
 log = structlog.get_logger("eventstream.api")
 
@@ -67,23 +74,12 @@ def response_for(exc: Exception) -> Response:
     if isinstance(exc, HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     if isinstance(exc, Unavailable):
+        if isinstance(exc, RedisTimeout):
+            # The command may have reached Redis and be applied once it answers again.
+            log.warning("redis did not answer in time", error=str(exc))
+        elif isinstance(exc, BackendUnavailable):
+            log.warning("backing service unavailable", error=str(exc))
         return problem(503, exc.detail, headers={"Retry-After": str(exc.retry_after_s)})
-    if isinstance(exc, RedisTimeoutError):
-        # The command may have reached Redis and be applied once it answers again.
-        log.warning("redis did not answer in time", error=f"{type(exc).__name__}: {exc}")
-        return problem(
-            503,
-            "Redis did not answer in time; the request may or may not have been applied: "
-            "retry later with the same Idempotency-Key to be told which",
-            headers={"Retry-After": "1"},
-        )
-    if is_transient(exc):
-        log.warning("backing service unavailable", error=f"{type(exc).__name__}: {exc}")
-        return problem(
-            503,
-            "a backing service (Redis or the store) is unreachable; nothing was changed, retry later",
-            headers={"Retry-After": "1"},
-        )
     if isinstance(exc, ClientDisconnect):
         # The client went away mid-request: not a server error, and nobody reads the answer.
         log.debug("client disconnected before the request was read")

@@ -59,9 +59,13 @@ from eventstream.auth import limits
 from eventstream.auth.apikeys import KeyRegistry, digest, parse_token
 from eventstream.auth.policy import manages_keys
 from eventstream.broker import Broker
-from eventstream.errors import Forbidden, Unauthorized, Unavailable
+from eventstream.errors import (
+    Forbidden,
+    RedisUnavailable,
+    Unauthorized,
+    Unavailable,
+)
 from eventstream.settings import Settings
-from eventstream.transient import REDIS_TRANSIENT
 
 NO_KEYS_TTL_S = 1.0
 _DUMMY = digest("es_000000000000_" + "0" * 43)
@@ -132,7 +136,7 @@ class Guard:
             self._checking = task
         try:
             return await asyncio.shield(task)
-        except REDIS_TRANSIENT:
+        except RedisUnavailable:
             if self.loopback and self._known:
                 # Redis unreachable: on loopback keep the last answer, so the store's
                 # reads and validation keep working for local use while Redis is down

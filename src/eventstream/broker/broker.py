@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from eventstream.backend_errors import REDIS, translated
 from eventstream.broker.entries import DeadEntry, Located, StreamEntry
 from eventstream.broker.keys import GROUP, Keys
 from eventstream.broker.reads import StateReads
@@ -63,6 +64,7 @@ def _closed_is_connection_error(cls: type[AbstractConnection]) -> type[AbstractC
     return Guarded
 
 
+@translated(REDIS)  # callers see EventStream's errors (RedisUnavailable...), never redis-py's
 class Broker:
     """Redis operations for one deployment prefix.
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from eventstream.backend_errors import REDIS, translated
 from eventstream.broker.keys import GROUP, Keys
 
 
@@ -51,6 +52,7 @@ def _after(entry: str | None) -> str:
     return "-" if entry is None else f"({entry}"
 
 
+@translated(REDIS)  # like Broker: callers see EventStream's errors, never redis-py's
 class StateReads:
     """Reads of one deployment's whole state, page by page (see the module docstring)."""
 

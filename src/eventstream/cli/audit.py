@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from eventstream.cli.common import DataDirOpt, cli, console, fail, redis_url_or_exit, settings_or_exit
-from eventstream.errors import EventStreamError
+from eventstream.errors import BackendError, BackendUnavailable, EventStreamError
 
 if TYPE_CHECKING:
     from eventstream.ops.audit import AuditReport
@@ -41,9 +41,12 @@ def audit(
     url = redis_url_or_exit(settings)
     try:
         report = asyncio.run(_run_audit(settings, url, examples))
+    except (BackendUnavailable, BackendError) as exc:  # Redis or the store unreachable: no traceback
+        console.print(f"[red]error:[/red] cannot audit: {exc}")
+        raise typer.Exit(2) from None
     except EventStreamError as exc:
         raise fail(exc) from None
-    except Exception as exc:  # Redis or the store unreachable: say so, no traceback
+    except Exception as exc:  # anything else: say so, no traceback
         console.print(f"[red]error:[/red] cannot audit: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
     if as_json:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from eventstream.cli.common import CommandGroup, DataDirOpt, cli, console, fail, settings_or_exit
-from eventstream.errors import EventStreamError
+from eventstream.errors import BackendError, BackendUnavailable, EventStreamError
 
 if TYPE_CHECKING:
     from eventstream.settings import Settings
@@ -42,9 +42,12 @@ def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) ->
 
     try:
         return asyncio.run(run())
+    except (BackendUnavailable, BackendError) as exc:  # the database unreachable: say so, no traceback
+        console.print(f"[red]error:[/red] database: {exc}")
+        raise typer.Exit(2) from None
     except EventStreamError as exc:
         raise fail(exc) from None
-    except Exception as exc:  # the database unreachable: say so, no traceback
+    except Exception as exc:  # what the migrations raise on their own connection
         console.print(f"[red]error:[/red] database: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
 

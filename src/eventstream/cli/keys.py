@@ -21,7 +21,7 @@ from eventstream.cli.common import (
     redis_url_or_exit,
     settings_or_exit,
 )
-from eventstream.errors import EventStreamError
+from eventstream.errors import BackendError, BackendUnavailable, EventStreamError
 
 if TYPE_CHECKING:
     from eventstream.auth.apikeys import ApiKey, KeyRegistry
@@ -40,8 +40,6 @@ CLI_ACTOR = ("cli", "cli")
 
 
 def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T:
-    from redis.exceptions import RedisError
-
     from eventstream.auth.apikeys import KeyRegistry
     from eventstream.broker import Broker, connect
     from eventstream.broker.keys import Keys
@@ -57,11 +55,11 @@ def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T
 
     try:
         return asyncio.run(go())
+    except (BackendUnavailable, BackendError) as exc:  # "cannot reach Redis: ..."
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     except EventStreamError as exc:
         raise fail(exc) from None
-    except (RedisError, OSError) as exc:
-        console.print(f"[red]error:[/red] cannot reach Redis: {type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from None
 
 
 def _settings(data_dir: Path | None) -> Settings:

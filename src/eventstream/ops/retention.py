@@ -20,9 +20,9 @@ import time
 import structlog
 
 from eventstream.broker import Broker
+from eventstream.errors import BackendUnavailable
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
-from eventstream.transient import is_transient
 
 log = structlog.get_logger("eventstream.ops.retention")
 
@@ -70,10 +70,9 @@ async def run_periodically(settings: Settings, broker: Broker, store: SqlStore, 
     while True:
         try:
             await prune_if_my_turn(settings, broker, store, owner)
+        except BackendUnavailable as exc:
+            log.warning("retention: prune failed; trying again next period", error=str(exc))
         except Exception as exc:  # whatever it is, the next period tries again
             error = f"{type(exc).__name__}: {exc}"
-            if is_transient(exc):
-                log.warning("retention: prune failed; trying again next period", error=error)
-            else:
-                log.exception("retention: prune failed; trying again next period", error=error)
+            log.exception("retention: prune failed; trying again next period", error=error)
         await asyncio.sleep(settings.retention_interval)

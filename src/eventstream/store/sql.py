@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from eventstream.backend_errors import STORE, translated
 from eventstream.errors import ConfigError, ValidationError
 from eventstream.store import migrations
 
@@ -78,6 +79,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return at, event_id
 
 
+@translated(STORE)  # callers see EventStream's errors (StoreUnavailable...), never SQLAlchemy's
 class SqlStore:
     """Processed events in one SQL table, upserted by id (a repeat keeps one row)."""
 

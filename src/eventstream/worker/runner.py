@@ -27,15 +27,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
 from eventstream.app import EventStream
 from eventstream.broker import Broker, StreamEntry
+from eventstream.errors import BackendError, BackendUnavailable
 from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
-from eventstream.transient import REDIS_TRANSIENT, is_transient
 from eventstream.worker.dispatch import Dispatcher, Done, Outcome
 from eventstream.worker.settle import record_outcomes, write_rows
 
@@ -162,7 +161,7 @@ class Worker:
                     log.warning("could not record every outcome before stopping")
             if await _cancel_and_wait([settler, maintenance], STOP_TASKS_S):
                 log.warning("internal tasks did not stop in time", consumer=self.consumer)
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(BackendUnavailable, BackendError):
                 await self.broker.leave(self.consumer)
             self.dispatcher.shutdown()
             if self.stuck or self.dispatcher.stuck_threads:
@@ -200,7 +199,7 @@ class Worker:
             return
         try:
             await self.broker.release(self.consumer, entries, int(self.settings.visibility_timeout * 1000))
-        except (RedisError, OSError) as exc:
+        except (BackendUnavailable, BackendError) as exc:
             log.warning("could not release unfinished events; they wait for the visibility timeout",
                         error=str(exc))  # fmt: skip
 
@@ -219,7 +218,7 @@ class Worker:
                     self.consumer, min(free, self.settings.batch_size), READ_BLOCK_MS
                 )
                 backoff = 0.05
-            except REDIS_TRANSIENT as exc:
+            except BackendUnavailable as exc:
                 log.warning("redis unreachable, retrying", error=str(exc), in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -332,11 +331,7 @@ class Worker:
         while True:
             try:
                 return await func(*args, **kwargs)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
+            except BackendUnavailable as exc:
                 log.warning(
                     "backing service unavailable, retrying",
                     op=getattr(func, "__name__", "call"),
@@ -366,12 +361,11 @@ class Worker:
                     await self._reclaim(vt_ms)
                     last_reclaim = now
                 backoff = s.poll_interval
+            except BackendUnavailable as exc:
+                log.warning("maintenance: redis unreachable", error=str(exc), in_s=backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
             except Exception as exc:  # a failed round must not end promotion and reclaiming
-                if is_transient(exc):
-                    log.warning("maintenance: redis unreachable", error=str(exc), in_s=backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
-                else:
-                    log.exception("maintenance failed", error=f"{type(exc).__name__}: {exc}")
+                log.exception("maintenance failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(backoff)
 
     async def _promote(self) -> None:

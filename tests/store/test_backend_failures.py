@@ -1,12 +1,14 @@
-"""The one table of transient backend errors (eventstream.transient), fed real failures.
+"""The one table of backend errors (eventstream.backend_errors), fed real failures.
 
-Every exception here comes from a real server or a real socket: a PostgreSQL backend
-terminated (``pg_terminate_backend``) while a read or a write runs, a connection reset
-by the fault proxy mid-statement, a connection refused (nobody listening, or too many
-connections: SQLSTATE 53300), a Redis server stopped under a blocked command. Each must
-be transient: the worker backs off and tries again, the API answers 503. A statement
-with a bug, a broken constraint or a Redis command error must not be: waiting cannot
-cure them.
+Every exception here comes from a real server or a real socket, through the edges
+(``SqlStore`` and ``Broker`` methods, or a function translated like them): a PostgreSQL
+backend terminated (``pg_terminate_backend``) while a read or a write runs, a
+connection reset by the fault proxy mid-statement, a connection refused (nobody
+listening, or too many connections: SQLSTATE 53300), a Redis server stopped under a
+blocked command, paused past the client's timeout, or not listening at all. Each must be
+``BackendUnavailable``: the worker backs off and tries again, the API answers 503. A
+statement with a bug, a broken constraint or a Redis command error must be a
+``BackendError``: waiting cannot cure them. The driver's exception is the ``__cause__``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,21 @@ import sqlalchemy as sa
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from eventstream.broker import connect
+from eventstream.backend_errors import REDIS, STORE, translated
+from eventstream.broker import Broker, connect
+from eventstream.broker.keys import Keys
 from eventstream.embedded import EmbeddedRedis, find_server_binary, free_port
+from eventstream.errors import (
+    BackendError,
+    BackendUnavailable,
+    RedisTimeout,
+    RedisUnavailable,
+    StoreUnavailable,
+)
 from eventstream.store import SqlStore, create_store
 from eventstream.store.sql import events
-from eventstream.transient import is_transient
 from tests.support.factories import row
 from tests.support.proxy import PASS, RESET, FaultProxy
 from tests.support.servers import PG, missing
@@ -42,6 +53,9 @@ def describe(exc: BaseException) -> str:
     """The exception and the driver errors beneath it, for a failure message."""
     parts = [f"{type(exc).__module__}.{type(exc).__name__}: {exc}"]
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc.__cause__
+    if isinstance(cause, sa.exc.DBAPIError):  # ours, caused by SQLAlchemy's
+        parts.append(f"{type(cause).__module__}.{type(cause).__name__}: {cause}")
+        cause = cause.orig
     while cause is not None and len(parts) < 6:
         parts.append(f"{type(cause).__name__} (sqlstate {getattr(cause, 'sqlstate', None)}): {cause}")
         cause = cause.__cause__ or cause.__context__
@@ -104,28 +118,44 @@ async def failure_of(work: Awaitable[object], cut: Awaitable[None]) -> BaseExcep
     return exc
 
 
+@translated(STORE)  # a statement no SqlStore method runs, translated like theirs
 async def sleep_in_store(store: SqlStore) -> None:
     async with store.engine.connect() as conn:
         await conn.execute(sa.text("SELECT pg_sleep(30)"))
+
+
+@translated(STORE)
+async def run_in_store(store: SqlStore, statement: sa.Executable, *params: dict[str, object]) -> None:
+    async with store.engine.begin() as conn:
+        await conn.execute(statement, list(params) or None)
+
+
+def unavailable(
+    exc: BaseException,
+    kind: type[BackendUnavailable],
+    cause: type[BaseException] | tuple[type[BaseException], ...],
+) -> None:
+    """``exc`` is ``kind``, made from ``cause`` (the driver's exception, kept)."""
+    assert isinstance(exc, kind), describe(exc)
+    assert isinstance(exc.__cause__, cause), describe(exc)
 
 
 async def stored(admin: asyncpg.Connection, event_id: str) -> int:
     return int(await admin.fetchval("SELECT count(*) FROM eventstream_events WHERE id = $1", event_id))
 
 
-# ---- PostgreSQL: cut, refused -> transient ---------------------------------------------
+# ---- PostgreSQL: cut, refused -> StoreUnavailable --------------------------------------
 
 
-async def test_a_read_whose_backend_is_terminated_is_transient(
+async def test_a_read_whose_backend_is_terminated_is_unavailable(
     pg_store: SqlStore, admin: asyncpg.Connection
 ) -> None:
     exc = await failure_of(sleep_in_store(pg_store), terminate(admin, "SELECT pg_sleep%"))
-    assert isinstance(exc, sa.exc.DBAPIError), describe(exc)
-    assert is_transient(exc), describe(exc)
+    unavailable(exc, StoreUnavailable, sa.exc.DBAPIError)
     await pg_store.ping()  # the store goes on with a new connection
 
 
-async def test_a_write_whose_backend_is_terminated_is_transient(
+async def test_a_write_whose_backend_is_terminated_is_unavailable(
     postgres_url: str, pg_store: SqlStore, admin: asyncpg.Connection
 ) -> None:
     event = row(f"cut-{uuid.uuid4().hex}")
@@ -140,14 +170,13 @@ async def test_a_write_whose_backend_is_terminated_is_transient(
             )
     finally:
         await locker.close()
-    assert isinstance(exc, sa.exc.DBAPIError), describe(exc)
-    assert is_transient(exc), describe(exc)
+    unavailable(exc, StoreUnavailable, sa.exc.DBAPIError)  # through SqlStore.record itself
     assert await stored(admin, event.id) == 0, "the cut write left nothing behind"
     await pg_store.record([event])  # what the worker does next: the same write again
     assert await stored(admin, event.id) == 1
 
 
-async def test_a_connection_reset_mid_statement_is_transient(
+async def test_a_connection_reset_mid_statement_is_unavailable(
     postgres_url: str, admin: asyncpg.Connection
 ) -> None:
     proxy = FaultProxy(PG_PORT, PG_HOST).start()
@@ -160,8 +189,7 @@ async def test_a_connection_reset_mid_statement_is_transient(
             proxy.set(PASS)
 
         exc = await failure_of(sleep_in_store(store), reset_when_running())
-        assert isinstance(exc, sa.exc.DBAPIError), describe(exc)
-        assert is_transient(exc), describe(exc)
+        unavailable(exc, StoreUnavailable, sa.exc.DBAPIError)
         assert proxy.stats["reset"] >= 1
         await store.ping()
     finally:
@@ -174,17 +202,17 @@ async def test_a_connection_reset_mid_statement_is_transient(
         )
 
 
-async def test_a_refused_connection_is_transient() -> None:
+async def test_a_refused_connection_is_unavailable() -> None:
     store = create_store(f"postgresql+asyncpg://{PG['user']}@{PG_HOST}:{free_port()}/nowhere")
     try:
-        with pytest.raises((OSError, sa.exc.DBAPIError)) as caught:
+        with pytest.raises(StoreUnavailable) as caught:
             await store.ping()
     finally:
         await store.close()
-    assert is_transient(caught.value), describe(caught.value)
+    unavailable(caught.value, StoreUnavailable, (OSError, sa.exc.DBAPIError))
 
 
-async def test_a_connection_refused_for_too_many_connections_is_transient(
+async def test_a_connection_refused_for_too_many_connections_is_unavailable(
     postgres_url: str, admin: asyncpg.Connection
 ) -> None:
     # A role of the test's own that may open no connection: the server refuses it with
@@ -193,30 +221,29 @@ async def test_a_connection_refused_for_too_many_connections_is_transient(
     await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
     store = create_store(postgres_url.replace(f"//{PG['user']}@", f"//{role}@"))
     try:
-        with pytest.raises(sa.exc.DBAPIError) as caught:
+        with pytest.raises(StoreUnavailable) as caught:
             await store.ping()
     finally:
         await store.close()
         await admin.execute(f'DROP ROLE "{role}"')
-    assert is_transient(caught.value), describe(caught.value)
+    unavailable(caught.value, StoreUnavailable, sa.exc.DBAPIError)
 
 
-# ---- PostgreSQL: bugs -> not transient -------------------------------------------------
+# ---- PostgreSQL: bugs -> BackendError ---------------------------------------------------
 
 
-async def test_a_syntax_error_is_not_transient(pg_store: SqlStore) -> None:
-    with pytest.raises(sa.exc.ProgrammingError) as caught:
-        async with pg_store.engine.connect() as conn:
-            await conn.execute(sa.text("SELEC 1"))
-    assert not is_transient(caught.value), describe(caught.value)
+async def test_a_syntax_error_is_an_error(pg_store: SqlStore) -> None:
+    with pytest.raises(BackendError) as caught:
+        await run_in_store(pg_store, sa.text("SELEC 1"))
+    assert isinstance(caught.value.__cause__, sa.exc.ProgrammingError), describe(caught.value)
+    assert str(caught.value).startswith("the store refused the request: ProgrammingError: ")
 
 
-async def test_an_integrity_error_is_not_transient(pg_store: SqlStore) -> None:
+async def test_an_integrity_error_is_an_error(pg_store: SqlStore) -> None:
     values = row(f"twice-{uuid.uuid4().hex}")._asdict()
-    with pytest.raises(sa.exc.IntegrityError) as caught:
-        async with pg_store.engine.begin() as conn:
-            await conn.execute(sa.insert(events), [values, values])
-    assert not is_transient(caught.value), describe(caught.value)
+    with pytest.raises(BackendError) as caught:
+        await run_in_store(pg_store, sa.insert(events), values, values)
+    assert isinstance(caught.value.__cause__, sa.exc.IntegrityError), describe(caught.value)
 
 
 # ---- Redis -----------------------------------------------------------------------------
@@ -230,9 +257,16 @@ def own_redis(tmp_path: Path) -> EmbeddedRedis:
     return EmbeddedRedis(tmp_path / "redis").start()
 
 
-async def test_redis_stopped_under_a_command_then_refusing_is_transient(own_redis: EmbeddedRedis) -> None:
+async def test_redis_stopped_under_a_command_then_refusing_is_unavailable(
+    own_redis: EmbeddedRedis, prefix: str
+) -> None:
     client = connect(own_redis.url)
     waiter = connect(own_redis.url)
+
+    @translated(REDIS)  # a command no Broker method sends, translated like theirs
+    async def blpop() -> object:
+        return await waiter.blpop(["nothing-comes"], timeout=20)
+
     try:
         await client.ping()
 
@@ -245,19 +279,55 @@ async def test_redis_stopped_under_a_command_then_refusing_is_transient(own_redi
                 raise AssertionError("the BLPOP never blocked")
             await asyncio.to_thread(own_redis.stop)
 
-        during = await failure_of(waiter.blpop(["nothing-comes"], timeout=20), stop_when_blocked())
-        with pytest.raises(RedisConnectionError) as after:
-            await client.ping()
+        during = await failure_of(blpop(), stop_when_blocked())
+        with pytest.raises(RedisUnavailable) as after:
+            await Broker(client, Keys(prefix)).ping()
     finally:
         own_redis.kill()
         await client.aclose()
         await waiter.aclose()
-    assert is_transient(during), describe(during)
-    assert is_transient(after.value), describe(after.value)
+    unavailable(during, RedisUnavailable, (RedisConnectionError, OSError))
+    unavailable(after.value, RedisUnavailable, RedisConnectionError)
 
 
-async def test_a_redis_command_error_is_not_transient(redis: Redis, prefix: str) -> None:
-    await redis.set(f"{prefix}:text", "not a number")
-    with pytest.raises(ResponseError) as caught:
-        await redis.incr(f"{prefix}:text")
-    assert not is_transient(caught.value), describe(caught.value)
+async def test_a_redis_connection_refused_through_a_broker_method(prefix: str) -> None:
+    port = free_port()  # nobody listens on it
+    client = connect(f"redis://127.0.0.1:{port}/0", timeout=2.0)
+    try:
+        with pytest.raises(RedisUnavailable) as caught:
+            await Broker(client, Keys(prefix)).counters()
+    finally:
+        await client.aclose()
+    assert type(caught.value) is RedisUnavailable
+    unavailable(caught.value, RedisUnavailable, RedisConnectionError)
+    assert str(caught.value).startswith("cannot reach Redis: ConnectionError: "), str(caught.value)
+    assert str(port) in str(caught.value)  # the driver's message says where
+
+
+async def test_a_redis_paused_past_the_timeout_through_a_broker_method(
+    own_redis: EmbeddedRedis, prefix: str
+) -> None:
+    admin = connect(own_redis.url)
+    client = connect(own_redis.url, timeout=0.5)
+    broker = Broker(client, Keys(prefix))
+    try:
+        await broker.ping()  # connected: what follows is a reply that does not come
+        await admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        with pytest.raises(RedisTimeout) as caught:
+            await broker.counters()
+        await admin.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await client.aclose()
+        await admin.aclose()
+        own_redis.kill()
+    unavailable(caught.value, RedisTimeout, RedisTimeoutError)
+    assert "Idempotency-Key" in caught.value.detail  # what the API tells the client
+
+
+async def test_a_redis_command_error_is_an_error(broker: Broker, redis: Redis) -> None:
+    await redis.set(broker.keys.counters, "not a hash")  # HGETALL on it: WRONGTYPE
+    with pytest.raises(BackendError) as caught:
+        await broker.counters()
+    assert isinstance(caught.value.__cause__, ResponseError), describe(caught.value)
+    assert "WRONGTYPE" in str(caught.value)
+    assert str(caught.value).startswith("Redis refused the request: ResponseError: ")
