@@ -45,7 +45,9 @@ def side_effects(path: Path) -> list[Effect]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    text = path.read_bytes().decode()
+    # A line still being written (read mid-append) has no newline yet: count it next time.
+    for line in text[: text.rfind("\n") + 1].splitlines():
         kind, event_id, attempt, pid, at = line.split()
         out.append(Effect(kind, event_id, int(attempt), int(pid), float(at)))
     return out

@@ -70,7 +70,8 @@ class Proc:
     def log_events(self, event: str) -> list[dict[str, Any]]:
         """The structured (JSON) log lines of this process whose ``event`` is ``event``."""
         found = []
-        for line in self.stderr_path.read_text(errors="replace").splitlines():
+        text = self.stderr_path.read_text(errors="replace")
+        for line in text[: text.rfind("\n") + 1].splitlines():  # not a line still being written
             if line.startswith("{") and f'"event": "{event}"' in line:
                 record = json.loads(line)
                 if record.get("event") == event:
