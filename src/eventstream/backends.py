@@ -5,6 +5,9 @@ The API, the worker and the operator commands all open their deployment here::
     async with open_backends(settings) as b:
         await b.broker...; await b.store...
 
+A command that needs one of the two opens it alone, the same way: ``open_broker``
+(the API-key commands and checks), ``open_store`` (the ``db`` commands).
+
 The embedded SQLite store upgrades its own schema; a configured database
 (``EVENTSTREAM_DATABASE_URL``) is upgraded only when it is empty, else checked and
 refused when behind (``eventstream db upgrade`` migrates it).
@@ -33,24 +36,40 @@ class Backends:
 
 
 @asynccontextmanager
-async def open_backends(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Backends]:
-    """Redis at ``redis_url`` (default: the settings'), the store, its schema checked."""
+async def open_broker(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Broker]:
+    """The broker on Redis at ``redis_url`` (default: the settings'), closed on leaving."""
     from eventstream.broker import Broker, connect
     from eventstream.broker.keys import Keys
-    from eventstream.store import create_store
 
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
     redis = connect(url, timeout=settings.redis_timeout)
     try:
-        if settings.database_url is None:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = create_store(settings.store_url)
-        try:
-            await store.ensure_schema(auto_upgrade=settings.database_url is None)
-            yield Backends(settings, Broker(redis, Keys(settings.prefix)), store)
-        finally:
-            await store.close()
+        yield Broker(redis, Keys(settings.prefix))
     finally:
         await redis.aclose()
+
+
+@asynccontextmanager
+async def open_store(settings: Settings, *, check_schema: bool = True) -> AsyncIterator[SqlStore]:
+    """The store, its schema checked (``check_schema=False`` for the commands that migrate
+    it), closed on leaving."""
+    from eventstream.store import create_store
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = create_store(settings.store_url)
+    try:
+        if check_schema:
+            await store.ensure_schema(auto_upgrade=settings.database_url is None)
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def open_backends(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Backends]:
+    """Redis at ``redis_url`` (default: the settings'), the store, its schema checked."""
+    async with open_broker(settings, redis_url) as broker, open_store(settings) as store:
+        yield Backends(settings, broker, store)

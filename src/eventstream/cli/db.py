@@ -29,16 +29,11 @@ cli.add_typer(db)
 
 
 def _with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
-    from eventstream.store import create_store
+    from eventstream.backends import open_store
 
     async def run() -> T:
-        if settings.database_url is None:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = create_store(settings.store_url)
-        try:
+        async with open_store(settings, check_schema=False) as store:  # some commands migrate it
             return await work(store)
-        finally:
-            await store.close()
 
     try:
         return asyncio.run(run())

@@ -41,17 +41,13 @@ CLI_ACTOR = ("cli", "cli")
 
 def _run(settings: Settings, action: Callable[[KeyRegistry], Awaitable[T]]) -> T:
     from eventstream.auth.apikeys import KeyRegistry
-    from eventstream.broker import Broker, connect
-    from eventstream.broker.keys import Keys
+    from eventstream.backends import open_broker
 
     url = redis_url_or_exit(settings)
 
     async def go() -> T:
-        redis = connect(url, timeout=settings.redis_timeout)
-        try:
-            return await action(KeyRegistry(Broker(redis, Keys(settings.prefix))))
-        finally:
-            await redis.aclose()
+        async with open_broker(settings, url) as broker:
+            return await action(KeyRegistry(broker))
 
     try:
         return asyncio.run(go())

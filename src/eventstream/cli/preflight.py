@@ -50,15 +50,11 @@ def port_free_or_exit(host: str, port: int) -> None:
 
 def refuse_without_keys(settings: Settings, host: str, insecure: bool, url: str | None = None) -> None:
     """A non-loopback address with no API key is refused unless --insecure."""
-    from eventstream.broker import Broker, connect
-    from eventstream.broker.keys import Keys
+    from eventstream.backends import open_broker
 
     async def any_keys() -> bool:
-        redis = connect(url or settings.redis_url or "", timeout=settings.redis_timeout)
-        try:
-            return await Broker(redis, Keys(settings.prefix)).any_keys()
-        finally:
-            await redis.aclose()
+        async with open_broker(settings, url) as broker:
+            return await broker.any_keys()
 
     try:
         keys_exist = asyncio.run(any_keys())
