@@ -54,7 +54,7 @@ CUSTOM_KINDS = {
     ("cloud.google.com/v1", "BackendConfig"),
 }
 # Redis settings another branch adds to Settings (managed Redis: a CA file, ACL user and
-# password); the manifests may set them before that branch is merged.
+# password). Until it is merged they are not fields of Settings: drop this set once they are.
 PENDING_SETTINGS = {
     "EVENTSTREAM_REDIS_TLS_CA_FILE",
     "EVENTSTREAM_REDIS_USERNAME",
@@ -224,7 +224,8 @@ def test_every_variable_set_is_a_real_setting(target: str) -> None:
 @targets
 def test_the_configured_values_pass_the_settings_checks(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in _set_variables(target).items():
-        if value is not None and name not in PENDING_SETTINGS:
+        # a value from the Secret is unknown here; a file path exists only in the pod
+        if value is not None and not value.startswith("/") and name not in PENDING_SETTINGS:
             monkeypatch.setenv(name, value)
     Settings(_env_file=None)  # type: ignore[call-arg]
 
