@@ -6,9 +6,12 @@ validates compose.yaml where the compose plugin is installed.
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import shutil
 import subprocess
+import tomllib
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from tests.support.paths import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +170,144 @@ def test_image_checks_the_api_health_and_serves_it_by_default() -> None:
     assert cmd.startswith('CMD ["eventstream", "api", "--host", "0.0.0.0"')
 
 
+def _instructions(stage: list[str], name: str) -> list[str]:
+    """The arguments of every ``name`` instruction of a stage, in order."""
+    return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
+
+
+def _variables(stage: list[str]) -> dict[str, str | None]:
+    """Every ENV and ARG a stage sets: name -> value (None: an ARG without a default)."""
+    found: dict[str, str | None] = {}
+    for args in _instructions(stage, "ENV"):
+        words = shlex.split(args)
+        if "=" not in words[0]:  # the legacy form: ENV NAME value
+            found[words[0]] = " ".join(words[1:])
+            continue
+        for word in words:
+            name, _, value = word.partition("=")
+            found[name] = value
+    for args in _instructions(stage, "ARG"):
+        name, eq, value = args.partition("=")
+        found[name.strip()] = value.strip() if eq else None
+    return found
+
+
+_SECRET_WORDS = {"PASSWORD", "PASSWD", "PASS", "SECRET", "TOKEN", "KEY", "CREDENTIALS", "PRIVATE"}
+
+
+def _looks_secret(name: str) -> bool:
+    return bool(_SECRET_WORDS & set(re.split(r"[_\W]+", name.upper())))
+
+
+def test_final_user_is_numeric_so_kubernetes_can_verify_it_is_not_root() -> None:
+    final = _stages()[-1]
+    uid, _, gid = _instructions(final, "USER")[-1].partition(":")
+    assert uid.isdigit(), uid
+    assert gid.isdigit(), gid
+    assert int(uid) != 0
+    assert int(gid) != 0
+    # the user the image creates and owns /app with is that one
+    run = " ".join(_instructions(final, "RUN"))
+    assert f"--uid {uid}" in run
+    assert f"--gid {gid}" in run
+
+
+def test_image_runs_eventstream_and_exposes_the_port_it_serves() -> None:
+    final = _stages()[-1]
+    assert _instructions(final, "ENTRYPOINT") == []  # `docker run IMAGE eventstream worker ...` works
+    [cmd] = _instructions(final, "CMD")
+    argv = json.loads(cmd)
+    assert argv[:2] == ["eventstream", "api"]
+    port = argv[argv.index("--port") + 1]
+    assert _instructions(final, "EXPOSE") == [port]
+    [health] = _instructions(final, "HEALTHCHECK")
+    assert f"http://127.0.0.1:{port}/healthz" in health
+    # what EventStream's processes handle gracefully (the default, stated)
+    assert _instructions(final, "STOPSIGNAL") == ["SIGTERM"]
+
+
+def test_no_secret_is_baked_into_the_image() -> None:
+    assert _looks_secret("EVENTSTREAM_REDIS_PASSWORD")
+    assert _looks_secret("EVENTSTREAM_API_KEY")
+    assert not _looks_secret("EVENTSTREAM_DATA_DIR")
+    assert not _looks_secret("PIP_NO_CACHE_DIR")
+    for stage in _stages():
+        variables = _variables(stage)
+        assert [name for name in variables if _looks_secret(name)] == []
+        # connection settings (which carry credentials) come from the environment at run time
+        assert not {"EVENTSTREAM_REDIS_URL", "EVENTSTREAM_DATABASE_URL"} & set(variables)
+        assert [v for v in variables.values() if v and re.search(r"://[^/\s]*@", v)] == []
+        assert _instructions(stage, "ADD") == []
+        for args in _instructions(stage, "COPY"):
+            if args.startswith("--from="):
+                continue
+            *sources, _target = shlex.split(args)
+            assert set(sources) <= {"pyproject.toml", "README.md", "src"}, sources
+
+
+def test_image_labels_say_what_pyproject_says() -> None:
+    labels: dict[str, str] = {}
+    for args in _instructions(_stages()[-1], "LABEL"):
+        for word in shlex.split(args):
+            name, _, value = word.partition("=")
+            labels[name] = value
+    assert labels["org.opencontainers.image.title"] == PROJECT["name"]
+    assert labels["org.opencontainers.image.description"] == PROJECT["description"]
+    assert labels["org.opencontainers.image.version"] == PROJECT["version"]
+    assert labels["org.opencontainers.image.licenses"] == PROJECT["license"]
+
+
 def test_dockerignore_keeps_the_context_small() -> None:
     entries = set((REPO_ROOT / ".dockerignore").read_text().split())
     assert {".venv", "data", ".git", ".pytest_cache", ".mypy_cache", "tests"} <= entries
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: ``*`` within one path segment, ``**`` across."""
+    parts = re.split(r"(\*\*/?|\*|\?)", pattern.strip("/"))
+    table = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(table.get(part, re.escape(part)) for part in parts))
+
+
+def _ignored(path: str) -> bool:
+    """Whether the build context leaves ``path`` out: the last pattern matching it or a
+    folder above it decides, ``!`` letting it back in."""
+    folders = ["/".join(path.split("/")[: i + 1]) for i in range(path.count("/") + 1)]
+    ignored = False
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        regex = _glob_regex(line.removeprefix("!"))
+        if any(regex.fullmatch(folder) for folder in folders):
+            ignored = not keep
+    return ignored
+
+
+def test_dockerignore_lets_in_only_what_the_image_is_built_from() -> None:
+    for stage in _stages():
+        for args in _instructions(stage, "COPY"):
+            if not args.startswith("--from="):
+                for source in shlex.split(args)[:-1]:
+                    assert (REPO_ROOT / source).exists(), source
+                    assert not _ignored(source), source
+    assert not _ignored("src/eventstream/__init__.py")
+    assert not _ignored("src/eventstream/broker/renew.lua")
+    for path in (
+        ".env",
+        ".env.production",
+        "examples/.env",
+        "data/events.db",
+        "data/appendonlydir/appendonly.aof.1.incr.aof",
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        "deploy/kubernetes/base/kustomization.yaml",
+        "service-account-key.json",
+        "src/eventstream/__pycache__/app.cpython-312.pyc",
+    ):
+        assert _ignored(path), path
 
 
 def test_repository_procfile_has_the_api_and_a_worker() -> None:
