@@ -344,6 +344,13 @@ def test_every_container_has_requests_and_limits(target: str) -> None:
 
 
 @targets
+def test_pods_land_on_the_architecture_the_image_is_built_for(target: str) -> None:
+    # The image is linux/amd64 only (the embedded server's wheel has no arm64 build).
+    for name, pod in _pods(target):
+        assert pod.get("nodeSelector", {}).get("kubernetes.io/arch") == "amd64", name
+
+
+@targets
 def test_migrations_run_before_the_main_containers(target: str) -> None:
     assert get_command(cli).commands["db"].commands["upgrade"]  # type: ignore[attr-defined]
     for name, pod in _pods(target):
