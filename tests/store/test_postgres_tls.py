@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstream.errors import StoreUnavailable
+from eventstream.errors import ConfigError, StoreUnavailable
 from eventstream.store import create_store
 from tests.support.tls import make_pki
 
@@ -55,3 +55,15 @@ async def test_verify_full_names_a_missing_ca_bundle(
     monkeypatch.setenv("HOME", str(tmp_path))  # asyncpg's default: ~/.postgresql/root.crt
     message = await refused(f"{postgres_url}?ssl=verify-full")
     assert f'root certificate file "{tmp_path}/.postgresql/root.crt" does not exist' in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql+nodriver://app:s3cret@db/es", "postgresql+asyncpg://app:s3cret@db:port/es?ssl=require"],
+)
+def test_a_url_refused_at_start_is_shown_without_its_password(url: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"cannot use database URL 'postgresql\+\w+://app:\*\*\*@db"
+    ) as caught:
+        create_store(url)
+    assert "s3cret" not in str(caught.value)
