@@ -11,7 +11,7 @@ them (the API, the worker, retention, the CLI) sees only EventStream's types:
   connections. The API answers 503 with ``Retry-After``; the worker backs off and tries
   again, never exits; every periodic job skips a round.
 - :class:`~eventstream.errors.BackendError`: anything else the driver raised — a bug or
-  a misconfiguration. Not retried.
+  a misconfiguration (a wrong Redis password among them). Not retried.
 
 Exceptions that are not the driver's (a ``ValueError`` of our own) pass untranslated.
 The original is the new exception's ``__cause__``.
@@ -94,6 +94,9 @@ REDIS = Backend(
         # redis-py's BusyLoadingError (a server loading its data) is a ConnectionError;
         # its TimeoutError is not an OSError.
         redis.exceptions.TimeoutError: RedisTimeout,
+        # A wrong or missing password (WRONGPASS, NOAUTH) is a ConnectionError to redis-py,
+        # but no wait cures it: a worker must stop and say so, not retry forever.
+        redis.exceptions.AuthenticationError: BackendError,
         redis.exceptions.ConnectionError: RedisUnavailable,
         redis.exceptions.ReadOnlyError: RedisUnavailable,  # a failover has not finished
         OSError: RedisUnavailable,  # a socket error redis-py let through

@@ -8,6 +8,10 @@ The API, the worker and the operator commands all open their deployment here::
 A command that needs one of the two opens it alone, the same way: ``open_broker``
 (the API-key commands and checks), ``open_store`` (the ``db`` commands).
 
+Redis is reached with the settings of a managed service, here and nowhere else:
+``redis_options`` turns the ACL user and password and the TLS files into redis-py's
+options. PostgreSQL's TLS rides in the database URL (asyncpg's ``ssl`` parameter).
+
 The embedded SQLite store upgrades its own schema; a configured database
 (``EVENTSTREAM_DATABASE_URL``) is upgraded only when it is empty, else checked and
 refused when behind (``eventstream db upgrade`` migrates it).
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventstream.errors import ConfigError
 from eventstream.settings import Settings
@@ -44,11 +48,34 @@ async def open_broker(settings: Settings, redis_url: str | None = None) -> Async
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
-    redis = connect(url, timeout=settings.redis_timeout)
+    redis = connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
     try:
         yield Broker(redis, Keys(settings.prefix))
     finally:
         await redis.aclose()
+
+
+def redis_options(settings: Settings, url: str) -> dict[str, Any]:
+    """redis-py's connection options for ``url`` from the credential and TLS settings.
+
+    A rediss:// connection always verifies the server: its certificate chain (against
+    the CA file, else the system's CAs) and its host name."""
+    problem = settings.redis_url_problem(url)
+    if problem:
+        raise ConfigError(problem)
+    options: dict[str, Any] = {}
+    if settings.redis_username is not None:
+        options["username"] = settings.redis_username
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if url.startswith("rediss://"):
+        options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
+        if settings.redis_tls_ca_file is not None:
+            options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+        if settings.redis_tls_cert_file is not None and settings.redis_tls_key_file is not None:
+            options["ssl_certfile"] = str(settings.redis_tls_cert_file)
+            options["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    return options
 
 
 @asynccontextmanager

@@ -9,8 +9,9 @@ import importlib.util
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # A Redis key prefix (the deployment's hash tag): also checked by broker.keys.Keys.
@@ -18,13 +19,23 @@ PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EVENTSTREAM_", env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTSTREAM_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # A validation error must not echo the input: it holds every setting, passwords included.
+        hide_input_in_errors=True,
+    )
 
+    # Out of repr: either URL may hold a password.
     redis_url: str | None = Field(
-        None, description="Redis URL (redis://, rediss://, unix://). Unset: an embedded server."
+        None, repr=False, description="Redis URL (redis://, rediss://, unix://). Unset: an embedded server."
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the processed-event store. Unset: SQLite in data_dir."
+        None,
+        repr=False,
+        description="SQLAlchemy URL of the processed-event store. Unset: SQLite in data_dir.",
     )
     data_dir: Path = Field(Path("data"), description="Where the embedded Redis and SQLite live.")
     prefix: str = Field("eventstream", description="Prefix (hash tag) of every Redis key.")
@@ -116,6 +127,23 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(
         5.0, ge=0.5, description="Seconds to wait for one Redis reply (API: then 503; worker: retry)."
     )
+    # A managed Redis: TLS (rediss://) and ACL credentials. Each part of the credentials is
+    # set once, in the URL or here (both is a configuration error, never a silent choice).
+    redis_username: str | None = Field(
+        None, description="Redis ACL user (or the URL's user part). Unset: the default user."
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Password of the Redis ACL user, or requirepass (or the URL's). Never logged."
+    )
+    redis_tls_ca_file: Path | None = Field(
+        None,
+        description="PEM bundle of the CAs that sign the Redis server's certificate (rediss:// only). "
+        "Unset: the system's CAs.",
+    )
+    redis_tls_cert_file: Path | None = Field(
+        None, description="Client certificate (PEM) for Redis mutual TLS, with redis_tls_key_file."
+    )
+    redis_tls_key_file: Path | None = Field(None, description="Private key (PEM) of redis_tls_cert_file.")
 
     # logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -150,6 +178,63 @@ class Settings(BaseSettings):
                 "events forever"
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Settings:
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError(
+                "Redis mutual TLS needs both EVENTSTREAM_REDIS_TLS_CERT_FILE and "
+                "EVENTSTREAM_REDIS_TLS_KEY_FILE"
+            )
+        if self.redis_url:
+            problem = self.redis_url_problem(self.redis_url)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @field_validator(
+        "redis_username",
+        "redis_password",
+        "redis_tls_ca_file",
+        "redis_tls_cert_file",
+        "redis_tls_key_file",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+    @classmethod
+    def _check_pem_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file (a PEM file is expected)")
+        return value
+
+    def redis_url_problem(self, url: str) -> str | None:
+        """Why ``url`` cannot be used with the Redis TLS and credential settings, if it cannot.
+
+        The message names settings, never a value (the URL may hold a password)."""
+        tls = [
+            f"EVENTSTREAM_{name.upper()}"
+            for name in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file")
+            if getattr(self, name) is not None
+        ]
+        parts = urlsplit(url)
+        if tls and parts.scheme != "rediss":
+            return (
+                f"{' and '.join(tls)} set, but the Redis URL is not rediss:// (it is {parts.scheme}://): "
+                "TLS settings need a rediss:// URL; change the URL, or unset them"
+            )
+        query = parse_qs(parts.query)
+        for part, setting in (("username", self.redis_username), ("password", self.redis_password)):
+            in_url = bool(getattr(parts, part, None) or query.get(part))
+            if in_url and setting is not None:
+                return (
+                    f"the Redis {part} is set twice, in EVENTSTREAM_REDIS_URL and in "
+                    f"EVENTSTREAM_REDIS_{part.upper()}: keep one"
+                )
+        return None
 
     @field_validator("anonymous_rate")
     @classmethod

@@ -33,7 +33,8 @@ REDIS_EXPECTED: dict[type[BaseException], type[EventStreamError]] = {
     rx.ConnectionError: RedisUnavailable,
     rx.BusyLoadingError: RedisUnavailable,  # a server loading its data
     rx.ReadOnlyError: RedisUnavailable,  # a replica not yet promoted
-    rx.AuthenticationError: RedisUnavailable,  # a ConnectionError to redis-py: as before
+    rx.AuthenticationError: BackendError,  # a ConnectionError to redis-py, but no wait cures it
+    rx.AuthenticationWrongNumberOfArgsError: BackendError,
     rx.MaxConnectionsError: RedisUnavailable,
     OSError: RedisUnavailable,
     ConnectionResetError: RedisUnavailable,

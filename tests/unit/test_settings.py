@@ -138,3 +138,105 @@ def test_load_settings_overrides_win_and_none_means_unset(monkeypatch: pytest.Mo
     assert s.prefix == "envp"
     with pytest.raises(pydantic.ValidationError):
         load_settings(concurrency=0)
+
+
+# ---- a managed Redis: credentials and TLS ------------------------------------------------
+
+SECRET = "s3cret-Pa55"
+
+
+def test_redis_credentials_and_tls_files_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("PEM")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "rediss://redis.internal:6380/0")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_USERNAME", "app")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_PASSWORD", SECRET)
+    monkeypatch.setenv("EVENTSTREAM_REDIS_TLS_CA_FILE", str(tmp_path / "ca.pem"))
+    s = Settings()
+    assert s.redis_username == "app"
+    assert s.redis_password is not None
+    assert s.redis_password.get_secret_value() == SECRET
+    assert s.redis_tls_ca_file == tmp_path / "ca.pem"
+
+
+def test_no_password_is_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", f"redis://app:{SECRET}@redis.internal:6379/0")
+    monkeypatch.setenv("EVENTSTREAM_DATABASE_URL", f"postgresql+asyncpg://app:{SECRET}@db/es")
+    s = Settings()
+    assert SECRET not in repr(s)
+    assert SECRET not in str(s)
+    s = Settings(redis_url="redis://redis.internal:6379/0", redis_password=SECRET)
+    assert SECRET not in repr(s)
+    # a validation error echoes no input (the input holds every setting)
+    monkeypatch.setenv("EVENTSTREAM_MAX_ATTEMPTS", "0")
+    with pytest.raises(pydantic.ValidationError) as info:
+        Settings()
+    assert "max_attempts" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+def test_an_empty_username_or_password_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "redis://app:pw@redis.internal:6379/0")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_USERNAME", "")  # an optional Secret key, absent
+    monkeypatch.setenv("EVENTSTREAM_REDIS_PASSWORD", "")
+    s = Settings()
+    assert (s.redis_username, s.redis_password) == (None, None)
+
+
+@pytest.mark.parametrize("name", ["CA_FILE", "CERT_FILE", "KEY_FILE"])
+def test_a_tls_file_that_does_not_exist_fails_fast(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "rediss://redis.internal:6380/0")
+    monkeypatch.setenv(f"EVENTSTREAM_REDIS_TLS_{name}", str(tmp_path / "nothing.pem"))
+    with pytest.raises(pydantic.ValidationError, match=r"nothing\.pem' is not a file") as info:
+        Settings()
+    assert f"redis_tls_{name.lower()}" in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["redis://redis.internal:6379/0", "unix:///run/redis.sock"])
+def test_tls_files_need_a_rediss_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    (tmp_path / "ca.pem").write_text("PEM")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", url)
+    monkeypatch.setenv("EVENTSTREAM_REDIS_TLS_CA_FILE", str(tmp_path / "ca.pem"))
+    with pytest.raises(pydantic.ValidationError, match="TLS settings need a rediss:// URL"):
+        Settings()
+
+
+def test_a_client_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "client.pem").write_text("PEM")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "rediss://redis.internal:6380/0")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_TLS_CERT_FILE", str(tmp_path / "client.pem"))
+    with pytest.raises(pydantic.ValidationError, match="needs both EVENTSTREAM_REDIS_TLS_CERT_FILE and"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "setting", "part"),
+    [
+        (f"redis://:{SECRET}@h:6379", "PASSWORD", "password"),
+        (f"redis://app:{SECRET}@h:6379", "PASSWORD", "password"),
+        (f"redis://h:6379/0?password={SECRET}", "PASSWORD", "password"),
+        ("redis://app@h:6379", "USERNAME", "username"),
+    ],
+)
+def test_a_credential_set_twice_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, setting: str, part: str
+) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", url)
+    monkeypatch.setenv(f"EVENTSTREAM_REDIS_{setting}", SECRET)
+    with pytest.raises(pydantic.ValidationError) as info:
+        Settings()
+    message = str(info.value)
+    assert (
+        f"the Redis {part} is set twice, in EVENTSTREAM_REDIS_URL and in EVENTSTREAM_REDIS_{setting}"
+        in message
+    )
+    assert SECRET not in message
+
+
+def test_the_user_in_the_url_and_the_password_in_a_setting_go_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTSTREAM_REDIS_URL", "rediss://app@redis.internal:6380/0")
+    monkeypatch.setenv("EVENTSTREAM_REDIS_PASSWORD", SECRET)
+    assert Settings().redis_url_problem("rediss://app@redis.internal:6380/0") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import re
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -285,5 +286,10 @@ def create_store(url: str) -> SqlStore:
         else:
             engine = create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except (ImportError, sa.exc.ArgumentError, sa.exc.InvalidRequestError, ValueError) as exc:
-        raise ConfigError(f"cannot use database URL {url!r}: {exc}") from exc
+        raise ConfigError(f"cannot use database URL {_without_password(url)!r}: {exc}") from exc
     return SqlStore(engine)
+
+
+def _without_password(url: str) -> str:
+    """The URL as an error may show it: the password (a managed database's) masked."""
+    return re.sub(r"(://[^/?#@:]*:)[^/?#@]*@", r"\1***@", url)
