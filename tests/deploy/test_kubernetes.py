@@ -53,13 +53,6 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("cloud.google.com/v1", "BackendConfig"),
 }
-# Redis settings another branch adds to Settings (managed Redis: a CA file, ACL user and
-# password). Until it is merged they are not fields of Settings: drop this set once they are.
-PENDING_SETTINGS = {
-    "EVENTSTREAM_REDIS_TLS_CA_FILE",
-    "EVENTSTREAM_REDIS_USERNAME",
-    "EVENTSTREAM_REDIS_PASSWORD",
-}
 DEPLOYMENTS = ("eventstream-api", "eventstream-worker")
 
 Obj = dict[str, Any]
@@ -215,7 +208,7 @@ def _set_variables(target: str) -> dict[str, str | None]:
 @targets
 def test_every_variable_set_is_a_real_setting(target: str) -> None:
     config = Settings.model_config
-    known = {f"{config['env_prefix']}{name}".upper() for name in Settings.model_fields} | PENDING_SETTINGS
+    known = {f"{config['env_prefix']}{name}".upper() for name in Settings.model_fields}
     assert set(_config(target)) <= set(_set_variables(target))  # only EVENTSTREAM_* in the ConfigMap
     unknown = set(_set_variables(target)) - known
     assert not unknown, f"not EventStream settings: {sorted(unknown)}"
@@ -225,7 +218,7 @@ def test_every_variable_set_is_a_real_setting(target: str) -> None:
 def test_the_configured_values_pass_the_settings_checks(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in _set_variables(target).items():
         # a value from the Secret is unknown here; a file path exists only in the pod
-        if value is not None and not value.startswith("/") and name not in PENDING_SETTINGS:
+        if value is not None and not value.startswith("/"):
             monkeypatch.setenv(name, value)
     Settings(_env_file=None)  # type: ignore[call-arg]
 
