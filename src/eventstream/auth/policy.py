@@ -47,7 +47,3 @@ def under(path: str, tree: str) -> bool:
 def manages_keys(path: str) -> bool:
     """Key management: needs a real admin key, even where anonymous use is allowed."""
     return under(path, KEYS_TREE)
-
-
-def allows(scope: str, need: str) -> bool:
-    return scope == "admin" or scope == need
