@@ -14,29 +14,11 @@ import pytest
 from eventstream.app import EventStream, default_app
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Event, ms_to_iso
-from eventstream.store import ProcessedRow
 from eventstream.worker import Worker
 from tests.support.asgi import Api, assert_problem
+from tests.support.factories import row
 
 ITEM_KEYS = {"id", "type", "payload", "status", "attempts", "processedAt"}
-
-
-def row(event_id: str, type_: str, processed_at_ms: int, **kw: Any) -> ProcessedRow:
-    values: dict[str, Any] = {
-        "id": event_id,
-        "type": type_,
-        "payload": msgspec.json.encode({"id": event_id}).decode(),
-        "source": None,
-        "severity": None,
-        "timestamp": None,
-        "idempotency_key": None,
-        "replay_of": None,
-        "attempts": 1,
-        "received_at_ms": processed_at_ms - 5,
-        "processed_at_ms": processed_at_ms,
-    }
-    values.update(kw)
-    return ProcessedRow(**values)
 
 
 def at(iso: str) -> datetime:
@@ -89,7 +71,7 @@ async def test_processed_events_newest_first_with_paging(api: Api) -> None:
 
 
 async def test_default_limit_is_50(api: Api) -> None:
-    await api.store.record([row(f"id-{i:03d}", "T", 1_000 + i) for i in range(60)])
+    await api.store.record([row(f"id-{i:03d}", 1_000 + i) for i in range(60)])
     body = (await api.client.get("/events")).json()
     assert len(body["items"]) == 50
     assert body["items"][0]["id"] == "id-059"
@@ -97,7 +79,7 @@ async def test_default_limit_is_50(api: Api) -> None:
 
 
 async def test_paging_over_equal_processing_times_has_no_repeats_or_gaps(api: Api) -> None:
-    rows = [row(f"e{i:03d}", "T", 5_000 + i // 10) for i in range(43)]  # ten rows share each ms
+    rows = [row(f"e{i:03d}", 5_000 + i // 10) for i in range(43)]  # ten rows share each ms
     await api.store.record(rows)
     for limit in (1, 4, 10, 43, 50):
         items, pages = await page_all(api, "", limit)
@@ -109,7 +91,7 @@ async def test_paging_over_equal_processing_times_has_no_repeats_or_gaps(api: Ap
 
 async def test_filters_type_since_until(api: Api) -> None:
     base = 1_700_000_000_000
-    rows = [row(f"a{i}", "A" if i % 2 == 0 else "B", base + i * 1000) for i in range(10)]
+    rows = [row(f"a{i}", base + i * 1000, "A" if i % 2 == 0 else "B") for i in range(10)]
     await api.store.record(rows)
 
     items, _ = await page_all(api, "type=A", limit=2)
@@ -136,8 +118,8 @@ async def test_item_carries_every_recorded_field(api: Api) -> None:
         [
             row(
                 "full",
-                "T",
                 1_700_000_000_123,
+                "T",
                 payload='{"k": [1, "two"]}',
                 source="src",
                 severity="warn",
@@ -199,7 +181,7 @@ async def test_bad_query_is_422(api: Api, query: str, words: tuple[str, ...]) ->
 
 
 async def test_limit_bounds_are_inclusive(api: Api) -> None:
-    await api.store.record([row("only", "T", 1)])
+    await api.store.record([row("only", 1)])
     assert (await api.client.get("/events?limit=1")).status_code == 200
     assert (await api.client.get("/events?limit=1000")).status_code == 200
 
