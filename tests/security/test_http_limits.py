@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,15 +22,6 @@ from tests.support.waiting import wait_for
 
 EVENT = {"type": "T", "payload": {}}
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def dial(api: Api) -> socket.socket:

@@ -6,26 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from eventstream.embedded import free_port
 from tests.support.processes import Cluster, Proc
 from tests.support.waiting import wait_for
 
 EVENT = {"type": "T", "payload": {}}
-
-
-@pytest.fixture
-def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
-        yield c
-    finally:
-        c.cleanup()
 
 
 def run_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
