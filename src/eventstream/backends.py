@@ -24,8 +24,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from eventstream.errors import ConfigError
 from eventstream.settings import Settings
+
+log = structlog.get_logger("eventstream.backends")
 
 if TYPE_CHECKING:
     from eventstream.broker import Broker
@@ -42,15 +46,14 @@ class Backends:
 @asynccontextmanager
 async def open_broker(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Broker]:
     """The broker on Redis at ``redis_url`` (default: the settings'), closed on leaving."""
-    from eventstream.broker import Broker, connect
-    from eventstream.broker.keys import Keys
+    from eventstream.broker import Broker, Layout, connect
 
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
     redis = connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
     try:
-        yield Broker(redis, Keys(settings.prefix))
+        yield Broker(redis, Layout(settings.prefix, settings.partitions))
     finally:
         await redis.aclose()
 
@@ -97,6 +100,14 @@ async def open_store(settings: Settings, *, check_schema: bool = True) -> AsyncI
 
 @asynccontextmanager
 async def open_backends(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Backends]:
-    """Redis at ``redis_url`` (default: the settings'), the store, its schema checked."""
+    """Redis at ``redis_url`` (default: the settings'), its partition count checked (see
+    Broker.claim_partitions), and the store, its schema checked."""
+    from eventstream.errors import BackendUnavailable
+
     async with open_broker(settings, redis_url) as broker, open_store(settings) as store:
+        try:
+            await broker.claim_partitions()
+        except BackendUnavailable as exc:  # the API starts without Redis and answers 503
+            log.warning("cannot check the partition count yet; it is checked before the first "
+                        "event is accepted or read", error=str(exc))  # fmt: skip
         yield Backends(settings, broker, store)

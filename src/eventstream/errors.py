@@ -109,6 +109,15 @@ class Unavailable(EventStreamError):
         self.retry_after_s = retry_after_s
 
 
+class PartitionCountMismatch(ConfigError, Unavailable):
+    """EVENTSTREAM_PARTITIONS differs from the count recorded for the deployment in
+    Redis: the process refuses to start, or (when Redis was unreachable at its start)
+    to accept events, answering 503 until it is configured like the deployment."""
+
+    def __init__(self, detail: str) -> None:
+        Unavailable.__init__(self, detail, retry_after_s=30)
+
+
 class BackendUnavailable(Unavailable):
     """Redis or the store failed in a way waiting can cure: the API answers 503 with
     ``Retry-After``, a worker backs off and tries again, a periodic job skips a round.

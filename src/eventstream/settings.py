@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(Path("data"), description="Where the embedded Redis and SQLite live.")
     prefix: str = Field("eventstream", description="Prefix (hash tag) of every Redis key.")
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Partitions of the deployment: each has its own stream, retries, DLQ and "
+        "dedupe keys under one hash tag, so a Redis Cluster spreads them over its primaries. "
+        "Recorded in Redis at the first start; a process with another count refuses to start.",
+    )
 
     # handler policy defaults (each handler may override)
     max_attempts: int = Field(5, ge=1, le=1000, description="Tries per event, the first included.")

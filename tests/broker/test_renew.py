@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Keys
 from eventstream.ingest.accept import now_ms
-from tests.support.broker import deliver, ingest, set_idle, settle_done, settle_retries, wait_idle
+from tests.support.broker import deliver, ingest, renew, set_idle, settle_done, settle_retries, wait_idle
 from tests.support.conservation import Pending, check
 
 VT = 5_000
@@ -28,7 +28,7 @@ async def test_resets_idle_without_counting_a_delivery(broker: Broker, redis: Re
     before = await check(redis, keys)
     now = now_ms()
 
-    assert await broker.renew("c1", entries, now) == []
+    assert await renew(broker, "c1", entries, now) == []
 
     idle = await idle_of(redis, keys)
     assert all(idle[e] < VT for e in entries), idle
@@ -46,7 +46,7 @@ async def test_renewed_entries_are_not_reclaimed(broker: Broker, redis: Redis, k
     entries = [g.entry for g in got]
     await set_idle(redis, keys, "c1", entries, VT + 1)
 
-    await broker.renew("c1", [entries[0]], now_ms())
+    await renew(broker, "c1", [entries[0]], now_ms())
     claimed, dead = await broker.reclaim("c2", VT, 10, 3, now_ms())
 
     assert ([c.entry for c in claimed], dead) == ([entries[1]], [])
@@ -60,7 +60,7 @@ async def test_renewing_in_real_time_keeps_the_lease(broker: Broker, redis: Redi
     vt = 200
     await wait_idle(redis, keys, [got.entry], vt // 2)
 
-    assert await broker.renew("c1", [got.entry], now_ms()) == []
+    assert await renew(broker, "c1", [got.entry], now_ms()) == []
     # right after a renew the entry has been idle far less than the visibility timeout
     assert await broker.reclaim("c2", vt, 10, 3, now_ms()) == ([], [])
 
@@ -81,7 +81,7 @@ async def test_returns_entries_taken_over_and_leaves_them_alone(
     await set_idle(redis, keys, "c2", [entries[1]], VT * 3)
     before = await check(redis, keys)
 
-    lost = await broker.renew("c1", entries, now_ms())
+    lost = await renew(broker, "c1", entries, now_ms())
 
     assert lost == [entries[1]]
     after = await check(redis, keys)
@@ -99,7 +99,7 @@ async def test_returns_entries_already_settled(broker: Broker, redis: Redis, key
     await settle_retries(broker, "c1", retry)
     before = await check(redis, keys)
 
-    lost = await broker.renew("c1", [g.entry for g in got], now_ms())
+    lost = await renew(broker, "c1", [g.entry for g in got], now_ms())
 
     assert lost == [got[0].entry, got[2].entry]
     after = await check(redis, keys)
@@ -116,7 +116,7 @@ async def test_renew_does_not_resurrect_a_queued_entry(broker: Broker, redis: Re
     before = await check(redis, keys)
     [(entry, _)] = before.stream
 
-    assert await broker.renew("c1", [entry], now_ms()) == [entry]
+    assert await renew(broker, "c1", [entry], now_ms()) == [entry]
 
     after = await check(redis, keys)
     assert after.pending == []
@@ -124,9 +124,9 @@ async def test_renew_does_not_resurrect_a_queued_entry(broker: Broker, redis: Re
 
 
 async def test_heartbeat_only(broker: Broker, redis: Redis, keys: Keys) -> None:
-    assert await broker.renew("c1", [], 1_000) == []
-    assert await broker.renew("c2", [], 2_000) == []
-    assert await broker.renew("c1", [], 3_000) == []
+    assert await renew(broker, "c1", [], 1_000) == []
+    assert await renew(broker, "c2", [], 2_000) == []
+    assert await renew(broker, "c1", [], 3_000) == []
 
     s = await check(redis, keys)
     assert s.workers == {"c1": 3_000, "c2": 2_000}
@@ -143,7 +143,7 @@ async def test_a_group_larger_than_one_chunk(broker: Broker, redis: Redis, keys:
     r: Any = redis
     await r.xclaim(keys.stream, GROUP, "c2", 0, taken, idle=VT * 2, justid=True)
 
-    assert await broker.renew("c1", entries, now_ms()) == taken
+    assert await renew(broker, "c1", entries, now_ms()) == taken
 
     rows = await r.xpending_range(keys.stream, GROUP, "-", "+", 10_000)
     idle = {row["message_id"]: (row["consumer"], int(row["time_since_delivered"])) for row in rows}

@@ -73,6 +73,13 @@ async def kill(broker: Broker, n: int, types: list[str] | None = None) -> list[I
     return items
 
 
+async def renew(broker: Broker, consumer: str, entries: list[str], now: int) -> list[str]:
+    """``broker.renew`` for entries of a one-partition deployment: the entries lost."""
+    lost = await broker.renew(consumer, [(0, e) for e in entries], now)
+    assert all(p == 0 for p, _ in lost), lost
+    return [e for _, e in lost]
+
+
 async def set_idle(redis: Redis, keys: Keys, consumer: str, entries: list[str], idle_ms: int) -> None:
     """Make entries owned by ``consumer`` look idle for idle_ms (JUSTID: no delivery counted)."""
     r: Any = redis

@@ -19,7 +19,7 @@ from eventstream.replay import dead as dlq
 
 router = APIRouter(tags=["dead-letter queue"])
 
-CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}(-[0-9]{1,3})?$"  # a DLQ position (broker.entries)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: schemas.problem_response(
         "Not in the DLQ: unknown, or an event that is elsewhere now (`eventStatus`: queued, processing, "

@@ -1,9 +1,9 @@
 """The only code that sends Redis commands. See keys.py for the key layout."""
 
-from eventstream.broker.broker import Broker
+from eventstream.broker.broker import Broker, Partition, merge_snapshots
 from eventstream.broker.connection import connect
-from eventstream.broker.entries import DeadEntry, Located, StreamEntry
-from eventstream.broker.keys import GROUP, Keys
+from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.keys import GROUP, Keys, Layout
 from eventstream.broker.scripts import Completion, DeadLetter, ScheduledRetry
 
 __all__ = [
@@ -13,8 +13,13 @@ __all__ = [
     "DeadEntry",
     "DeadLetter",
     "Keys",
+    "Layout",
     "Located",
+    "Partition",
+    "Ref",
     "ScheduledRetry",
     "StreamEntry",
     "connect",
+    "merge_snapshots",
+    "position_key",
 ]

@@ -1,38 +1,73 @@
-"""Broker: the Redis side of EventStream — reads, and the atomic scripts for writes."""
+"""Broker: the Redis side of EventStream — reads, and the atomic scripts for writes.
+
+A deployment has N partitions (keys.py); every transition is one script inside one
+partition. The broker routes each call to its partition and fans out the calls that
+concern the whole deployment, one command per partition in one pipeline (on a Redis
+Cluster, redis-py sends a pipeline's commands to their nodes side by side).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translated
-from eventstream.broker.entries import DeadEntry, Located, StreamEntry
-from eventstream.broker.keys import GROUP, Keys
+from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
 from eventstream.broker.reads import StateReads
 from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
+from eventstream.errors import ConfigError, PartitionCountMismatch
 
 log = structlog.get_logger("eventstream.broker")
 
 
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One partition: its keys, its scripts and the reads of its state."""
+
+    index: int
+    keys: Keys
+    scripts: Scripts
+    reads: StateReads
+
+
+def _raise_errors(replies: Sequence[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
 @translated(REDIS)  # callers see EventStream's errors (RedisUnavailable...), never redis-py's
 class Broker:
-    """Redis operations for one deployment prefix.
+    """Redis operations for one deployment: its own keys and its partitions' (keys.py).
 
     The client and the script registry are the broker's own: callers ask for intents.
-    ``reads`` holds the reads of the whole state: the metrics snapshot and the audit's
-    walk (reads.py).
+    Each partition's ``reads`` holds the reads of its whole state: the metrics snapshot
+    and the audit's walk (reads.py).
     """
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: Keys | Layout) -> None:
         self._redis = redis
-        self.keys = keys
-        self._scripts = Scripts(redis, keys)
-        self.reads = StateReads(redis, keys)
+        self.layout = keys if isinstance(keys, Layout) else Layout(keys.prefix)
+        self.keys = self.layout.deployment  # the deployment's own keys
+        self.partitions = tuple(
+            Partition(i, k, Scripts(redis, k), StateReads(redis, k)) for i, k in enumerate(self.layout.parts)
+        )
+        self._scripts = Scripts(redis, self.keys)  # the deployment's own: API keys, limits, leases
+        self._cluster = isinstance(redis, RedisCluster)
+        self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
+        self._weights = [1] * len(self.partitions)  # what each partition's last read returned
+        self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
 
     @property
     def _r(self) -> Any:
@@ -40,18 +75,80 @@ class Broker:
         # annotations cannot express; reads go through this untyped view.
         return self._redis
 
+    def _next_turn(self) -> int:
+        self._turn = (self._turn + 1) % len(self.partitions)
+        return self._turn
+
+    async def _fan_out(
+        self,
+        queue: Callable[[Any, Partition], Awaitable[Any] | None],
+        *,
+        atomic: bool = False,
+        parts: Sequence[Partition] | None = None,
+    ) -> list[list[Any]]:
+        """Per partition (all, or ``parts``), the replies of the commands ``queue`` adds to
+        a pipeline, in one round trip per node; errors are returned in place.
+
+        ``atomic``: each partition's commands run in one MULTI, so they read one instant
+        of that partition (on one server, one MULTI holds them all)."""
+        parts = self.partitions if parts is None else parts
+        if self._cluster and atomic and len(parts) > 1:
+            return list(await _gather([self._fan_out(queue, atomic=True, parts=[p]) for p in parts]))
+        sizes: list[int] = []
+        async with self._r.pipeline(transaction=atomic) as pipe:
+            for part in parts:
+                before = len(pipe)
+                queued = queue(pipe, part)
+                if queued is not None:
+                    await queued
+                sizes.append(len(pipe) - before)
+            replies = list(await pipe.execute(raise_on_error=False)) if len(pipe) else []
+        out, at = [], 0
+        for size in sizes:
+            out.append(replies[at : at + size])
+            at += size
+        return out
+
     async def ensure_group(self) -> None:
-        """Create the stream and its consumer group if missing (idempotent)."""
-        try:
-            await self._r.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """Create each partition's stream and its consumer group if missing (idempotent),
+        the partition count checked first (claim_partitions)."""
+        if not self._count_checked:
+            await self.claim_partitions()
+        for replies in await self._fan_out(
+            lambda pipe, p: pipe.xgroup_create(p.keys.stream, GROUP, id="0", mkstream=True)
+        ):
+            for reply in replies:
+                if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                    raise reply
+
+    # ---- reading new entries -------------------------------------------------------
 
     async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """Up to ``count`` new entries for ``consumer``, waiting up to ``block_ms`` for one.
+
+        With several partitions, a sweep reads all of them in one round trip, each for a
+        share of ``count`` that follows what it returned last time (a partition that filled
+        its share gets twice the weight; an idle one is still asked for one at least every
+        few sweeps), so no partition is starved and a busy one gets most of the room. Only
+        when the sweep finds nothing does the read block, on every partition at once: then
+        one entry per partition may come beyond ``count``."""
+        if len(self.partitions) == 1:
+            return await self._read_one(consumer, count, block_ms)
+        entries = await self._sweep(consumer, count)
+        if entries or block_ms <= 0:
+            return entries
+        if self._cluster:  # a blocking read cannot span slots: wait on each partition
+            parts = await _gather([self._read_one(consumer, 1, block_ms, p) for p in self.partitions])
+            return [e for part in parts for e in part]
+        return await self._read_all(consumer, max(1, count // len(self.partitions)), block_ms)
+
+    async def _read_one(
+        self, consumer: str, count: int, block_ms: int, part: Partition | None = None
+    ) -> list[StreamEntry]:
+        part = part or self.partitions[0]
         try:
             reply = await self._r.xreadgroup(
-                GROUP, consumer, {self.keys.stream: ">"}, count=count, block=block_ms
+                GROUP, consumer, {part.keys.stream: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -62,17 +159,68 @@ class Broker:
             return []
         # decode_responses: [[stream, [(entry, {field: value}), ...]]]
         _, entries = reply[0]
-        return [StreamEntry.from_fields(e, f) for e, f in entries if f]
+        return [StreamEntry.from_fields(e, f, part.index) for e, f in entries if f]
+
+    def _shares(self, count: int) -> list[int]:
+        weights = self._weights
+        total = sum(weights)
+        shares = [count * w // total for w in weights]
+        n, start = len(shares), self._next_turn()
+        for i in range(count - sum(shares)):  # fewer than n left: round robin
+            shares[(start + i) % n] += 1
+        return shares
+
+    async def _sweep(self, consumer: str, count: int) -> list[StreamEntry]:
+        shares = self._shares(count)
+        asked = [p for p in self.partitions if shares[p.index]]
+        replies = await self._fan_out(
+            lambda pipe, p: pipe.xreadgroup(GROUP, consumer, {p.keys.stream: ">"}, count=shares[p.index]),
+            parts=asked,
+        )
+        out: list[StreamEntry] = []
+        missing = False
+        for part, [reply] in zip(asked, replies, strict=True):
+            if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
+                missing = True
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            got = [StreamEntry.from_fields(e, f, part.index) for e, f in reply[0][1] if f] if reply else []
+            full = len(got) >= shares[part.index]
+            self._weights[part.index] = min(max(1, len(got) * (2 if full else 1)), 1 << 20)
+            out += got
+        if missing:
+            await self.ensure_group()
+        return out
+
+    async def _read_all(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """One blocking read over every partition's stream (one server only)."""
+        streams = {p.keys.stream: ">" for p in self.partitions}
+        index = {p.keys.stream: p.index for p in self.partitions}
+        try:
+            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        out: list[StreamEntry] = []
+        for stream, entries in reply or ():
+            p = index[stream]
+            got = [StreamEntry.from_fields(e, f, p) for e, f in entries if f]
+            self._weights[p] = max(self._weights[p], len(got))
+            out += got
+        return out
 
     # ---- counters and gauges -------------------------------------------------------
 
     async def counters(self) -> dict[str, int]:
-        raw = await self._r.hgetall(self.keys.counters)
-        return {k: int(v) for k, v in raw.items()}
+        return _sum_maps(
+            r[0] for r in await self._fan_out(lambda pipe, p: pipe.hgetall(p.keys.counters), atomic=False)
+        )
 
     async def histograms(self) -> dict[str, int]:
-        raw = await self._r.hgetall(self.keys.hist)
-        return {k: int(v) for k, v in raw.items()}
+        return _sum_maps(r[0] for r in await self._fan_out(lambda pipe, p: pipe.hgetall(p.keys.hist)))
 
     async def gauges(self, now_ms: int, worker_ttl_ms: int) -> dict[str, int]:
         _, gauges, _ = await self.snapshot(now_ms, worker_ttl_ms)
@@ -81,12 +229,20 @@ class Broker:
     async def snapshot(
         self, now_ms: int, worker_ttl_ms: int
     ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-        """Counters, gauges and histograms read in one MULTI: one instant, so what they
-        show obeys the conservation law exactly, even while workers run."""
-        return await self.reads.snapshot(now_ms, worker_ttl_ms)
+        """Counters, gauges and histograms of the whole deployment. Each partition's are
+        read in one MULTI (one instant), so each obeys the conservation law exactly, and
+        so does their sum: no event ever moves between partitions."""
+        return merge_snapshots(await self.snapshots(now_ms, worker_ttl_ms))
+
+    async def snapshots(
+        self, now_ms: int, worker_ttl_ms: int
+    ) -> list[tuple[dict[str, int], dict[str, int], dict[str, int]]]:
+        """``snapshot`` of each partition, in partition order."""
+        return list(await _gather([p.reads.snapshot(now_ms, worker_ttl_ms) for p in self.partitions]))
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
-        await self._r.zadd(self.keys.workers, {consumer: now_ms})
+        for replies in await self._fan_out(lambda pipe, p: pipe.zadd(p.keys.workers, {consumer: now_ms})):
+            _raise_errors(replies)
 
     async def report_overdue(self, consumer: str, report: str | None) -> None:
         """Record (or, with None, clear) what this consumer holds past its handlers' timeouts."""
@@ -103,17 +259,84 @@ class Broker:
     async def enqueue(
         self, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
     ) -> list[tuple[str, IngestOutcome]]:
-        """The ingest script for all items at once: dedupe, XADD, counters (one atomic step).
-        Per item (the event id it stands for, new / duplicate / conflict)."""
-        return await self._scripts.ingest(self._redis, items, dedupe_window_ms)
+        """The ingest script for the items: dedupe, XADD, counters (one atomic step per
+        partition). An item with an idempotency key goes to the partition its key's digest
+        names, so its dedupe and its enqueue are one step; the others of a call go together
+        to the next partition in turn. Per item (the event id it stands for, new /
+        duplicate / conflict), in order.
 
-    async def replay_dead(self, dlq_entries: Sequence[str]) -> list[str]:
-        """Send DLQ entries back to the stream as the same events; the ids replayed."""
-        return await self._scripts.replay(self._redis, dlq_entries)
+        Nothing is enqueued before the partition count was checked (claim_partitions)."""
+        if not self._count_checked:
+            await self.claim_partitions()
+        n = len(self.partitions)
+        routed: list[tuple[str, bytes, tuple[str, bytes] | None]] = []
+        where: list[int] = []
+        plain = self._next_turn() if n > 1 else 0
+        for event_id, envelope, dedupe in items:
+            if dedupe is None:
+                routed.append((event_id, envelope, None))
+                where.append(plain)
+                continue
+            if isinstance(dedupe, str):
+                dedupe = Dedupe(dedupe)
+            digest = idem_digest(dedupe.key, dedupe.namespace)
+            routed.append((event_id, envelope, (digest, dedupe.fingerprint)))
+            where.append(self.layout.partition_of(digest) if n > 1 else 0)
+        if n == 1:
+            p = self.partitions[0]
+            return p.scripts.ingest_results(
+                routed, await p.scripts.ingest(self._redis, routed, dedupe_window_ms)
+            )
+        groups: dict[int, list[int]] = {}
+        for i, p_index in enumerate(where):
+            groups.setdefault(p_index, []).append(i)
+        parts = [self.partitions[i] for i in groups]
+
+        async def queue(pipe: Any, part: Partition) -> None:
+            await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
+
+        results: list[tuple[str, IngestOutcome]] = [("", IngestOutcome.NEW)] * len(items)
+        for part, [reply] in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            chosen = groups[part.index]
+            for i, result in zip(
+                chosen, part.scripts.ingest_results([routed[i] for i in chosen], reply), strict=True
+            ):
+                results[i] = result
+        return results
+
+    async def replay_dead(self, positions: Sequence[str]) -> list[str]:
+        """Send DLQ entries (by position, DeadEntry.position) back to their partitions'
+        streams as the same events; the ids replayed."""
+        return await self._dead_script("replay", [(pos, None) for pos in positions])
 
     async def delete_dead(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """Delete DLQ entries, given as (DLQ entry id, event id); the ids deleted."""
-        return await self._scripts.delete_dead(self._redis, pairs)
+        """Delete DLQ entries, given as (DLQ position, event id); the ids deleted."""
+        return await self._dead_script("delete_dead", pairs)
+
+    async def _dead_script(self, name: str, pairs: Sequence[tuple[str, str | None]]) -> list[str]:
+        groups: dict[int, list[tuple[str, str | None]]] = {}
+        for position, event_id in pairs:
+            key = position_key(position)
+            if key is None or key[2] >= len(self.partitions):
+                continue  # no such entry
+            groups.setdefault(key[2], []).append((f"{key[0]}-{key[1]}", event_id))
+        parts = [self.partitions[i] for i in groups]
+
+        async def queue(pipe: Any, part: Partition) -> None:
+            chosen = groups[part.index]
+            if name == "replay":
+                await part.scripts.replay(pipe, [e for e, _ in chosen])
+            else:
+                await part.scripts.delete_dead(pipe, [(e, i or "") for e, i in chosen])
+
+        out: list[str] = []
+        for [reply] in await self._fan_out(queue, parts=parts):
+            if isinstance(reply, Exception):
+                raise reply
+            out += [str(e) for e in reply]
+        return out
 
     async def take_turn(self, job: str, owner: str, period_ms: int) -> bool:
         """Whether ``owner`` runs the periodic ``job`` this period (one owner per period)."""
@@ -173,14 +396,54 @@ class Broker:
 
     async def backlog(self, with_memory: bool) -> tuple[int, dict[str, Any]]:
         """Events queued, in flight or scheduled, and (``with_memory``) INFO memory."""
-        k = self.keys
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.xlen(k.stream)
-            pipe.zcard(k.retry)
-            if with_memory:
-                pipe.info("memory")
-            replies = await pipe.execute()
-        return int(replies[0]) + int(replies[1]), (replies[2] if with_memory else {})
+        total = 0
+        for replies in await self._fan_out(_queue_sizes):
+            _raise_errors(replies)
+            total += int(replies[0]) + int(replies[1])
+        return total, (await self._r.info("memory") if with_memory else {})
+
+    # ---- the partition count -------------------------------------------------------
+
+    async def claim_partitions(self) -> None:
+        """Record the partition count at the first start, or check it against the one
+        recorded. A deployment that still holds events (queued, in flight, scheduled or
+        dead) keeps its count: each event's keys are in its partition, and another count
+        would leave them where nothing looks. An empty deployment may change it."""
+        want = len(self.partitions)
+        for _ in range(5):  # another process may be doing the same: look again
+            recorded = await self._r.get(self.keys.partitions)
+            have = int(recorded) if recorded else 1  # none: a deployment made before partitions
+            if have == want:
+                if recorded is None:
+                    await self._r.set(self.keys.partitions, want, nx=True)
+                    continue
+                self._count_checked = True
+                return
+            old = Broker(self._redis, Layout(self.layout.deployment.prefix, have))
+            held = await old.held_events()
+            if held:
+                raise PartitionCountMismatch(
+                    f"this deployment (key prefix {self.keys.prefix!r}) has {have} partition(s), "
+                    f"recorded in Redis, and EVENTSTREAM_PARTITIONS is {want}: set "
+                    f"EVENTSTREAM_PARTITIONS={have}. It still holds {held} event(s) (queued, in "
+                    "flight, scheduled or dead-lettered), so its count cannot change now: to "
+                    f"change it, stop the producers, let the workers drain it with {have} "
+                    "partition(s), replay or delete its dead letters, then start with the new count"
+                )
+            swapped = await self._r.set(self.keys.partitions, want, get=True)
+            if swapped == recorded:
+                log.warning("partition count changed", prefix=self.keys.prefix, was=have, now=want)
+                self._count_checked = True
+                return
+        raise ConfigError("the partition count kept changing while this process started; start it again")
+
+    async def held_events(self) -> int:
+        """Events anywhere in this layout's partitions: queued, in flight, scheduled, dead."""
+        total = 0
+        for replies in await self._fan_out(_queue_sizes_and_dead):
+            _raise_errors(replies)
+            total += sum(int(r) for r in replies)
+        return total
 
     # ---- the worker's transitions -------------------------------------------------
 
@@ -192,83 +455,154 @@ class Broker:
         dead: Sequence[DeadLetter] = (),
         hist: Sequence[tuple[str, int]] = (),
     ) -> tuple[list[bool], list[bool], list[bool]]:
-        """Record a group's outcomes in one round trip: complete, schedule_retry and
-        dead_letter (each one atomic script, fenced on ``consumer``), for the kinds present;
-        ``hist`` (field, amount) is added to the histograms with the completions.
+        """Record a group's outcomes in one round trip: per partition, complete,
+        schedule_retry and dead_letter (each one atomic script, fenced on ``consumer``), for
+        the kinds present; ``hist`` (field, amount) is added to the histograms with the
+        completions (of the first partition that has some).
 
-        Returns per kind one flag per item: False when another worker owns the entry.
+        Returns per kind one flag per item, in order: False when another worker owns the entry.
         """
-        s = self._scripts
-        kinds: list[int] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if done:
-                await s.complete(pipe, consumer, done, hist)
-                kinds.append(0)
-            if retries:
-                await s.schedule_retry(pipe, consumer, retries)
-                kinds.append(1)
-            if dead:
-                await s.dead_letter(pipe, consumer, dead)
-                kinds.append(2)
-            replies = await pipe.execute() if kinds else []
-        flags: list[list[bool]] = [[], [], []]
-        for kind, reply in zip(kinds, replies, strict=True):
-            flags[kind] = [bool(int(x)) for x in reply]
+        kinds: tuple[Sequence[Any], ...] = (done, retries, dead)
+        by_part: dict[int, list[list[int]]] = {}
+        for kind, items in enumerate(kinds):
+            for i, item in enumerate(items):
+                by_part.setdefault(item.partition, [[], [], []])[kind].append(i)
+        parts = [self.partitions[p] for p in sorted(by_part)]
+        first_done = next((p for p in parts if by_part[p.index][0]), None)
+
+        async def queue(pipe: Any, part: Partition) -> None:
+            chosen, s = by_part[part.index], part.scripts
+            if chosen[0]:
+                await s.complete(
+                    pipe, consumer, [done[i] for i in chosen[0]], hist if part is first_done else ()
+                )
+            if chosen[1]:
+                await s.schedule_retry(pipe, consumer, [retries[i] for i in chosen[1]])
+            if chosen[2]:
+                await s.dead_letter(pipe, consumer, [dead[i] for i in chosen[2]])
+
+        flags: list[list[bool]] = [[False] * len(items) for items in kinds]
+        for part, replies in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
+            _raise_errors(replies)
+            present = [kind for kind in range(3) if by_part[part.index][kind]]
+            for kind, reply in zip(present, replies, strict=True):
+                for i, x in zip(by_part[part.index][kind], reply, strict=True):
+                    flags[kind][i] = bool(int(x))
         return flags[0], flags[1], flags[2]
 
     async def promote(self, now_ms: int, limit: int = 1000) -> int:
-        """Move retries due by ``now_ms`` back into the stream, at most ``limit``; how many moved."""
-        return await self._scripts.promote(self._redis, now_ms, limit)
+        """Move retries due by ``now_ms`` back into their streams, at most ``limit`` per
+        partition; how many moved (``limit`` or more: call again, some may be left)."""
+        total = 0
+        for [reply] in await self._fan_out(lambda pipe, p: p.scripts.promote(pipe, now_ms, limit)):
+            if isinstance(reply, Exception):
+                raise reply
+            total += int(reply)
+        return total
 
-    async def renew(self, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
-        """Extend the leases of ``entries`` and beat the heart; returns those no longer owned."""
-        return await self._scripts.renew(self._redis, consumer, entries, now_ms)
+    async def renew(self, consumer: str, refs: Sequence[Ref], now_ms: int) -> list[Ref]:
+        """Extend the leases of ``refs`` (partition, entry) and beat the heart in every
+        partition; returns the refs no longer owned."""
+        groups: dict[int, list[str]] = {p.index: [] for p in self.partitions}
+        for p_index, entry in refs:
+            groups[p_index].append(entry)
+        lost: list[Ref] = []
+        replies = await self._fan_out(
+            lambda pipe, p: p.scripts.renew(pipe, consumer, groups[p.index], now_ms)
+        )
+        for part, [reply] in zip(self.partitions, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            lost += [(part.index, str(e)) for e in reply]
+        return lost
 
     async def reclaim(
         self, consumer: str, idle_ms: int, count: int, max_deliveries: int, now_ms: int
     ) -> tuple[list[StreamEntry], list[tuple[str, str, int]]]:
-        """Take over entries idle past ``idle_ms``, or dead-letter those delivered too often:
+        """Take over entries idle past ``idle_ms``, or dead-letter those delivered too often,
+        partition by partition (starting with the next in turn) while ``count`` allows:
         (the entries now this consumer's, (event id, type, attempts) of the dead-lettered)."""
-        claimed, dead = await self._scripts.reclaim(
-            self._redis, consumer, idle_ms, count, max_deliveries, now_ms
-        )
-        return [StreamEntry.from_fields(e, f) for e, f in claimed], dead
+        n = len(self.partitions)
+        start = self._next_turn() if n > 1 else 0
+        claimed: list[StreamEntry] = []
+        dead: list[tuple[str, str, int]] = []
+        for i in range(n):
+            if len(claimed) >= count:
+                break
+            part = self.partitions[(start + i) % n]
+            got, lost = await part.scripts.reclaim(
+                self._redis, consumer, idle_ms, count - len(claimed), max_deliveries, now_ms
+            )
+            claimed += [StreamEntry.from_fields(e, f, part.index) for e, f in got]
+            dead += lost
+        return claimed, dead
 
     async def is_idle(self) -> bool:
-        """Nothing queued, in flight or scheduled (one atomic read)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xlen(self.keys.stream)
-            pipe.zcard(self.keys.retry)
-            length, scheduled = await pipe.execute()
-        return int(length) == 0 and int(scheduled) == 0
+        """Nothing queued, in flight or scheduled (each partition read at one instant)."""
+        for replies in await self._fan_out(_queue_sizes, atomic=True):
+            _raise_errors(replies)
+            if int(replies[0]) or int(replies[1]):
+                return False
+        return True
 
-    async def release(self, consumer: str, entries: list[str], idle_ms: int) -> None:
+    async def release(self, consumer: str, refs: Sequence[Ref], idle_ms: int) -> None:
         """Mark this consumer's entries as idle for ``idle_ms``, so that the next reclaim by
         a live worker takes them at once (no delivery is counted: JUSTID)."""
-        await self._r.xclaim(self.keys.stream, GROUP, consumer, 0, entries, idle=idle_ms, justid=True)
+        groups: dict[int, list[str]] = {}
+        for p_index, entry in refs:
+            groups.setdefault(p_index, []).append(entry)
+        parts = [self.partitions[p] for p in groups]
+        for replies in await self._fan_out(
+            lambda pipe, p: pipe.xclaim(
+                p.keys.stream, GROUP, consumer, 0, groups[p.index], idle=idle_ms, justid=True
+            ),
+            parts=parts,
+        ):
+            _raise_errors(replies)
 
     async def leave(self, consumer: str) -> bool:
         """A worker that stops cleanly removes its heartbeat (and its consumer if idle);
-        False when the consumer was kept because it still owns entries."""
-        left = await self._scripts.leave(self._redis, consumer)
+        False when the consumer was kept because it still owns entries (in any partition)."""
+        left = True
+        for [reply] in await self._fan_out(lambda pipe, p: p.scripts.leave(pipe, consumer)):
+            if isinstance(reply, Exception):
+                raise reply
+            left = left and bool(reply)
         await self._r.hdel(self.keys.overdue, consumer)
         return left
 
     # ---- where is an event ---------------------------------------------------------
 
+    async def _status(self, event_id: str) -> tuple[Partition, str] | None:
+        """The partition holding a live event, and its status field there."""
+        if len(self.partitions) == 1:
+            status = await self._r.hget(self.partitions[0].keys.status, event_id)
+            return None if status is None else (self.partitions[0], status)
+        for part, [status] in zip(
+            self.partitions,
+            await self._fan_out(lambda pipe, p: pipe.hget(p.keys.status, event_id)),
+            strict=True,
+        ):
+            if isinstance(status, Exception):
+                raise status
+            if status is not None:
+                return part, status
+        return None
+
     async def locate(self, event_id: str) -> Located | None:
         """Find a live event; None when Redis holds nothing for it (processed or unknown)."""
-        k = self.keys
         for _ in range(5):  # the event may move while we look; look again
-            status = await self._r.hget(k.status, event_id)
-            if status is None:
+            found_status = await self._status(event_id)
+            if found_status is None:
                 return None
+            part, status = found_status
+            k = part.keys
             kind, _, ref = status.partition(":")
             if kind == "q":
                 found = await self._r.xrange(k.stream, ref, ref)
                 if not found:
                     continue
-                entry = StreamEntry.from_fields(ref, found[0][1])
+                entry = StreamEntry.from_fields(ref, found[0][1], part.index)
                 owned = await self._r.xpending_range(k.stream, GROUP, ref, ref, 1)
                 if owned:
                     return Located("processing", entry.envelope, entry.attempts + 1)
@@ -283,7 +617,7 @@ class Broker:
                 attempts = int(ref.split(":", 1)[0] or 0)
                 return Located("retrying", body, attempts, next_attempt_ms=int(due or 0))
             if kind == "d":
-                dead = await self.dead_entry(ref)
+                dead = await self._dead_in(part, ref)
                 if dead is None:
                     continue
                 return Located("dead", dead.envelope, dead.attempts, dead=dead)
@@ -291,39 +625,69 @@ class Broker:
 
     # ---- DLQ -----------------------------------------------------------------------
 
-    async def dead_entry(self, dlq_entry: str) -> DeadEntry | None:
-        found = await self._r.xrange(self.keys.dlq, dlq_entry, dlq_entry)
-        return DeadEntry.from_fields(found[0][0], found[0][1]) if found else None
+    async def _dead_in(self, part: Partition, dlq_entry: str) -> DeadEntry | None:
+        found = await self._r.xrange(part.keys.dlq, dlq_entry, dlq_entry)
+        return DeadEntry.from_fields(found[0][0], found[0][1], part.index) if found else None
+
+    async def dead_entry(self, position: str) -> DeadEntry | None:
+        """The DLQ entry at ``position`` (DeadEntry.position), if there is one."""
+        key = position_key(position)
+        if key is None or key[2] >= len(self.partitions):
+            return None
+        return await self._dead_in(self.partitions[key[2]], f"{key[0]}-{key[1]}")
 
     async def dead_entry_of(self, event_id: str) -> DeadEntry | None:
-        status = await self._r.hget(self.keys.status, event_id)
-        if not status or not status.startswith("d:"):
+        found = await self._status(event_id)
+        if found is None or not found[1].startswith("d:"):
             return None
-        return await self.dead_entry(status[2:])
+        return await self._dead_in(found[0], found[1][2:])
 
     async def list_dead(
         self, before: str | None, count: int, type_: str | None = None
     ) -> tuple[list[DeadEntry], str | None]:
-        """Newest first. ``before`` is an exclusive DLQ entry id (the cursor)."""
+        """Newest first (by DLQ position, see DeadEntry.position). ``before`` is an
+        exclusive position (the cursor); the cursor returned is None when no more are left."""
+        key = position_key(before) if before else None
+        pages = []
+        for part in self.partitions:
+            if key is None:
+                high = "+"
+            else:  # positions order by (ms, seq, partition)
+                high = f"{key[0]}-{key[1]}" if part.index < key[2] else f"({key[0]}-{key[1]}"
+            pages.append(await self._dead_newest(part, high, count, type_))
+        out = list(itertools.islice(heapq.merge(*pages, key=_order, reverse=True), count))
+        return out, out[-1].position if len(out) == count else None
+
+    async def _dead_newest(
+        self, part: Partition, high: str, count: int, type_: str | None
+    ) -> list[DeadEntry]:
         out: list[DeadEntry] = []
-        high = f"({before}" if before else "+"
         while len(out) < count:
-            chunk = await self._r.xrevrange(self.keys.dlq, max=high, min="-", count=max(count, 100))
+            chunk = await self._r.xrevrange(part.keys.dlq, max=high, min="-", count=max(count, 100))
             if not chunk:
-                return out, None
+                break
             for entry, fields in chunk:
                 high = f"({entry}"
                 if type_ is None or fields.get("t") == type_:
-                    out.append(DeadEntry.from_fields(entry, fields))
+                    out.append(DeadEntry.from_fields(entry, fields, part.index))
                     if len(out) == count:
                         break
-        return out, out[-1].dlq_entry if out else None
+        return out
 
     async def scan_dead(self, after: str, count: int) -> list[DeadEntry]:
-        """Oldest first, strictly after the DLQ entry id ``after`` ("-" to start)."""
-        low = "-" if after == "-" else f"({after}"
-        chunk = await self._r.xrange(self.keys.dlq, min=low, max="+", count=count)
-        return [DeadEntry.from_fields(e, f) for e, f in chunk]
+        """Oldest first (by DLQ position), strictly after the position ``after`` ("-" to start)."""
+        key = None if after == "-" else position_key(after)
+        if after != "-" and key is None:
+            raise ValueError(f"not a DLQ position: {after!r}")
+        pages = []
+        for part in self.partitions:
+            if key is None:
+                low = "-"
+            else:
+                low = f"({key[0]}-{key[1]}" if part.index <= key[2] else f"{key[0]}-{key[1]}"
+            chunk = await self._r.xrange(part.keys.dlq, min=low, max="+", count=count)
+            pages.append([DeadEntry.from_fields(e, f, part.index) for e, f in chunk])
+        return list(itertools.islice(heapq.merge(*pages, key=_order), count))
 
     # ---- server checks -------------------------------------------------------------
 
@@ -348,3 +712,45 @@ class Broker:
             lost = "everything" if not save else "events since the last snapshot"
             warnings.append(f"appendonly is {aof!r}: a Redis restart loses {lost}; set appendonly yes")
         return warnings
+
+
+def _queue_sizes(pipe: Any, part: Partition) -> None:
+    pipe.xlen(part.keys.stream)
+    pipe.zcard(part.keys.retry)
+
+
+def _queue_sizes_and_dead(pipe: Any, part: Partition) -> None:
+    _queue_sizes(pipe, part)
+    pipe.xlen(part.keys.dlq)
+
+
+def _order(dead: DeadEntry) -> tuple[int, int, int]:
+    ms, _, seq = dead.dlq_entry.partition("-")
+    return int(ms), int(seq), dead.partition
+
+
+def _sum_maps(maps: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for m in maps:
+        if isinstance(m, Exception):
+            raise m
+        for k, v in m.items():
+            out[k] = out.get(k, 0) + int(v)
+    return out
+
+
+def merge_snapshots(
+    snaps: Sequence[tuple[dict[str, int], dict[str, int], dict[str, int]]],
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """The deployment's snapshot from its partitions': everything summed, except live
+    workers (each beats in every partition: the most any partition saw)."""
+    if len(snaps) == 1:
+        return snaps[0]
+    counters = _sum_maps(s[0] for s in snaps)
+    gauges = _sum_maps(s[1] for s in snaps)
+    gauges["workers"] = max(s[1].get("workers", 0) for s in snaps)
+    return counters, gauges, _sum_maps(s[2] for s in snaps)
+
+
+async def _gather(calls: Sequence[Awaitable[Any]]) -> list[Any]:
+    return list(await asyncio.gather(*calls))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+Ref = tuple[int, str]  # (partition, stream entry id): one delivery, unique in a deployment
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEntry:
@@ -18,9 +20,15 @@ class StreamEntry:
     attempts: int  # attempts already made before this delivery
     first_failure_ms: int | None
     envelope: str
+    partition: int = 0
+
+    @property
+    def ref(self) -> Ref:
+        """Entry ids are unique within a partition's stream only."""
+        return (self.partition, self.entry)
 
     @classmethod
-    def from_fields(cls, entry: str, fields: dict[str, str]) -> StreamEntry:
+    def from_fields(cls, entry: str, fields: dict[str, str], partition: int = 0) -> StreamEntry:
         first = fields.get("f") or ""
         return cls(
             entry=entry,
@@ -28,6 +36,7 @@ class StreamEntry:
             attempts=int(fields.get("a") or 0),
             first_failure_ms=int(first) if first else None,
             envelope=fields.get("e", ""),
+            partition=partition,
         )
 
 
@@ -44,9 +53,17 @@ class DeadEntry:
     traceback: str
     first_failure_ms: int
     last_failure_ms: int
+    partition: int = 0
+
+    @property
+    def position(self) -> str:
+        """Where the entry is in the deployment's DLQ, as callers name it (cursors):
+        ``ms-seq`` in partition 0 (all of a one-partition deployment's), ``ms-seq-p`` in
+        partition p. Positions order by (ms, seq, partition): see position_key."""
+        return self.dlq_entry if self.partition == 0 else f"{self.dlq_entry}-{self.partition}"
 
     @classmethod
-    def from_fields(cls, entry: str, f: dict[str, str]) -> DeadEntry:
+    def from_fields(cls, entry: str, f: dict[str, str], partition: int = 0) -> DeadEntry:
         return cls(
             dlq_entry=entry,
             event_id=f.get("id", ""),
@@ -57,7 +74,19 @@ class DeadEntry:
             traceback=f.get("tb", ""),
             first_failure_ms=int(f.get("ff") or 0),
             last_failure_ms=int(f.get("lf") or 0),
+            partition=partition,
         )
+
+
+def position_key(position: str) -> tuple[int, int, int] | None:
+    """(ms, seq, partition) of a DLQ position (DeadEntry.position); None when it is not one."""
+    parts = position.split("-")
+    if len(parts) not in (2, 3) or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
+        return None
+    ms, seq, partition = (int(p) for p in (*parts, "0")[:3])
+    if ms >= 2**64 or seq >= 2**64:
+        return None
+    return ms, seq, partition
 
 
 @dataclass(frozen=True, slots=True)

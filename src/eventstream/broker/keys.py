@@ -1,7 +1,19 @@
 """Every Redis key EventStream uses, built from one hash-tagged prefix.
 
-All keys of a deployment share the hash tag ``{prefix}`` so they live in one
-Redis Cluster slot and every script can touch all of them atomically.
+A deployment is split into N partitions (``EVENTSTREAM_PARTITIONS``, default 1).
+Each partition keeps all of its keys under one hash tag, so they live in one Redis
+Cluster slot and every script touches them atomically; the partitions' tags are
+chosen so that their slots spread evenly over the slot space (and so over the
+primaries of a cluster whose slots are split in even ranges). Deployment-wide keys
+(API keys, rate limits, leases, the partition count) live under ``{prefix}``.
+
+With one partition, the partition's tag is ``{prefix}`` itself: the key names of a
+deployment made before partitions existed. With N > 1, partition p's tag is
+``{prefix#p}``, or ``{prefix#p.i}`` with the smallest i that puts its slot in the
+p-th N-th of the slot space. ``#`` is not allowed in a prefix, so no deployment's
+keys can be named like another's partition.
+
+Below, {p} is a partition's tag, {d} the deployment's.
 
     {p}:stream        STREAM  queued and in-flight events; consumer group ``workers``.
                               Entry fields: id, e (the event envelope, JSON), and
@@ -20,8 +32,11 @@ Redis Cluster slot and every script can touch all of them atomically.
                               ff (first failure ms), lf (last failure ms).
     {p}:counters      HASH    exact monotonic counters (see eventstream.ops.metrics).
     {p}:hist          HASH    histogram bucket counts, sums and counts.
-    {p}:workers       ZSET    consumer name scored by its last heartbeat (ms).
-    {p}:overdue       HASH    consumer name -> its in-flight entries held longer than
+    {p}:workers       ZSET    consumer name scored by its last heartbeat (ms); every
+                              worker beats in every partition.
+    {d}:partitions    STRING  the deployment's partition count, recorded at the first
+                              start; absent: 1 (a deployment made before partitions).
+    {d}:overdue       HASH    consumer name -> its in-flight entries held longer than
                               their handlers' timeouts allow (JSON: count, oldest entry,
                               its event id, age and allowance in ms); written by the
                               worker's lease renewal when that changes, read by the audit.
@@ -34,18 +49,18 @@ Redis Cluster slot and every script can touch all of them atomically.
                               namespace: an API key's own ("key:<id>"), or one shared by
                               several keys ("ns:<name>"). Anonymous use hashes without a
                               key, so its names are those of every earlier version.
-    {p}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
+    {d}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
                               expires after the period (take_turn.lua).
-    {p}:apikeys       SET     ids of every API key ever created (revoked ones included).
-    {p}:apikey:<id>   HASH    one API key: h (SHA-256 hex of the token; the token itself
+    {d}:apikeys       SET     ids of every API key ever created (revoked ones included).
+    {d}:apikey:<id>   HASH    one API key: h (SHA-256 hex of the token; the token itself
                               is never stored), s (scope), n (name), r (events/s, 0: no
                               limit), b (burst), c (created ms), x (revoked ms, absent
                               while valid), u (last used ms, updated at most once a minute),
                               ns (shared idempotency namespace; absent: the key's own).
                               <id> is 12 hex digits, checked before it is used.
-    {p}:rate:key:<id> STRING  GCRA theoretical arrival time (µs) of a key's rate limit;
+    {d}:rate:key:<id> STRING  GCRA theoretical arrival time (µs) of a key's rate limit;
                               expires when the bucket is full again.
-    {p}:rate:addr:<h> STRING  the same for an anonymous client address (hashed).
+    {d}:rate:addr:<h> STRING  the same for an anonymous client address (hashed).
 
 Per live event Redis keeps one stream entry and one status field; per idempotent
 event it also keeps one small key for the dedupe window.
@@ -56,6 +71,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from eventstream.settings import PREFIX_RE
 
@@ -70,8 +87,40 @@ def _namespace_key(namespace: str) -> bytes:
     return hashlib.blake2b(namespace.encode(), digest_size=32, person=b"es-idem-ns").digest()
 
 
+MAX_PARTITIONS = 256
+
+
+@functools.lru_cache(maxsize=64)
+def partition_tags(prefix: str, partitions: int) -> tuple[str, ...]:
+    """The hash tag of each partition (see the module docstring)."""
+    if not 1 <= partitions <= MAX_PARTITIONS:
+        raise ValueError(f"partitions must be 1-{MAX_PARTITIONS}, not {partitions}")
+    if partitions == 1:
+        return ("{" + prefix + "}",)
+    tags = []
+    for p in range(partitions):
+        low = p * REDIS_CLUSTER_HASH_SLOTS // partitions
+        high = (p + 1) * REDIS_CLUSTER_HASH_SLOTS // partitions
+        i, body = 0, f"{prefix}#{p}"
+        while not low <= key_slot(body.encode()) < high:
+            i += 1
+            body = f"{prefix}#{p}.{i}"
+        tags.append("{" + body + "}")
+    return tuple(tags)
+
+
+def idem_digest(key: str, namespace: str | None) -> str:
+    """BLAKE2b-128 (hex) of a client's idempotency key, keyed by its namespace (None:
+    anonymous use): never a raw client string; one client key gives unrelated names in
+    two namespaces. The dedupe record's name ends with it, and it picks the partition."""
+    ns = b"" if namespace is None else _namespace_key(namespace)
+    return hashlib.blake2b(key.encode(), digest_size=16, key=ns).hexdigest()
+
+
 class Keys:
-    """Key names for one deployment prefix."""
+    """Key names under one hash tag: a partition's (stream, status...), or with the
+    default tag ``{prefix}``, the deployment's (API keys, rate limits, leases), which
+    with one partition are also that partition's."""
 
     __slots__ = (
         "api_keys",
@@ -79,6 +128,7 @@ class Keys:
         "dlq",
         "hist",
         "overdue",
+        "partitions",
         "prefix",
         "retry",
         "retry_body",
@@ -88,11 +138,11 @@ class Keys:
         "workers",
     )
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, tag: str | None = None) -> None:
         if not PREFIX_RE.fullmatch(prefix):  # match() would let a final newline through
             raise ValueError(f"key prefix {prefix!r} must be 1-64 characters of letters, digits, '_.:-'")
         self.prefix = prefix
-        self.tag = "{" + prefix + "}"
+        self.tag = tag or "{" + prefix + "}"
         self.stream = f"{self.tag}:stream"
         self.status = f"{self.tag}:status"
         self.retry = f"{self.tag}:retry"
@@ -103,13 +153,14 @@ class Keys:
         self.workers = f"{self.tag}:workers"
         self.overdue = f"{self.tag}:overdue"
         self.api_keys = f"{self.tag}:apikeys"
+        self.partitions = f"{self.tag}:partitions"
 
     def idem(self, key: str, namespace: str | None = None) -> str:
         """The dedupe key for a client's idempotency key in ``namespace`` (None: anonymous
-        use). Hashed: never a raw client string; keyed by the namespace, so one client key
-        gives unrelated names in two namespaces."""
-        ns = b"" if namespace is None else _namespace_key(namespace)
-        digest = hashlib.blake2b(key.encode(), digest_size=16, key=ns).hexdigest()
+        use); see idem_digest."""
+        return self.idem_of(idem_digest(key, namespace))
+
+    def idem_of(self, digest: str) -> str:
         return f"{self.tag}:idem:{digest}"
 
     def api_key(self, key_id: str) -> str:
@@ -143,4 +194,21 @@ class Keys:
             self.hist,
             self.workers,
             self.overdue,
+            self.partitions,
         ]
+
+
+class Layout:
+    """A deployment's keys: its own (``deployment``) and each partition's (``parts``)."""
+
+    __slots__ = ("count", "deployment", "parts")
+
+    def __init__(self, prefix: str, partitions: int = 1) -> None:
+        self.deployment = Keys(prefix)
+        self.count = partitions
+        tags = partition_tags(prefix, partitions)
+        self.parts = (self.deployment,) if partitions == 1 else tuple(Keys(prefix, t) for t in tags)
+
+    def partition_of(self, digest: str) -> int:
+        """The partition of an idempotency key's digest (idem_digest)."""
+        return int(digest[:8], 16) % self.count

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translated
@@ -56,7 +57,7 @@ def _after(entry: str | None) -> str:
 class StateReads:
     """Reads of one deployment's whole state, page by page (see the module docstring)."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: Keys) -> None:
         self._r: Any = redis  # decodes to str, which redis-py's annotations cannot express
         self.keys = keys
 

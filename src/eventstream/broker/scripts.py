@@ -17,11 +17,12 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import AsyncScript
 
 from eventstream.broker.keys import GROUP, Keys
 
-Client = Redis | Pipeline
+Client = Redis | Pipeline | RedisCluster | ClusterPipeline
 Arg = str | int | float | bytes
 
 
@@ -47,6 +48,7 @@ class Completion(NamedTuple):
     entry: str
     event_id: str
     skipped: bool  # already in the store: the handler did not run this time
+    partition: int = 0
 
 
 class ScheduledRetry(NamedTuple):
@@ -58,6 +60,7 @@ class ScheduledRetry(NamedTuple):
     attempts: int  # attempts made so far
     first_failure_ms: int
     envelope: bytes
+    partition: int = 0
 
 
 class DeadLetter(NamedTuple):
@@ -73,6 +76,7 @@ class DeadLetter(NamedTuple):
     first_failure_ms: int
     last_failure_ms: int
     handler_ran: bool
+    partition: int = 0
 
 
 # Scripts that act on a worker's own deliveries start with the shared fencing helpers.
@@ -90,7 +94,7 @@ def _source(name: str) -> str:
 class Scripts:
     """The registered scripts of one Redis connection pool and key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis | RedisCluster, keys: Keys) -> None:
         self.keys = keys
         self._s: dict[str, AsyncScript] = {
             name: redis.register_script(_source(name))
@@ -111,7 +115,8 @@ class Scripts:
         }
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Arg], client: Client) -> Any:
-        return await self._s[name](keys=list(keys), args=list(args), client=client)
+        # A pipeline (plain or cluster) is a client here: the call is queued on it.
+        return await self._s[name](keys=list(keys), args=list(args), client=client)  # type: ignore[arg-type]
 
     async def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
         # With a pipeline, AsyncScript.__call__ registers the script and queues EVALSHA;
@@ -121,12 +126,13 @@ class Scripts:
     async def ingest(
         self,
         client: Client,
-        events: Sequence[tuple[str, bytes, Dedupe | str | None]],
+        events: Sequence[tuple[str, bytes, tuple[str, bytes] | None]],
         dedupe_window_ms: int,
-    ) -> list[tuple[str, Outcome]]:
-        """Enqueue (id, envelope, dedupe record) triples; a plain string is a key of the
-        anonymous namespace without a fingerprint. Returns, per event, the id it goes by
-        (the first event's for a duplicate or a conflict) and what was done."""
+    ) -> Any:
+        """Enqueue (id, envelope, dedupe) triples into this partition; dedupe is (the
+        idempotency key's digest, see keys.idem_digest; the content's fingerprint) or None.
+        The raw reply (with a pipeline: queued; its reply comes from execute()), which
+        ``ingest_results`` reads."""
         k = self.keys
         keys = [k.stream, k.status, k.counters]
         keyed: list[Arg] = []
@@ -134,15 +140,20 @@ class Scripts:
         for i, (_, _, dedupe) in enumerate(events):
             if dedupe is None:
                 continue
-            if isinstance(dedupe, str):
-                dedupe = Dedupe(dedupe)
-            keys.append(k.idem(dedupe.key, dedupe.namespace))
+            keys.append(k.idem_of(dedupe[0]))
             keyed.append(i)
-            prints.append(dedupe.fingerprint)
+            prints.append(dedupe[1])
         args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed, *prints]
         for event_id, envelope, _ in events:
             args += (event_id, envelope)
-        flat = await self._call("ingest", keys, args, client)
+        return await self._call("ingest", keys, args, client)
+
+    @staticmethod
+    def ingest_results(
+        events: Sequence[tuple[str, bytes, Any]], flat: Sequence[Any]
+    ) -> list[tuple[str, Outcome]]:
+        """Per event of an ingest call: the id it goes by (the first event's for a
+        duplicate or a conflict) and what was done."""
         results = [(event_id, Outcome.NEW) for event_id, _, _ in events]
         for j in range(0, len(flat), 3):
             results[int(flat[j])] = (str(flat[j + 1]), Outcome(int(flat[j + 2])))
@@ -191,10 +202,11 @@ class Scripts:
             ]
         await self._queue("dead_letter", [k.stream, k.status, k.counters, k.dlq], args, pipe)
 
-    async def promote(self, client: Client, now_ms: int, limit: int) -> int:
+    async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
+        """How many moved (the raw reply; with a pipeline, queued)."""
         k = self.keys
         keys = [k.stream, k.status, k.retry, k.retry_body]
-        return int(await self._call("promote", keys, [now_ms, limit], client))
+        return await self._call("promote", keys, [now_ms, limit], client)
 
     async def reclaim(
         self,
@@ -215,21 +227,24 @@ class Scripts:
             out.append((str(entry), dict(zip(fields[::2], fields[1::2], strict=True))))
         return out, [(str(i), str(t), int(a)) for i, t, a in dead]
 
-    async def renew(self, client: Client, consumer: str, entries: Sequence[str], now_ms: int) -> list[str]:
+    async def renew(self, client: Client, consumer: str, entries: Sequence[str], now_ms: int) -> Any:
+        """The entries no longer owned (the raw reply; with a pipeline, queued)."""
         k = self.keys
         args: list[Arg] = [GROUP, consumer, now_ms, *entries]
-        return [str(e) for e in await self._call("renew", [k.stream, k.workers], args, client)]
+        return await self._call("renew", [k.stream, k.workers], args, client)
 
-    async def replay(self, client: Client, dlq_entries: Sequence[str]) -> list[str]:
+    async def replay(self, client: Client, dlq_entries: Sequence[str]) -> Any:
+        """The ids replayed (the raw reply; with a pipeline, queued)."""
         k = self.keys
         keys = [k.stream, k.status, k.counters, k.dlq]
-        return [str(e) for e in await self._call("replay", keys, list(dlq_entries), client)]
+        return await self._call("replay", keys, list(dlq_entries), client)
 
-    async def delete_dead(self, client: Client, pairs: Sequence[tuple[str, str]]) -> list[str]:
-        """pairs: (DLQ entry id, event id)."""
+    async def delete_dead(self, client: Client, pairs: Sequence[tuple[str, str]]) -> Any:
+        """pairs: (DLQ entry id, event id). The ids deleted (the raw reply; with a
+        pipeline, queued)."""
         k = self.keys
         args: list[Arg] = [x for pair in pairs for x in pair]
-        return [str(e) for e in await self._call("delete_dead", [k.status, k.counters, k.dlq], args, client)]
+        return await self._call("delete_dead", [k.status, k.counters, k.dlq], args, client)
 
     async def authorize(
         self,
@@ -249,11 +264,12 @@ class Scripts:
         args: list[Arg] = [cost, rate, burst, digest, scope]
         return list(await self._call("authorize", keys, args, client))
 
-    async def leave(self, client: Client, consumer: str) -> bool:
-        """Drop the heartbeat, and the consumer when nothing is pending for it; False when
-        the consumer was kept because it still owns entries (see leave.lua)."""
+    async def leave(self, client: Client, consumer: str) -> Any:
+        """Drop the heartbeat, and the consumer when nothing is pending for it; 0 when the
+        consumer was kept because it still owns entries (see leave.lua). The raw reply;
+        with a pipeline, queued."""
         k = self.keys
-        return bool(await self._call("leave", [k.stream, k.workers], [GROUP, consumer], client))
+        return await self._call("leave", [k.stream, k.workers], [GROUP, consumer], client)
 
     async def take_turn(self, client: Client, job: str, owner: str, period_ms: int) -> bool:
         """Whether ``owner`` runs ``job`` this period (at most one claimant per period)."""

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from eventstream.broker import Broker
+from eventstream.broker import Broker, merge_snapshots
 
 # Redis counter field -> (JSON name, help)
 COUNTERS: dict[str, tuple[str, str]] = {
@@ -90,16 +90,24 @@ class HistogramBatch:
         return out
 
 
+# Gauges also shown per partition (a label) when a deployment has several.
+PARTITION_GAUGES = ("queued", "pending", "scheduled", "dlq", "lag")
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     counters: dict[str, int]
     gauges: dict[str, int]
     histograms: dict[str, int]
+    partitions: tuple[dict[str, int], ...] = ()  # each partition's gauges, when several
 
 
 async def snapshot(broker: Broker, now_ms: int, worker_ttl_ms: int) -> Snapshot:
-    """Everything /metrics shows, read at one instant."""
-    return Snapshot(*await broker.snapshot(now_ms, worker_ttl_ms))
+    """Everything /metrics shows: each partition read at one instant (so each, and their
+    sum, obeys the conservation law), the deployment's figures summed over them."""
+    parts = await broker.snapshots(now_ms, worker_ttl_ms)
+    counters, gauges, histograms = merge_snapshots(parts)
+    return Snapshot(counters, gauges, histograms, tuple(g for _, g, _ in parts) if len(parts) > 1 else ())
 
 
 def summary(snap: Snapshot) -> dict[str, int]:
@@ -125,6 +133,15 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         g = GaugeMetricFamily(f"eventstream_{field}", help_text)
         g.add_metric([], snap.gauges.get(field, 0))
         yield g
+    if snap.partitions:
+        for field in PARTITION_GAUGES:
+            _, help_text = GAUGES[field]
+            g = GaugeMetricFamily(
+                f"eventstream_partition_{field}", f"{help_text} Per partition.", labels=["partition"]
+            )
+            for index, gauges in enumerate(snap.partitions):
+                g.add_metric([str(index)], gauges.get(field, 0))
+            yield g
     for name, (metric, help_text) in HISTOGRAMS.items():
         buckets: list[tuple[str, float]] = []
         cumulative = 0

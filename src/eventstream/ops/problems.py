@@ -28,7 +28,7 @@ from typing import Any, Literal
 import msgspec
 
 from eventstream.broker import Broker
-from eventstream.broker.reads import PendingEntry
+from eventstream.broker.reads import PendingEntry, StateReads
 from eventstream.store import SqlStore
 
 
@@ -66,11 +66,12 @@ class _Found:
 
 
 class Walk:
-    """One walk over a deployment's contents (see the module docstring)."""
+    """One walk over one partition's contents (see the module docstring)."""
 
     def __init__(
         self,
         broker: Broker,
+        reads: StateReads,
         store: SqlStore,
         now_ms: int,
         *,
@@ -81,7 +82,7 @@ class Walk:
         chunk: int,
     ) -> None:
         self.broker = broker
-        self.reads = broker.reads
+        self.reads = reads
         self.store = store
         self.now = now_ms
         self.vt_ms = vt_ms
@@ -94,11 +95,14 @@ class Walk:
         self.live_in_store = 0  # live entries whose rows are written (settling now, or stranded)
         self._pending: list[PendingEntry] = []
 
-    async def run(self) -> list[Problem]:
-        """Every kind of problem found, in the order found (kinds with none left out)."""
+    async def run(self, reports: bool = True) -> list[Problem]:
+        """Every kind of problem found, in the order found (kinds with none left out).
+        ``reports``: check the workers' overdue reports too (they are the deployment's:
+        one partition's walk checks them)."""
         settling = await self._settling_entries()
         await self._stranded_pending()
-        await self._overdue_in_flight()
+        if reports:
+            await self._overdue_in_flight()
         await self._overdue_retries()
         await self._scan_stream(settling)
         await self._scan_retries()
@@ -306,3 +310,22 @@ class Walk:
             "status_points_nowhere",
             "status fields whose stream entry, retry or DLQ entry does not exist (or holds another event)",
         ).add(bad)
+
+
+def merged(found: list[list[Problem]], limit: int) -> list[Problem]:
+    """The problems of several partitions' walks as one list: counts summed, examples
+    (marked with their partition when there are several) up to ``limit``, in the order
+    first found."""
+    if len(found) == 1:
+        return found[0]
+    out: dict[str, Problem] = {}
+    for index, problems in enumerate(found):
+        for p in problems:
+            marked = tuple(f"{e} [partition {index}]" for e in p.examples)
+            had = out.get(p.code)
+            if had is None:
+                out[p.code] = Problem(p.code, p.count, p.detail, marked[:limit])
+            else:
+                examples = (*had.examples, *marked)[:limit]
+                out[p.code] = Problem(p.code, had.count + p.count, had.detail, examples)
+    return list(out.values())

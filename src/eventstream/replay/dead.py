@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Sequence
 
 import structlog
 
-from eventstream.broker import Broker, DeadEntry
+from eventstream.broker import Broker, DeadEntry, position_key
 from eventstream.errors import NotFound
 from eventstream.replay.engine import (
     SAMPLE,
@@ -31,37 +31,36 @@ from eventstream.replay.engine import (
 log = structlog.get_logger("eventstream.replay.dead")
 
 CHUNK = 500
-MAX_ID_PART = 2**64 - 1  # each half of a Redis stream entry id is a uint64
 
 
 async def replay_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
-    if dead is None or not await broker.replay_dead([dead.dlq_entry]):
+    if dead is None or not await broker.replay_dead([dead.position]):
         raise NotFound("dead event", event_id)
     log.info("dead event replayed", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
 
 async def delete_one(broker: Broker, event_id: str) -> None:
     dead = await broker.dead_entry_of(event_id)
-    if dead is None or not await broker.delete_dead([(dead.dlq_entry, dead.event_id)]):
+    if dead is None or not await broker.delete_dead([(dead.position, dead.event_id)]):
         raise NotFound("dead event", event_id)
     log.info("dead event deleted", event_id=dead.event_id, event_type=dead.type, attempt=dead.attempts)
 
 
-def _cursor_id(cursor: str) -> tuple[int, int]:
-    """A DLQ cursor (a stream entry id ``ms-seq``), checked before Redis sees it."""
-    ms, _, seq = cursor.partition("-")
-    digits = ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()
-    if not (digits and int(ms) <= MAX_ID_PART and int(seq) <= MAX_ID_PART):
+def _cursor_id(cursor: str, broker: Broker) -> tuple[int, int, int]:
+    """A DLQ cursor (a DLQ position: ``ms-seq``, or ``ms-seq-partition`` of one of the
+    deployment's partitions), checked before Redis sees it."""
+    key = position_key(cursor)
+    if key is None or key[2] >= len(broker.partitions):
         raise invalid_cursor()
-    return int(ms), int(seq)
+    return key
 
 
 async def page(
     broker: Broker, limit: int, cursor: str | None, type_: str | None
 ) -> tuple[list[DeadEntry], str | None]:
     """Dead events newest first, ``limit`` of them before ``cursor``; and the next cursor."""
-    if cursor is not None and _cursor_id(cursor) == (0, 0):
+    if cursor is not None and _cursor_id(cursor, broker)[:2] == (0, 0):
         return [], None  # nothing comes before the first possible entry id
     items, last = await broker.list_dead(cursor, limit, type_)
     if len(items) < limit:
@@ -72,12 +71,7 @@ async def page(
 
 # ---- the DLQ as a replay source ------------------------------------------------------
 
-DeadCursor = tuple[str, str]  # last DLQ entry examined, last entry of the selection
-
-
-def _entry_key(entry: str) -> tuple[int, int]:
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0)
+DeadCursor = tuple[str, str]  # DLQ positions: the last examined, the selection's last
 
 
 class DeadSource:
@@ -102,8 +96,8 @@ class DeadSource:
     ) -> AsyncGenerator[tuple[DeadEntry, Position], None]:
         if cursor:
             after, upto = decode_token(cursor, DeadCursor)
-            _cursor_id(after)
-            _cursor_id(upto)
+            _cursor_id(after, self.broker)
+            _cursor_id(upto, self.broker)
         else:
             newest = await self._last_entry()
             if newest is None:
@@ -112,7 +106,7 @@ class DeadSource:
         left = most
         async for d in self._entries(after, upto):
             if self.matches(d, sel):
-                yield d, (d.dlq_entry, upto)
+                yield d, (d.position, upto)
                 left -= 1
                 if left <= 0:
                     return
@@ -130,24 +124,24 @@ class DeadSource:
         return found
 
     async def send(self, items: list[DeadEntry], page: Page) -> None:
-        page.replayed += len(await self.broker.replay_dead([d.dlq_entry for d in items]))
+        page.replayed += len(await self.broker.replay_dead([d.position for d in items]))
 
     async def _last_entry(self) -> str | None:
         newest, _ = await self.broker.list_dead(None, 1)
-        return newest[0].dlq_entry if newest else None
+        return newest[0].position if newest else None
 
     async def _entries(self, after: str, upto: str) -> AsyncGenerator[DeadEntry, None]:
         """DLQ entries strictly after ``after`` up to ``upto``, oldest first, read in chunks."""
-        end = _entry_key(upto)
+        end = _cursor_id(upto, self.broker)
         while True:
             chunk = await self.broker.scan_dead(after, CHUNK)
             for d in chunk:
-                if _entry_key(d.dlq_entry) > end:
+                if _cursor_id(d.position, self.broker) > end:
                     return
                 yield d
             if len(chunk) < CHUNK:
                 return
-            after = chunk[-1].dlq_entry
+            after = chunk[-1].position
 
 
 async def replay_matching(

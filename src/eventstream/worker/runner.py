@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker, StreamEntry
+from eventstream.broker import Broker, Ref, StreamEntry
 from eventstream.errors import BackendError, BackendUnavailable
 from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
@@ -105,11 +105,12 @@ class Worker:
 
             self._run = traced(self.dispatcher.run, settings)
             self.dispatcher.propagate_context()
-        self._inflight: dict[str, StreamEntry] = {}
-        self._started: dict[str, int] = {}  # entry -> when this worker took it (ms)
+        # Keyed by (partition, entry): entry ids are unique within a partition only.
+        self._inflight: dict[Ref, StreamEntry] = {}
+        self._started: dict[Ref, int] = {}  # entry -> when this worker took it (ms)
         self._overdue_report: str | None = None  # as last written to Redis
-        self._settling: set[str] = set()  # entries whose outcomes are being recorded
-        self._abandoned: list[str] = []  # entries whose handlers were cancelled at shutdown
+        self._settling: set[Ref] = set()  # entries whose outcomes are being recorded
+        self._abandoned: list[Ref] = []  # entries whose handlers were cancelled at shutdown
         self._tasks: set[asyncio.Task[None]] = set()
         # Tasks of handlers that ignored their cancellation: their tries are recorded as
         # failed, and whatever they do later is ignored.
@@ -193,7 +194,7 @@ class Worker:
                     self._abandoned += [e for e in self._inflight if e not in self._settling]
                 await self._release(self._abandoned)
 
-    async def _release(self, entries: list[str]) -> None:
+    async def _release(self, entries: list[Ref]) -> None:
         """Let live workers take these entries now instead of after the visibility timeout."""
         if not entries:
             return
@@ -237,8 +238,8 @@ class Worker:
         """Start handler tasks; entries that may already be processed are checked first."""
         now = _now_ms()
         for e in entries:
-            self._inflight[e.entry] = e
-            self._started[e.entry] = now
+            self._inflight[e.ref] = e
+            self._started[e.ref] = now
         suspect = [e for e in entries if redelivered or e.attempts > 0]
         already: set[str] = set()
         if suspect:
@@ -263,9 +264,9 @@ class Worker:
             outcome = await self._run(entry)
         except asyncio.CancelledError:
             if not self._is_stuck():
-                self._inflight.pop(entry.entry, None)
-                self._started.pop(entry.entry, None)
-                self._abandoned.append(entry.entry)
+                self._inflight.pop(entry.ref, None)
+                self._started.pop(entry.ref, None)
+                self._abandoned.append(entry.ref)
                 self._space.set()
             raise
         except BaseException as exc:  # never leave an entry in flight with no outcome
@@ -301,7 +302,7 @@ class Worker:
             group = [await self._outcomes.get()]
             while len(group) < 2_000 and not self._outcomes.empty():
                 group.append(self._outcomes.get_nowait())
-            self._settling.update(o.delivery.entry for o in group)
+            self._settling.update(o.delivery.ref for o in group)
             try:
                 await self._settle(group)
             except Exception as exc:
@@ -312,9 +313,9 @@ class Worker:
                 self.request_stop()
             finally:
                 for o in group:
-                    self._inflight.pop(o.delivery.entry, None)
-                    self._started.pop(o.delivery.entry, None)
-                    self._settling.discard(o.delivery.entry)
+                    self._inflight.pop(o.delivery.ref, None)
+                    self._started.pop(o.delivery.ref, None)
+                    self._settling.discard(o.delivery.ref)
                     self._outcomes.task_done()
                 self._space.set()
 
@@ -385,7 +386,7 @@ class Worker:
             for entry, started in self._started.items()
             if now - started > shortest * 1000 + slack_ms and entry not in self._settling
         ]
-        overdue: list[tuple[int, str, int]] = []
+        overdue: list[tuple[int, Ref, int]] = []
         for started, entry in old:
             delivery = self._inflight.get(entry)
             if delivery is None:
@@ -399,7 +400,8 @@ class Worker:
             report = msgspec.json.encode(
                 {
                     "count": len(overdue),
-                    "entry": entry,
+                    "entry": entry[1],
+                    "partition": entry[0],
                     "eventId": self._inflight[entry].event_id,
                     "ageMs": now - started,
                     "allowedMs": allowed_ms,
@@ -463,7 +465,7 @@ class Worker:
             )
         # An entry of our own still in flight here was renewed late (a blocked loop):
         # its handler is running, so it must not start a second time.
-        entries = [e for e in claimed if e.entry not in self._inflight]
+        entries = [e for e in claimed if e.ref not in self._inflight]
         if entries:
             log.info("reclaimed entries of a silent worker", count=len(entries))
             for entry in entries:

@@ -57,7 +57,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
     for o in outcomes:
         d = o.delivery
         if isinstance(o, Done):
-            done.append(Completion(d.entry, d.event_id, skipped=o.skipped))
+            done.append(Completion(d.entry, d.event_id, skipped=o.skipped, partition=d.partition))
             if not o.skipped:
                 hist.observe("handler", o.handler_s)
                 hist.observe("e2e", max(0, now - o.envelope.receivedAt) / 1000)
@@ -70,6 +70,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     attempts=o.attempts,
                     first_failure_ms=o.first_failure_ms,
                     envelope=d.envelope.encode(),
+                    partition=d.partition,
                 )
             )
         else:
@@ -85,6 +86,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     first_failure_ms=o.first_failure_ms,
                     last_failure_ms=o.last_failure_ms,
                     handler_ran=o.handler_ran,
+                    partition=d.partition,
                 )
             )
     flags_by_kind = dict(
