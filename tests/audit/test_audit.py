@@ -105,6 +105,16 @@ async def test_an_empty_deployment_is_ok(redis: Redis, settings: Settings, store
     assert report.received == report.accounted == 0
 
 
+async def test_events_queued_before_any_worker_started_are_queued(
+    redis: Redis, settings: Settings, store: SqlStore
+) -> None:
+    broker = Broker(redis, Keys(settings.prefix))  # the API alone: a stream, no group yet
+    await ingest(broker, 3)
+    report = await run_audit(broker, store)
+    assert report.ok, report.problems
+    assert (report.received, report.queued, report.pending) == (3, 3, 0)
+
+
 async def test_states_left_by_a_real_worker_are_clean(
     broker: Broker, store: SqlStore, settings: Settings
 ) -> None:

@@ -1,4 +1,5 @@
-"""Conservation across real processes: 3,000 mixed events, one API, two workers.
+"""Conservation across real processes: 3,000 mixed events, one API, two workers, on
+one partition and on four.
 
 Every accepted event must end processed or dead, exactly once, never both; the
 metrics must agree with that truth; successful handlers' side effects happen once.
@@ -35,6 +36,13 @@ INVALID = [
 
 def _event(i: int) -> dict[str, Any]:
     return {"id": f"client-{i}", "type": CYCLE[i % len(CYCLE)], "payload": {"i": i}, "source": "e2e"}
+
+
+@pytest.fixture(params=[1, 4], ids=["one-partition", "four-partitions"])
+def cluster(cluster: Cluster, request: pytest.FixtureRequest) -> Cluster:
+    """Every process of the test with EVENTSTREAM_PARTITIONS set (1: the default layout)."""
+    cluster.settings_env["EVENTSTREAM_PARTITIONS"] = str(request.param)
+    return cluster
 
 
 @pytest.mark.timeout(150)

@@ -22,7 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from eventstream.broker import GROUP, Broker, Keys
+from eventstream.broker import GROUP, Broker, Keys, Layout
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.store import SqlStore, create_store
 from tests.support.workers import dead_entries
@@ -44,7 +44,7 @@ def assert_law(report: AuditReport) -> None:
     assert not broken, f"conservation broken: {broken[0]}"
 
 
-async def assert_law_in_redis(redis: Redis, keys: Keys) -> None:
+async def assert_law_in_redis(redis: Redis, keys: Keys | Layout) -> None:
     """The audit's law for a prefix whose events never reach a store (the broker tests
     run the scripts alone): the audit reads the sums from Redis only; its store, empty,
     serves the checks that look there, which are not asserted here."""
@@ -172,18 +172,40 @@ async def check(redis: Redis, keys: Keys) -> State:
     return s
 
 
+async def check_layout(redis: Redis, layout: Layout) -> list[State]:
+    """``check`` for a deployment of several partitions: the audit's law (it checks each
+    partition's), then each partition's state; nothing strays under the deployment's own
+    tag. Returns each partition's state."""
+    states = [await state(redis, part) for part in layout.parts]
+    await assert_law_in_redis(redis, layout)
+    for s in states:
+        assert_state(s)
+    if layout.count > 1:
+        own = await state(redis, layout.deployment)
+        assert own.stray == [], f"keys outside the layout: {own.stray}"
+        assert (own.stream, own.status, own.counters) == ([], {}, {}), "events under the deployment's tag"
+    return states
+
+
 async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
     """The audit's law holds; each id is in exactly one place (the store, the DLQ, the
     retry set, the stream) and the status hash agrees. Returns id -> place.
     """
-    r = redis
-    k = broker.keys
+    r: Any = redis
     assert_law(await audit_now(broker, store))
     dead = await dead_entries(redis, broker)
 
     in_store = await store.existing(ids)
-    in_retry = set(await r.zrange(k.retry, 0, -1))
-    in_stream = {f["id"] for _, f in await r.xrange(k.stream, "-", "+")}
+    in_retry: set[str] = set()
+    in_stream: set[str] = set()
+    status: dict[str, str] = {}
+    for part in broker.partitions:
+        k = part.keys
+        in_retry |= set(await r.zrange(k.retry, 0, -1))
+        in_stream |= {f["id"] for _, f in await r.xrange(k.stream, "-", "+")}
+        for event_id, value in (await r.hgetall(k.status)).items():
+            assert event_id not in status, f"{event_id} has a status in two partitions"
+            status[event_id] = value
     places: dict[str, str] = {}
     for event_id in ids:
         where = [
@@ -198,8 +220,8 @@ async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: l
         ]
         assert len(where) == 1, f"{event_id} is in {where or 'no place'}"
         places[event_id] = where[0]
-        status = await r.hget(k.status, event_id)
         expected_kind = {"store": None, "dlq": "d", "retry": "r", "stream": "q"}[where[0]]
-        kind = status.partition(":")[0] if status else None
-        assert kind == expected_kind, f"{event_id} is in {where[0]} but its status is {status!r}"
+        value = status.get(event_id)
+        kind = value.partition(":")[0] if value else None
+        assert kind == expected_kind, f"{event_id} is in {where[0]} but its status is {value!r}"
     return places

@@ -116,6 +116,7 @@ class Cluster:
         self.marker = uuid.uuid4().hex
         self.procs: list[Proc] = []
         self._names: Counter[str] = Counter()
+        self.settings_env: dict[str, str] = {}  # EVENTSTREAM_* every process of the test gets
 
     # ---- environment ---------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class Cluster:
                 MARKER_ENV: self.marker,
             }
         )
+        env.update(self.settings_env)
         if redis:
             env["EVENTSTREAM_REDIS_URL"] = self.redis_url
         env.update(extra)

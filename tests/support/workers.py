@@ -41,13 +41,13 @@ async def burst(
 
 
 async def dead_entries(redis: Redis, broker: Broker) -> dict[str, DeadEntry]:
-    """Every DLQ entry, by event id."""
-    raw = await redis.xrange(broker.keys.dlq, "-", "+")
+    """Every DLQ entry of every partition, by event id."""
     out: dict[str, DeadEntry] = {}
-    for entry, fields in raw:
-        dead = DeadEntry.from_fields(entry, fields)
-        assert dead.event_id not in out, f"{dead.event_id} is in the DLQ twice"
-        out[dead.event_id] = dead
+    for part in broker.partitions:
+        for entry, fields in await redis.xrange(part.keys.dlq, "-", "+"):
+            dead = DeadEntry.from_fields(entry, fields, part.index)
+            assert dead.event_id not in out, f"{dead.event_id} is in the DLQ twice"
+            out[dead.event_id] = dead
     return out
 
 

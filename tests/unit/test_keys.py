@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from eventstream.broker.keys import GROUP, Keys
+import pytest
+from redis.crc import key_slot
+
+from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
 
 
 def test_every_key_shares_the_hash_tag() -> None:
@@ -56,3 +59,62 @@ def test_distinct_keys_and_prefixes_give_distinct_names() -> None:
     assert len(names) == 1000
     assert Keys("p").idem("same") != Keys("q").idem("same")
     assert Keys("p").idem("same").split(":")[-1] == Keys("q").idem("same").split(":")[-1]
+
+
+# ---- partitions ----------------------------------------------------------------------
+
+
+def test_one_partition_keeps_the_names_of_a_deployment_made_before_partitions() -> None:
+    layout = Layout("shop", 1)
+    [part] = layout.parts
+    assert part.stream == "{shop}:stream"
+    assert part.idem("k") == Keys("shop").idem("k")
+    assert layout.deployment.tag == part.tag == "{shop}"
+    assert layout.partition_of(idem_digest("any", None)) == 0
+
+
+@pytest.mark.parametrize("n", [2, 3, 12, 256])
+def test_partition_slots_spread_evenly_over_the_slot_space(n: int) -> None:
+    layout = Layout("eventstream", n)
+    slots = [key_slot(p.stream.encode()) for p in layout.parts]
+    # partition p hashes into the p-th n-th of the slots: a cluster whose primaries own even
+    # slot ranges (as redis-cli --cluster create makes them) gets n / primaries each
+    for p, slot in enumerate(slots):
+        assert p * 16384 // n <= slot < (p + 1) * 16384 // n, (p, slot)
+    # {eventstream#p} or {eventstream#p.i}: the partition's number, then what moves its slot
+    for i, part in enumerate(layout.parts):
+        assert re.fullmatch(rf"\{{eventstream#{i}(\.\d+)?\}}", part.tag), part.tag
+    # the deployment's own keys keep the plain tag
+    assert layout.deployment.tag == "{eventstream}"
+    assert layout.deployment.partitions == "{eventstream}:partitions"
+
+
+def test_every_key_of_one_partition_is_in_one_slot() -> None:
+    for part in Layout("shop", 12).parts:
+        names = [*part.all_static(), part.idem("k"), part.idem("k", "key:abc")]
+        assert {_slot_tag(n) for n in names} == {part.tag[1:-1]}
+        assert len({key_slot(n.encode()) for n in names}) == 1
+
+
+def test_no_prefix_names_another_deployments_partition() -> None:
+    # '#' is not allowed in a prefix, and every partition tag holds one
+    for part in Layout("a", 12).parts:
+        with pytest.raises(ValueError, match="key prefix"):
+            Keys(part.tag[1:-1])
+
+
+def test_an_idempotency_key_always_routes_to_one_partition() -> None:
+    layout = Layout("shop", 12)
+    digests = [idem_digest(f"order-{i}", None) for i in range(1200)]
+    chosen = [layout.partition_of(d) for d in digests]
+    assert chosen == [Layout("shop", 12).partition_of(d) for d in digests]  # any process agrees
+    counts = [chosen.count(p) for p in range(12)]
+    assert min(counts) > 50, counts  # 100 each on average: none starved
+    # the namespace is part of the digest: one client key of two API keys may differ
+    assert idem_digest("k", "key:aaaaaaaaaaaa") != idem_digest("k", None)
+
+
+@pytest.mark.parametrize("n", [0, 257])
+def test_partition_count_is_bounded(n: int) -> None:
+    with pytest.raises(ValueError, match="partitions must be 1-256"):
+        Layout("shop", n)

@@ -68,6 +68,8 @@ class Broker:
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
         self._weights = [1] * len(self.partitions)  # what each partition's last read returned
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
+        # consumer -> partition -> its blocking read still open (cluster only; see _wait_each)
+        self._waits: dict[str, dict[int, asyncio.Future[list[StreamEntry]]]] = {}
 
     @property
     def _r(self) -> Any:
@@ -138,9 +140,44 @@ class Broker:
         if entries or block_ms <= 0:
             return entries
         if self._cluster:  # a blocking read cannot span slots: wait on each partition
-            parts = await _gather([self._read_one(consumer, 1, block_ms, p) for p in self.partitions])
-            return [e for part in parts for e in part]
+            return await self._wait_each(consumer, block_ms)
         return await self._read_all(consumer, max(1, count // len(self.partitions)), block_ms)
+
+    async def _wait_each(self, consumer: str, block_ms: int) -> list[StreamEntry]:
+        """One blocking read (COUNT 1) per partition, each on its own connection, kept
+        open across calls: this returns as soon as any has an entry, and the others stay
+        waiting for the next call (end_reads collects them when the reader stops)."""
+        waits = self._waits.setdefault(consumer, {})
+        for part in self.partitions:
+            if part.index not in waits:
+                waits[part.index] = asyncio.ensure_future(self._read_one(consumer, 1, block_ms, part))
+        await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
+        return self._collect(waits)
+
+    @staticmethod
+    def _collect(waits: dict[int, asyncio.Future[list[StreamEntry]]]) -> list[StreamEntry]:
+        out: list[StreamEntry] = []
+        error: BaseException | None = None
+        for index, wait in list(waits.items()):
+            if wait.done():
+                del waits[index]
+                if wait.exception() is not None:
+                    error = error or wait.exception()
+                else:
+                    out += wait.result()
+        if error is not None and not out:
+            raise error
+        return out
+
+    async def end_reads(self, consumer: str) -> list[StreamEntry]:
+        """Wait for ``consumer``'s blocking reads still open (on a cluster with several
+        partitions) and return what they delivered: entries now pending for the consumer,
+        which the caller must run or release. Errors are dropped: nothing was delivered."""
+        waits = self._waits.pop(consumer, {})
+        if not waits:
+            return []
+        await asyncio.wait(waits.values())
+        return [e for w in waits.values() if w.exception() is None for e in w.result()]
 
     async def _read_one(
         self, consumer: str, count: int, block_ms: int, part: Partition | None = None
@@ -400,7 +437,16 @@ class Broker:
         for replies in await self._fan_out(_queue_sizes):
             _raise_errors(replies)
             total += int(replies[0]) + int(replies[1])
-        return total, (await self._r.info("memory") if with_memory else {})
+        return total, (await self._memory() if with_memory else {})
+
+    async def _memory(self) -> dict[str, Any]:
+        """INFO memory; on a cluster, the primary nearest its maxmemory (each holds its
+        own partitions, and the first one full refuses writes)."""
+        if not self._cluster:
+            return dict(await self._r.info("memory"))
+        reply = await self._r.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        nodes: list[dict[str, Any]] = [reply] if "used_memory" in reply else list(reply.values())
+        return max(nodes, key=_fullness)
 
     # ---- the partition count -------------------------------------------------------
 
@@ -722,6 +768,11 @@ def _queue_sizes(pipe: Any, part: Partition) -> None:
 def _queue_sizes_and_dead(pipe: Any, part: Partition) -> None:
     _queue_sizes(pipe, part)
     pipe.xlen(part.keys.dlq)
+
+
+def _fullness(info: dict[str, Any]) -> float:
+    limit = int(info.get("maxmemory", 0))
+    return int(info.get("used_memory", 0)) / limit if limit else 0.0
 
 
 def _order(dead: DeadEntry) -> tuple[int, int, int]:

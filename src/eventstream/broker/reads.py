@@ -121,8 +121,9 @@ class StateReads:
         for value in (raw, length, scheduled, dlq):
             if isinstance(value, Exception):
                 raise value
-        if isinstance(pending, ResponseError):  # no stream or no group yet
-            if length:
+        if isinstance(pending, ResponseError):
+            # No stream, or events queued before any worker made the group: none pending.
+            if "NOGROUP" not in str(pending):
                 raise pending
             count = 0
         elif isinstance(pending, Exception):

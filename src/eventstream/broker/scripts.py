@@ -10,6 +10,7 @@ schedule_retry and dead_letter only queue (Broker.settle sends a group's togethe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from enum import IntEnum
 from importlib.resources import files
@@ -87,6 +88,7 @@ def _read(name: str) -> str:
     return (files("eventstream.broker") / f"{name}.lua").read_text()
 
 
+@functools.cache
 def _source(name: str) -> str:
     return _read("fence") + _read(name) if name in _FENCED else _read(name)
 
@@ -115,13 +117,19 @@ class Scripts:
         }
 
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[Arg], client: Client) -> Any:
-        # A pipeline (plain or cluster) is a client here: the call is queued on it.
-        return await self._s[name](keys=list(keys), args=list(args), client=client)  # type: ignore[arg-type]
+        """Run the script, or with a pipeline queue it (its reply comes from execute()).
+
+        A plain pipeline loads the scripts it lacks before it runs (redis-py's
+        AsyncScript), and a client retries once after loading. A cluster pipeline does
+        neither, and a node that never ran a script, or a replica promoted after a
+        failover, answers NOSCRIPT: there the script's text goes with each call (EVAL;
+        the server caches what it compiled by the text's digest)."""
+        if isinstance(client, ClusterPipeline):
+            return client.eval(_source(name), len(keys), *keys, *args)
+        return await self._s[name](keys=list(keys), args=list(args), client=client)
 
     async def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
-        # With a pipeline, AsyncScript.__call__ registers the script and queues EVALSHA;
-        # the reply comes from pipe.execute().
-        await self._s[name](keys=list(keys), args=list(args), client=pipe)
+        await self._call(name, keys, args, pipe)
 
     async def ingest(
         self,

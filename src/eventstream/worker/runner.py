@@ -152,6 +152,7 @@ class Worker:
         maintenance = asyncio.create_task(self._maintenance_loop(), name="maintenance")
         try:
             await self._read_loop(burst)
+            await self._end_reads()
             await self._drain_inflight()
         finally:
             maintenance.cancel()
@@ -228,6 +229,15 @@ class Worker:
                 await self._dispatch(entries, redelivered=False)
             elif burst and await self._idle():
                 return
+
+    async def _end_reads(self) -> None:
+        """Reads still open when the reader stopped (one per partition on a Redis Cluster)
+        may have delivered entries: let other workers take them now."""
+        try:
+            late = await self.broker.end_reads(self.consumer)
+        except (BackendUnavailable, BackendError):
+            return
+        await self._release([e.ref for e in late])
 
     async def _idle(self) -> bool:
         if self._inflight or not self._outcomes.empty():
