@@ -1,0 +1,213 @@
+"""A private Redis Cluster of real server processes, for the tests that need one.
+
+Each node is a server started through ``eventstream.embedded`` (the code ``eventstream
+up`` uses) with ``cluster-enabled yes``, its own directory, cluster config file and
+cluster bus port (a free one: the default, port + 10000, may be taken or out of range).
+The cluster is built the way an operator would by hand: ``CLUSTER ADDSLOTSRANGE`` on
+the primaries, ``CLUSTER MEET``, then ``CLUSTER REPLICATE`` on the replicas; it is ready
+when every node says ``cluster_state:ok``, every node reports the same slot map, and
+every replica's link to its primary is up. The nodes are started in parallel (most of
+the start is the servers' own: a primary waits about 2 s before it says ``ok``).
+
+``cluster-node-timeout`` is low (1 s by default), so that after ``kill()`` of a primary
+the cluster promotes its replica within a few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from eventstream.embedded import EmbeddedRedis, free_port
+
+SLOTS = 16384
+
+Shape = list[tuple[int, int, int, tuple[int, ...]]]  # (first slot, last slot, primary port, replica ports)
+
+
+def slot_ranges(primaries: int) -> list[tuple[int, int]]:
+    """The slots split evenly, as redis-cli --cluster create splits them (3: 0-5460,
+    5461-10922, 10923-16383)."""
+    per = SLOTS / primaries
+    return [(round(i * per), round((i + 1) * per) - 1) for i in range(primaries)]
+
+
+class LocalCluster:
+    """``primaries`` primaries with ``replicas`` replicas each, on 127.0.0.1.
+
+    ``nodes`` keeps its order: the primaries as created first (``nodes[i]`` serves the
+    i-th range of ``slot_ranges``), then their replicas. Roles change after a failover:
+    ``primaries()`` and ``replicas()`` ask the cluster.
+    """
+
+    def __init__(
+        self, root: Path, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+    ) -> None:
+        self.root = root
+        self.node_timeout_ms = node_timeout_ms
+        self.ranges = slot_ranges(primaries)
+        self.nodes = [self._node(i) for i in range(primaries * (1 + replicas))]
+        self.ids: dict[int, str] = {}  # port -> cluster node id
+
+    def _node(self, i: int) -> EmbeddedRedis:
+        return EmbeddedRedis(
+            self.root / f"node{i}",
+            fsync="always",
+            extra_args=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-port", str(free_port()),
+                "--enable-debug-command", "local",
+                "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
+            ],
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node (a primary at first, serving slots 0-5460 of 3 ranges)."""
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> LocalCluster:
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda n: n.start(), self.nodes))
+        try:
+            self._build(time.monotonic() + timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _build(self, deadline: float) -> None:
+        n_primaries = len(self.ranges)
+        for node in self.nodes:
+            self.ids[node.port] = _admin(node, "CLUSTER", "MYID")
+        for node, (first, last) in zip(self.nodes, self.ranges, strict=False):
+            _admin(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node in self.nodes[1:]:
+            _admin(self.nodes[0], "CLUSTER", "MEET", "127.0.0.1", node.port, _bus_port(node))
+        _wait(deadline, "every node to know every other", self._joined)
+        for i, node in enumerate(self.nodes[n_primaries:]):
+            primary = self.nodes[i % n_primaries]
+            _admin(node, "CLUSTER", "REPLICATE", self.ids[primary.port])
+        _wait(deadline, "cluster_state:ok and one slot map on every node", self.settled)
+
+    def _joined(self) -> bool:
+        for node in self.nodes:
+            lines = str(_admin(node, "CLUSTER", "NODES")).strip().splitlines()
+            if len(lines) != len(self.nodes) or any(
+                "handshake" in line or "noaddr" in line or " connected" not in line for line in lines
+            ):
+                return False
+        return True
+
+    def settled(self) -> bool:
+        """Every live node says ok, reports the same full slot map with every replica
+        attached, and every replica's link to its primary is up."""
+        live = [n for n in self.nodes if n.process is not None]
+        shapes = set()
+        for node in live:
+            if "cluster_state:ok" not in str(_admin(node, "CLUSTER", "INFO")):
+                return False
+            shapes.add(tuple(self.shape(node)))
+        if len(shapes) != 1:
+            return False
+        (shape,) = shapes
+        live_ports = {n.port for n in live}
+        if sum(last - first + 1 for first, last, _, _ in shape) != SLOTS:
+            return False
+        if any(primary not in live_ports or not replicas for _, _, primary, replicas in shape):
+            return False
+        for node in live:
+            info = _admin(node, "INFO", "replication")
+            if info.get("role") == "slave" and info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def shape(self, node: EmbeddedRedis | None = None) -> Shape:
+        """The slot map as ``node`` (default: a live one) sees it in CLUSTER NODES, sorted:
+        the primaries that serve slots, each with its replicas not marked failed. (CLUSTER
+        SLOTS is no help here: Valkey leaves out a replica whose replication offset is
+        still 0, as it is on an empty cluster.)"""
+        node = node or self._live()
+        rows = [line.split() for line in str(_admin(node, "CLUSTER", "NODES")).strip().splitlines()]
+        port = {row[0]: int(row[1].split("@")[0].rpartition(":")[2]) for row in rows}
+        replicas: dict[str, list[int]] = {}
+        for row in rows:
+            if "slave" in row[2].split(",") and "fail" not in row[2].split(","):
+                replicas.setdefault(row[3], []).append(port[row[0]])
+        out: Shape = []
+        for row in rows:
+            for part in row[8:]:
+                if part.startswith("["):  # a slot being migrated
+                    continue
+                first, _, last = part.partition("-")
+                out.append(
+                    (int(first), int(last or first), port[row[0]], tuple(sorted(replicas.get(row[0], []))))
+                )
+        return sorted(out)
+
+    def node_of_slot(self, slot: int) -> EmbeddedRedis:
+        """The primary serving ``slot`` now."""
+        for first, last, primary, _ in self.shape():
+            if first <= slot <= last:
+                return self._by_port(primary)
+        raise LookupError(f"slot {slot} is not served")
+
+    def primaries(self) -> list[EmbeddedRedis]:
+        return [self._by_port(p) for p in sorted({p for _, _, p, _ in self.shape()})]
+
+    def replicas(self) -> list[EmbeddedRedis]:
+        return [self._by_port(r) for r in sorted({r for *_, rs in self.shape() for r in rs})]
+
+    def replica_of(self, primary: EmbeddedRedis) -> EmbeddedRedis:
+        for _, _, p, replicas in self.shape():
+            if p == primary.port and replicas:
+                return self._by_port(replicas[0])
+        raise LookupError(f"{primary.url} has no replica")
+
+    def kill(self, node: EmbeddedRedis) -> None:
+        """SIGKILL, as a crash would."""
+        node.kill()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.process.terminate()  # all at once: each flushes its AOF and exits
+        for node in self.nodes:
+            node.stop()
+
+    def _live(self) -> EmbeddedRedis:
+        return next(n for n in self.nodes if n.process is not None)
+
+    def _by_port(self, port: int) -> EmbeddedRedis:
+        return next(n for n in self.nodes if n.port == port)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _bus_port(node: EmbeddedRedis) -> int:
+    return int(node.extra_args[node.extra_args.index("--cluster-port") + 1])
+
+
+def _admin(node: EmbeddedRedis, *args: Any) -> Any:
+    """One command on one node (a connection of its own: the nodes answer in microseconds)."""
+    with redis.Redis(
+        host="127.0.0.1", port=node.port, decode_responses=True, socket_timeout=5, protocol=2
+    ) as client:
+        return client.execute_command(*args)
+
+
+def _wait(deadline: float, what: str, done: Any) -> None:
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test cluster never reached {what}")
+        time.sleep(0.02)
