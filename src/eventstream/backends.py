@@ -48,9 +48,11 @@ async def open_broker(settings: Settings, redis_url: str | None = None) -> Async
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
-    redis = connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
+    redis = await connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
     try:
-        yield Broker(redis, Keys(settings.prefix))
+        # A RedisCluster serves the Broker as a Redis does (every key of a deployment is in
+        # one slot); Broker's annotation names only Redis yet.
+        yield Broker(redis, Keys(settings.prefix))  # type: ignore[arg-type]
     finally:
         await redis.aclose()
 
