@@ -16,11 +16,13 @@ the cluster promotes its replica within a few seconds.
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from eventstream.embedded import EmbeddedRedis, free_port
 
@@ -169,6 +171,27 @@ class LocalCluster:
             if p == primary.port and replicas:
                 return self._by_port(replicas[0])
         raise LookupError(f"{primary.url} has no replica")
+
+    def prefix_away_from(self, node: EmbeddedRedis) -> str:
+        """A fresh key prefix whose slot ``node`` does not serve: a client given
+        ``node``'s URL reaches the prefix's keys only by following MOVED."""
+        while True:
+            prefix = f"t{uuid.uuid4().hex[:12]}"
+            if self.node_of_slot(key_slot(prefix.encode())) is not node:
+                return prefix
+
+    def wait_replicated(self, primary: EmbeddedRedis, timeout_s: float = 10.0) -> None:
+        """Until every replica of ``primary`` has all it wrote (its offset reached)."""
+
+        def caught_up() -> bool:
+            offset = int(_admin(primary, "INFO", "replication")["master_repl_offset"])
+            replicas = [n for _, _, p, rs in self.shape() if p == primary.port for n in rs]
+            return all(
+                int(_admin(self._by_port(r), "INFO", "replication")["slave_repl_offset"]) >= offset
+                for r in replicas
+            )
+
+        _wait(time.monotonic() + timeout_s, f"the replicas of {primary.url} to catch up", caught_up)
 
     def kill(self, node: EmbeddedRedis) -> None:
         """SIGKILL, as a crash would."""

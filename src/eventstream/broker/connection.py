@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
+from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -48,7 +48,7 @@ async def connect(
     ran), and refreshes its slot map after a connection error or a CLUSTERDOWN, so the
     command after a failover reaches the promoted replica.
 
-    When the server cannot be reached (or refuses INFO), the client is a plain
+    When the server cannot be reached (or the ACL user may not run INFO), the client is a plain
     ``Redis``: a process that starts while its cluster is down must be restarted once
     the cluster is back.
     """
@@ -84,8 +84,7 @@ async def _cluster_enabled(client: Redis) -> bool:
         info = await client.info("cluster")
     except (AuthenticationError, AuthorizationError):
         raise  # no wait cures a wrong password: the caller must stop and say so
-    except (RedisConnectionError, RedisTimeoutError, OSError, ResponseError) as exc:
-        # unreachable, or INFO refused or renamed (ResponseError)
+    except (RedisConnectionError, RedisTimeoutError, OSError, NoPermissionError) as exc:
         log.warning(
             "cannot tell whether Redis runs in cluster mode: assuming a single server", error=str(exc)
         )
