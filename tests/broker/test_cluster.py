@@ -10,6 +10,7 @@ crash test starts a cluster of its own.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from eventstream.backends import open_broker
 from eventstream.broker import Broker, Completion, DeadLetter, Keys, ScheduledRetry, connect
 from eventstream.broker.scripts import Outcome, _source
 from eventstream.errors import BackendError, RedisUnavailable
-from tests.support.broker import deliver, ingest, make_items, set_idle
+from tests.support.broker import deliver, ingest, make_items, put, set_idle
 from tests.support.cluster import LocalCluster
 from tests.support.conservation import check
+from tests.support.factories import make_settings
+from tests.support.tls import Pki, make_pki
 from tests.support.waiting import wait_until
 
 SETTLED = ("complete", "schedule_retry", "dead_letter")
@@ -255,6 +259,40 @@ async def test_the_backlog_with_memory(cluster_broker: Broker) -> None:
 
 async def test_safety_warnings(cluster_broker: Broker) -> None:
     assert await cluster_broker.safety_warnings() == []  # appendonly yes, noeviction
+
+
+# ---- a managed cluster: TLS and an ACL user, through open_broker ----------------------
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, Pki]]:
+    pki = make_pki(tmp_path / "pki")
+    with LocalCluster(tmp_path / "cluster", tls=pki) as c:
+        yield c, pki
+
+
+async def test_tls_and_the_acl_user_reach_every_node(
+    tls_cluster: tuple[LocalCluster, Pki], tmp_path: Path
+) -> None:
+    """The settings' TLS files and credentials go to every node the client finds, not
+    only the URL's: the deployment's keys are on another one."""
+    c, pki = tls_cluster
+    prefix = c.prefix_away_from(c.nodes[0])
+    name, password = f"app-{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
+    c.add_user(name, password, f"{{{prefix}}}*")
+    tls = {"redis_tls_ca_file": pki.ca, "redis_username": name}
+    settings = make_settings(c.tls_url(), prefix, tmp_path, redis_password=password, **tls)
+    async with open_broker(settings) as broker:
+        await broker.ensure_group()
+        event_id = await put(broker, "TLS", {"secure": True})
+        located = await broker.locate(event_id)
+        assert located is not None
+        assert located.status == "queued"
+
+    wrong = make_settings(c.tls_url(), prefix, tmp_path, redis_password="wrong", **tls)
+    with pytest.raises(BackendError, match="AuthenticationError"):
+        async with open_broker(wrong):
+            pass
 
 
 # ---- a primary crashes ---------------------------------------------------------------

@@ -11,6 +11,10 @@ the start is the servers' own: a primary waits about 2 s before it says ``ok``).
 
 ``cluster-node-timeout`` is low (1 s by default), so that after ``kill()`` of a primary
 the cluster promotes its replica within a few seconds.
+
+With ``tls`` (tests/support/tls.py's certificates) the nodes speak TLS to clients, on
+the cluster bus and for replication, as a managed cluster does; ``tls_url()`` names a
+node's TLS port, and ``add_user`` makes an ACL user on every node.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import redis
 from redis.crc import key_slot
 
 from eventstream.embedded import EmbeddedRedis, free_port
+from eventstream.errors import ConfigError
+from tests.support.servers import missing
+from tests.support.tls import NO_TLS_SERVER, Pki, tls_candidates
 
 SLOTS = 16384
 
@@ -47,16 +54,23 @@ class LocalCluster:
     """
 
     def __init__(
-        self, root: Path, primaries: int = 3, replicas: int = 1, node_timeout_ms: int = 1000
+        self,
+        root: Path,
+        primaries: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1000,
+        tls: Pki | None = None,
     ) -> None:
         self.root = root
         self.node_timeout_ms = node_timeout_ms
+        self.tls = tls
+        self.tls_ports: dict[int, int] = {}  # port -> TLS port, with ``tls``
         self.ranges = slot_ranges(primaries)
         self.nodes = [self._node(i) for i in range(primaries * (1 + replicas))]
         self.ids: dict[int, str] = {}  # port -> cluster node id
 
     def _node(self, i: int) -> EmbeddedRedis:
-        return EmbeddedRedis(
+        node = EmbeddedRedis(
             self.root / f"node{i}",
             fsync="always",
             extra_args=[
@@ -68,15 +82,38 @@ class LocalCluster:
                 "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
             ],
         )  # fmt: skip
+        if self.tls is not None:
+            # TLS for clients, the cluster bus and replication; the plain port stays, for
+            # the start-up probe and the admin commands here
+            self.tls_ports[node.port] = free_port()
+            node.extra_args += [
+                "--tls-port", str(self.tls_ports[node.port]),
+                "--tls-cert-file", str(self.tls.server_cert),
+                "--tls-key-file", str(self.tls.server_key),
+                "--tls-ca-cert-file", str(self.tls.ca),
+                # the bus's outgoing side: a certificate made for a client
+                "--tls-client-cert-file", str(self.tls.client_cert),
+                "--tls-client-key-file", str(self.tls.client_key),
+                "--tls-auth-clients", "no",
+                "--tls-cluster", "yes",
+                "--tls-replication", "yes",
+            ]  # fmt: skip
+        return node
 
     @property
     def url(self) -> str:
         """The URL of the first node (a primary at first, serving slots 0-5460 of 3 ranges)."""
         return self.nodes[0].url
 
+    def tls_url(self, node: EmbeddedRedis | None = None) -> str:
+        """The rediss:// URL of ``node`` (default: the first), with ``tls``."""
+        return f"rediss://127.0.0.1:{self.tls_ports[(node or self.nodes[0]).port]}/0"
+
     def start(self, timeout_s: float = 30.0) -> LocalCluster:
+        if self.tls is not None:
+            self._choose_tls_binary()
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda n: n.start(), self.nodes))
+            list(pool.map(lambda n: n.start() if n.process is None else n, self.nodes))
         try:
             self._build(time.monotonic() + timeout_s)
         except BaseException:
@@ -97,6 +134,27 @@ class LocalCluster:
             primary = self.nodes[i % n_primaries]
             _admin(node, "CLUSTER", "REPLICATE", self.ids[primary.port])
         _wait(deadline, "cluster_state:ok and one slot map on every node", self.settled)
+
+    def _choose_tls_binary(self) -> None:
+        """The first binary built with TLS (the embedded one may lack it), found by
+        starting the first node with each."""
+        first = self.nodes[0]
+        for binary in dict.fromkeys(b for b in tls_candidates() if b):
+            first.binary = binary
+            try:
+                first.start()
+            except ConfigError:  # built without TLS: the next one
+                continue
+            for node in self.nodes[1:]:
+                node.binary = binary
+            return
+        missing(NO_TLS_SERVER)
+
+    def add_user(self, name: str, password: str, key_pattern: str) -> None:
+        """An ACL user on every node (ACLs are each node's own) that may run every command
+        on the keys of ``key_pattern``."""
+        for node in self.nodes:
+            _admin(node, "ACL", "SETUSER", name, "on", f">{password}", f"~{key_pattern}", "+@all")
 
     def _joined(self) -> bool:
         for node in self.nodes:
