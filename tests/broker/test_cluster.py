@@ -28,6 +28,7 @@ from tests.support.broker import deliver, ingest, make_items, put, set_idle
 from tests.support.cluster import LocalCluster
 from tests.support.conservation import check
 from tests.support.factories import make_settings
+from tests.support.servers import closed_port
 from tests.support.tls import Pki, make_pki
 from tests.support.waiting import wait_until
 
@@ -94,6 +95,18 @@ async def test_a_single_server_gives_a_plain_client(redis_url: str) -> None:
     try:
         assert type(client) is Redis
         assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_a_server_unreachable_at_connect_gives_a_plain_client(prefix: str) -> None:
+    """The API starts while Redis is down (and answers 503): connect cannot ask the mode
+    then, and assumes a single server (a cluster's processes must be restarted)."""
+    client = await connect(f"redis://127.0.0.1:{closed_port()}/0", timeout=1.0)
+    try:
+        assert type(client) is Redis
+        with pytest.raises(RedisUnavailable):
+            await Broker(client, Keys(prefix)).counters()
     finally:
         await client.aclose()
 

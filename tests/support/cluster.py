@@ -28,9 +28,9 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from eventstream.embedded import EmbeddedRedis, free_port
+from eventstream.embedded import EmbeddedRedis, find_server_binary, free_port
 from eventstream.errors import ConfigError
-from tests.support.servers import missing
+from tests.support.servers import NO_REDIS, missing
 from tests.support.tls import NO_TLS_SERVER, Pki, tls_candidates
 
 SLOTS = 16384
@@ -61,6 +61,8 @@ class LocalCluster:
         node_timeout_ms: int = 1000,
         tls: Pki | None = None,
     ) -> None:
+        if find_server_binary() is None:
+            missing(NO_REDIS)
         self.root = root
         self.node_timeout_ms = node_timeout_ms
         self.tls = tls
