@@ -48,9 +48,9 @@ async def connect(
     ran), and refreshes its slot map after a connection error or a CLUSTERDOWN, so the
     command after a failover reaches the promoted replica.
 
-    When the server cannot be reached (or the ACL user may not run INFO), the client is a plain
-    ``Redis``: a process that starts while its cluster is down must be restarted once
-    the cluster is back.
+    When the server cannot be reached (or the ACL user may not run INFO), the client
+    is a plain ``Redis``: a process that starts while its cluster is down must be
+    restarted once the cluster is back.
     """
     kwargs.setdefault("health_check_interval", 15)
     kwargs.setdefault("socket_keepalive", True)
