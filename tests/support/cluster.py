@@ -71,9 +71,9 @@ class LocalCluster:
         self.nodes = [self._node(i) for i in range(primaries * (1 + replicas))]
         self.ids: dict[int, str] = {}  # port -> cluster node id
 
-    def _node(self, i: int) -> EmbeddedRedis:
+    def _node(self, i: int, attempt: int = 0) -> EmbeddedRedis:
         node = EmbeddedRedis(
-            self.root / f"node{i}",
+            self.root / (f"node{i}" if not attempt else f"node{i}-{attempt}"),
             fsync="always",
             extra_args=[
                 "--cluster-enabled", "yes",
@@ -111,17 +111,32 @@ class LocalCluster:
         """The rediss:// URL of ``node`` (default: the first), with ``tls``."""
         return f"rediss://127.0.0.1:{self.tls_ports[(node or self.nodes[0]).port]}/0"
 
-    def start(self, timeout_s: float = 30.0) -> LocalCluster:
-        if self.tls is not None:
-            self._choose_tls_binary()
-        with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda n: n.start() if n.process is None else n, self.nodes))
+    def start(self, timeout_s: float = 30.0, attempts: int = 3) -> LocalCluster:
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_nodes()
+                break
+            except ConfigError:
+                # A port picked free was taken before its server bound it (by another
+                # server, or as a connection's own port): all again, on fresh ports.
+                self.stop()
+                if attempt == attempts:
+                    raise
+                self.nodes = [self._node(i, attempt) for i in range(len(self.nodes))]
         try:
             self._build(time.monotonic() + timeout_s)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_nodes(self) -> None:
+        """Every node started, or (when one fails) every other one still started, for
+        stop() to stop: none is left running unowned."""
+        if self.tls is not None:
+            self._choose_tls_binary()
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(lambda n: n.start() if n.process is None else n, self.nodes))
 
     def _build(self, deadline: float) -> None:
         n_primaries = len(self.ranges)
