@@ -131,7 +131,7 @@ def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
 
 
 async def prequeue(settings: Settings, events: int) -> None:
-    redis = connect(settings.redis_url or "")
+    redis = await connect(settings.redis_url or "")
     broker = Broker(redis, Keys(settings.prefix))
     await broker.ensure_group()
     for start in range(0, events, 1000):
@@ -144,7 +144,7 @@ async def prequeue(settings: Settings, events: int) -> None:
 
 
 async def counter(settings: Settings, name: str) -> int:
-    redis = connect(settings.redis_url or "")
+    redis = await connect(settings.redis_url or "")
     value = await redis.hget(Keys(settings.prefix).counters, name)
     await redis.aclose()
     return int(value or 0)
@@ -388,7 +388,7 @@ def bench_ceiling(run: Run, progress: Progress) -> None:
 async def server_identity(url: str) -> str:
     """Which server the run used, e.g. ``valkey 8.1.8, libc malloc``: builds differ a lot
     (the allocator alone doubles the cost of a large script call)."""
-    redis = connect(url)
+    redis = await connect(url)
     try:
         info = await redis.info("server")
         allocator = (await redis.info("memory")).get("mem_allocator", "?")

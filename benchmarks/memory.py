@@ -49,7 +49,7 @@ async def key_bytes(redis: Redis, keys: Keys) -> tuple[int, int]:
 
 async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> list[tuple[str, str]]:
     settings = Settings(redis_url=url, data_dir=data_dir, prefix="bench", log_level="warning")
-    redis = connect(url)
+    redis = await connect(url)
     broker = Broker(redis, Keys(settings.prefix))
     await broker.ensure_group()
     store = create_store(settings.store_url)

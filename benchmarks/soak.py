@@ -29,7 +29,7 @@ from eventstream.embedded import EmbeddedRedis
 
 async def sample(run: Run, name: str) -> tuple[int, int, int]:
     settings = run.settings(name)
-    redis = connect(settings.redis_url or "")
+    redis = await connect(settings.redis_url or "")
     broker = Broker(redis, Keys(settings.prefix))
     info = await redis.info("memory")
     keys, kept = await key_bytes(broker)

@@ -1,5 +1,6 @@
-"""The fixtures more than one directory shares: a private real Redis per test session,
-a key prefix per test, the in-process app, PostgreSQL databases, the process harness.
+"""The fixtures more than one directory shares: a private real Redis per test session
+(and a private Redis Cluster for the tests that ask for one), a key prefix per test,
+the in-process app, PostgreSQL databases, the process harness.
 
 The server is started through ``eventstream.embedded`` (the same code ``eventstream up``
 uses) on a free port, so tests never touch another Redis and never flush anything:
@@ -21,12 +22,14 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis, find_server_binary
 from eventstream.settings import Settings
 from eventstream.store import SqlStore, create_store
 from tests.support.asgi import Api, MakeApi, running
+from tests.support.cluster import LocalCluster
 from tests.support.factories import make_settings
 from tests.support.processes import Cluster
 from tests.support.servers import NO_REDIS, PG, missing, pg_connect, pg_execute
@@ -51,6 +54,27 @@ def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A private Redis Cluster (3 primaries, 3 replicas) for the session; keep it whole:
+    a test that kills nodes starts a cluster of its own."""
+    if find_server_binary() is None:
+        missing(NO_REDIS)
+    with LocalCluster(tmp_path_factory.mktemp("redis-cluster")) as c:
+        yield c
+
+
+@pytest.fixture(params=["server", "cluster"])
+async def server_or_cluster(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Any]:
+    """A client of the session's server, then of its Redis Cluster: a test that takes it
+    runs on both."""
+    url = redis_url if request.param == "server" else request.getfixturevalue("redis_cluster").url
+    client = await connect(url)
+    assert isinstance(client, RedisCluster) == (request.param == "cluster")
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
@@ -63,7 +87,7 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = connect(redis_url)
+    client = await connect(redis_url)
     yield client
     await client.aclose()
 

@@ -7,9 +7,10 @@ them (the API, the worker, retention, the CLI) sees only EventStream's types:
 - :class:`~eventstream.errors.BackendUnavailable` (``RedisUnavailable``,
   ``RedisTimeout``, ``StoreUnavailable``): waiting can cure it — a connection refused,
   reset or cut mid-statement, a server loading its data or shutting down, a reply that
-  did not come in time, a replica not yet promoted, a database locked or out of
-  connections. The API answers 503 with ``Retry-After``; the worker backs off and tries
-  again, never exits; every periodic job skips a round.
+  did not come in time, a replica not yet promoted (a Redis Cluster down or moving a
+  slot among them), a database locked or out of connections. The API answers 503 with
+  ``Retry-After``; the worker backs off and tries again, never exits; every periodic
+  job skips a round.
 - :class:`~eventstream.errors.BackendError`: anything else the driver raised — a bug or
   a misconfiguration (a wrong Redis password among them). Not retried.
 
@@ -99,6 +100,21 @@ REDIS = Backend(
         redis.exceptions.AuthenticationError: BackendError,
         redis.exceptions.ConnectionError: RedisUnavailable,
         redis.exceptions.ReadOnlyError: RedisUnavailable,  # a failover has not finished
+        # Redis Cluster: a failover or a resharding under way. CLUSTERDOWN (MASTERDOWN
+        # among them) until a replica is promoted; TRYAGAIN while a slot migrates;
+        # MOVED/ASK that the client gave up following (ClusterError: "TTL exhausted");
+        # a slot no node serves yet; no node reachable to learn the slot map from.
+        redis.exceptions.ClusterDownError: RedisUnavailable,
+        redis.exceptions.TryAgainError: RedisUnavailable,
+        redis.exceptions.AskError: RedisUnavailable,  # MovedError too
+        redis.exceptions.ClusterError: RedisUnavailable,
+        redis.exceptions.SlotNotCoveredError: RedisUnavailable,
+        redis.exceptions.RedisClusterUnreachableError: RedisUnavailable,
+        # Not RedisErrors: keys of several slots in one command or transaction (a bug:
+        # every key of a deployment shares one hash tag), a bad cluster URL (a db other
+        # than 0).
+        redis.exceptions.ClusterCrossSlotError: BackendError,
+        redis.exceptions.RedisClusterException: BackendError,
         OSError: RedisUnavailable,  # a socket error redis-py let through
         redis.exceptions.RedisError: BackendError,
     },

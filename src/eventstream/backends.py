@@ -51,7 +51,7 @@ async def open_broker(settings: Settings, redis_url: str | None = None) -> Async
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
-    redis = connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
+    redis = await connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
     try:
         yield Broker(redis, Layout(settings.prefix, settings.partitions))
     finally:

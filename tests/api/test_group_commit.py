@@ -51,7 +51,7 @@ async def test_one_key_posted_concurrently_is_one_event(broker: Broker, redis: R
 
 
 async def test_a_failed_call_fails_every_request_of_the_group(settings: Settings) -> None:
-    down = connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    down = await connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     commit = GroupCommit(Broker(down, Keys(settings.prefix)), 60_000)
     outcomes = await asyncio.gather(*(commit.submit(items(2)) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(o, RedisUnavailable) for o in outcomes), outcomes

@@ -193,7 +193,7 @@ async def test_says_so_when_config_cannot_be_read(redis: Redis, redis_url: str, 
         channels=["*"],
         commands=["+@all", "-config"],
     )
-    limited = connect(redis_url, username=user, password=password)
+    limited = await connect(redis_url, username=user, password=password)
     try:
         warnings = await Broker(limited, keys).safety_warnings()
     finally:

@@ -1,6 +1,7 @@
-"""A deployment of several partitions on one server: routing, reads that starve no
-partition, settling across partitions, whole-deployment views, the partition count
-guarded. Every test checks each partition's state afterwards (conservation.check_layout).
+"""A deployment of several partitions, on one server and on the session's Redis
+Cluster (3 primaries): routing, reads that starve no partition, settling across
+partitions, whole-deployment views, the partition count guarded. Every test checks
+each partition's state afterwards (conservation.check_layout).
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from tests.support.conservation import audit_now, check_layout
 
 N = 4
 WINDOW = 60_000
+
+
+@pytest.fixture
+def redis(server_or_cluster: Any) -> Any:
+    """This module's tests run on one server and on a cluster (overrides the suite's)."""
+    return server_or_cluster
 
 
 @pytest.fixture
@@ -133,12 +140,15 @@ async def test_reads_starve_no_partition(parted: Broker, redis: Redis, layout: L
 
 async def test_a_blocked_read_wakes_for_any_partition(parted: Broker, redis: Redis, layout: Layout) -> None:
     for target in range(N):
-        reading = asyncio.create_task(parted.read_new("c1", 10, 5_000))
+        reading = asyncio.create_task(parted.read_new("c1", 10, 3_000))
         await asyncio.sleep(0.05)
         item = await _into(parted, redis, layout, target)
         got = await reading
-        # the read returned the event rather than nothing after its 5 s: it watched partition `target`
+        # the read returned the event rather than nothing after 3 s: it watched partition `target`
         assert [(e.event_id, e.partition) for e in got] == [(item, target)]
+    # on a cluster, the reads of the other partitions are still open: they deliver nothing
+    assert await parted.end_reads("c1") == []
+    await check_layout(redis, layout)
 
 
 async def _into(broker: Broker, redis: Redis, layout: Layout, partition: int) -> str:

@@ -151,8 +151,8 @@ async def test_a_wrong_password_is_an_error_not_an_outage(
     name, _ = acl_user
     wrong = f"wrong-{uuid.uuid4().hex}"
     settings = make_settings(redis_url, prefix, tmp_path, redis_username=name, redis_password=wrong)
-    async with open_broker(settings) as broker:
-        with pytest.raises(BackendError) as caught:
+    with pytest.raises(BackendError) as caught:  # at connect: it asks the server its mode
+        async with open_broker(settings) as broker:
             await broker.ping()
     assert not isinstance(caught.value, RedisUnavailable)  # a worker would retry that forever
     assert "AuthenticationError" in str(caught.value)

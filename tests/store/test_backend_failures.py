@@ -260,8 +260,8 @@ def own_redis(tmp_path: Path) -> EmbeddedRedis:
 async def test_redis_stopped_under_a_command_then_refusing_is_unavailable(
     own_redis: EmbeddedRedis, prefix: str
 ) -> None:
-    client = connect(own_redis.url)
-    waiter = connect(own_redis.url)
+    client = await connect(own_redis.url)
+    waiter = await connect(own_redis.url)
 
     @translated(REDIS)  # a command no Broker method sends, translated like theirs
     async def blpop() -> object:
@@ -292,7 +292,7 @@ async def test_redis_stopped_under_a_command_then_refusing_is_unavailable(
 
 async def test_a_redis_connection_refused_through_a_broker_method(prefix: str) -> None:
     port = free_port()  # nobody listens on it
-    client = connect(f"redis://127.0.0.1:{port}/0", timeout=2.0)
+    client = await connect(f"redis://127.0.0.1:{port}/0", timeout=2.0)
     try:
         with pytest.raises(RedisUnavailable) as caught:
             await Broker(client, Keys(prefix)).counters()
@@ -307,8 +307,8 @@ async def test_a_redis_connection_refused_through_a_broker_method(prefix: str) -
 async def test_a_redis_paused_past_the_timeout_through_a_broker_method(
     own_redis: EmbeddedRedis, prefix: str
 ) -> None:
-    admin = connect(own_redis.url)
-    client = connect(own_redis.url, timeout=0.5)
+    admin = await connect(own_redis.url)
+    client = await connect(own_redis.url, timeout=0.5)
     broker = Broker(client, Keys(prefix))
     try:
         await broker.ping()  # connected: what follows is a reply that does not come

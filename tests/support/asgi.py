@@ -73,7 +73,7 @@ class Api:
         """XLEN of the stream, read through a client of the test's own (not the app's)."""
         url = self.settings.redis_url
         assert url
-        redis = connect(url)
+        redis = await connect(url)
         try:
             return int(await redis.xlen(self.broker.keys.stream))
         finally:

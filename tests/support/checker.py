@@ -284,7 +284,7 @@ class Checker:
 
     def run_audit(self, visibility_timeout_ms: int = 1000) -> AuditReport:
         async def go() -> AuditReport:
-            client = connect(self.cluster.redis_url)
+            client = await connect(self.cluster.redis_url)
             store = create_store(f"sqlite+aiosqlite:///{self.cluster.data_dir / 'events.db'}")
             try:
                 return await audit(

@@ -120,14 +120,19 @@ class TlsRedis:
         return f"rediss://127.0.0.1:{self.tls_port}/0"
 
 
+def tls_candidates() -> list[str | None]:
+    """The binaries that may have TLS, in the order to try them: the embedded one, then
+    redis-server and valkey-server on PATH (the embedded build may lack TLS)."""
+    return [find_server_binary(), shutil.which("redis-server"), shutil.which("valkey-server")]
+
+
 def start_tls_redis(data_dir: Path, pki: Pki, auth_clients: str = "no") -> TlsRedis:
     """A private server with TLS on a port of its own (its plain port stays, for the start-up
     probe). ``auth_clients``: ``no``, ``optional`` or ``yes`` (mutual TLS).
 
     The first binary that starts with TLS is used: the embedded one, then redis-server and
     valkey-server on PATH (the embedded build may lack TLS)."""
-    candidates = [find_server_binary(), shutil.which("redis-server"), shutil.which("valkey-server")]
-    for binary in dict.fromkeys(b for b in candidates if b):
+    for binary in dict.fromkeys(b for b in tls_candidates() if b):
         tls_port = free_port()
         server = EmbeddedRedis(
             data_dir / Path(binary).name,

@@ -45,6 +45,19 @@ REDIS_EXPECTED: dict[type[BaseException], type[EventStreamError]] = {
     rx.OutOfMemoryError: BackendError,
     rx.DataError: BackendError,
     rx.WatchError: BackendError,
+    # Redis Cluster: waiting for a failover or a slot migration cures these
+    rx.ClusterDownError: RedisUnavailable,  # CLUSTERDOWN: a slot has no primary yet
+    rx.MasterDownError: RedisUnavailable,
+    rx.TryAgainError: RedisUnavailable,  # a slot migrating
+    rx.AskError: RedisUnavailable,
+    rx.MovedError: RedisUnavailable,
+    rx.ClusterError: RedisUnavailable,  # redirections past the client's TTL
+    rx.SlotNotCoveredError: RedisUnavailable,
+    rx.RedisClusterUnreachableError: RedisUnavailable,  # no node answered for the slot map
+    # ... but not these: a bug or a misconfiguration
+    rx.ClusterCrossSlotError: BackendError,  # keys of several slots in one command
+    rx.CrossSlotTransactionError: BackendError,
+    rx.RedisClusterException: BackendError,  # e.g. a cluster URL naming a db other than 0
 }
 STORE_EXPECTED: dict[type[BaseException], type[EventStreamError]] = {
     sx.OperationalError: StoreUnavailable,
@@ -65,6 +78,8 @@ STORE_EXPECTED: dict[type[BaseException], type[EventStreamError]] = {
 def build(cls: type[BaseException], orig: BaseException | None = None) -> BaseException:
     if issubclass(cls, sx.DBAPIError):
         return cls("SELECT 1", None, orig or Exception("driver says no"))
+    if issubclass(cls, rx.AskError):  # MOVED and ASK carry the slot and the node to ask
+        return cls("3999 127.0.0.1:7001")
     return cls("it failed")
 
 

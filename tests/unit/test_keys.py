@@ -118,3 +118,31 @@ def test_an_idempotency_key_always_routes_to_one_partition() -> None:
 def test_partition_count_is_bounded(n: int) -> None:
     with pytest.raises(ValueError, match="partitions must be 1-256"):
         Layout("shop", n)
+
+
+# Every key Keys can name, by member: a new member must be added here (the test below
+# fails until it is), so that the one-slot check covers it.
+def every_key(k: Keys) -> dict[str, list[str]]:
+    return {
+        **{name: [getattr(k, name)] for name in Keys.__slots__ if name not in ("prefix", "tag")},
+        "all_static": k.all_static(),
+        "idem": [k.idem("order-1"), k.idem("order-1", "key:0123456789ab"), k.idem("{other}")],
+        "idem_of": [k.idem_of("0123456789abcdef0123456789abcdef")],
+        "api_key": [k.api_key("0123456789ab")],
+        "key_bucket": [k.key_bucket("0123456789ab")],
+        "addr_bucket": [k.addr_bucket("203.0.113.9")],
+        "lease": [k.lease("retention"), k.lease("{other}")],
+    }
+
+
+def test_every_member_of_keys_is_checked_for_its_slot() -> None:
+    public = {name for name in dir(Keys) if not name.startswith("_")} - {"prefix", "tag"}
+    assert public == set(every_key(Keys("shop"))), "add the new member to every_key"
+
+
+@pytest.mark.parametrize("prefix", ["a", "eventstream", "A-b_c.d:e", "x" * 64, "t0123456789ab"])
+def test_every_key_of_a_prefix_hashes_to_one_cluster_slot(prefix: str) -> None:
+    """Redis Cluster runs a script only when all its KEYS are in one slot (CROSSSLOT
+    otherwise): every script call of a deployment names keys of Keys(prefix) only."""
+    names = [name for keys in every_key(Keys(prefix)).values() for name in keys]
+    assert {key_slot(name.encode()) for name in names} == {key_slot(prefix.encode())}

@@ -7,7 +7,9 @@ import asyncio
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from eventstream.app import EventStream
@@ -22,6 +24,12 @@ from tests.support.factories import make_settings
 from tests.support.workers import BURST_LIMIT_S
 
 N = 6
+
+
+@pytest.fixture
+def redis(server_or_cluster: Any) -> Any:
+    """On one server and on the session's Redis Cluster (overrides the suite's)."""
+    return server_or_cluster
 
 
 async def test_two_workers_drain_every_partition_exactly_once(

@@ -95,13 +95,17 @@ class Broker:
         of that partition (on one server, one MULTI holds them all)."""
         parts = self.partitions if parts is None else parts
         if self._cluster and atomic and len(parts) > 1:
-            return list(await _gather([self._fan_out(queue, atomic=True, parts=[p]) for p in parts]))
+            # a MULTI must stay in one slot: one per partition, side by side
+            each = await _gather([self._fan_out(queue, atomic=True, parts=[p]) for p in parts])
+            return [replies for [replies] in each]
         sizes: list[int] = []
         async with self._r.pipeline(transaction=atomic) as pipe:
             for part in parts:
                 before = len(pipe)
                 queued = queue(pipe, part)
-                if queued is not None:
+                # a script call is a coroutine; a command returns the pipeline itself, and
+                # awaiting a cluster pipeline would reset it
+                if asyncio.iscoroutine(queued):
                     await queued
                 sizes.append(len(pipe) - before)
             replies = list(await pipe.execute(raise_on_error=False)) if len(pipe) else []
