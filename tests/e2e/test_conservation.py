@@ -1,5 +1,6 @@
 """Conservation across real processes: 3,000 mixed events, one API, two workers, on
-one partition and on four.
+one partition and on four of one server, and on twelve over a Redis Cluster's three
+primaries.
 
 Every accepted event must end processed or dead, exactly once, never both; the
 metrics must agree with that truth; successful handlers' side effects happen once.
@@ -7,13 +8,16 @@ metrics must agree with that truth; successful handlers' side effects happen onc
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from tests.support.cli import run_cli
 from tests.support.effects import side_effects
 from tests.support.http import get_metrics, page_all, wait_drained
 from tests.support.processes import Cluster
@@ -38,15 +42,24 @@ def _event(i: int) -> dict[str, Any]:
     return {"id": f"client-{i}", "type": CYCLE[i % len(CYCLE)], "payload": {"i": i}, "source": "e2e"}
 
 
-@pytest.fixture(params=[1, 4], ids=["one-partition", "four-partitions"])
+LAYOUTS = {"one-partition": ("server", 1), "four-partitions": ("server", 4), "cluster": ("cluster", 12)}
+
+
+@pytest.fixture(params=list(LAYOUTS))
 def cluster(cluster: Cluster, request: pytest.FixtureRequest) -> Cluster:
-    """Every process of the test with EVENTSTREAM_PARTITIONS set (1: the default layout)."""
-    cluster.settings_env["EVENTSTREAM_PARTITIONS"] = str(request.param)
+    """Every process of the test with EVENTSTREAM_PARTITIONS set (1: the default layout),
+    on the session's server or on its Redis Cluster (3 primaries, 3 replicas)."""
+    where, partitions = LAYOUTS[request.param]
+    if where == "cluster":
+        cluster.redis_url = request.getfixturevalue("redis_cluster").url
+    cluster.settings_env["EVENTSTREAM_PARTITIONS"] = str(partitions)
     return cluster
 
 
 @pytest.mark.timeout(150)
-def test_conservation_of_3000_mixed_events(cluster: Cluster, client: httpx.Client) -> None:
+def test_conservation_of_3000_mixed_events(
+    cluster: Cluster, client: httpx.Client, request: pytest.FixtureRequest
+) -> None:
     workers = cluster.start_workers(2)
     wait_for(lambda: get_metrics(client)["workers"] == 2, "both workers to start", timeout=60)
     events = [_event(i) for i in range(TOTAL)]
@@ -186,3 +199,20 @@ def test_conservation_of_3000_mixed_events(cluster: Cluster, client: httpx.Clien
         # No lease can be lost with a 30 s visibility timeout: no false alarm either.
         assert not w.log_events("leases lost to another worker"), w.name
     assert get_metrics(client)["processed"] == len(processed)
+
+    # The audit agrees with the metrics, partition by partition.
+    run = run_cli("audit", "--json", env=cluster.env())
+    assert run.code == 0, run.stderr
+    audit = json.loads(run.stdout)
+    assert audit["ok"] is True, audit["problems"]
+    assert (audit["received"], audit["processed"], audit["dlq"]) == (TOTAL, len(processed), len(dead))
+    partitions = int(cluster.settings_env["EVENTSTREAM_PARTITIONS"])
+    assert len(audit.get("partitions", [None])) == partitions
+    if partitions > 1:
+        assert all(p["ok"] and p["received"] > 0 for p in audit["partitions"]), audit["partitions"]
+    if "redis_cluster" in request.fixturenames:
+        # the twelve partitions spread over the three primaries: each holds some
+        for node in request.getfixturevalue("redis_cluster").primaries():
+            with redis.Redis(port=node.port, decode_responses=True) as r:
+                held = list(r.scan_iter(match=f"{{{cluster.prefix}#*", count=1000))
+            assert held, f"primary {node.port} holds no partition"
