@@ -2,7 +2,8 @@
 
     EventStreamError
     ├── ConfigError            a setting is missing or wrong; raised at start
-    │   └── SchemaError        the store's schema is not the one this code needs
+    │   ├── SchemaError        the store's schema is not the one this code needs
+    │   └── PartitionCountMismatch  EVENTSTREAM_PARTITIONS is not the deployment's (also -> 503)
     ├── RedisUnsafeError       the Redis server could lose events (refused only when asked)
     ├── ValidationError        a client sent something that cannot be accepted (-> 4xx)
     │   └── PayloadTooLarge    the body or batch is over its limit (-> 413)
@@ -11,6 +12,7 @@
     ├── Forbidden              the key's scope does not allow the request (-> 403)
     ├── RateLimited            the key's or client's rate limit is spent (-> 429)
     ├── Unavailable            the service cannot serve now; the client may retry (-> 503)
+    │   ├── Unconfirmed        enqueued, but not confirmed by the replicas asked for in time
     │   └── BackendUnavailable Redis or the store failed in a way waiting can cure
     │       ├── RedisUnavailable   refused, reset, loading, a replica not yet promoted
     │       │   └── RedisTimeout   no reply in time: the command may still be applied
@@ -28,6 +30,8 @@ retries. ``Retry`` (not an error) asks for a retry after a given delay.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class EventStreamError(Exception):
@@ -116,6 +120,17 @@ class PartitionCountMismatch(ConfigError, Unavailable):
 
     def __init__(self, detail: str) -> None:
         Unavailable.__init__(self, detail, retry_after_s=30)
+
+
+class Unconfirmed(Unavailable):
+    """Events were enqueued, but fewer replicas (or AOF fsyncs) than the settings ask for
+    confirmed them in time: a failover now could lose them. ``results`` holds each
+    item's outcome as the enqueue gave it (they are queued: a retry with the same
+    idempotency key is a duplicate)."""
+
+    def __init__(self, detail: str, results: list[Any]) -> None:
+        super().__init__(detail, retry_after_s=1)
+        self.results = results
 
 
 class BackendUnavailable(Unavailable):

@@ -135,6 +135,22 @@ class Settings(BaseSettings):
     redis_timeout: float = Field(
         5.0, ge=0.5, description="Seconds to wait for one Redis reply (API: then 503; worker: retry)."
     )
+    # What a 2xx at ingest promises beyond "in the primary's memory" (see broker.Durability).
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Replicas that must confirm an ingest write (WAIT) before the API answers 2xx; "
+        "fewer in time: 503 with the event id, the event still queued.",
+    )
+    redis_wait_aof: bool = Field(
+        False,
+        description="Wait for the append-only file instead (WAITAOF, Redis >= 7.2, Valkey >= 8): "
+        "the primary's own fsync and EVENTSTREAM_REDIS_WAIT_REPLICAS replicas' fsyncs.",
+    )
+    redis_wait_timeout: float = Field(
+        1.0, gt=0, le=60, description="Seconds ingest waits for those confirmations."
+    )
     # A managed Redis: TLS (rediss://) and ACL credentials. Each part of the credentials is
     # set once, in the URL or here (both is a configuration error, never a silent choice).
     redis_username: str | None = Field(
@@ -198,6 +214,13 @@ class Settings(BaseSettings):
             problem = self.redis_url_problem(self.redis_url)
             if problem:
                 raise ValueError(problem)
+        if (
+            self.redis_wait_replicas or self.redis_wait_aof
+        ) and self.redis_wait_timeout >= self.redis_timeout:
+            raise ValueError(
+                f"EVENTSTREAM_REDIS_WAIT_TIMEOUT ({self.redis_wait_timeout:g}s) must be shorter than "
+                f"EVENTSTREAM_REDIS_TIMEOUT ({self.redis_timeout:g}s), the wait for any Redis reply"
+            )
         return self
 
     @field_validator(

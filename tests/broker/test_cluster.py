@@ -9,6 +9,8 @@ crash test starts a cluster of its own.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,9 +23,18 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from eventstream.backends import open_broker
-from eventstream.broker import Broker, Completion, DeadLetter, Keys, ScheduledRetry, connect
+from eventstream.broker import (
+    Broker,
+    Completion,
+    DeadLetter,
+    Durability,
+    Keys,
+    Layout,
+    ScheduledRetry,
+    connect,
+)
 from eventstream.broker.scripts import Outcome
-from eventstream.errors import BackendError, RedisUnavailable
+from eventstream.errors import BackendError, RedisUnavailable, Unconfirmed
 from tests.support.broker import deliver, ingest, make_items, put, set_idle
 from tests.support.cluster import LocalCluster
 from tests.support.conservation import check
@@ -340,3 +351,62 @@ async def test_a_primary_killed_is_an_outage_until_its_replica_is_promoted(
         assert (await broker.counters())["received"] == 3
     finally:
         await client.aclose()
+
+
+# ---- durability: WAIT on each node that wrote ------------------------------------------
+
+
+async def test_ingest_waits_for_the_replicas_of_each_node_it_wrote_to(
+    cluster_client: RedisCluster, redis_cluster: LocalCluster
+) -> None:
+    layout = Layout(f"t{uuid.uuid4().hex[:12]}", 12)
+    broker = Broker(cluster_client, layout, Durability(replicas=1, timeout_ms=300))
+    await broker.claim_partitions()
+    # keyed events over all twelve partitions: one WAIT per primary, each on the connection
+    # that carried that primary's scripts; all confirmed
+    items = [make_items(1, key=f"k-{i}")[0] for i in range(60)]
+    results = await broker.enqueue(items, 60_000)
+    assert [r[1] for r in results] == [Outcome.NEW] * 60
+
+    # one primary's replica stops acknowledging: a write there is unconfirmed...
+    victim = redis_cluster.node_of_slot(key_slot(layout.parts[0].stream.encode()))
+    on_victim = _key_in(layout, 0)
+    elsewhere = next(
+        p
+        for p in range(12)
+        if redis_cluster.node_of_slot(key_slot(layout.parts[p].stream.encode())) != victim
+    )
+    with Paused(redis_cluster.replica_of(victim)):
+        [item] = make_items(1, key=on_victim)
+        with pytest.raises(Unconfirmed, match="only 0 of 1 replica") as caught:
+            await broker.enqueue([item], 60_000)
+        assert caught.value.results == [(item[0], Outcome.NEW)]  # queued all the same
+        # ... and a write to another primary is not
+        [other] = make_items(1, key=_key_in(layout, elsewhere))
+        assert await broker.enqueue([other], 60_000) == [(other[0], Outcome.NEW)]
+    located = await broker.locate(item[0])
+    assert located is not None
+    assert located.status == "queued"
+
+
+def _key_in(layout: Layout, partition: int) -> str:
+    """An idempotency key that routes to ``partition``."""
+    from eventstream.broker.keys import idem_digest
+
+    return next(
+        k for i in range(100_000) if layout.partition_of(idem_digest(k := f"key-{i}", None)) == partition
+    )
+
+
+class Paused:
+    """A server stopped with SIGSTOP (briefly: under the cluster's node timeout)."""
+
+    def __init__(self, node: Any) -> None:
+        self.pid = node.process.pid
+
+    def __enter__(self) -> Paused:
+        os.kill(self.pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.kill(self.pid, signal.SIGCONT)

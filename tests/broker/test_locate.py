@@ -16,6 +16,13 @@ async def test_queued(broker: Broker) -> None:
     assert await broker.locate(event_id) == Located("queued", env.decode(), 0)
 
 
+async def test_queued_before_any_worker_made_the_group(redis: Redis, keys: Keys) -> None:
+    api_only = Broker(redis, keys)  # the API alone: no ensure_group
+    [(event_id, env, _)] = await ingest(api_only, 1)
+
+    assert await api_only.locate(event_id) == Located("queued", env.decode(), 0)
+
+
 async def test_processing_counts_the_attempt_under_way(broker: Broker) -> None:
     [(event_id, env, _)] = await ingest(broker, 1)
     await deliver(broker, "c1", 1)

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from eventstream.api import schemas
 from eventstream.api.deps import json, read_body, services
 from eventstream.api.guard import principal_of
-from eventstream.errors import NotFound, ValidationError
+from eventstream.api.problems import problem
+from eventstream.errors import NotFound, Unconfirmed, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.ingest.accept import (
     TYPE_PATTERN,
@@ -75,7 +76,14 @@ async def post_event(request: Request) -> Response:
     publication = svc.publication(request.headers, event.type)
     ns = principal_of(request).namespace
     item = to_envelope(event, key, now_ms(), trace=publication.context, namespace=ns)
-    [result] = await publication.submit([item])
+    try:
+        [result] = await publication.submit([item])
+    except Unconfirmed as exc:
+        [result] = exc.results
+        if result.conflict:  # nothing was queued: the conflict is the answer
+            raise ValidationError(conflict_message("header Idempotency-Key" if key else "id")) from None
+        return problem(503, exc.detail, {"Retry-After": str(exc.retry_after_s)},
+                       eventId=result.event_id, duplicate=result.duplicate)  # fmt: skip
     if result.conflict:
         raise ValidationError(conflict_message("header Idempotency-Key" if key else "id"))
     if result.duplicate:
@@ -126,7 +134,11 @@ async def post_batch(request: Request) -> Response:
             good.append((i, to_envelope(event, key, now, trace=context, namespace=ns)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
-    accepted = await publication.submit([g for _, g in good])
+    unconfirmed: Unconfirmed | None = None
+    try:
+        accepted = await publication.submit([g for _, g in good])
+    except Unconfirmed as exc:
+        unconfirmed, accepted = exc, exc.results
     conflicts = 0
     for (i, _), acc in zip(good, accepted, strict=True):
         if acc.conflict:
@@ -141,14 +153,15 @@ async def post_batch(request: Request) -> Response:
             "duplicate": acc.duplicate,
         }
     dups = sum(1 for a in accepted if a.duplicate)
-    return json(
-        {
-            "accepted": len(accepted) - dups - conflicts,
-            "duplicates": dups,
-            "rejected": len(items) - len(accepted) + conflicts,
-            "results": results,
-        }
-    )
+    counts = {
+        "accepted": len(accepted) - dups - conflicts,
+        "duplicates": dups,
+        "rejected": len(items) - len(accepted) + conflicts,
+        "results": results,
+    }
+    if unconfirmed is not None:  # the items' outcomes stand, but they are not yet safe
+        return problem(503, unconfirmed.detail, {"Retry-After": str(unconfirmed.retry_after_s)}, **counts)
+    return json(counts)
 
 
 def _row_item(row: ProcessedRow) -> dict[str, Any]:

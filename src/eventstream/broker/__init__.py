@@ -1,6 +1,6 @@
 """The only code that sends Redis commands. See keys.py for the key layout."""
 
-from eventstream.broker.broker import Broker, Partition, merge_snapshots
+from eventstream.broker.broker import Broker, Durability, Partition, merge_snapshots
 from eventstream.broker.connection import connect
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.keys import GROUP, Keys, Layout
@@ -12,6 +12,7 @@ __all__ = [
     "Completion",
     "DeadEntry",
     "DeadLetter",
+    "Durability",
     "Keys",
     "Layout",
     "Located",

@@ -26,9 +26,20 @@ from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
 from eventstream.broker.reads import StateReads
 from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
-from eventstream.errors import ConfigError, PartitionCountMismatch
+from eventstream.errors import ConfigError, PartitionCountMismatch, Unconfirmed
 
 log = structlog.get_logger("eventstream.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What ingest waits for before it answers (EVENTSTREAM_REDIS_WAIT_*): ``replicas``
+    replicas that hold the write (WAIT), or with ``aof`` the primary's and that many
+    replicas' append-only files fsynced (WAITAOF), at most ``timeout_ms``."""
+
+    replicas: int
+    timeout_ms: int
+    aof: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +67,11 @@ class Broker:
     and the audit's walk (reads.py).
     """
 
-    def __init__(self, redis: Redis | RedisCluster, keys: Keys | Layout) -> None:
+    def __init__(
+        self, redis: Redis | RedisCluster, keys: Keys | Layout, durability: Durability | None = None
+    ) -> None:
         self._redis = redis
+        self.durability = durability  # what enqueue waits for (see Durability)
         self.layout = keys if isinstance(keys, Layout) else Layout(keys.prefix)
         self.keys = self.layout.deployment  # the deployment's own keys
         self.partitions = tuple(
@@ -306,6 +320,10 @@ class Broker:
         to the next partition in turn. Per item (the event id it stands for, new /
         duplicate / conflict), in order.
 
+        With ``durability`` set, the replicas (or AOF fsyncs) it asks for are waited for
+        on the connection that wrote, in the same round trip; fewer in time raise
+        Unconfirmed, whose ``results`` are the items' outcomes (they stay queued).
+
         Nothing is enqueued before the partition count was checked (claim_partitions)."""
         if not self._count_checked:
             await self.claim_partitions()
@@ -323,29 +341,80 @@ class Broker:
             digest = idem_digest(dedupe.key, dedupe.namespace)
             routed.append((event_id, envelope, (digest, dedupe.fingerprint)))
             where.append(self.layout.partition_of(digest) if n > 1 else 0)
-        if n == 1:
+        if n == 1 and self.durability is None:
             p = self.partitions[0]
-            return p.scripts.ingest_results(
-                routed, await p.scripts.ingest(self._redis, routed, dedupe_window_ms)
-            )
+            reply = await p.scripts.ingest(self._redis, routed, dedupe_window_ms)
+            return p.scripts.ingest_results(routed, reply)
         groups: dict[int, list[int]] = {}
         for i, p_index in enumerate(where):
             groups.setdefault(p_index, []).append(i)
         parts = [self.partitions[i] for i in groups]
-
-        async def queue(pipe: Any, part: Partition) -> None:
-            await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
-
+        async with self._r.pipeline(transaction=False) as pipe:
+            for part in parts:
+                await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
+            waits = self._queue_waits(pipe, parts)
+            replies = await pipe.execute(raise_on_error=False)
         results: list[tuple[str, IngestOutcome]] = [("", IngestOutcome.NEW)] * len(items)
-        for part, [reply] in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
+        for part, reply in zip(parts, replies, strict=False):
             if isinstance(reply, Exception):
                 raise reply
             chosen = groups[part.index]
-            for i, result in zip(
-                chosen, part.scripts.ingest_results([routed[i] for i in chosen], reply), strict=True
-            ):
-                results[i] = result
+            answers = part.scripts.ingest_results([routed[i] for i in chosen], reply)
+            for i, answer in zip(chosen, answers, strict=True):
+                results[i] = answer
+        if waits:
+            self._check_confirmed(replies[len(parts) :], results)
         return results
+
+    def _queue_waits(self, pipe: Any, parts: Sequence[Partition]) -> int:
+        """Queue WAIT (or WAITAOF) after the writes, on each connection that wrote: the one
+        connection to a server, or on a cluster each node that holds one of ``parts``."""
+        d = self.durability
+        if d is None:
+            return 0
+        args = ("WAITAOF", 1, d.replicas, d.timeout_ms) if d.aof else ("WAIT", d.replicas, d.timeout_ms)
+        if not self._cluster:
+            pipe.execute_command(*args)
+            return 1
+        nodes = {}
+        for part in parts:
+            node = self._r.get_node_from_key(part.keys.stream)
+            nodes[node.name] = node
+        for node in nodes.values():
+            pipe.execute_command(*args, target_nodes=node)
+        return len(nodes)
+
+    def _check_confirmed(self, replies: Sequence[Any], results: list[tuple[str, IngestOutcome]]) -> None:
+        d = self.durability
+        assert d is not None
+        short: list[str] = []
+        for reply in replies:
+            if isinstance(reply, ResponseError) and "unknown command" in str(reply).lower():
+                raise Unconfirmed(
+                    "this Redis has no WAITAOF (Redis >= 7.2, Valkey >= 8.0 have it): the events "
+                    "were queued but their durability cannot be confirmed; unset "
+                    "EVENTSTREAM_REDIS_WAIT_AOF or upgrade the server",
+                    results,
+                )
+            if isinstance(reply, Exception):
+                raise reply
+            if d.aof:
+                local, replicas = (int(x) for x in reply)
+                if local < 1:
+                    short.append("the primary's own AOF fsync")
+                if replicas < d.replicas:
+                    short.append(f"{replicas} of {d.replicas} replica AOF fsync(s)")
+            elif int(reply) < d.replicas:
+                short.append(f"{int(reply)} of {d.replicas} replica(s)")
+        if short:
+            what = "only " + ", ".join(sorted(set(short)))
+            raise Unconfirmed(
+                f"queued, but {what} confirmed the write within {d.timeout_ms} ms "
+                f"(EVENTSTREAM_REDIS_WAIT_{'AOF' if d.aof else 'REPLICAS'}): a failover now could "
+                "lose it. Retry with the same Idempotency-Key (or id): once confirmed the answer is "
+                "a duplicate; without a key a retry queues the event again",
+                results,
+            )
 
     async def replay_dead(self, positions: Sequence[str]) -> list[str]:
         """Send DLQ entries (by position, DeadEntry.position) back to their partitions'
@@ -482,7 +551,8 @@ class Broker:
                 )
             swapped = await self._r.set(self.keys.partitions, want, get=True)
             if swapped == recorded:
-                log.warning("partition count changed", prefix=self.keys.prefix, was=have, now=want)
+                if recorded is not None:  # else a first start
+                    log.warning("partition count changed", prefix=self.keys.prefix, was=have, now=want)
                 self._count_checked = True
                 return
         raise ConfigError("the partition count kept changing while this process started; start it again")
@@ -653,7 +723,12 @@ class Broker:
                 if not found:
                     continue
                 entry = StreamEntry.from_fields(ref, found[0][1], part.index)
-                owned = await self._r.xpending_range(k.stream, GROUP, ref, ref, 1)
+                try:
+                    owned = await self._r.xpending_range(k.stream, GROUP, ref, ref, 1)
+                except ResponseError as exc:  # queued before any worker made the group
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    owned = []
                 if owned:
                     return Located("processing", entry.envelope, entry.attempts + 1)
                 return Located("queued", entry.envelope, entry.attempts)

@@ -23,7 +23,7 @@ import uuid_utils
 
 from eventstream.broker import Broker
 from eventstream.broker.scripts import Dedupe, Outcome
-from eventstream.errors import PayloadTooLarge, ValidationError
+from eventstream.errors import PayloadTooLarge, Unconfirmed, ValidationError
 from eventstream.event import Envelope, encode_envelope
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -391,7 +391,14 @@ async def enqueue(
     (replays use that)."""
     if not items:
         return []
-    results = await broker.enqueue(items, dedupe_window_ms)
+    try:
+        results = await broker.enqueue(items, dedupe_window_ms)
+    except Unconfirmed as exc:  # queued, not confirmed: the same error, with Accepted results
+        raise Unconfirmed(exc.detail, _accepted(exc.results)) from exc
+    return _accepted(results)
+
+
+def _accepted(results: list[tuple[str, Outcome]]) -> list[Accepted]:
     return [
         Accepted(event_id, out is Outcome.DUPLICATE, out is Outcome.CONFLICT) for event_id, out in results
     ]
@@ -462,6 +469,13 @@ class GroupCommit:
             results = await enqueue(
                 self.broker, [item for items, _ in group for item in items], self.dedupe_window_ms
             )
+        except Unconfirmed as exc:  # each request learns its own events' outcomes
+            start = 0
+            for items, future in group:
+                if not future.done():
+                    future.set_exception(Unconfirmed(exc.detail, exc.results[start : start + len(items)]))
+                start += len(items)
+            return
         except Exception as exc:
             for _, future in group:
                 if not future.done():
