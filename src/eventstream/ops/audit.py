@@ -60,14 +60,7 @@ class AuditReport:
         return {
             "ok": self.ok,
             "at": self.at_ms,
-            "received": self.received,
-            "accounted": self.accounted,
-            "processed": self.processed,
-            "dlq": self.dlq,
-            "deleted": self.deleted,
-            "queued": self.queued,
-            "pending": self.pending,
-            "scheduled": self.scheduled,
+            **self._sums(),
             "storeProcessed": self.store_processed,
             "liveInStore": self.live_in_store,
             "problems": [p.to_json() for p in self.problems],
@@ -76,9 +69,10 @@ class AuditReport:
 
     def share_json(self) -> dict[str, Any]:
         """A partition's share: its sums and whether they obey the law."""
+        return {"partition": self.partition, "ok": self.accounted == self.received, **self._sums()}
+
+    def _sums(self) -> dict[str, int]:
         return {
-            "partition": self.partition,
-            "ok": self.accounted == self.received,
             "received": self.received,
             "accounted": self.accounted,
             "processed": self.processed,
