@@ -263,6 +263,24 @@ async def test_safety_warnings(cluster_broker: Broker) -> None:
     assert await cluster_broker.safety_warnings() == []  # appendonly yes, noeviction
 
 
+async def test_safety_warnings_check_every_primary(
+    cluster_broker: Broker, redis_cluster: LocalCluster
+) -> None:
+    # the last primary: not the one in the URL, which a plain CONFIG GET would ask
+    node = redis_cluster.primaries()[-1]
+    admin: Any = Redis(port=node.port, decode_responses=True)
+    await admin.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        warnings = await cluster_broker.safety_warnings()
+    finally:
+        await admin.config_set("maxmemory-policy", "noeviction")
+        await admin.aclose()
+    assert warnings == [
+        f"127.0.0.1:{node.port}: maxmemory-policy is 'allkeys-lru': Redis may evict queued events "
+        "under memory pressure; set it to 'noeviction'"
+    ]
+
+
 # ---- a managed cluster: TLS and an ACL user, through open_broker ----------------------
 
 

@@ -817,26 +817,46 @@ class Broker:
     # ---- server checks -------------------------------------------------------------
 
     async def safety_warnings(self) -> list[str]:
-        """Reasons this Redis could lose accepted events (empty when it looks safe)."""
+        """Reasons this Redis could lose accepted events (empty when it looks safe); on a
+        cluster, of each primary, named."""
         try:
-            policy = (await self._r.config_get("maxmemory-policy")).get("maxmemory-policy")
-            aof = (await self._r.config_get("appendonly")).get("appendonly")
-            save = (await self._r.config_get("save")).get("save")
+            nodes = await self._configs("maxmemory-policy", "appendonly", "save")
         except ResponseError:
             return [
                 "cannot read the server's config (CONFIG is disabled): check by hand that "
                 "maxmemory-policy is noeviction and appendonly is yes"
             ]
         warnings = []
-        if policy != "noeviction":
-            warnings.append(
-                f"maxmemory-policy is {policy!r}: Redis may evict queued events under memory "
-                "pressure; set it to 'noeviction'"
-            )
-        if aof != "yes":
-            lost = "everything" if not save else "events since the last snapshot"
-            warnings.append(f"appendonly is {aof!r}: a Redis restart loses {lost}; set appendonly yes")
+        for node, config in nodes.items():
+            where = f"{node}: " if node else ""
+            policy, aof, save = config.get("maxmemory-policy"), config.get("appendonly"), config.get("save")
+            if policy != "noeviction":
+                warnings.append(
+                    f"{where}maxmemory-policy is {policy!r}: Redis may evict queued events under "
+                    "memory pressure; set it to 'noeviction'"
+                )
+            if aof != "yes":
+                lost = "everything" if not save else "events since the last snapshot"
+                warnings.append(
+                    f"{where}appendonly is {aof!r}: a Redis restart loses {lost}; set appendonly yes"
+                )
         return warnings
+
+    async def _configs(self, *names: str) -> dict[str, dict[str, str]]:
+        """CONFIG GET of each name: {"": config} on one server, {node: config} per primary
+        of a cluster."""
+        if not self._cluster:
+            config: dict[str, str] = {}
+            for name in names:
+                config.update(await self._r.config_get(name))
+            return {"": config}
+        out: dict[str, dict[str, str]] = {}
+        for name in names:
+            reply = await self._r.config_get(name, target_nodes=RedisCluster.PRIMARIES)
+            by_node = {"": reply} if name in reply else reply
+            for node, values in by_node.items():
+                out.setdefault(node or "primary", {}).update(values)
+        return out
 
 
 def _queue_sizes(pipe: Any, part: Partition) -> None:
