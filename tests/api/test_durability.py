@@ -158,3 +158,21 @@ async def test_a_server_without_waitaof_is_a_clear_503(prefix: str, tmp_path: Pa
             assert got.json()["status"] == "queued"
     finally:
         old.stop()
+
+
+async def test_waitaof_without_an_append_only_file_is_a_clear_503(prefix: str, tmp_path: Path) -> None:
+    """Valkey refuses WAITAOF when appendonly is off (as on services without an AOF)."""
+    server = EmbeddedRedis(tmp_path / "no-aof", extra_args=["--appendonly", "no"]).start()
+    try:
+        settings = make_settings(server.url, prefix, tmp_path, redis_wait_aof=True)
+        async with running(settings) as api:
+            r = await api.client.post("/events", json=EVENT)
+            if "unknown command" in r.text:
+                pytest.skip("this server has no WAITAOF at all (the test above covers it)")
+            body = assert_problem(
+                r, 503, "Redis refused to confirm it", "appendonly", "EVENTSTREAM_REDIS_WAIT_AOF"
+            )
+            got = await api.client.get(f"/events/{body['eventId']}")
+            assert got.json()["status"] == "queued"
+    finally:
+        server.stop()

@@ -389,11 +389,14 @@ class Broker:
         assert d is not None
         short: list[str] = []
         for reply in replies:
-            if isinstance(reply, ResponseError) and "unknown command" in str(reply).lower():
+            if isinstance(reply, ResponseError):  # the server cannot confirm at all
+                if "unknown command" in str(reply).lower():
+                    why = "this Redis has no WAITAOF (Redis >= 7.2, Valkey >= 8.0 have it)"
+                else:  # e.g. WAITAOF with appendonly off
+                    why = f"Redis refused to confirm it: {reply}"
                 raise Unconfirmed(
-                    "this Redis has no WAITAOF (Redis >= 7.2, Valkey >= 8.0 have it): the events "
-                    "were queued but their durability cannot be confirmed; unset "
-                    "EVENTSTREAM_REDIS_WAIT_AOF or upgrade the server",
+                    f"{why}. The events were queued, but their durability cannot be confirmed: "
+                    f"check EVENTSTREAM_REDIS_WAIT_{'AOF' if d.aof else 'REPLICAS'} against the server",
                     results,
                 )
             if isinstance(reply, Exception):
