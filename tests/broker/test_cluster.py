@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -428,3 +429,29 @@ class Paused:
 
     def __exit__(self, *exc: object) -> None:
         os.kill(self.pid, signal.SIGCONT)
+
+
+async def test_reads_go_straight_to_their_partitions_nodes(
+    cluster_client: RedisCluster, redis_cluster: LocalCluster
+) -> None:
+    """redis-py cannot find an XREADGROUP's key by itself and asks a node first (COMMAND
+    GETKEYS): a round trip per read. The broker names the node instead."""
+    broker = Broker(cluster_client, Layout(f"t{uuid.uuid4().hex[:12]}", 12))
+    await broker.ensure_group()
+    before = _getkeys_calls(redis_cluster)
+    await broker.enqueue([make_items(1, key=f"k-{i}")[0] for i in range(30)], 60_000)
+    got = []
+    for _ in range(10):
+        got += await broker.read_new("c1", 30 - len(got), 10)
+    assert len(got) == 30
+    assert await broker.read_new("c1", 10, 50) == []  # the sweep, then the blocking reads
+    assert await broker.end_reads("c1") == []
+    assert _getkeys_calls(redis_cluster) == before
+
+
+def _getkeys_calls(cluster: LocalCluster) -> int:
+    total = 0
+    for node in cluster.primaries():
+        with redis.Redis(port=node.port, decode_responses=True) as r:
+            total += int(r.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return total

@@ -1,8 +1,10 @@
 """The only code that sends Redis commands. See keys.py for the key layout."""
 
-from eventstream.broker.broker import Broker, Durability, Partition, merge_snapshots
+from eventstream.broker.broker import Broker, merge_snapshots
 from eventstream.broker.connection import connect
+from eventstream.broker.durability import Durability
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.fanout import Partition
 from eventstream.broker.keys import GROUP, Keys, Layout
 from eventstream.broker.scripts import Completion, DeadLetter, ScheduledRetry
 

@@ -8,11 +8,9 @@ Cluster, redis-py sends a pipeline's commands to their nodes side by side).
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -21,41 +19,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translated
+from eventstream.broker.durability import Durability, check_confirmed, queue_waits
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
+from eventstream.broker.reading import Reader
 from eventstream.broker.reads import StateReads
 from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
-from eventstream.errors import ConfigError, PartitionCountMismatch, Unconfirmed
+from eventstream.errors import ConfigError, PartitionCountMismatch
 
 log = structlog.get_logger("eventstream.broker")
-
-
-@dataclass(frozen=True, slots=True)
-class Durability:
-    """What ingest waits for before it answers (EVENTSTREAM_REDIS_WAIT_*): ``replicas``
-    replicas that hold the write (WAIT), or with ``aof`` the primary's and that many
-    replicas' append-only files fsynced (WAITAOF), at most ``timeout_ms``."""
-
-    replicas: int
-    timeout_ms: int
-    aof: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """One partition: its keys, its scripts and the reads of its state."""
-
-    index: int
-    keys: Keys
-    scripts: Scripts
-    reads: StateReads
-
-
-def _raise_errors(replies: Sequence[Any]) -> None:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
 
 
 @translated(REDIS)  # callers see EventStream's errors (RedisUnavailable...), never redis-py's
@@ -78,12 +52,11 @@ class Broker:
             Partition(i, k, Scripts(redis, k), StateReads(redis, k)) for i, k in enumerate(self.layout.parts)
         )
         self._scripts = Scripts(redis, self.keys)  # the deployment's own: API keys, limits, leases
-        self._cluster = isinstance(redis, RedisCluster)
+        self._fan_out = FanOut(redis, self.partitions)
+        self._reader = Reader(self._fan_out, self.ensure_group)
+        self._cluster = self._fan_out.cluster
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
-        self._weights = [1] * len(self.partitions)  # what each partition's last read returned
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
-        # consumer -> partition -> its blocking read still open (cluster only; see _wait_each)
-        self._waits: dict[str, dict[int, asyncio.Future[list[StreamEntry]]]] = {}
 
     @property
     def _r(self) -> Any:
@@ -95,39 +68,16 @@ class Broker:
         self._turn = (self._turn + 1) % len(self.partitions)
         return self._turn
 
-    async def _fan_out(
-        self,
-        queue: Callable[[Any, Partition], Awaitable[Any] | None],
-        *,
-        atomic: bool = False,
-        parts: Sequence[Partition] | None = None,
-    ) -> list[list[Any]]:
-        """Per partition (all, or ``parts``), the replies of the commands ``queue`` adds to
-        a pipeline, in one round trip per node; errors are returned in place.
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
+        """Up to ``count`` new entries for ``consumer``, waiting up to ``block_ms`` for one
+        (reading.py: with several partitions one entry per partition may come beyond
+        ``count``, when the read had to block)."""
+        return await self._reader.read_new(consumer, count, block_ms)
 
-        ``atomic``: each partition's commands run in one MULTI, so they read one instant
-        of that partition (on one server, one MULTI holds them all)."""
-        parts = self.partitions if parts is None else parts
-        if self._cluster and atomic and len(parts) > 1:
-            # a MULTI must stay in one slot: one per partition, side by side
-            each = await _gather([self._fan_out(queue, atomic=True, parts=[p]) for p in parts])
-            return [replies for [replies] in each]
-        sizes: list[int] = []
-        async with self._r.pipeline(transaction=atomic) as pipe:
-            for part in parts:
-                before = len(pipe)
-                queued = queue(pipe, part)
-                # a script call is a coroutine; a command returns the pipeline itself, and
-                # awaiting a cluster pipeline would reset it
-                if asyncio.iscoroutine(queued):
-                    await queued
-                sizes.append(len(pipe) - before)
-            replies = list(await pipe.execute(raise_on_error=False)) if len(pipe) else []
-        out, at = [], 0
-        for size in sizes:
-            out.append(replies[at : at + size])
-            at += size
-        return out
+    async def end_reads(self, consumer: str) -> list[StreamEntry]:
+        """What ``consumer``'s reads still open delivered (reading.py): entries now pending
+        for it, which the caller must run or release."""
+        return await self._reader.end_reads(consumer)
 
     async def ensure_group(self) -> None:
         """Create each partition's stream and its consumer group if missing (idempotent),
@@ -140,132 +90,6 @@ class Broker:
             for reply in replies:
                 if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                     raise reply
-
-    # ---- reading new entries -------------------------------------------------------
-
-    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        """Up to ``count`` new entries for ``consumer``, waiting up to ``block_ms`` for one.
-
-        With several partitions, a sweep reads all of them in one round trip, each for a
-        share of ``count`` that follows what it returned last time (a partition that filled
-        its share gets twice the weight; an idle one is still asked for one at least every
-        few sweeps), so no partition is starved and a busy one gets most of the room. Only
-        when the sweep finds nothing does the read block, on every partition at once: then
-        one entry per partition may come beyond ``count``."""
-        if len(self.partitions) == 1:
-            return await self._read_one(consumer, count, block_ms)
-        entries = await self._sweep(consumer, count)
-        if entries or block_ms <= 0:
-            return entries
-        if self._cluster:  # a blocking read cannot span slots: wait on each partition
-            return await self._wait_each(consumer, block_ms)
-        return await self._read_all(consumer, max(1, count // len(self.partitions)), block_ms)
-
-    async def _wait_each(self, consumer: str, block_ms: int) -> list[StreamEntry]:
-        """One blocking read (COUNT 1) per partition, each on its own connection, kept
-        open across calls: this returns as soon as any has an entry, and the others stay
-        waiting for the next call (end_reads collects them when the reader stops)."""
-        waits = self._waits.setdefault(consumer, {})
-        for part in self.partitions:
-            if part.index not in waits:
-                waits[part.index] = asyncio.ensure_future(self._read_one(consumer, 1, block_ms, part))
-        await asyncio.wait(waits.values(), return_when=asyncio.FIRST_COMPLETED)
-        return self._collect(waits)
-
-    @staticmethod
-    def _collect(waits: dict[int, asyncio.Future[list[StreamEntry]]]) -> list[StreamEntry]:
-        out: list[StreamEntry] = []
-        error: BaseException | None = None
-        for index, wait in list(waits.items()):
-            if wait.done():
-                del waits[index]
-                if wait.exception() is not None:
-                    error = error or wait.exception()
-                else:
-                    out += wait.result()
-        if error is not None and not out:
-            raise error
-        return out
-
-    async def end_reads(self, consumer: str) -> list[StreamEntry]:
-        """Wait for ``consumer``'s blocking reads still open (on a cluster with several
-        partitions) and return what they delivered: entries now pending for the consumer,
-        which the caller must run or release. Errors are dropped: nothing was delivered."""
-        waits = self._waits.pop(consumer, {})
-        if not waits:
-            return []
-        await asyncio.wait(waits.values())
-        return [e for w in waits.values() if w.exception() is None for e in w.result()]
-
-    async def _read_one(
-        self, consumer: str, count: int, block_ms: int, part: Partition | None = None
-    ) -> list[StreamEntry]:
-        part = part or self.partitions[0]
-        try:
-            reply = await self._r.xreadgroup(
-                GROUP, consumer, {part.keys.stream: ">"}, count=count, block=block_ms
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group()
-            return []
-        if not reply:
-            return []
-        # decode_responses: [[stream, [(entry, {field: value}), ...]]]
-        _, entries = reply[0]
-        return [StreamEntry.from_fields(e, f, part.index) for e, f in entries if f]
-
-    def _shares(self, count: int) -> list[int]:
-        weights = self._weights
-        total = sum(weights)
-        shares = [count * w // total for w in weights]
-        n, start = len(shares), self._next_turn()
-        for i in range(count - sum(shares)):  # fewer than n left: round robin
-            shares[(start + i) % n] += 1
-        return shares
-
-    async def _sweep(self, consumer: str, count: int) -> list[StreamEntry]:
-        shares = self._shares(count)
-        asked = [p for p in self.partitions if shares[p.index]]
-        replies = await self._fan_out(
-            lambda pipe, p: pipe.xreadgroup(GROUP, consumer, {p.keys.stream: ">"}, count=shares[p.index]),
-            parts=asked,
-        )
-        out: list[StreamEntry] = []
-        missing = False
-        for part, [reply] in zip(asked, replies, strict=True):
-            if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
-                missing = True
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            got = [StreamEntry.from_fields(e, f, part.index) for e, f in reply[0][1] if f] if reply else []
-            full = len(got) >= shares[part.index]
-            self._weights[part.index] = min(max(1, len(got) * (2 if full else 1)), 1 << 20)
-            out += got
-        if missing:
-            await self.ensure_group()
-        return out
-
-    async def _read_all(self, consumer: str, count: int, block_ms: int) -> list[StreamEntry]:
-        """One blocking read over every partition's stream (one server only)."""
-        streams = {p.keys.stream: ">" for p in self.partitions}
-        index = {p.keys.stream: p.index for p in self.partitions}
-        try:
-            reply = await self._r.xreadgroup(GROUP, consumer, streams, count=count, block=block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group()
-            return []
-        out: list[StreamEntry] = []
-        for stream, entries in reply or ():
-            p = index[stream]
-            got = [StreamEntry.from_fields(e, f, p) for e, f in entries if f]
-            self._weights[p] = max(self._weights[p], len(got))
-            out += got
-        return out
 
     # ---- counters and gauges -------------------------------------------------------
 
@@ -293,11 +117,11 @@ class Broker:
         self, now_ms: int, worker_ttl_ms: int
     ) -> list[tuple[dict[str, int], dict[str, int], dict[str, int]]]:
         """``snapshot`` of each partition, in partition order."""
-        return list(await _gather([p.reads.snapshot(now_ms, worker_ttl_ms) for p in self.partitions]))
+        return list(await gather([p.reads.snapshot(now_ms, worker_ttl_ms) for p in self.partitions]))
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         for replies in await self._fan_out(lambda pipe, p: pipe.zadd(p.keys.workers, {consumer: now_ms})):
-            _raise_errors(replies)
+            raise_errors(replies)
 
     async def report_overdue(self, consumer: str, report: str | None) -> None:
         """Record (or, with None, clear) what this consumer holds past its handlers' timeouts."""
@@ -352,7 +176,7 @@ class Broker:
         async with self._r.pipeline(transaction=False) as pipe:
             for part in parts:
                 await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
-            waits = self._queue_waits(pipe, parts)
+            waits = queue_waits(self.durability, pipe, self._fan_out, parts)
             replies = await pipe.execute(raise_on_error=False)
         results: list[tuple[str, IngestOutcome]] = [("", IngestOutcome.NEW)] * len(items)
         for part, reply in zip(parts, replies, strict=False):
@@ -362,62 +186,9 @@ class Broker:
             answers = part.scripts.ingest_results([routed[i] for i in chosen], reply)
             for i, answer in zip(chosen, answers, strict=True):
                 results[i] = answer
-        if waits:
-            self._check_confirmed(replies[len(parts) :], results)
+        if waits and self.durability is not None:
+            check_confirmed(self.durability, replies[len(parts) :], results)
         return results
-
-    def _queue_waits(self, pipe: Any, parts: Sequence[Partition]) -> int:
-        """Queue WAIT (or WAITAOF) after the writes, on each connection that wrote: the one
-        connection to a server, or on a cluster each node that holds one of ``parts``."""
-        d = self.durability
-        if d is None:
-            return 0
-        args = ("WAITAOF", 1, d.replicas, d.timeout_ms) if d.aof else ("WAIT", d.replicas, d.timeout_ms)
-        if not self._cluster:
-            pipe.execute_command(*args)
-            return 1
-        nodes = {}
-        for part in parts:
-            node = self._r.get_node_from_key(part.keys.stream)
-            nodes[node.name] = node
-        for node in nodes.values():
-            pipe.execute_command(*args, target_nodes=node)
-        return len(nodes)
-
-    def _check_confirmed(self, replies: Sequence[Any], results: list[tuple[str, IngestOutcome]]) -> None:
-        d = self.durability
-        assert d is not None
-        short: list[str] = []
-        for reply in replies:
-            if isinstance(reply, ResponseError):  # the server cannot confirm at all
-                if "unknown command" in str(reply).lower():
-                    why = "this Redis has no WAITAOF (Redis >= 7.2, Valkey >= 8.0 have it)"
-                else:  # e.g. WAITAOF with appendonly off
-                    why = f"Redis refused to confirm it: {reply}"
-                raise Unconfirmed(
-                    f"{why}. The events were queued, but their durability cannot be confirmed: "
-                    f"check EVENTSTREAM_REDIS_WAIT_{'AOF' if d.aof else 'REPLICAS'} against the server",
-                    results,
-                )
-            if isinstance(reply, Exception):
-                raise reply
-            if d.aof:
-                local, replicas = (int(x) for x in reply)
-                if local < 1:
-                    short.append("the primary's own AOF fsync")
-                if replicas < d.replicas:
-                    short.append(f"{replicas} of {d.replicas} replica AOF fsync(s)")
-            elif int(reply) < d.replicas:
-                short.append(f"{int(reply)} of {d.replicas} replica(s)")
-        if short:
-            what = "only " + ", ".join(sorted(set(short)))
-            raise Unconfirmed(
-                f"queued, but {what} confirmed the write within {d.timeout_ms} ms "
-                f"(EVENTSTREAM_REDIS_WAIT_{'AOF' if d.aof else 'REPLICAS'}): a failover now could "
-                "lose it. Retry with the same Idempotency-Key (or id): once confirmed the answer is "
-                "a duplicate; without a key a retry queues the event again",
-                results,
-            )
 
     async def replay_dead(self, positions: Sequence[str]) -> list[str]:
         """Send DLQ entries (by position, DeadEntry.position) back to their partitions'
@@ -511,7 +282,7 @@ class Broker:
         """Events queued, in flight or scheduled, and (``with_memory``) INFO memory."""
         total = 0
         for replies in await self._fan_out(_queue_sizes):
-            _raise_errors(replies)
+            raise_errors(replies)
             total += int(replies[0]) + int(replies[1])
         return total, (await self._memory() if with_memory else {})
 
@@ -564,7 +335,7 @@ class Broker:
         """Events anywhere in this layout's partitions: queued, in flight, scheduled, dead."""
         total = 0
         for replies in await self._fan_out(_queue_sizes_and_dead):
-            _raise_errors(replies)
+            raise_errors(replies)
             total += sum(int(r) for r in replies)
         return total
 
@@ -606,7 +377,7 @@ class Broker:
 
         flags: list[list[bool]] = [[False] * len(items) for items in kinds]
         for part, replies in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
-            _raise_errors(replies)
+            raise_errors(replies)
             present = [kind for kind in range(3) if by_part[part.index][kind]]
             for kind, reply in zip(present, replies, strict=True):
                 for i, x in zip(by_part[part.index][kind], reply, strict=True):
@@ -663,7 +434,7 @@ class Broker:
     async def is_idle(self) -> bool:
         """Nothing queued, in flight or scheduled (each partition read at one instant)."""
         for replies in await self._fan_out(_queue_sizes, atomic=True):
-            _raise_errors(replies)
+            raise_errors(replies)
             if int(replies[0]) or int(replies[1]):
                 return False
         return True
@@ -681,7 +452,7 @@ class Broker:
             ),
             parts=parts,
         ):
-            _raise_errors(replies)
+            raise_errors(replies)
 
     async def leave(self, consumer: str) -> bool:
         """A worker that stops cleanly removes its heartbeat (and its consumer if idle);
@@ -903,7 +674,3 @@ def merge_snapshots(
     gauges = _sum_maps(s[1] for s in snaps)
     gauges["workers"] = max(s[1].get("workers", 0) for s in snaps)
     return counters, gauges, _sum_maps(s[2] for s in snaps)
-
-
-async def _gather(calls: Sequence[Awaitable[Any]]) -> list[Any]:
-    return list(await asyncio.gather(*calls))
