@@ -12,6 +12,19 @@ the real `eventstream api` / `eventstream worker` processes, and measures:
 - latency:      accepted -> processed at a fixed offered load (1,000 events/s)
 - memory:       Redis bytes per queued event, and after a full drain
 - ceiling:      pipelined XADD with redis-benchmark, on the same server
+
+The drain and the batch ingest also report the Redis CPU they cost per event (INFO cpu
+of the server, benchmarks/nodes.py).
+
+    .venv/bin/python -m benchmarks --cluster [--partitions 12]
+    .venv/bin/python -m benchmarks --reads [--partitions 12]
+
+--cluster runs the drain, the batch ingest and the read strategy on three set-ups: one
+server with 1 partition, one server with N (12), and a local cluster of 3 primaries and
+3 replicas (tests/support/cluster.py, appendfsync everysec like the server) with N;
+for each node, the Redis CPU per event and its shares of commands and of events.
+The read strategy ("reads", alone with --reads): end-to-end latency at a low offered
+load (200 events/s for 10 s), then the commands per second an idle worker sends (5 s).
 """
 
 from __future__ import annotations
@@ -32,18 +45,21 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.crc import key_slot
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from tests.support.cluster import LocalCluster
 
 from benchmarks.memory import measure as measure_memory
-from eventstream.broker import Broker, Keys, connect
+from benchmarks.nodes import Node, rates, usage, work
+from eventstream.broker import Broker, Layout, connect
 from eventstream.embedded import EmbeddedRedis, free_port
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
@@ -55,19 +71,24 @@ console = Console()
 
 @dataclass
 class Run:
-    """Everything one benchmark run needs: the server, a scratch dir, the figures."""
+    """Everything one benchmark run needs: the server (or a cluster node's URL), the
+    deployment's partitions, the nodes whose work is measured, a scratch dir, the figures."""
 
-    server: EmbeddedRedis
+    url: str
     scratch: Path
+    partitions: int = 1
+    nodes: list[Node] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    slots: list[tuple[int, int, str]] = field(default_factory=list)  # cluster: first, last, node URL
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
         data = self.scratch / name
         data.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(
-            EVENTSTREAM_REDIS_URL=self.server.url,
+            EVENTSTREAM_REDIS_URL=self.url,
+            EVENTSTREAM_PARTITIONS=str(self.partitions),
             EVENTSTREAM_PREFIX=name,
             EVENTSTREAM_DATA_DIR=str(data),
             EVENTSTREAM_LOG_LEVEL="warning",
@@ -78,7 +99,18 @@ class Run:
         return env
 
     def settings(self, name: str) -> Settings:
-        return Settings(redis_url=self.server.url, prefix=name, data_dir=self.scratch / name)
+        return Settings(
+            redis_url=self.url, prefix=name, data_dir=self.scratch / name, partitions=self.partitions
+        )
+
+    def node_events(self, by_partition: list[int], name: str) -> dict[str, int]:
+        """Events per node URL, from each partition's count."""
+        out: dict[str, int] = {}
+        for keys, n in zip(Layout(name, self.partitions).parts, by_partition, strict=True):
+            slot = key_slot(keys.tag.encode())
+            url = next((u for first, last, u in self.slots if first <= slot <= last), self.url)
+            out[url] = out.get(url, 0) + n
+        return out
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -131,23 +163,52 @@ def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
 
 
 async def prequeue(settings: Settings, events: int) -> None:
+    """``events`` events queued in calls of up to 1,000, as many calls to every partition
+    (each call goes to the next partition in turn)."""
     redis = await connect(settings.redis_url or "")
-    broker = Broker(redis, Keys(settings.prefix))
+    broker = Broker(redis, Layout(settings.prefix, settings.partitions))
     await broker.ensure_group()
-    for start in range(0, events, 1000):
+    calls = settings.partitions * -(-events // (1000 * settings.partitions))
+    start = 0
+    for call in range(calls):
+        size = events // calls + (call < events % calls)
         items = [
             to_envelope(IncomingEvent(type="BENCH", payload={"n": start + i}), None, now_ms())
-            for i in range(min(1000, events - start))
+            for i in range(size)
         ]
         await enqueue(broker, items, 60_000)
+        start += size
     await redis.aclose()
 
 
-async def counter(settings: Settings, name: str) -> int:
-    redis = await connect(settings.redis_url or "")
-    value = await redis.hget(Keys(settings.prefix).counters, name)
-    await redis.aclose()
-    return int(value or 0)
+class Probe:
+    """A deployment's counters, read over one client kept for the whole phase (a cluster
+    client costs a CLUSTER SLOTS and a COMMAND to make, on the nodes being measured)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._redis = self._loop.run_until_complete(connect(settings.redis_url or ""))
+        self._layout = Layout(settings.prefix, settings.partitions)
+        self._broker = Broker(self._redis, self._layout)
+
+    def counter(self, name: str) -> int:
+        return self._loop.run_until_complete(self._broker.counters()).get(name, 0)
+
+    def by_partition(self, name: str) -> list[int]:
+        async def read() -> list[int]:
+            return [int(await self._redis.hget(k.counters, name) or 0) for k in self._layout.parts]
+
+        return self._loop.run_until_complete(read())
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._redis.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def bench_drain(run: Run, events: int, progress: Progress) -> None:
@@ -157,11 +218,13 @@ def bench_drain(run: Run, events: int, progress: Progress) -> None:
     task = progress.add_task("drain: queueing", total=events)
     asyncio.run(prequeue(settings, events))
     progress.update(task, description="drain: processing")
+    probe = Probe(settings)
+    before = usage(run.nodes)
     proc = spawn(["worker", "--burst"], run.env(name), run.scratch / "drain-worker.log")
     first_t = first_n = None
     done = 0
     while done < events:
-        done = asyncio.run(counter(settings, "processed"))
+        done = probe.counter("processed")
         now = time.perf_counter()
         if first_t is None and done > 0:
             first_t, first_n = now, done
@@ -171,6 +234,10 @@ def bench_drain(run: Run, events: int, progress: Progress) -> None:
         time.sleep(0.02)
     end_t = time.perf_counter()
     proc.wait(60)
+    by_node = run.node_events(probe.by_partition("processed"), name)
+    run.figures["drain_redis"] = work(run.nodes, before, events, by_node)
+    run.figures["drain_redis_us_per_event"] = run.figures["drain_redis"]["cpu_us_per_event"]
+    probe.close()
     if first_t is None or first_n is None:
         raise RuntimeError("drain: nothing was processed")
     rate = (events - first_n) / max(end_t - first_t, 1e-9)
@@ -246,24 +313,33 @@ def load(run: Run, url: str, body: str, seconds: float) -> dict[str, float]:
     return asyncio.run(python_load(url, body, seconds, 32))
 
 
-def bench_ingest(run: Run, seconds: float, progress: Progress) -> None:
+def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bool = True) -> None:
+    """Single events (unless not ``single_events``), then batches of 100, on one API process."""
     generator = "wrk -t2 -c32" if shutil.which("wrk") else "python httpx, 32 connections"
     run.figures["load_generator"] = generator
     if not shutil.which("wrk"):
         run.notes.append("wrk is not installed: the Python load generator may be the bottleneck")
-    task = progress.add_task("ingest: single events", total=2)
-    with api_process(run, "ingest") as base:
-        one = json.dumps({"type": "BENCH", "payload": {"user": "khushi", "n": 1}})
-        single = load(run, f"{base}/events", one, seconds)
-        progress.advance(task)
+    task = progress.add_task("ingest: single events", total=1 + single_events)
+    name = "ingest"
+    with api_process(run, name) as base, Probe(run.settings(name)) as probe:
+        if single_events:
+            one = json.dumps({"type": "BENCH", "payload": {"user": "khushi", "n": 1}})
+            single = load(run, f"{base}/events", one, seconds)
+            run.figures["ingest_rps"] = round(single.get("rps", 0))
+            run.figures["ingest_p50_ms"] = round(single.get("p50_ms", float("nan")), 2)
+            run.figures["ingest_p99_ms"] = round(single.get("p99_ms", float("nan")), 2)
+            run.figures["ingest_errors"] = int(single.get("errors", 0))
+            progress.advance(task)
         progress.update(task, description="ingest: batches of 100")
         batch_body = json.dumps({"events": [{"type": "BENCH", "payload": {"n": i}} for i in range(100)]})
+        received = probe.by_partition("received")
+        before = usage(run.nodes)
         batch = load(run, f"{base}/events/batch", batch_body, seconds)
+        by_partition = [b - a for a, b in zip(received, probe.by_partition("received"), strict=True)]
+        by_node = run.node_events(by_partition, name)
+        run.figures["batch_redis"] = work(run.nodes, before, sum(by_partition), by_node)
+        run.figures["batch_redis_us_per_event"] = run.figures["batch_redis"]["cpu_us_per_event"]
         progress.advance(task)
-    run.figures["ingest_rps"] = round(single.get("rps", 0))
-    run.figures["ingest_p50_ms"] = round(single.get("p50_ms", float("nan")), 2)
-    run.figures["ingest_p99_ms"] = round(single.get("p99_ms", float("nan")), 2)
-    run.figures["ingest_errors"] = int(single.get("errors", 0))
     run.figures["batch_events_per_s"] = round(batch.get("rps", 0) * 100)
     run.figures["batch_errors"] = int(batch.get("errors", 0))
 
@@ -319,28 +395,39 @@ async def paced_sender(
     return ids
 
 
-def wait_processed(settings: Settings, n: int, timeout_s: float = 60) -> None:
+def wait_processed(probe: Probe, n: int, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
-    while asyncio.run(counter(settings, "processed")) < n:
+    while probe.counter("processed") < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"latency run: {n} events were not all processed within {timeout_s:g} s")
         time.sleep(0.05)
 
 
-def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> None:
-    name = "latency"
-    task = progress.add_task(f"latency: {rate:g} events/s for {seconds:g} s", total=None)
-    worker = spawn(["worker"], run.env(name), run.scratch / "latency-worker.log")
+def measure_latency(
+    run: Run, name: str, rate: float, seconds: float, progress: Progress, idle_s: float = 0.0
+) -> dict[str, Any]:
+    """Accepted -> processed at ``rate`` events/s for ``seconds`` (after a warm-up of up to
+    1 s), through one API and one worker process. With ``idle_s``: then, the API stopped
+    and nothing left to do, the commands per second the idle worker sends (INFO
+    commandstats of the primaries)."""
+    task = progress.add_task(f"{name}: {rate:g} events/s for {seconds:g} s", total=None)
+    worker = spawn(["worker"], run.env(name), run.scratch / f"{name}-worker.log")
+    out: dict[str, Any] = {}
     try:
-        with api_process(run, name) as base:
-            settings = run.settings(name)
+        with api_process(run, name) as base, Probe(run.settings(name)) as probe:
             warmup = asyncio.run(paced_sender(f"{base}/events", rate, min(1.0, seconds)))
-            wait_processed(settings, len(warmup))
+            wait_processed(probe, len(warmup))
             measured_from_ms = now_ms()
             sent_at = time.perf_counter()
             ids = asyncio.run(paced_sender(f"{base}/events", rate, seconds))
             achieved = len(ids) / max(time.perf_counter() - sent_at, 1e-9)
-            wait_processed(settings, len(warmup) + len(ids))
+            wait_processed(probe, len(warmup) + len(ids))
+        if idle_s:
+            progress.update(task, description=f"{name}: idle worker for {idle_s:g} s")
+            time.sleep(0.5)  # the last completions written, the API's connections closed
+            before = usage(run.nodes)
+            time.sleep(idle_s)
+            out["idle_commands_per_s"] = rates(run.nodes, before, idle_s)
     finally:
         stop(worker)
     db = sqlite3.connect(run.scratch / name / "events.db")
@@ -351,12 +438,26 @@ def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> 
     db.close()
     values = sorted(float(r[0]) for r in rows)
     progress.update(task, total=1, completed=1)
-    run.figures["latency_offered_per_s"] = rate
-    run.figures["latency_achieved_per_s"] = round(achieved)
-    run.figures["latency_events"] = len(values)
-    run.figures["latency_p50_ms"] = percentile(values, 0.5)
-    run.figures["latency_p99_ms"] = percentile(values, 0.99)
-    run.figures["latency_max_ms"] = values[-1] if values else float("nan")
+    out.update(
+        offered_per_s=rate,
+        achieved_per_s=round(achieved),
+        events=len(values),
+        p50_ms=percentile(values, 0.5),
+        p99_ms=percentile(values, 0.99),
+        max_ms=values[-1] if values else float("nan"),
+    )
+    return out
+
+
+def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> None:
+    figures = measure_latency(run, "latency", rate, seconds, progress)
+    run.figures.update({f"latency_{key}": value for key, value in figures.items()})
+
+
+def bench_reads(run: Run, rate: float, seconds: float, idle_s: float, progress: Progress) -> None:
+    """The read strategy: end-to-end latency at a low offered load, and what the worker
+    sends to Redis when there is nothing to read."""
+    run.figures["reads"] = measure_latency(run, "reads", rate, seconds, progress, idle_s)
 
 
 # ---- memory and ceiling -----------------------------------------------------------
@@ -365,7 +466,7 @@ def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> 
 def bench_memory(run: Run, events: int, progress: Progress) -> None:
     task = progress.add_task("memory", total=None)
     (run.scratch / "memory").mkdir()
-    rows = asyncio.run(measure_memory(run.server.url, run.scratch / "memory", events, 1024))
+    rows = asyncio.run(measure_memory(run.url, run.scratch / "memory", events, 1024))
     progress.update(task, total=1, completed=1)
     run.figures["memory"] = dict(rows)
 
@@ -376,7 +477,7 @@ def bench_ceiling(run: Run, progress: Progress) -> None:
         run.notes.append("redis-benchmark is not installed: no raw Redis ceiling measured")
         return
     task = progress.add_task("ceiling: pipelined XADD", total=None)
-    cmd = [tool, "-p", str(run.server.port), "-n", "200000", "-P", "64", "-q",
+    cmd = [tool, "-p", str(httpx.URL(run.url).port), "-n", "200000", "-P", "64", "-q",
            "XADD", "{bench}:raw", "*", "f", "v"]  # fmt: skip
     text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     m = re.search(r"([\d.]+) requests per second", text.replace("\r", "\n"))
@@ -434,12 +535,16 @@ def report(run: Run) -> Table:
 
     row("drain, 1 worker process, no-op handler", f"{f.get('drain_events_per_s', 0):,} events/s",
         share(f.get("drain_events_per_s")), "drain_events_per_s")  # fmt: skip
+    row("drain: Redis CPU per event", f"{f.get('drain_redis_us_per_event')} µs", "",
+        "drain_redis_us_per_event")  # fmt: skip
     row(f"ingest POST /events ({f.get('load_generator')})", f"{f.get('ingest_rps', 0):,} req/s",
         share(f.get("ingest_rps")), "ingest_rps")  # fmt: skip
     row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "",
         "ingest_p50_ms", "ingest_p99_ms")  # fmt: skip
     row("batch ingest, 100 per request", f"{f.get('batch_events_per_s', 0):,} events/s",
         share(f.get("batch_events_per_s")), "batch_events_per_s")  # fmt: skip
+    row("batch ingest: Redis CPU per event", f"{f.get('batch_redis_us_per_event')} µs", "",
+        "batch_redis_us_per_event")  # fmt: skip
     row(
         f"end-to-end at {f.get('latency_offered_per_s', 0):g}/s p50 / p99 / max",
         f"{f.get('latency_p50_ms')} / {f.get('latency_p99_ms')} / {f.get('latency_max_ms')} ms",
@@ -453,13 +558,63 @@ def report(run: Run) -> Table:
     return table
 
 
+def reads_table(runs: list[Run], cluster: bool) -> Table:
+    """One column per set-up: what the drain and the batch ingest cost Redis (with
+    ``cluster``), and the read strategy's latency and idle commands."""
+    title = "EventStream on a Redis Cluster" if cluster else "EventStream read strategy"
+    table = Table(title=title, caption=f"server: {runs[0].figures.get('redis_server', '?')}")
+    table.add_column("benchmark")
+    for run in runs:
+        table.add_column(run.figures["setup"], justify="right")
+
+    def row(what: str, cell: Any) -> None:
+        table.add_row(what, *(cell(r.figures) for r in runs))
+
+    if cluster:
+        row("drain, 1 worker process, no-op handler", lambda f: f"{f['drain_events_per_s']:,} events/s")
+        row("drain: Redis CPU per event, all primaries", lambda f: f"{f['drain_redis_us_per_event']} µs")
+        row("batch ingest, 100 per request", lambda f: f"{f['batch_events_per_s']:,} events/s")
+        row("batch ingest: Redis CPU per event, all primaries",
+            lambda f: f"{f['batch_redis_us_per_event']} µs")  # fmt: skip
+    reads = runs[0].figures["reads"]
+    row(f"end-to-end at {reads['offered_per_s']:g}/s p50 / p99 / max",
+        lambda f: "{p50_ms:g} / {p99_ms:g} / {max_ms:g} ms".format(**f["reads"]))  # fmt: skip
+    row("idle worker: XREADGROUP per second",
+        lambda f: f"{f['reads']['idle_commands_per_s'].get('xreadgroup', 0):g}/s")  # fmt: skip
+    row("idle worker: all commands per second", lambda f: f"{f['reads']['idle_commands_per_s']['all']:g}/s")
+    return table
+
+
+def nodes_table(run: Run) -> Table:
+    """The Redis work of each node during the drain and the batch ingest."""
+    table = Table(title=f"Redis work per node: {run.figures['setup']}",
+                  caption="CPU: INFO cpu, sys + user; shares: of the primaries' commands (INFO "
+                          "commandstats) and of the events (the partitions' counters)")  # fmt: skip
+    table.add_column("node")
+    for phase in ("drain", "batch ingest"):
+        table.add_column(f"{phase}: CPU/event", justify="right")
+        table.add_column("commands", justify="right")
+        table.add_column("events", justify="right")
+    drain, batch = run.figures["drain_redis"]["nodes"], run.figures["batch_redis"]["nodes"]
+    for d, b in zip(drain, batch, strict=True):
+        cells = [d["node"]]
+        for n in (d, b):
+            shares = [f"{n[k]:.1%}" if k in n else "" for k in ("commands_share", "events_share")]
+            cells += [f"{n['cpu_us_per_event']} µs", *shares]
+        table.add_row(*cells)
+    return table
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console)
+
+
 def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
         scratch = Path(tmp)
         with EmbeddedRedis(scratch / "redis") as server:
-            run = Run(server, scratch)
-            progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                                console=console)  # fmt: skip
+            run = Run(server.url, scratch, args.partitions or 1, [Node("server", server.url)])
+            progress = progress_bar()
             if repeat > 1:
                 console.print(f"run {index + 1} of {repeat}")
             run.figures["redis_server"] = asyncio.run(server_identity(server.url))
@@ -472,9 +627,57 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
     return run
 
 
+@contextmanager
+def target(scratch: Path, cluster: bool) -> Iterator[tuple[str, list[Node], list[tuple[int, int, str]]]]:
+    """A fresh single server, or a local 3+3 cluster (appendfsync everysec, as the server;
+    the default node timeout): its URL, its nodes, and the slot ranges of its primaries."""
+    if not cluster:
+        with EmbeddedRedis(scratch / "redis") as server:
+            yield server.url, [Node("server", server.url)], []
+        return
+    with LocalCluster(scratch / "cluster", fsync="everysec", node_timeout_ms=15_000) as c:
+        shape = c.shape()
+        url = {n.port: n.url for n in c.nodes}
+        nodes = [Node(f"primary :{p}", url[p]) for first, last, p, _ in shape]
+        nodes += [Node(f"replica :{r} (of :{p})", url[r], "replica") for _, _, p, rs in shape for r in rs]
+        yield c.url, nodes, [(first, last, url[p]) for first, last, p, _ in shape]
+
+
+def setup_run(args: argparse.Namespace, scratch: Path, label: str, partitions: int, cluster: bool) -> Run:
+    """The read strategy (and with --cluster, the drain and the batch ingest) on one set-up."""
+    with target(scratch, cluster) as (url, nodes, slots):
+        run = Run(url, scratch, partitions, nodes, slots=slots)
+        run.figures["setup"] = label
+        run.figures["partitions"] = partitions
+        run.figures["redis_server"] = asyncio.run(server_identity(url))
+        if cluster:
+            held = run.node_events([1] * partitions, "drain")
+            primaries = [n for n in nodes if n.role == "primary"]
+            run.figures["partitions_by_node"] = {n.name: held.get(n.url, 0) for n in primaries}
+        console.print(label)
+        with progress_bar() as progress:
+            if args.cluster:
+                bench_drain(run, args.events, progress)
+                bench_ingest(run, args.seconds, progress, single_events=False)
+            bench_reads(run, args.reads_rate, args.reads_seconds, args.idle_seconds, progress)
+    return run
+
+
+def setups_run(args: argparse.Namespace) -> list[Run]:
+    """--cluster: one server with 1 and with N partitions, then the cluster with N.
+    --reads: one server with --partitions."""
+    n = args.partitions or (12 if args.cluster else 1)
+    setups = [("one server, 1 partition", 1, False), (f"one server, {n} partitions", n, False),
+              (f"cluster of 3 primaries, {n} partitions", n, True)]  # fmt: skip
+    if not args.cluster:
+        setups = [(f"one server, {n} partition{'s' * (n > 1)}", n, False)]
+    with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
+        return [setup_run(args, Path(tmp) / str(i), *setup) for i, setup in enumerate(setups)]
+
+
 def combine(runs: list[Run]) -> Run:
     """The median of every numeric figure over the runs; each run's figures kept under "runs"."""
-    merged = Run(runs[0].server, runs[0].scratch, dict(runs[0].figures), [n for r in runs for n in r.notes])
+    merged = replace(runs[0], figures=dict(runs[0].figures), notes=[n for r in runs for n in r.notes])
     for key, value in runs[0].figures.items():
         values = [r.figures.get(key) for r in runs]
         if isinstance(value, int | float) and all(isinstance(v, int | float) for v in values):
@@ -496,22 +699,46 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs; the table shows the median")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json")
+    group = parser.add_argument_group("partitions, the read strategy and Redis Cluster")
+    group.add_argument(
+        "--partitions", type=int, help="the deployment's partitions (default 1; --cluster: 12)"
+    )
+    group.add_argument("--cluster", action="store_true",
+                       help="drain, batch ingest and reads on one server with 1 and N partitions "
+                            "and on a local cluster of 3 primaries with N, Redis CPU per node")  # fmt: skip
+    group.add_argument("--reads", action="store_true",
+                       help="only the read strategy, on one server with --partitions")  # fmt: skip
+    group.add_argument("--reads-rate", type=float, default=200.0, help="offered load for reads")
+    group.add_argument("--reads-seconds", type=float, default=10.0)
+    group.add_argument("--idle-seconds", type=float, default=5.0, help="idle worker, for reads")
     args = parser.parse_args()
     if args.quick:
         args.events, args.seconds, args.rate, args.latency_seconds, args.memory_events = (
             2000, 1.0, 200.0, 1.0, 1000,
         )  # fmt: skip
+        args.reads_seconds, args.idle_seconds = 1.0, 1.0
+    load_before = os.getloadavg()
 
-    runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-    run = runs[0] if len(runs) == 1 else combine(runs)
+    if args.cluster or args.reads:
+        runs = setups_run(args)
+        run = Run(runs[0].url, runs[0].scratch, figures={"setups": [r.figures for r in runs]})
+        run.notes = sorted({n for r in runs for n in r.notes})
+        tables = [reads_table(runs, args.cluster), *(nodes_table(r) for r in runs if args.cluster)]
+    else:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else combine(runs)
+        tables = [report(run)]
     run.figures["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     run.figures["notes"] = run.notes
-    console.print(report(run))
+    for table in tables:
+        console.print(table)
     for note in run.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,26 +9,61 @@ from pathlib import Path
 
 import pytest
 
+from eventstream.embedded import find_server_binary
+from tests.support.servers import NO_REDIS, missing
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(300)
-def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
-    out = tmp_path / "figures.json"
+def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=280,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.timeout(300)
+def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--json", str(out))
     figures = json.loads(out.read_text())
     assert figures["drain_events"] == 2000
     for key in ("drain_events_per_s", "ingest_rps", "batch_events_per_s", "latency_events"):
         assert figures[key] > 0, key
     assert figures["ingest_errors"] == 0
     assert figures["batch_errors"] == 0
+    assert figures["drain_redis_us_per_event"] > 0
+    assert figures["batch_redis"]["events"] > 0
     assert "per queued event" in figures["memory"]
     assert "malloc" in figures["redis_server"]
     assert "EventStream benchmarks" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_cluster_benchmarks_run_on_one_server_and_on_a_local_cluster(tmp_path: Path) -> None:
+    """--cluster: drain, batch ingest and reads on one server (1 and 12 partitions) and on
+    a 3+3 cluster (12 partitions), with the Redis work of every node."""
+    if find_server_binary() is None:
+        missing(NO_REDIS)
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--cluster", "--json", str(out))
+    setups = json.loads(out.read_text())["setups"]
+    assert [s["partitions"] for s in setups] == [1, 12, 12]
+    for setup in setups:
+        assert setup["drain_events_per_s"] > 0
+        assert setup["batch_errors"] == 0
+        assert setup["reads"]["events"] > 0
+        assert setup["reads"]["idle_commands_per_s"]["all"] > 0
+        for phase in ("drain_redis", "batch_redis"):
+            assert setup[phase]["cpu_us_per_event"] > 0
+            primaries = [n for n in setup[phase]["nodes"] if n["role"] == "primary"]
+            assert sum(n["events_share"] for n in primaries) == pytest.approx(1, abs=0.01)
+    cluster = setups[2]
+    assert [n["role"] for n in cluster["drain_redis"]["nodes"]] == ["primary"] * 3 + ["replica"] * 3
+    assert sorted(cluster["partitions_by_node"].values()) == [4, 4, 4]
+    assert "EventStream on a Redis Cluster" in result.stdout

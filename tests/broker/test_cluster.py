@@ -35,12 +35,13 @@ from eventstream.broker import (
     connect,
 )
 from eventstream.broker.scripts import Outcome
+from eventstream.embedded import find_server_binary
 from eventstream.errors import BackendError, RedisUnavailable, Unconfirmed
 from tests.support.broker import deliver, ingest, make_items, put, set_idle
 from tests.support.cluster import LocalCluster
 from tests.support.conservation import check
 from tests.support.factories import make_settings
-from tests.support.servers import closed_port
+from tests.support.servers import NO_REDIS, closed_port, missing
 from tests.support.tls import Pki, make_pki
 from tests.support.waiting import wait_until
 
@@ -287,6 +288,8 @@ async def test_safety_warnings_check_every_primary(
 
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[tuple[LocalCluster, Pki]]:
+    if find_server_binary() is None:
+        missing(NO_REDIS)
     pki = make_pki(tmp_path / "pki")
     with LocalCluster(tmp_path / "cluster", tls=pki) as c:
         yield c, pki
@@ -322,6 +325,8 @@ async def test_tls_and_the_acl_user_reach_every_node(
 @pytest.fixture
 def doomed_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """A cluster of this test's own: it kills a primary."""
+    if find_server_binary() is None:
+        missing(NO_REDIS)
     with LocalCluster(tmp_path / "cluster") as c:
         yield c
 

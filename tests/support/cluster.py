@@ -9,6 +9,12 @@ when every node says ``cluster_state:ok``, every node reports the same slot map,
 every replica's link to its primary is up. The nodes are started in parallel (most of
 the start is the servers' own: a primary waits about 2 s before it says ``ok``).
 
+Importing this module needs neither pytest nor the test dependencies: the benchmarks
+(``python -m benchmarks --cluster``) start their cluster with it, and so does
+``scripts/cluster`` (``python -m tests.support.cluster``), which runs one in the
+foreground. Without a server binary, ``LocalCluster()`` raises ConfigError; the tests'
+fixtures check for the binary first (skip locally, fail in CI).
+
 ``cluster-node-timeout`` is low (1 s by default), so that after ``kill()`` of a primary
 the cluster promotes its replica within a few seconds.
 
@@ -19,19 +25,23 @@ node's TLS port, and ``add_user`` makes an ACL user on every node.
 
 from __future__ import annotations
 
+import argparse
+import signal
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.crc import key_slot
 
-from eventstream.embedded import EmbeddedRedis, find_server_binary, free_port
+from eventstream.embedded import EmbeddedRedis, free_port
 from eventstream.errors import ConfigError
-from tests.support.servers import NO_REDIS, missing
-from tests.support.tls import NO_TLS_SERVER, Pki, tls_candidates
+
+if TYPE_CHECKING:
+    from tests.support.tls import Pki
 
 SLOTS = 16384
 
@@ -60,10 +70,10 @@ class LocalCluster:
         replicas: int = 1,
         node_timeout_ms: int = 1000,
         tls: Pki | None = None,
+        fsync: str = "always",
     ) -> None:
-        if find_server_binary() is None:
-            missing(NO_REDIS)
         self.root = root
+        self.fsync = fsync  # appendfsync: the benchmarks use the single server's, everysec
         self.node_timeout_ms = node_timeout_ms
         self.tls = tls
         self.tls_ports: dict[int, int] = {}  # port -> TLS port, with ``tls``
@@ -74,7 +84,7 @@ class LocalCluster:
     def _node(self, i: int, attempt: int = 0) -> EmbeddedRedis:
         node = EmbeddedRedis(
             self.root / (f"node{i}" if not attempt else f"node{i}-{attempt}"),
-            fsync="always",
+            fsync=self.fsync,
             extra_args=[
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
@@ -155,6 +165,9 @@ class LocalCluster:
     def _choose_tls_binary(self) -> None:
         """The first binary built with TLS (the embedded one may lack it), found by
         starting the first node with each."""
+        from tests.support.servers import missing  # the tests' TLS only: needs pytest
+        from tests.support.tls import NO_TLS_SERVER, tls_candidates
+
         first = self.nodes[0]
         for binary in dict.fromkeys(b for b in tls_candidates() if b):
             first.binary = binary
@@ -309,3 +322,34 @@ def _wait(deadline: float, what: str, done: Any) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the test cluster never reached {what}")
         time.sleep(0.02)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Run a local cluster in the foreground until Ctrl-C (scripts/cluster)."""
+    parser = argparse.ArgumentParser(description="A local Redis Cluster, as the tests start it")
+    parser.add_argument("--primaries", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=1, help="replicas per primary")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="eventstream-cluster-") as tmp:
+        cluster = LocalCluster(Path(tmp), args.primaries, args.replicas, fsync="everysec")
+        # SIGTERM stops it as Ctrl-C does (the nodes are in sessions of their own), and
+        # so does SIGINT even when started in the background (where it is ignored)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
+        with cluster:
+            for node in cluster.nodes:
+                role = "primary" if node in cluster.primaries() else "replica"
+                print(f"{role:8} {node.url}  ({node.data_dir})")
+            print(f"\nexport EVENTSTREAM_REDIS_URL={cluster.url}\n\nCtrl-C stops the cluster.", flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                print("stopping the cluster")
+
+
+if __name__ == "__main__":
+    main()
