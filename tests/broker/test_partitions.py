@@ -7,18 +7,21 @@ each partition's state afterwards (conservation.check_layout).
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Completion, DeadLetter, Layout, ScheduledRetry, StreamEntry
+from eventstream.broker.connection import connect
 from eventstream.broker.scripts import Dedupe
 from eventstream.errors import PartitionCountMismatch
 from eventstream.ingest.accept import now_ms
 from eventstream.ops import metrics
 from tests.support.broker import Item, make_items
 from tests.support.conservation import audit_now, check_layout
+from tests.support.servers import start_private_redis
 
 N = 4
 WINDOW = 60_000
@@ -388,3 +391,30 @@ async def test_dedupe_records_live_in_their_partition(parted: Broker, redis: Red
     [(p, record)] = [(p, k) for p, s in enumerate(states) for k in s.idem]
     assert record.startswith(layout.parts[p].tag)
     assert where(states)[item[0]] == p
+
+
+async def test_an_idle_reader_only_blocks(tmp_path: Path, prefix: str) -> None:
+    """While reads find nothing, each is one blocking XREADGROUP over every partition's
+    stream (one server): no sweep of the partitions before it. A server of its own: the
+    count of commands is the test's alone."""
+    server = start_private_redis(tmp_path / "redis")
+    client = await connect(server.url)
+    try:
+        broker = Broker(client, Layout(prefix, N))
+        await broker.ensure_group()
+        assert await broker.read_new("c1", 10, 5) == []  # a sweep, then a wait
+        before = await _xreadgroup_calls(client)
+        for _ in range(5):
+            assert await broker.read_new("c1", 10, 5) == []
+        assert await _xreadgroup_calls(client) - before == 5
+        # and work that comes is found by the wait, then read by sweeps again
+        [item] = make_items(1)
+        await broker.enqueue([item], WINDOW)
+        assert [e.event_id for e in await broker.read_new("c1", 10, 1_000)] == [item[0]]
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def _xreadgroup_calls(client: Any) -> int:
+    return int((await client.info("commandstats")).get("cmdstat_xreadgroup", {}).get("calls", 0))

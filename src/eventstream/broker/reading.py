@@ -33,6 +33,7 @@ class Reader:
         self._ensure_group = ensure_group
         self._turn = 0
         self._weights = [1] * len(self.partitions)  # what each partition's last read returned
+        self._idle: set[str] = set()  # consumers whose last wait found nothing
         # consumer -> partition -> its blocking read still open (cluster only; see _wait_each)
         self._waits: dict[str, dict[int, asyncio.Future[list[StreamEntry]]]] = {}
 
@@ -48,15 +49,26 @@ class Reader:
         its share gets twice the weight; an idle one is still asked for one at least every
         few sweeps), so no partition is starved and a busy one gets most of the room. Only
         when the sweep finds nothing does the read block, on every partition at once: then
-        one entry per partition may come beyond ``count``."""
+        one entry per partition may come beyond ``count``. While reads keep finding nothing,
+        they only block (no sweep): an idle worker sends one read per block_ms on one
+        server, one per partition on a cluster."""
         if len(self.partitions) == 1:
             return await self._read_one(consumer, count, block_ms)
-        entries = await self._sweep(consumer, count)
-        if entries or block_ms <= 0:
-            return entries
+        if consumer not in self._idle or block_ms <= 0:
+            entries = await self._sweep(consumer, count)
+            if entries or block_ms <= 0:
+                return entries
+        # Nothing found: wait. A blocking XREADGROUP returns at once what is already there,
+        # so after a wait that found nothing the next one needs no sweep first.
         if self._cluster:  # a blocking read cannot span slots: wait on each partition
-            return await self._wait_each(consumer, block_ms)
-        return await self._read_all(consumer, max(1, count // len(self.partitions)), block_ms)
+            entries = await self._wait_each(consumer, block_ms)
+        else:
+            entries = await self._read_all(consumer, max(1, count // len(self.partitions)), block_ms)
+        if entries:
+            self._idle.discard(consumer)
+        else:
+            self._idle.add(consumer)
+        return entries
 
     async def _wait_each(self, consumer: str, block_ms: int) -> list[StreamEntry]:
         """One blocking read (COUNT 1) per partition, each on its own connection, kept
