@@ -42,7 +42,7 @@ def create_app(
             try:
                 backends = await stack.enter_async_context(open_backends(settings))
             except BaseException as exc:
-                log.error("cannot start: the store is not ready", error=str(exc))
+                log.error("cannot start", error=str(exc))
                 raise
             await _start(app, backends, guard)
             yield
