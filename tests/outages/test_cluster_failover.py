@@ -202,7 +202,13 @@ def test_a_primary_killed_under_load_fails_over_with_no_restart(
         if p.started >= down_at and p.ended <= promoted_at and partition_of(layout, p.key) in on_victim
     ]
     refused = [p for p in outage if p.status == 503]
-    assert len(refused) >= 5, Counter(p.status for p in outage)  # the slot had no primary
+    around = [
+        (p.status, round(p.started - down_at, 2), round(p.ended - down_at, 2))
+        for p in posts
+        if p.ended >= down_at and p.started <= promoted_at and partition_of(layout, p.key) in on_victim
+    ]
+    # the slot had no primary
+    assert len(refused) >= 5, (Counter(p.status for p in outage), round(promoted_at - down_at, 2), around)
     accepted = len({p.event_id for p in posts if ok(p)})
     unconfirmed = {p.key: p.queued_id for p in posts if p.queued_id}
     if wait_replicas:
