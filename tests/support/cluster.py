@@ -30,6 +30,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,6 +281,34 @@ class LocalCluster:
             )
 
         _wait(time.monotonic() + timeout_s, f"the replicas of {primary.url} to catch up", caught_up)
+
+    def move_slot(
+        self,
+        slot: int,
+        target: EmbeddedRedis,
+        batch: int = 10,
+        between: Callable[[], object] | None = None,
+    ) -> int:
+        """Move ``slot`` from its primary to ``target`` (another primary), as ``redis-cli
+        --cluster reshard`` does: IMPORTING on the target, MIGRATING on the source, its keys
+        MIGRATEd ``batch`` at a time (``between`` called after each batch), then the slot
+        given to the target on the target, the source and every other primary. Returns how
+        many keys moved."""
+        source = self.node_of_slot(slot)
+        if source is target:
+            raise ValueError(f"slot {slot} is already on {target.url}")
+        _admin(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[source.port])
+        _admin(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[target.port])
+        moved = 0
+        while keys := _admin(source, "CLUSTER", "GETKEYSINSLOT", slot, batch):
+            _admin(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+            if between is not None:
+                between()
+        others = [p for p in self.primaries() if p is not source and p is not target]
+        for node in (target, source, *others):
+            _admin(node, "CLUSTER", "SETSLOT", slot, "NODE", self.ids[target.port])
+        return moved
 
     def kill(self, node: EmbeddedRedis) -> None:
         """SIGKILL, as a crash would."""
