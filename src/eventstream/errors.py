@@ -11,6 +11,7 @@
     ├── Unauthorized           no API key, or an unknown or revoked one (-> 401)
     ├── Forbidden              the key's scope does not allow the request (-> 403)
     ├── RateLimited            the key's or client's rate limit is spent (-> 429)
+    ├── PartlyEnqueued         some partitions of one enqueue failed: each item's outcome
     ├── Unavailable            the service cannot serve now; the client may retry (-> 503)
     │   ├── Unconfirmed        enqueued, but not confirmed by the replicas asked for in time
     │   └── BackendUnavailable Redis or the store failed in a way waiting can cure
@@ -131,6 +132,22 @@ class Unconfirmed(Unavailable):
     def __init__(self, detail: str, results: list[Any]) -> None:
         super().__init__(detail, retry_after_s=1)
         self.results = results
+
+
+class PartlyEnqueued(EventStreamError):
+    """An enqueue over several partitions where some partitions' scripts ran and others
+    failed (their node down, their slot moving): ``error`` is the failure (already one
+    of ours), ``results`` each item's outcome, None for the items of the partitions that
+    failed. ``confirmed``: the replicas asked for (EVENTSTREAM_REDIS_WAIT_*) confirmed
+    the items that were enqueued (True when none are asked for). Group commit answers
+    each request from its own items' outcomes."""
+
+    def __init__(self, error: Exception, results: list[Any], confirmed: bool, detail: str = "") -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.results = results
+        self.confirmed = confirmed
+        self.detail = detail  # why unconfirmed, when not confirmed
 
 
 class BackendUnavailable(Unavailable):

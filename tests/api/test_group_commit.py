@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from eventstream.broker import Broker, Keys, connect
+from eventstream.broker import Broker, Keys, Layout, connect
+from eventstream.broker.keys import idem_digest
 from eventstream.embedded import free_port
-from eventstream.errors import RedisUnavailable
+from eventstream.errors import BackendError, RedisUnavailable
 from eventstream.ingest.accept import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
 from eventstream.settings import Settings
 
@@ -72,3 +74,39 @@ async def test_groups_stay_under_their_size_limit(broker: Broker, redis: Redis) 
 
 async def test_nothing_to_submit(broker: Broker, redis: Redis) -> None:
     assert await GroupCommit(broker, 60_000).submit([]) == []
+
+
+async def test_a_failed_partition_fails_only_the_requests_that_reach_it(redis: Redis, prefix: str) -> None:
+    """With partitions, a group's call is one script per partition: one that fails (here
+    a stream key holding a string: every script there is refused) fails the requests
+    with an item in it, and no other request of the group."""
+    layout = Layout(prefix, 12)
+    broker = Broker(redis, layout)
+    await broker.ensure_group()
+    r: Any = redis
+    await r.delete(layout.parts[3].stream)
+    await r.set(layout.parts[3].stream, "not a stream")
+    commit = GroupCommit(broker, 60_000)
+    broken = [_item_in(layout, 3, "a")]
+    fine = [_item_in(layout, 5, "b"), _item_in(layout, 7, "c")]
+    mixed = [_item_in(layout, 5, "d"), _item_in(layout, 3, "e")]
+    outcomes = await asyncio.gather(
+        *(commit.submit(x) for x in (broken, fine, mixed)), return_exceptions=True
+    )
+
+    assert isinstance(outcomes[0], BackendError), outcomes[0]
+    assert isinstance(outcomes[2], BackendError), outcomes[2]  # part of it is queued: a retry with its keys
+    accepted = outcomes[1]
+    assert isinstance(accepted, list)
+    assert [a.event_id for a in accepted] == [event_id for event_id, _, _ in fine]
+    assert await broker.locate(fine[0][0]) is not None
+    assert await broker.locate(mixed[0][0]) is not None  # its partition ran
+
+
+def _item_in(layout: Layout, partition: int, name: str) -> Item:
+    """An event whose idempotency key routes to ``partition``."""
+    for i in range(100_000):
+        key = f"{name}-{i}"
+        if layout.partition_of(idem_digest(key, None)) == partition:
+            return to_envelope(IncomingEvent(type="A", payload={"k": key}), key, now_ms())
+    raise AssertionError("no key found")

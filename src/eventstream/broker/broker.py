@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from eventstream.backend_errors import REDIS, translated
+from eventstream.backend_errors import REDIS, translate, translated
 from eventstream.broker.durability import Durability, check_confirmed, queue_waits
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
@@ -27,7 +27,7 @@ from eventstream.broker.reading import Reader
 from eventstream.broker.reads import StateReads
 from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
 from eventstream.broker.scripts import Outcome as IngestOutcome
-from eventstream.errors import ConfigError, PartitionCountMismatch
+from eventstream.errors import ConfigError, PartitionCountMismatch, PartlyEnqueued, Unconfirmed
 
 log = structlog.get_logger("eventstream.broker")
 
@@ -146,7 +146,9 @@ class Broker:
 
         With ``durability`` set, the replicas (or AOF fsyncs) it asks for are waited for
         on the connection that wrote, in the same round trip; fewer in time raise
-        Unconfirmed, whose ``results`` are the items' outcomes (they stay queued).
+        Unconfirmed, whose ``results`` are the items' outcomes (they stay queued). When
+        some partitions' scripts fail and others run, PartlyEnqueued says which items
+        were enqueued.
 
         Nothing is enqueued before the partition count was checked (claim_partitions)."""
         if not self._count_checked:
@@ -178,17 +180,31 @@ class Broker:
                 await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
             waits = queue_waits(self.durability, pipe, self._fan_out, parts)
             replies = await pipe.execute(raise_on_error=False)
-        results: list[tuple[str, IngestOutcome]] = [("", IngestOutcome.NEW)] * len(items)
+        results: list[tuple[str, IngestOutcome] | None] = [None] * len(items)
+        failed: Exception | None = None
         for part, reply in zip(parts, replies, strict=False):
-            if isinstance(reply, Exception):
-                raise reply
+            if isinstance(reply, Exception):  # this partition only: the others ran
+                failed = failed or reply
+                continue
             chosen = groups[part.index]
             answers = part.scripts.ingest_results([routed[i] for i in chosen], reply)
             for i, answer in zip(chosen, answers, strict=True):
                 results[i] = answer
+        if failed is not None and len(parts) == 1:
+            raise failed
+        done = [r for r in results if r is not None]
+        if failed is not None:
+            confirmed, why = True, ""
+            if waits and self.durability is not None:
+                try:
+                    check_confirmed(self.durability, replies[len(parts) :], done)
+                except Unconfirmed as exc:
+                    confirmed, why = False, exc.detail
+            error = translate(failed, REDIS)
+            raise PartlyEnqueued(error if isinstance(error, Exception) else failed, results, confirmed, why)
         if waits and self.durability is not None:
-            check_confirmed(self.durability, replies[len(parts) :], results)
-        return results
+            check_confirmed(self.durability, replies[len(parts) :], done)
+        return done
 
     async def replay_dead(self, positions: Sequence[str]) -> list[str]:
         """Send DLQ entries (by position, DeadEntry.position) back to their partitions'

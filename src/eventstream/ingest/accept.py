@@ -23,7 +23,7 @@ import uuid_utils
 
 from eventstream.broker import Broker
 from eventstream.broker.scripts import Dedupe, Outcome
-from eventstream.errors import PayloadTooLarge, Unconfirmed, ValidationError
+from eventstream.errors import PartlyEnqueued, PayloadTooLarge, Unconfirmed, ValidationError
 from eventstream.event import Envelope, encode_envelope
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -389,18 +389,33 @@ async def enqueue(
     """One atomic script call for all items: dedupe + XADD + counters. A plain string
     as the dedupe record is a key in the anonymous namespace that any content repeats
     (replays use that)."""
+    try:
+        return await enqueue_partly(broker, items, dedupe_window_ms)
+    except PartlyEnqueued as exc:  # for one caller, a failure is a failure
+        raise exc.error from exc
+
+
+async def enqueue_partly(
+    broker: Broker, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
+) -> list[Accepted]:
+    """``enqueue``, but when some partitions failed and others ran, PartlyEnqueued with
+    each item's Accepted (None: its partition failed): group commit answers each request
+    from its own items."""
     if not items:
         return []
     try:
         results = await broker.enqueue(items, dedupe_window_ms)
     except Unconfirmed as exc:  # queued, not confirmed: the same error, with Accepted results
         raise Unconfirmed(exc.detail, _accepted(exc.results)) from exc
-    return _accepted(results)
+    except PartlyEnqueued as exc:
+        raise PartlyEnqueued(exc.error, _accepted(exc.results), exc.confirmed, exc.detail) from exc
+    return [a for a in _accepted(results) if a is not None]
 
 
-def _accepted(results: list[tuple[str, Outcome]]) -> list[Accepted]:
+def _accepted(results: Sequence[tuple[str, Outcome] | None]) -> list[Any]:
     return [
-        Accepted(event_id, out is Outcome.DUPLICATE, out is Outcome.CONFLICT) for event_id, out in results
+        None if r is None else Accepted(r[0], r[1] is Outcome.DUPLICATE, r[1] is Outcome.CONFLICT)
+        for r in results
     ]
 
 
@@ -425,10 +440,12 @@ class GroupCommit:
     flight, the next group fills up, so under load each round trip to Redis
     carries many requests and when idle a request goes out at once. The script
     handles items in order, so two concurrent posts with one idempotency key still
-    give one event and one duplicate. If the call fails, every request in the group
-    gets the error: the script is atomic, so either the whole group was enqueued or
-    none of it — and after a timeout or a cut connection the caller cannot know which,
-    which is why clients retry with the same Idempotency-Key.
+    give one event and one duplicate. With several partitions the call is one script per
+    partition: each is atomic, and when some fail (their node down, their slot moving)
+    while others run, each request is answered from its own items: enqueued when all of
+    its partitions ran, else the error (its other items may be queued: that is why
+    clients retry with the same Idempotency-Key, as after a timeout or a cut connection,
+    when the caller cannot know what was applied).
     """
 
     # As a Publication: events submitted straight, with no trace context to store.
@@ -466,7 +483,7 @@ class GroupCommit:
 
     async def _commit(self, group: list[tuple[list[Item], asyncio.Future[list[Accepted]]]]) -> None:
         try:
-            results = await enqueue(
+            results = await enqueue_partly(
                 self.broker, [item for items, _ in group for item in items], self.dedupe_window_ms
             )
         except Unconfirmed as exc:  # each request learns its own events' outcomes
@@ -475,6 +492,20 @@ class GroupCommit:
                 if not future.done():
                     future.set_exception(Unconfirmed(exc.detail, exc.results[start : start + len(items)]))
                 start += len(items)
+            return
+        except PartlyEnqueued as exc:  # a request whose partitions all ran gets its outcomes
+            start = 0
+            for items, future in group:
+                mine = exc.results[start : start + len(items)]
+                start += len(items)
+                if future.done():
+                    continue
+                if any(r is None for r in mine):
+                    future.set_exception(exc.error)
+                elif not exc.confirmed:
+                    future.set_exception(Unconfirmed(exc.detail, mine))
+                else:
+                    future.set_result(mine)
             return
         except Exception as exc:
             for _, future in group:
