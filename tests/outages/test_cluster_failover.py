@@ -169,6 +169,13 @@ def test_a_primary_killed_under_load_fails_over_with_no_restart(
         down_at = time.monotonic()
         with httpx.Client(base_url=api.url, timeout=10.0) as c:  # long before a promotion
             orphan = post_one(c, "OK", 0, key_in(layout, min(on_victim)))
+            # ... while the partitions of the live primaries go on accepting, also once the
+            # load check (every 0.25 s) has tried to read the dead node
+            live = [p for p in range(PARTITIONS) if p not in on_victim]
+            alive = []
+            for n in range(8):
+                alive.append(post_one(c, "OK", 1 + n, key_in(layout, live[n % len(live)])))
+                time.sleep(0.1)
         wait_for(lambda: nodes.node_of_slot(slot) is replica, "the replica to be promoted", timeout=30)
         promoted_at = time.monotonic()
         if wait_replicas:
@@ -200,7 +207,10 @@ def test_a_primary_killed_under_load_fails_over_with_no_restart(
     # a post to a partition whose slot has no primary: 503 with Retry-After, nothing queued
     assert (orphan.status, orphan.queued_id) == (503, None), orphan
     assert orphan.retry_after, orphan
-    posts.append(orphan)
+    # and in the same moments, posts to partitions of the live primaries: accepted
+    assert [p.status for p in alive] == [202] * len(alive), alive
+    assert all(p.ended < promoted_at for p in alive)
+    posts += [orphan, *alive]
     statuses = check_statuses(posts)
     outage = [p for p in posts if p.started >= down_at and p.ended <= promoted_at]
     refused = [p for p in outage if p.status == 503]

@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translate, translated
-from eventstream.broker.durability import Durability, check_confirmed, queue_waits
+from eventstream.broker.durability import Durability, check_confirmed, wait_tail
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
@@ -175,17 +175,20 @@ class Broker:
         for i, p_index in enumerate(where):
             groups.setdefault(p_index, []).append(i)
         parts = [self.partitions[i] for i in groups]
-        async with self._r.pipeline(transaction=False) as pipe:
-            for part in parts:
-                await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
-            waits = queue_waits(self.durability, pipe, self._fan_out, parts)
-            replies = await pipe.execute(raise_on_error=False)
+
+        async def queue(pipe: Any, part: Partition) -> None:
+            await part.scripts.ingest(pipe, [routed[i] for i in groups[part.index]], dedupe_window_ms)
+
+        d = self.durability
+        replies, tails = await self._fan_out.run(queue, parts=parts, tail=None if d is None else wait_tail(d))
         results: list[tuple[str, IngestOutcome] | None] = [None] * len(items)
         failed: Exception | None = None
-        for part, reply in zip(parts, replies, strict=False):
+        ok = [False] * len(parts)
+        for n, (part, [reply]) in enumerate(zip(parts, replies, strict=True)):
             if isinstance(reply, Exception):  # this partition only: the others ran
                 failed = failed or reply
                 continue
+            ok[n] = True
             chosen = groups[part.index]
             answers = part.scripts.ingest_results([routed[i] for i in chosen], reply)
             for i, answer in zip(chosen, answers, strict=True):
@@ -193,18 +196,20 @@ class Broker:
         if failed is not None and len(parts) == 1:
             raise failed
         done = [r for r in results if r is not None]
-        if failed is not None:
-            confirmed, why = True, ""
-            if waits and self.durability is not None:
-                try:
-                    check_confirmed(self.durability, replies[len(parts) :], done)
-                except Unconfirmed as exc:
-                    confirmed, why = False, exc.detail
-            error = translate(failed, REDIS)
-            raise PartlyEnqueued(error if isinstance(error, Exception) else failed, results, confirmed, why)
-        if waits and self.durability is not None:
-            check_confirmed(self.durability, replies[len(parts) :], done)
-        return done
+        # the confirmations of every pipeline that ran (a node that failed wrote nothing)
+        confirmations = [r for indexes, rs in tails if any(ok[i] for i in indexes) for r in rs]
+        if failed is None:
+            if d is not None:
+                check_confirmed(d, confirmations, done)
+            return done
+        confirmed, why = True, ""
+        if d is not None:
+            try:
+                check_confirmed(d, confirmations, done)
+            except Unconfirmed as exc:
+                confirmed, why = False, exc.detail
+        error = translate(failed, REDIS)
+        raise PartlyEnqueued(error if isinstance(error, Exception) else failed, results, confirmed, why)
 
     async def replay_dead(self, positions: Sequence[str]) -> list[str]:
         """Send DLQ entries (by position, DeadEntry.position) back to their partitions'

@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from eventstream.broker.fanout import FanOut, Partition
+from eventstream.broker.fanout import Tail
 from eventstream.errors import Unconfirmed
 
 
@@ -27,22 +27,19 @@ class Durability:
     aof: bool = False
 
 
-def queue_waits(d: Durability | None, pipe: Any, fan: FanOut, parts: Sequence[Partition]) -> int:
-    """Queue WAIT (or WAITAOF) after the writes, on each connection that wrote: the one
-    connection to a server, or on a cluster each node that holds one of ``parts``."""
-    if d is None:
-        return 0
+def wait_tail(d: Durability) -> Tail:
+    """The WAIT (or WAITAOF) to queue after a pipeline's writes, on its connection: WAIT
+    covers the writes of its own connection only (on a cluster, sent to the pipeline's
+    node by name: a command with no key would go to any node)."""
     args = ("WAITAOF", 1, d.replicas, d.timeout_ms) if d.aof else ("WAIT", d.replicas, d.timeout_ms)
-    if not fan.cluster:
-        pipe.execute_command(*args)
-        return 1
-    nodes = {}
-    for part in parts:
-        node = fan.node_of(part)
-        nodes[node.name] = node
-    for node in nodes.values():
-        pipe.execute_command(*args, target_nodes=node)
-    return len(nodes)
+
+    def tail(pipe: Any, node: Any) -> None:
+        if node is None:
+            pipe.execute_command(*args)
+        else:
+            pipe.execute_command(*args, target_nodes=node)
+
+    return tail
 
 
 def check_confirmed(d: Durability, replies: Sequence[Any], results: list[Any]) -> None:

@@ -13,17 +13,19 @@ between reuse its verdict, and add the events they admit to the measured backlog
 bound is therefore soft: each API process may go past it by one request, and several
 processes by what the others admitted within one interval. Refusing happens before anything is
 enqueued, so a refused request changed nothing. Reads and DLQ operations never
-check: they keep working while ingest sheds load.
+check: they keep working while ingest sheds load. A measurement that fails (Redis, or
+one node of a cluster, unreachable) refuses nothing: the write itself answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
 from eventstream.broker import Broker
-from eventstream.errors import Unavailable
+from eventstream.errors import BackendUnavailable, Unavailable
 
 CHECK_INTERVAL_S = 0.25
 RETRY_AFTER_S = 1
@@ -85,8 +87,12 @@ class Backpressure:
                 task = asyncio.get_running_loop().create_task(self._measure())
                 task.add_done_callback(self._measured)
                 self._measuring = task
-            # shielded: a client that goes away must not cancel the measurement others await
-            await asyncio.shield(task)  # its error (Redis down) is this request's 503
+            # Shielded: a client that goes away must not cancel the measurement others
+            # await. A node that cannot be read (down, failing over) gives no verdict: the
+            # last one stands, and the write decides, which fails only where Redis does
+            # (on a cluster, on the partitions of that node).
+            with contextlib.suppress(BackendUnavailable):
+                await asyncio.shield(task)
         if self._verdict is not None:
             raise Overloaded(*self._verdict)
         if self.max_backlog > 0:
@@ -96,9 +102,13 @@ class Backpressure:
 
     def _measured(self, task: asyncio.Task[tuple[Verdict | None, int]]) -> None:
         self._measuring = None
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():
+            return
+        if task.exception() is None:
             self._verdict, self._estimate = task.result()
-            self._fresh_until = time.monotonic() + self.interval_s
+        # measured or not, the next try is an interval away: an unreachable node is not
+        # asked again by every request
+        self._fresh_until = time.monotonic() + self.interval_s
 
     def _over_backlog(self, backlog: int) -> Verdict:
         return (
