@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from eventstream.broker import Broker, Keys, Layout, connect
-from eventstream.broker.keys import idem_digest
 from eventstream.embedded import free_port
 from eventstream.errors import BackendError, RedisUnavailable
 from eventstream.ingest.accept import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
 from eventstream.settings import Settings
+from tests.support.broker import item_in
 
 
 def items(n: int, key: str | None = None) -> list[Item]:
@@ -87,9 +87,9 @@ async def test_a_failed_partition_fails_only_the_requests_that_reach_it(redis: R
     await r.delete(layout.parts[3].stream)
     await r.set(layout.parts[3].stream, "not a stream")
     commit = GroupCommit(broker, 60_000)
-    broken = [_item_in(layout, 3, "a")]
-    fine = [_item_in(layout, 5, "b"), _item_in(layout, 7, "c")]
-    mixed = [_item_in(layout, 5, "d"), _item_in(layout, 3, "e")]
+    broken = [item_in(layout, 3, "a")]
+    fine = [item_in(layout, 5, "b"), item_in(layout, 7, "c")]
+    mixed = [item_in(layout, 5, "d"), item_in(layout, 3, "e")]
     outcomes = await asyncio.gather(
         *(commit.submit(x) for x in (broken, fine, mixed)), return_exceptions=True
     )
@@ -101,12 +101,3 @@ async def test_a_failed_partition_fails_only_the_requests_that_reach_it(redis: R
     assert [a.event_id for a in accepted] == [event_id for event_id, _, _ in fine]
     assert await broker.locate(fine[0][0]) is not None
     assert await broker.locate(mixed[0][0]) is not None  # its partition ran
-
-
-def _item_in(layout: Layout, partition: int, name: str) -> Item:
-    """An event whose idempotency key routes to ``partition``."""
-    for i in range(100_000):
-        key = f"{name}-{i}"
-        if layout.partition_of(idem_digest(key, None)) == partition:
-            return to_envelope(IncomingEvent(type="A", payload={"k": key}), key, now_ms())
-    raise AssertionError("no key found")

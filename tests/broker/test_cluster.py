@@ -9,8 +9,6 @@ crash test starts a cluster of its own.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,11 +35,11 @@ from eventstream.broker import (
 from eventstream.broker.scripts import Outcome
 from eventstream.embedded import find_server_binary
 from eventstream.errors import BackendError, RedisUnavailable, Unconfirmed
-from tests.support.broker import deliver, ingest, make_items, put, set_idle
+from tests.support.broker import deliver, ingest, key_in, make_items, put, set_idle
 from tests.support.cluster import LocalCluster
 from tests.support.conservation import check
 from tests.support.factories import make_settings
-from tests.support.servers import NO_REDIS, closed_port, missing
+from tests.support.servers import NO_REDIS, closed_port, missing, paused
 from tests.support.tls import Pki, make_pki
 from tests.support.waiting import wait_until
 
@@ -394,46 +392,23 @@ async def test_ingest_waits_for_the_replicas_of_each_node_it_wrote_to(
 
     # one primary's replica stops acknowledging: a write there is unconfirmed...
     victim = redis_cluster.node_of_slot(key_slot(layout.parts[0].stream.encode()))
-    on_victim = _key_in(layout, 0)
+    on_victim = key_in(layout, 0)
     elsewhere = next(
         p
         for p in range(12)
         if redis_cluster.node_of_slot(key_slot(layout.parts[p].stream.encode())) != victim
     )
-    with Paused(redis_cluster.replica_of(victim)):
+    with paused(redis_cluster.replica_of(victim)):  # briefly: under the node timeout
         [item] = make_items(1, key=on_victim)
         with pytest.raises(Unconfirmed, match="only 0 of 1 replica") as caught:
             await broker.enqueue([item], 60_000)
         assert caught.value.results == [(item[0], Outcome.NEW)]  # queued all the same
         # ... and a write to another primary is not
-        [other] = make_items(1, key=_key_in(layout, elsewhere))
+        [other] = make_items(1, key=key_in(layout, elsewhere))
         assert await broker.enqueue([other], 60_000) == [(other[0], Outcome.NEW)]
     located = await broker.locate(item[0])
     assert located is not None
     assert located.status == "queued"
-
-
-def _key_in(layout: Layout, partition: int) -> str:
-    """An idempotency key that routes to ``partition``."""
-    from eventstream.broker.keys import idem_digest
-
-    return next(
-        k for i in range(100_000) if layout.partition_of(idem_digest(k := f"key-{i}", None)) == partition
-    )
-
-
-class Paused:
-    """A server stopped with SIGSTOP (briefly: under the cluster's node timeout)."""
-
-    def __init__(self, node: Any) -> None:
-        self.pid = node.process.pid
-
-    def __enter__(self) -> Paused:
-        os.kill(self.pid, signal.SIGSTOP)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.kill(self.pid, signal.SIGCONT)
 
 
 async def test_reads_go_straight_to_their_partitions_nodes(

@@ -7,6 +7,7 @@ each partition's state afterwards (conservation.check_layout).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Completion, DeadLetter, Layout, ScheduledRetry, StreamEntry
 from eventstream.broker.connection import connect
+from eventstream.broker.keys import idem_digest
 from eventstream.broker.scripts import Dedupe
 from eventstream.errors import PartitionCountMismatch
 from eventstream.ingest.accept import now_ms
 from eventstream.ops import metrics
-from tests.support.broker import Item, make_items
+from tests.support.broker import Item, item_in, make_items
 from tests.support.conservation import audit_now, check_layout
 from tests.support.servers import start_private_redis
 
@@ -75,7 +77,7 @@ async def test_keyed_events_go_to_their_keys_partition_and_stay_idempotent(
     placed = where(states)
     for event_id, _, dedupe in items:
         assert isinstance(dedupe, Dedupe)
-        assert placed[event_id] == layout.partition_of(_digest(dedupe.key))
+        assert placed[event_id] == layout.partition_of(idem_digest(dedupe.key, None))
     assert len({placed[i[0]] for i in items}) == N  # 40 keys reach every partition
 
     # the same keys again, from another broker (another process): duplicates of the first ids
@@ -85,12 +87,6 @@ async def test_keyed_events_go_to_their_keys_partition_and_stay_idempotent(
     after = await check_layout(redis, layout)
     assert sum(len(s.stream) for s in after) == 40
     assert sum(s.counter("duplicates") for s in after) == 40
-
-
-def _digest(key: str) -> str:
-    from eventstream.broker.keys import idem_digest
-
-    return idem_digest(key, None)
 
 
 async def test_events_without_a_key_spread_evenly(parted: Broker, redis: Redis, layout: Layout) -> None:
@@ -121,7 +117,7 @@ async def test_reads_starve_no_partition(parted: Broker, redis: Redis, layout: L
     await parted.enqueue(make_items(600), WINDOW)  # one call: one partition
     states = await check_layout(redis, layout)
     [busy] = [p for p in range(N) if states[p].stream]
-    lonely = [(p, await _into(parted, redis, layout, p)) for p in range(N) if p != busy]
+    lonely = [(p, await _into(parted, layout, p)) for p in range(N) if p != busy]
     seen: set[str] = set()
     for _ in range(2):
         seen |= {e.event_id for e in await parted.read_new("c1", 50, 10)}
@@ -139,7 +135,7 @@ async def test_a_blocked_read_wakes_for_any_partition(parted: Broker, redis: Red
     for target in range(N):
         reading = asyncio.create_task(parted.read_new("c1", 10, 1_000))
         await asyncio.sleep(0.05)
-        item = await _into(parted, redis, layout, target)
+        item = await _into(parted, layout, target)
         got = await reading
         # the read returned the event rather than nothing after 1 s: it watched partition `target`
         assert [(e.event_id, e.partition) for e in got] == [(item, target)]
@@ -148,15 +144,11 @@ async def test_a_blocked_read_wakes_for_any_partition(parted: Broker, redis: Red
     await check_layout(redis, layout)
 
 
-async def _into(broker: Broker, redis: Redis, layout: Layout, partition: int) -> str:
-    """Enqueue one keyed event whose key routes to ``partition``; its id."""
-    for i in range(10_000):
-        key = f"route-{partition}-{i}"
-        if layout.partition_of(_digest(key)) == partition:
-            [item] = make_items(1, key=key)
-            [(event_id, _)] = await broker.enqueue([item], WINDOW)
-            return event_id
-    raise AssertionError("no key found")
+async def _into(broker: Broker, layout: Layout, partition: int) -> str:
+    """Enqueue one keyed event that routes to ``partition``; its id."""
+    [item] = [item_in(layout, partition, f"route-{uuid.uuid4().hex[:8]}")]
+    [(event_id, _)] = await broker.enqueue([item], WINDOW)
+    return event_id
 
 
 async def test_settle_across_partitions_in_one_call(parted: Broker, redis: Redis, layout: Layout) -> None:

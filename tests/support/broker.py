@@ -11,7 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from eventstream.broker import GROUP, Broker, Completion, DeadLetter, Keys, ScheduledRetry
+from eventstream.broker import GROUP, Broker, Completion, DeadLetter, Keys, Layout, ScheduledRetry
+from eventstream.broker.keys import idem_digest
 from eventstream.broker.scripts import Dedupe
 from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
 
@@ -21,6 +22,20 @@ Item = tuple[str, bytes, Dedupe | str | None]
 def make_items(n: int, type_: str = "A", key: str | None = None, start: int = 0) -> list[Item]:
     """n distinct events (envelopes as ingest builds them); ``key`` is the idempotency key."""
     return [to_envelope(IncomingEvent(type=type_, payload={"n": start + i}), key, now_ms()) for i in range(n)]
+
+
+def key_in(layout: Layout, partition: int, name: str = "key") -> str:
+    """An idempotency key (anonymous namespace) that routes to ``partition``."""
+    for i in range(100_000):
+        key = f"{name}-{i}"
+        if layout.partition_of(idem_digest(key, None)) == partition:
+            return key
+    raise AssertionError(f"no key routes to partition {partition}")
+
+
+def item_in(layout: Layout, partition: int, name: str = "key") -> Item:
+    """One event whose idempotency key routes to ``partition``."""
+    return make_items(1, key=key_in(layout, partition, name))[0]
 
 
 async def ingest(broker: Broker, n: int, type_: str = "A") -> list[Item]:

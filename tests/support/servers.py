@@ -9,7 +9,10 @@ a message saying what to install, and fail in CI (CI=true).
 from __future__ import annotations
 
 import os
+import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
@@ -33,6 +36,17 @@ def start_private_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedi
     return EmbeddedRedis(
         data_dir, port=port, fsync="always", extra_args=["--enable-debug-command", "local"]
     ).start()
+
+
+@contextmanager
+def paused(server: EmbeddedRedis) -> Iterator[None]:
+    """The server stopped with SIGSTOP (it neither answers nor acknowledges) until leaving."""
+    assert server.process is not None, "the server is not running"
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
 
 
 def closed_port() -> int:

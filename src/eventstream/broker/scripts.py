@@ -128,9 +128,6 @@ class Scripts:
             return client.eval(_source(name), len(keys), *keys, *args)
         return await self._s[name](keys=list(keys), args=list(args), client=client)
 
-    async def _queue(self, name: str, keys: Sequence[str], args: Sequence[Arg], pipe: Pipeline) -> None:
-        await self._call(name, keys, args, pipe)
-
     async def ingest(
         self,
         client: Client,
@@ -180,7 +177,7 @@ class Scripts:
             args += [c.entry, c.event_id, int(c.skipped)]
         for field, amount in hist:
             args += [field, amount]
-        await self._queue("complete", [k.stream, k.status, k.counters, k.hist], args, pipe)
+        await self._call("complete", [k.stream, k.status, k.counters, k.hist], args, pipe)
 
     async def schedule_retry(self, pipe: Pipeline, consumer: str, retries: Sequence[ScheduledRetry]) -> None:
         k = self.keys
@@ -188,7 +185,7 @@ class Scripts:
         for r in retries:
             args += [r.entry, r.event_id, r.due_ms, r.attempts, r.first_failure_ms]
         args += [r.envelope for r in retries]
-        await self._queue(
+        await self._call(
             "schedule_retry", [k.stream, k.status, k.counters, k.retry, k.retry_body], args, pipe
         )
 
@@ -208,7 +205,7 @@ class Scripts:
                 d.last_failure_ms,
                 int(d.handler_ran),
             ]
-        await self._queue("dead_letter", [k.stream, k.status, k.counters, k.dlq], args, pipe)
+        await self._call("dead_letter", [k.stream, k.status, k.counters, k.dlq], args, pipe)
 
     async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
         """How many moved (the raw reply; with a pipeline, queued)."""
