@@ -7,8 +7,9 @@ Two bounds, both settings:
 - ``EVENTSTREAM_MAX_MEMORY_RATIO``: Redis ``used_memory`` as a share of its
   ``maxmemory``; checked only when the server has a ``maxmemory``. 0: no bound.
 
-Measuring costs one round trip (XLEN, ZCARD and INFO memory in one pipeline), so it is
-done at most once per ``interval_s`` per process, by one request; the requests in
+Measuring costs two round trips (XLEN and ZCARD of every partition in one pipeline, one
+per node on a cluster; INFO memory, of every primary on a cluster, where the fullest
+counts), so it is done at most once per ``interval_s`` per process, by one request; the requests in
 between reuse its verdict, and add the events they admit to the measured backlog. The
 bound is therefore soft: each API process may go past it by one request, and several
 processes by what the others admitted within one interval. Refusing happens before anything is
