@@ -28,6 +28,7 @@ class Handler:
     max_attempts: int | None = None
     retry_delay: float | None = None
     timeout: float | None = None
+    key_concurrency: int = 1
 
 
 class EventStream:
@@ -36,6 +37,10 @@ class EventStream:
     ``@app.handler("PAYMENT")`` registers a handler; ``@app.handler("*")`` one for
     every type that has no handler of its own. An event whose type has no handler
     (and no ``"*"``) goes to the dead-letter queue with a reason saying so.
+
+    ``key_concurrency`` is how many events of one ordering key this handler may run at
+    once (default 1: one at a time, in acceptance order); events without an ordering key
+    are not limited by it.
     """
 
     def __init__(self, name: str = "eventstream") -> None:
@@ -49,6 +54,7 @@ class EventStream:
         max_attempts: int | None = None,
         retry_delay: float | None = None,
         timeout: float | None = None,
+        key_concurrency: int = 1,
     ) -> Callable[[F], F]:
         if max_attempts is not None and max_attempts < 1:
             raise ConfigError(f"max_attempts of {event_type!r} must be at least 1")
@@ -56,13 +62,15 @@ class EventStream:
             raise ConfigError(f"retry_delay of {event_type!r} must not be negative")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout of {event_type!r} must be positive")
+        if isinstance(key_concurrency, bool) or not isinstance(key_concurrency, int) or key_concurrency < 1:
+            raise ConfigError(f"key_concurrency of {event_type!r} must be a whole number of at least 1")
 
         def register(func: F) -> F:
             if event_type in self._handlers:
                 raise ConfigError(f"a handler for {event_type!r} is already registered")
             is_async = inspect.iscoroutinefunction(func) or asyncio.iscoroutinefunction(func)
             self._handlers[event_type] = Handler(
-                event_type, func, is_async, max_attempts, retry_delay, timeout
+                event_type, func, is_async, max_attempts, retry_delay, timeout, key_concurrency
             )
             return func
 
@@ -70,6 +78,11 @@ class EventStream:
 
     def handler_for(self, event_type: str) -> Handler | None:
         return self._handlers.get(event_type) or self._handlers.get(WILDCARD)
+
+    @property
+    def key_limits(self) -> dict[str, int]:
+        """Each event type's key_concurrency ("*": the wildcard handler's)."""
+        return {h.event_type: h.key_concurrency for h in self._handlers.values()}
 
     @property
     def handlers(self) -> list[Handler]:

@@ -27,6 +27,7 @@ class Envelope(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     replayOf: str | None = None
     traceparent: str | None = None  # W3C trace context of the POST (only when tracing is on)
     tracestate: str | None = None
+    orderingKey: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -63,7 +64,8 @@ class Event:
     ``attempt`` is 1 on the first try. ``id`` is stable across retries, replays from
     the DLQ and redeliveries, so a handler can use it as the idempotency key of its
     own side effects. ``traceparent``/``tracestate`` hold the W3C trace context the event
-    was posted with, when tracing is on and the POST carried one.
+    was posted with, when tracing is on and the POST carried one. ``ordering_key`` is the
+    key it was posted with (events of one key run one at a time, in order), or None.
     """
 
     id: str
@@ -78,6 +80,7 @@ class Event:
     replay_of: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+    ordering_key: str | None = None
 
     @classmethod
     def from_envelope(cls, env: Envelope, attempt: int) -> Event:
@@ -94,4 +97,5 @@ class Event:
             replay_of=env.replayOf,
             traceparent=env.traceparent,
             tracestate=env.tracestate,
+            ordering_key=env.orderingKey,
         )

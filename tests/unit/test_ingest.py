@@ -143,7 +143,7 @@ def test_timestamp_must_be_iso8601_with_a_zone(ts: object) -> None:
 )
 def test_timestamp_is_stored_in_utc(ts: str, utc: str) -> None:
     event = parse_event(body(timestamp=ts), 32)
-    _, envelope, _ = to_envelope(event, None, 1)
+    _, envelope, _, _ = to_envelope(event, None, 1)
     assert decode_envelope(envelope).timestamp == utc
 
 
@@ -248,8 +248,9 @@ def test_to_envelope_fields() -> None:
         severity="high",
         timestamp=datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=1))),
         id="body-key",
+        orderingKey="account-7",
     )
-    event_id, raw, dedupe = to_envelope(event, None, 1234, replay_of="old", namespace="key:abc")
+    event_id, raw, dedupe, ordering = to_envelope(event, None, 1234, replay_of="old", namespace="key:abc")
     env = decode_envelope(raw)
     assert env.id == event_id
     assert (env.type, env.payload, env.receivedAt) == ("A", {"x": 1}, 1234)
@@ -258,15 +259,16 @@ def test_to_envelope_fields() -> None:
     assert env.idempotencyKey == dedupe.key == "body-key"
     assert (dedupe.namespace, dedupe.fingerprint) == ("key:abc", fingerprint(event))
     assert env.replayOf == "old"
+    assert env.orderingKey == ordering == "account-7"
 
 
 def test_header_key_wins_over_body_id() -> None:
     event = IncomingEvent(type="A", payload={}, id="body-key")
-    _, raw, dedupe = to_envelope(event, "header-key", 1)
+    _, raw, dedupe, _ = to_envelope(event, "header-key", 1)
     assert dedupe is not None
     assert dedupe.key == "header-key"
     assert decode_envelope(raw).idempotencyKey == "header-key"
-    _, raw, dedupe = to_envelope(IncomingEvent(type="A", payload={}), None, 1)
+    _, raw, dedupe, _ = to_envelope(IncomingEvent(type="A", payload={}), None, 1)
     assert dedupe is None
     assert decode_envelope(raw).idempotencyKey is None
 
@@ -275,8 +277,8 @@ def test_event_ids_are_unique_and_time_ordered() -> None:
     ids = [new_event_id() for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert ids == sorted(ids)
-    a, _, _ = to_envelope(IncomingEvent(type="A", payload={}), "same", 1)
-    b, _, _ = to_envelope(IncomingEvent(type="A", payload={}), "same", 1)
+    a, _, _, _ = to_envelope(IncomingEvent(type="A", payload={}), "same", 1)
+    b, _, _, _ = to_envelope(IncomingEvent(type="A", payload={}), "same", 1)
     assert a != b
 
 

@@ -230,8 +230,11 @@ async def get_event(request: Request, event_id: str) -> Response:
         "timestamp": env.timestamp,
         "idempotencyKey": env.idempotencyKey,
         "replayOf": env.replayOf,
+        "orderingKey": env.orderingKey,
         "receivedAt": ms_to_iso(env.receivedAt),
     }
+    if located.parked_ms is not None:  # waiting behind earlier events of its ordering key
+        item["parkedAt"] = ms_to_iso(located.parked_ms)
     if located.next_attempt_ms is not None:
         item["nextAttemptAt"] = ms_to_iso(located.next_attempt_ms)
     if located.dead is not None:

@@ -5,8 +5,8 @@ from eventstream.broker.connection import connect
 from eventstream.broker.durability import Durability
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.fanout import Partition
-from eventstream.broker.keys import GROUP, Keys, Layout
-from eventstream.broker.scripts import Completion, DeadLetter, ScheduledRetry
+from eventstream.broker.keys import GROUP, Keys, Layout, order_digest
+from eventstream.broker.scripts import Completion, DeadLetter, ScheduledRetry, key_limits
 
 __all__ = [
     "GROUP",
@@ -23,6 +23,8 @@ __all__ = [
     "ScheduledRetry",
     "StreamEntry",
     "connect",
+    "key_limits",
     "merge_snapshots",
+    "order_digest",
     "position_key",
 ]

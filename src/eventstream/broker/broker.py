@@ -22,10 +22,17 @@ from eventstream.backend_errors import REDIS, translate, translated
 from eventstream.broker.durability import Durability, check_confirmed, wait_tail
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
-from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest
+from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest, order_digest
 from eventstream.broker.reading import Reader
 from eventstream.broker.reads import StateReads
-from eventstream.broker.scripts import Completion, DeadLetter, Dedupe, ScheduledRetry, Scripts
+from eventstream.broker.scripts import (
+    Completion,
+    DeadLetter,
+    Dedupe,
+    IngestItem,
+    ScheduledRetry,
+    Scripts,
+)
 from eventstream.broker.scripts import Outcome as IngestOutcome
 from eventstream.errors import ConfigError, PartitionCountMismatch, PartlyEnqueued, Unconfirmed
 
@@ -136,13 +143,16 @@ class Broker:
     # ---- ingest, dead letters, jobs ------------------------------------------------
 
     async def enqueue(
-        self, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
+        self, items: Sequence[IngestItem], dedupe_window_ms: int
     ) -> list[tuple[str, IngestOutcome]]:
-        """The ingest script for the items: dedupe, XADD, counters (one atomic step per
-        partition). An item with an idempotency key goes to the partition its key's digest
-        names, so its dedupe and its enqueue are one step; the others of a call go together
-        to the next partition in turn. Per item (the event id it stands for, new /
-        duplicate / conflict), in order.
+        """The ingest script for the items (event id, envelope, dedupe[, ordering key]):
+        dedupe, XADD or park behind the ordering key's busy events, counters (one atomic
+        step per partition). An item with an ordering key goes to the partition its key's
+        digest names (its dedupe record too: the dedupe window of an item with an ordering
+        key is its key's partition's); else one with an idempotency key goes to the
+        partition that key's digest names, so its dedupe and its enqueue are one step; the
+        others of a call go together to the next partition in turn. Per item (the event id
+        it stands for, new / duplicate / conflict), in order.
 
         With ``durability`` set, the replicas (or AOF fsyncs) it asks for are waited for
         on the connection that wrote, in the same round trip; fewer in time raise
@@ -154,19 +164,22 @@ class Broker:
         if not self._count_checked:
             await self.claim_partitions()
         n = len(self.partitions)
-        routed: list[tuple[str, bytes, tuple[str, bytes] | None]] = []
+        routed: list[tuple[str, bytes, tuple[str, bytes] | None, str | None]] = []
         where: list[int] = []
         plain = self._next_turn() if n > 1 else 0
-        for event_id, envelope, dedupe in items:
+        for item in items:
+            event_id, envelope, dedupe = item[0], item[1], item[2]
+            ordering = item[3] if len(item) > 3 else None
+            order = None if ordering is None else order_digest(ordering)
             if dedupe is None:
-                routed.append((event_id, envelope, None))
-                where.append(plain)
+                routed.append((event_id, envelope, None, order))
+                where.append(self.layout.partition_of(order) if order and n > 1 else plain)
                 continue
             if isinstance(dedupe, str):
                 dedupe = Dedupe(dedupe)
             digest = idem_digest(dedupe.key, dedupe.namespace)
-            routed.append((event_id, envelope, (digest, dedupe.fingerprint)))
-            where.append(self.layout.partition_of(digest) if n > 1 else 0)
+            routed.append((event_id, envelope, (digest, dedupe.fingerprint), order))
+            where.append(self.layout.partition_of(order or digest) if n > 1 else 0)
         if n == 1 and self.durability is None:
             p = self.partitions[0]
             reply = await p.scripts.ingest(self._redis, routed, dedupe_window_ms)
@@ -300,11 +313,12 @@ class Broker:
         await self._r.ping()
 
     async def backlog(self, with_memory: bool) -> tuple[int, dict[str, Any]]:
-        """Events queued, in flight or scheduled, and (``with_memory``) INFO memory."""
+        """Events queued (parked ones too), in flight or scheduled, and (``with_memory``)
+        INFO memory."""
         total = 0
         for replies in await self._fan_out(_queue_sizes):
             raise_errors(replies)
-            total += int(replies[0]) + int(replies[1])
+            total += sum(int(r) for r in replies)
         return total, (await self._memory() if with_memory else {})
 
     async def _memory(self) -> dict[str, Any]:
@@ -369,11 +383,14 @@ class Broker:
         retries: Sequence[ScheduledRetry] = (),
         dead: Sequence[DeadLetter] = (),
         hist: Sequence[tuple[str, int]] = (),
+        limits: str = "",
     ) -> tuple[list[bool], list[bool], list[bool]]:
         """Record a group's outcomes in one round trip: per partition, complete,
         schedule_retry and dead_letter (each one atomic script, fenced on ``consumer``), for
         the kinds present; ``hist`` (field, amount) is added to the histograms with the
-        completions (of the first partition that has some).
+        completions (of the first partition that has some). ``limits`` (scripts.key_limits)
+        says how many events of one ordering key may run at once: completing or
+        dead-lettering one releases the next of its key (order.lua).
 
         Returns per kind one flag per item, in order: False when another worker owns the entry.
         """
@@ -389,12 +406,12 @@ class Broker:
             chosen, s = by_part[part.index], part.scripts
             if chosen[0]:
                 await s.complete(
-                    pipe, consumer, [done[i] for i in chosen[0]], hist if part is first_done else ()
+                    pipe, consumer, [done[i] for i in chosen[0]], hist if part is first_done else (), limits
                 )
             if chosen[1]:
                 await s.schedule_retry(pipe, consumer, [retries[i] for i in chosen[1]])
             if chosen[2]:
-                await s.dead_letter(pipe, consumer, [dead[i] for i in chosen[2]])
+                await s.dead_letter(pipe, consumer, [dead[i] for i in chosen[2]], limits)
 
         flags: list[list[bool]] = [[False] * len(items) for items in kinds]
         for part, replies in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
@@ -432,11 +449,12 @@ class Broker:
         return lost
 
     async def reclaim(
-        self, consumer: str, idle_ms: int, count: int, max_deliveries: int, now_ms: int
+        self, consumer: str, idle_ms: int, count: int, max_deliveries: int, now_ms: int, limits: str = ""
     ) -> tuple[list[StreamEntry], list[tuple[str, str, int]]]:
         """Take over entries idle past ``idle_ms``, or dead-letter those delivered too often,
         partition by partition (starting with the next in turn) while ``count`` allows:
-        (the entries now this consumer's, (event id, type, attempts) of the dead-lettered)."""
+        (the entries now this consumer's, (event id, type, attempts) of the dead-lettered).
+        ``limits`` as in settle."""
         n = len(self.partitions)
         start = self._next_turn() if n > 1 else 0
         claimed: list[StreamEntry] = []
@@ -446,17 +464,18 @@ class Broker:
                 break
             part = self.partitions[(start + i) % n]
             got, lost = await part.scripts.reclaim(
-                self._redis, consumer, idle_ms, count - len(claimed), max_deliveries, now_ms
+                self._redis, consumer, idle_ms, count - len(claimed), max_deliveries, now_ms, limits
             )
             claimed += [StreamEntry.from_fields(e, f, part.index) for e, f in got]
             dead += lost
         return claimed, dead
 
     async def is_idle(self) -> bool:
-        """Nothing queued, in flight or scheduled (each partition read at one instant)."""
+        """Nothing queued (or parked), in flight or scheduled (each partition read at one
+        instant)."""
         for replies in await self._fan_out(_queue_sizes, atomic=True):
             raise_errors(replies)
-            if int(replies[0]) or int(replies[1]):
+            if any(int(r) for r in replies):
                 return False
         return True
 
@@ -541,6 +560,12 @@ class Broker:
                 if dead is None:
                     continue
                 return Located("dead", dead.envelope, dead.attempts, dead=dead)
+            if kind == "k":
+                body = await self._r.hget(k.parked, event_id)
+                if body is None:
+                    continue
+                parked_ms, _, envelope = body.partition(":")
+                return Located("queued", envelope, 0, parked_ms=int(parked_ms or 0))
         return None
 
     # ---- DLQ -----------------------------------------------------------------------
@@ -657,6 +682,7 @@ class Broker:
 def _queue_sizes(pipe: Any, part: Partition) -> None:
     pipe.xlen(part.keys.stream)
     pipe.zcard(part.keys.retry)
+    pipe.hlen(part.keys.parked)
 
 
 def _queue_sizes_and_dead(pipe: Any, part: Partition) -> None:

@@ -1,6 +1,6 @@
 """What the broker hands its callers: stream entries, dead entries, where an event is.
 
-The field names they are read from are keys.py's (``id``, ``e``, ``a``, ``f`` in the
+The field names they are read from are keys.py's (``id``, ``e``, ``k``, ``a``, ``f`` in the
 stream; ``t``, ``reason``, ``tb``, ``ff``, ``lf`` in the DLQ).
 """
 
@@ -21,6 +21,7 @@ class StreamEntry:
     first_failure_ms: int | None
     envelope: str
     partition: int = 0
+    order: str = ""  # the digest of its ordering key (keys.order_digest); '': none
 
     @property
     def ref(self) -> Ref:
@@ -37,6 +38,7 @@ class StreamEntry:
             first_failure_ms=int(first) if first else None,
             envelope=fields.get("e", ""),
             partition=partition,
+            order=fields.get("k", ""),
         )
 
 
@@ -98,3 +100,4 @@ class Located:
     attempts: int
     next_attempt_ms: int | None = None
     dead: DeadEntry | None = None
+    parked_ms: int | None = None  # when it was parked behind its ordering key's busy events

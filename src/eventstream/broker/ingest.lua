@@ -1,16 +1,21 @@
 -- ingest: accept a batch of events, each deduplicated and enqueued in one step.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters
--- KEYS[4..]        dedupe records ({p}:idem:<hash>), one per event that has an
+-- KEYS[4] order    KEYS[5] parked   KEYS[6] waiting (order.lua)
+-- KEYS[7..]        dedupe records ({p}:idem:<hash>), one per event that has an
 --                  idempotency key, in the order of those events
 -- ARGV[1]          dedupe window, ms
 -- ARGV[2]          n, the number of events
 -- ARGV[3]          m, the number of events that have an idempotency key
 -- ARGV[4..3+m]     the 0-based positions of those events (ascending); the j-th of
---                  them has KEYS[3+j]
+--                  them has KEYS[6+j]
 -- ARGV[4+m..3+2m]  their content fingerprints (8 characters; '' when any content
 --                  counts as a repeat), in the same order
--- ARGV[4+2m+2i..]  for event i (0-based): event id, envelope
+-- ARGV[4+2m]       o, the number of events that have an ordering key
+-- ARGV[5+2m..]     o pairs: the 0-based position of such an event, its key's digest
+-- ARGV[5+2m+2o+2i..] for event i (0-based): event id, envelope
+-- Ordering         an event with an ordering key enters the stream when its key is
+--                  idle, else it is parked behind the key's events (order_admit).
 -- Dedupe record    the event id followed by its fingerprint. A record holding just an
 --                  id (a replay, or written before fingerprints) matches any content.
 --                  Event ids all have one length (36), which tells where the id ends.
@@ -21,14 +26,23 @@
 --                  (a duplicate: same content) or 2 (a conflict: other content; the
 --                  record is left as it was). Every other event was enqueued under the
 --                  id it was given.
--- Counters         received (+1 per enqueued event), duplicates (+1 per duplicate)
+-- Counters         received (+1 per enqueued event), duplicates (+1 per duplicate),
+--                  parked (+1 per event parked behind its key)
 local ttl = ARGV[1]
 local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
 local keyed = {}
 for j = 1, m do
   keyed[tonumber(ARGV[3 + j])] = j
 end
-local base = 4 + 2 * m
+local ordered = {}
+local o_count = tonumber(ARGV[4 + 2 * m])
+for j = 0, o_count - 1 do
+  ordered[tonumber(ARGV[5 + 2 * m + 2 * j])] = ARGV[6 + 2 * m + 2 * j]
+end
+local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[4], parked = KEYS[5], waiting = KEYS[6] }
+local now = o_count > 0 and order_now() or 0
+local base = 5 + 2 * m + 2 * o_count
+local parked = 0
 local out = {}
 local status = {}
 local received, duplicates = 0, 0
@@ -37,9 +51,9 @@ for i = 0, n - 1 do
   local j = keyed[i]
   local existing = false
   if j then
-    existing = redis.call('GET', KEYS[3 + j])
+    existing = redis.call('GET', KEYS[6 + j])
     if not existing then
-      redis.call('SET', KEYS[3 + j], id .. ARGV[3 + m + j], 'PX', ttl)
+      redis.call('SET', KEYS[6 + j], id .. ARGV[3 + m + j], 'PX', ttl)
     end
   end
   if existing then
@@ -54,9 +68,15 @@ for i = 0, n - 1 do
       duplicates = duplicates + 1
     end
   else
-    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'e', ARGV[base + 2 * i + 1])
+    local kd = ordered[i]
     status[#status + 1] = id
-    status[#status + 1] = 'q:' .. entry
+    if kd then
+      local where, waits = order_admit(o, kd, id, ARGV[base + 2 * i + 1], now)
+      status[#status + 1] = where
+      if waits then parked = parked + 1 end
+    else
+      status[#status + 1] = 'q:' .. redis.call('XADD', KEYS[1], '*', 'id', id, 'e', ARGV[base + 2 * i + 1])
+    end
     received = received + 1
   end
 end
@@ -66,4 +86,5 @@ for s = 1, #status, 2000 do
 end
 if received > 0 then redis.call('HINCRBY', KEYS[3], 'received', received) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[3], 'duplicates', duplicates) end
+if parked > 0 then redis.call('HINCRBY', KEYS[3], 'parked', parked) end
 return out

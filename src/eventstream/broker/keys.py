@@ -16,24 +16,38 @@ keys can be named like another's partition.
 Below, {p} is a partition's tag, {d} the deployment's.
 
     {p}:stream        STREAM  queued and in-flight events; consumer group ``workers``.
-                              Entry fields: id, e (the event envelope, JSON), and
-                              once the event has failed a (attempts already made)
-                              and f (first failure, ms); absent: 0 and none.
+                              Entry fields: id, e (the event envelope, JSON), k (the
+                              digest of its ordering key; absent: none), and once the
+                              event has failed a (attempts already made) and f (first
+                              failure, ms); absent: 0 and none.
                               A completed entry is XACKed and XDELed: the stream
                               holds only live work.
     {p}:status        HASH    event id -> where a live event is:
                               "q:<entry id>"          queued or in flight in {p}:stream
-                              "r:<attempts>:<first>"  waiting in {p}:retry
+                              "r:<attempts>:<first>[:<kd>]"  waiting in {p}:retry
+                                                      (<kd>: its ordering key's digest)
+                              "k:<kd>"                parked behind its ordering key's
+                                                      busy events (see {p}:order)
                               "d:<dlq entry id>"      dead, in {p}:dlq
                               A processed event has no field: the store is its record.
     {p}:retry         ZSET    event id scored by the time (ms) its next attempt is due.
     {p}:retry:body    HASH    event id -> envelope, for events waiting in {p}:retry.
     {p}:dlq           STREAM  dead events. Fields: id, t (type), e, a, reason, tb,
-                              ff (first failure ms), lf (last failure ms).
+                              ff (first failure ms), lf (last failure ms), k (as in
+                              the stream).
     {p}:counters      HASH    exact monotonic counters (see eventstream.ops.metrics).
     {p}:hist          HASH    histogram bucket counts, sums and counts.
     {p}:workers       ZSET    consumer name scored by its last heartbeat (ms); every
                               worker beats in every partition.
+    {p}:order         HASH    ordering key digest (order_digest) -> how many of the key's
+                              events are released: queued or in flight in {p}:stream, or
+                              waiting in {p}:retry. A key is busy while it has a field.
+    {p}:order:<kd>    LIST    ids of the events of the key with digest <kd> that wait
+                              ("parked") behind its busy events, in acceptance order.
+    {p}:parked        HASH    parked event id -> "<ms parked>:<envelope>".
+    {p}:waiting       ZSET    digest of each key that has parked events, scored by the ms
+                              its first one was parked.
+                              (order.lua: the scripts that admit, finish and release them)
     {d}:partitions    STRING  the deployment's partition count, recorded at the first
                               start; absent: 1 (a deployment made before partitions).
     {d}:overdue       HASH    consumer name -> its in-flight entries held longer than
@@ -109,6 +123,13 @@ def partition_tags(prefix: str, partitions: int) -> tuple[str, ...]:
     return tuple(tags)
 
 
+def order_digest(key: str) -> str:
+    """BLAKE2b-128 (hex) of an ordering key: it names the key's records ({p}:order...) and
+    picks its partition. Ordering keys are not namespaced: one key is one line of events,
+    whoever sends them."""
+    return hashlib.blake2b(key.encode(), digest_size=16, person=b"es-order").hexdigest()
+
+
 def idem_digest(key: str, namespace: str | None) -> str:
     """BLAKE2b-128 (hex) of a client's idempotency key, keyed by its namespace (None:
     anonymous use): never a raw client string; one client key gives unrelated names in
@@ -127,7 +148,9 @@ class Keys:
         "counters",
         "dlq",
         "hist",
+        "order",
         "overdue",
+        "parked",
         "partitions",
         "prefix",
         "retry",
@@ -135,6 +158,7 @@ class Keys:
         "status",
         "stream",
         "tag",
+        "waiting",
         "workers",
     )
 
@@ -151,6 +175,9 @@ class Keys:
         self.counters = f"{self.tag}:counters"
         self.hist = f"{self.tag}:hist"
         self.workers = f"{self.tag}:workers"
+        self.order = f"{self.tag}:order"
+        self.parked = f"{self.tag}:parked"
+        self.waiting = f"{self.tag}:waiting"
         self.overdue = f"{self.tag}:overdue"
         self.api_keys = f"{self.tag}:apikeys"
         self.partitions = f"{self.tag}:partitions"
@@ -159,6 +186,10 @@ class Keys:
         """The dedupe key for a client's idempotency key in ``namespace`` (None: anonymous
         use); see idem_digest."""
         return self.idem_of(idem_digest(key, namespace))
+
+    def line(self, order_digest: str) -> str:
+        """The parked events of one ordering key (see {p}:order:<kd>)."""
+        return f"{self.order}:{order_digest}"
 
     def idem_of(self, digest: str) -> str:
         return f"{self.tag}:idem:{digest}"
@@ -193,6 +224,9 @@ class Keys:
             self.counters,
             self.hist,
             self.workers,
+            self.order,
+            self.parked,
+            self.waiting,
             self.overdue,
             self.partitions,
         ]
@@ -210,5 +244,5 @@ class Layout:
         self.parts = (self.deployment,) if partitions == 1 else tuple(Keys(prefix, t) for t in tags)
 
     def partition_of(self, digest: str) -> int:
-        """The partition of an idempotency key's digest (idem_digest)."""
+        """The partition of an idempotency key's or an ordering key's digest."""
         return int(digest[:8], 16) % self.count

@@ -13,9 +13,14 @@ for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
   if env and status then
-    -- status is "r:<attempts>:<first failure>"
-    local attempts, first = string.match(status, '^r:(%d+):(%d*)$')
-    local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'a', attempts or '0', 'f', first or '', 'e', env)
+    -- status is "r:<attempts>:<first failure>[:<ordering key digest>]"
+    local attempts, first, kd = string.match(status, '^r:(%d+):(%d*):?(%x*)$')
+    local entry
+    if kd and kd ~= '' then
+      entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'a', attempts, 'f', first, 'e', env, 'k', kd)
+    else
+      entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'a', attempts or '0', 'f', first or '', 'e', env)
+    end
     redis.call('HSET', KEYS[2], id, 'q:' .. entry)
   end
 end

@@ -2,17 +2,26 @@
 -- or cut off) and dead-letter those that have already been delivered too often.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
+-- KEYS[5] order    KEYS[6] parked   KEYS[7] waiting (order.lua)
 -- ARGV[1] group    ARGV[2] consumer (the live worker taking over)
 -- ARGV[3] visibility timeout (ms): an entry idle this long has an expired lease
 -- ARGV[4] the most entries to look at in one call
 -- ARGV[5] max deliveries: an entry delivered this many times without a recorded
 --         outcome goes to the DLQ instead of being delivered again
 -- ARGV[6] now (ms)
+-- ARGV[7] the handlers' key_concurrency (order_limits)
+-- Ordering         a claimed entry keeps its key busy (its later events stay parked,
+--                  so it runs again before them); a dead-lettered one with an ordering
+--                  key lets the next of its key in (order_finish).
 -- Returns          { claimed, dead } where claimed is a list of {entry id, fields}
 --                  now pending for ARGV[2], and dead a list of {event id, type,
 --                  attempts} of the events dead-lettered.
--- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead)
+-- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead), released
+--                  (+1 per parked event let into the stream)
 local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[5], parked = KEYS[6], waiting = KEYS[7],
+  limits = order_limits(ARGV[7]) }
+local released = 0
 local max_deliveries = tonumber(ARGV[5])
 local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', tonumber(ARGV[4]))
 local claimed, dead = {}, {}
@@ -48,11 +57,18 @@ for _, p in ipairs(pending) do
         if ok and type(decoded) == 'table' and type(decoded['type']) == 'string' then t = decoded['type'] end
         redis.call('XACK', KEYS[1], group, entry)
         redis.call('XDEL', KEYS[1], entry)
-        local d = redis.call('XADD', KEYS[4], '*', 'id', id, 't', t, 'e', env, 'a', tostring(attempts),
+        local kd = field(fields, 'k')
+        local record = { KEYS[4], '*', 'id', id, 't', t, 'e', env, 'a', tostring(attempts),
           'reason', 'WorkerLost: delivered ' .. deliveries ..
             ' times and no worker recorded an outcome (crashed, killed or past the visibility timeout each time)',
-          'tb', '', 'ff', first, 'lf', now)
+          'tb', '', 'ff', first, 'lf', now }
+        if kd ~= '' then
+          record[#record + 1] = 'k'
+          record[#record + 1] = kd
+        end
+        local d = redis.call('XADD', unpack(record))
         redis.call('HSET', KEYS[2], id, 'd:' .. d)
+        if kd ~= '' then released = released + order_finish(o, kd) end
         dead[#dead + 1] = { id, t, tostring(attempts) }
       else
         claimed[#claimed + 1] = item
@@ -65,4 +81,5 @@ for _, p in ipairs(pending) do
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
 if #dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead) end
+if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
 return { claimed, dead }

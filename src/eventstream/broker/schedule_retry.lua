@@ -2,9 +2,13 @@
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] retry   KEYS[5] retry body
 -- ARGV[1] group    ARGV[2] consumer
--- ARGV[3] n        ARGV[4+5i..] for event i: stream entry id, event id, due time (ms),
---                  attempts made so far, first failure time (ms)
--- ARGV[4+5n..]     the n envelopes, in the same order
+-- ARGV[3] n        ARGV[4+6i..] for event i: stream entry id, event id, due time (ms),
+--                  attempts made so far, first failure time (ms), the digest of its
+--                  ordering key ('' when none)
+-- ARGV[4+6n..]     the n envelopes, in the same order
+-- Ordering         an event waiting for its retry keeps its key busy: the digest goes
+--                  into its status field ("r:<attempts>:<first>:<digest>"), and
+--                  promote.lua puts it back on the stream entry.
 -- Fencing as in complete.lua: only entries still pending for this consumer move.
 -- Returns          a list of n flags: 1 scheduled, 0 rejected.
 -- Counters         failed and retried (+1 each per scheduled event),
@@ -12,12 +16,12 @@
 local group, consumer = ARGV[1], ARGV[2]
 local n = tonumber(ARGV[3])
 local asked = {}
-for i = 0, n - 1 do asked[#asked + 1] = ARGV[4 + 5 * i] end
+for i = 0, n - 1 do asked[#asked + 1] = ARGV[4 + 6 * i] end
 local mine = owned(KEYS[1], group, consumer, asked)
 local out, entries, due, bodies, status = {}, {}, {}, {}, {}
 local rejected = 0
 for i = 0, n - 1 do
-  local b = 4 + 5 * i
+  local b = 4 + 6 * i
   local entry, id = ARGV[b], ARGV[b + 1]
   if mine[entry] then
     mine[entry] = nil
@@ -25,9 +29,10 @@ for i = 0, n - 1 do
     due[#due + 1] = ARGV[b + 2]
     due[#due + 1] = id
     bodies[#bodies + 1] = id
-    bodies[#bodies + 1] = ARGV[4 + 5 * n + i]
+    bodies[#bodies + 1] = ARGV[4 + 6 * n + i]
     status[#status + 1] = id
-    status[#status + 1] = 'r:' .. ARGV[b + 3] .. ':' .. ARGV[b + 4]
+    local kd = ARGV[b + 5]
+    status[#status + 1] = 'r:' .. ARGV[b + 3] .. ':' .. ARGV[b + 4] .. (kd ~= '' and ':' .. kd or '')
     out[#out + 1] = 1
   else
     out[#out + 1] = 0

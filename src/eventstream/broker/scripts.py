@@ -11,7 +11,8 @@ schedule_retry and dead_letter only queue (Broker.settle sends a group's togethe
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from importlib.resources import files
 from typing import Any, NamedTuple
@@ -43,6 +44,10 @@ class Outcome(IntEnum):
     CONFLICT = 2  # its key was seen with other content: nothing enqueued, nothing counted
 
 
+# What Broker.enqueue takes per event: (event id, envelope, dedupe[, ordering key]).
+IngestItem = tuple[str, bytes, Dedupe | str | None] | tuple[str, bytes, Dedupe | str | None, str | None]
+
+
 class Completion(NamedTuple):
     """One success to record (complete.lua)."""
 
@@ -50,6 +55,7 @@ class Completion(NamedTuple):
     event_id: str
     skipped: bool  # already in the store: the handler did not run this time
     partition: int = 0
+    order: str = ""  # the digest of its ordering key (StreamEntry.order)
 
 
 class ScheduledRetry(NamedTuple):
@@ -62,6 +68,7 @@ class ScheduledRetry(NamedTuple):
     first_failure_ms: int
     envelope: bytes
     partition: int = 0
+    order: str = ""
 
 
 class DeadLetter(NamedTuple):
@@ -78,10 +85,21 @@ class DeadLetter(NamedTuple):
     last_failure_ms: int
     handler_ran: bool
     partition: int = 0
+    order: str = ""
 
 
-# Scripts that act on a worker's own deliveries start with the shared fencing helpers.
+def key_limits(limits: Mapping[str, int]) -> str:
+    """The ``limits`` argument of complete, dead_letter and reclaim (order.lua): the
+    key_concurrency of each event type's handler ("*": the others'), '' when all are 1."""
+    if all(k == 1 for k in limits.values()):
+        return ""
+    return json.dumps(dict(limits), separators=(",", ":"), sort_keys=True)
+
+
+# Scripts that act on a worker's own deliveries start with the shared fencing helpers;
+# those that admit, finish or release events with an ordering key, with order.lua's.
 _FENCED = frozenset({"complete", "schedule_retry", "dead_letter", "renew"})
+_ORDERED = frozenset({"ingest", "replay", "complete", "dead_letter", "reclaim"})
 
 
 def _read(name: str) -> str:
@@ -90,7 +108,8 @@ def _read(name: str) -> str:
 
 @functools.cache
 def _source(name: str) -> str:
-    return _read("fence") + _read(name) if name in _FENCED else _read(name)
+    parts = [*(["fence"] if name in _FENCED else []), *(["order"] if name in _ORDERED else []), name]
+    return "".join(_read(part) for part in parts)
 
 
 class Scripts:
@@ -131,35 +150,39 @@ class Scripts:
     async def ingest(
         self,
         client: Client,
-        events: Sequence[tuple[str, bytes, tuple[str, bytes] | None]],
+        events: Sequence[tuple[str, bytes, tuple[str, bytes] | None, str | None]],
         dedupe_window_ms: int,
     ) -> Any:
-        """Enqueue (id, envelope, dedupe) triples into this partition; dedupe is (the
-        idempotency key's digest, see keys.idem_digest; the content's fingerprint) or None.
-        The raw reply (with a pipeline: queued; its reply comes from execute()), which
-        ``ingest_results`` reads."""
+        """Enqueue (id, envelope, dedupe, order) into this partition; dedupe is (the
+        idempotency key's digest, see keys.idem_digest; the content's fingerprint) or None,
+        order the ordering key's digest (keys.order_digest) or None. The raw reply (with a
+        pipeline: queued; its reply comes from execute()), which ``ingest_results`` reads."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters]
+        keys = [k.stream, k.status, k.counters, k.order, k.parked, k.waiting]
         keyed: list[Arg] = []
         prints: list[Arg] = []
-        for i, (_, _, dedupe) in enumerate(events):
+        ordered: list[Arg] = []
+        for i, (_, _, dedupe, order) in enumerate(events):
+            if order is not None:
+                ordered += (i, order)
             if dedupe is None:
                 continue
             keys.append(k.idem_of(dedupe[0]))
             keyed.append(i)
             prints.append(dedupe[1])
         args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed, *prints]
-        for event_id, envelope, _ in events:
+        args += (len(ordered) // 2, *ordered)
+        for event_id, envelope, _, _ in events:
             args += (event_id, envelope)
         return await self._call("ingest", keys, args, client)
 
     @staticmethod
     def ingest_results(
-        events: Sequence[tuple[str, bytes, Any]], flat: Sequence[Any]
+        events: Sequence[tuple[str, bytes, Any, Any]], flat: Sequence[Any]
     ) -> list[tuple[str, Outcome]]:
         """Per event of an ingest call: the id it goes by (the first event's for a
         duplicate or a conflict) and what was done."""
-        results = [(event_id, Outcome.NEW) for event_id, _, _ in events]
+        results = [(event[0], Outcome.NEW) for event in events]
         for j in range(0, len(flat), 3):
             results[int(flat[j])] = (str(flat[j + 1]), Outcome(int(flat[j + 2])))
         return results
@@ -170,28 +193,33 @@ class Scripts:
         consumer: str,
         done: Sequence[Completion],
         hist: Sequence[tuple[str, int]],
+        limits: str = "",
     ) -> None:
+        """``limits``: the handlers' key_concurrency (see key_limits)."""
         k = self.keys
-        args: list[Arg] = [GROUP, consumer, len(done)]
+        args: list[Arg] = [GROUP, consumer, limits, len(done)]
         for c in done:
-            args += [c.entry, c.event_id, int(c.skipped)]
+            args += [c.entry, c.event_id, int(c.skipped), c.order]
         for field, amount in hist:
             args += [field, amount]
-        await self._call("complete", [k.stream, k.status, k.counters, k.hist], args, pipe)
+        keys = [k.stream, k.status, k.counters, k.hist, k.order, k.parked, k.waiting]
+        await self._call("complete", keys, args, pipe)
 
     async def schedule_retry(self, pipe: Pipeline, consumer: str, retries: Sequence[ScheduledRetry]) -> None:
         k = self.keys
         args: list[Arg] = [GROUP, consumer, len(retries)]
         for r in retries:
-            args += [r.entry, r.event_id, r.due_ms, r.attempts, r.first_failure_ms]
+            args += [r.entry, r.event_id, r.due_ms, r.attempts, r.first_failure_ms, r.order]
         args += [r.envelope for r in retries]
         await self._call(
             "schedule_retry", [k.stream, k.status, k.counters, k.retry, k.retry_body], args, pipe
         )
 
-    async def dead_letter(self, pipe: Pipeline, consumer: str, dead: Sequence[DeadLetter]) -> None:
+    async def dead_letter(
+        self, pipe: Pipeline, consumer: str, dead: Sequence[DeadLetter], limits: str = ""
+    ) -> None:
         k = self.keys
-        args: list[Arg] = [GROUP, consumer, len(dead)]
+        args: list[Arg] = [GROUP, consumer, limits, len(dead)]
         for d in dead:
             args += [
                 d.entry,
@@ -204,8 +232,10 @@ class Scripts:
                 d.first_failure_ms,
                 d.last_failure_ms,
                 int(d.handler_ran),
+                d.order,
             ]
-        await self._call("dead_letter", [k.stream, k.status, k.counters, k.dlq], args, pipe)
+        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.parked, k.waiting]
+        await self._call("dead_letter", keys, args, pipe)
 
     async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
         """How many moved (the raw reply; with a pipeline, queued)."""
@@ -221,11 +251,12 @@ class Scripts:
         count: int,
         max_deliveries: int,
         now_ms: int,
+        limits: str = "",
     ) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]:
         """(claimed entries with their fields, (event id, type, attempts) of the dead-lettered)."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.dlq]
-        args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms]
+        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.parked, k.waiting]
+        args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms, limits]
         claimed, dead = await self._call("reclaim", keys, args, client)
         out: list[tuple[str, dict[str, str]]] = []
         for entry, fields in claimed:
@@ -241,7 +272,7 @@ class Scripts:
     async def replay(self, client: Client, dlq_entries: Sequence[str]) -> Any:
         """The ids replayed (the raw reply; with a pipeline, queued)."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.dlq]
+        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.parked, k.waiting]
         return await self._call("replay", keys, list(dlq_entries), client)
 
     async def delete_dead(self, client: Client, pairs: Sequence[tuple[str, str]]) -> Any:

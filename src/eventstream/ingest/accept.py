@@ -22,7 +22,7 @@ import msgspec
 import uuid_utils
 
 from eventstream.broker import Broker
-from eventstream.broker.scripts import Dedupe, Outcome
+from eventstream.broker.scripts import Dedupe, IngestItem, Outcome
 from eventstream.errors import PartlyEnqueued, PayloadTooLarge, Unconfirmed, ValidationError
 from eventstream.event import Envelope, encode_envelope
 
@@ -54,6 +54,20 @@ class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+    orderingKey: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=KEY_MAX,
+                pattern=NO_NUL,
+                description="Events with one ordering key are handled one at a time (or up to the "
+                "handler's key_concurrency), in the order they were accepted; other keys never wait "
+                "behind them.",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class IncomingBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,7 +78,7 @@ _event_decoder = msgspec.json.Decoder(IncomingEvent)
 _batch_decoder = msgspec.json.Decoder(IncomingBatch)
 
 
-Item = tuple[str, bytes, Dedupe | None]
+Item = tuple[str, bytes, Dedupe | None, str | None]  # id, envelope, dedupe, ordering key
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +264,7 @@ def parse_event(
     if colons > decoded:
         decoded += (event.source is not None) + (event.severity is not None)
         decoded += (event.timestamp is not None) + (event.id is not None)
+        decoded += event.orderingKey is not None
         if colons > decoded and _key_count(raw) > decoded:
             _refuse_duplicate_keys(raw)
     if event.timestamp is not None:
@@ -305,9 +320,10 @@ def fingerprint(event: IncomingEvent) -> bytes:
     escapes, the time zone of ``timestamp``): what a dedupe record keeps to tell a
     repeat from a reuse of its key for another event."""
     ts = None if event.timestamp is None else utc(event.timestamp)
-    canonical = msgspec.json.encode(
-        (event.type, event.payload, event.source, event.severity, ts), order="deterministic"
-    )
+    content: tuple[Any, ...] = (event.type, event.payload, event.source, event.severity, ts)
+    if event.orderingKey is not None:  # the records of events without one keep their prints
+        content += (event.orderingKey,)
+    canonical = msgspec.json.encode(content, order="deterministic")
     return base64.urlsafe_b64encode(hashlib.blake2b(canonical, digest_size=6).digest())
 
 
@@ -319,7 +335,8 @@ def to_envelope(
     trace: tuple[str, str | None] | None = None,
     namespace: str | None = None,
 ) -> Item:
-    """(event id, envelope bytes, dedupe record or None) for the ingest script.
+    """(event id, envelope bytes, dedupe record or None, ordering key or None) for the
+    ingest script.
 
     ``idempotency_key`` (else the event's own ``id``) makes it idempotent within
     ``namespace`` (None: the anonymous one; see eventstream.broker.keys).
@@ -340,11 +357,12 @@ def to_envelope(
         timestamp=ts,
         idempotencyKey=key,
         replayOf=replay_of,
+        orderingKey=event.orderingKey,
     )
     if trace is not None:
         env.traceparent, env.tracestate = trace
     dedupe = None if key is None else Dedupe(key, namespace, fingerprint(event))
-    return event_id, encode_envelope(env), dedupe
+    return event_id, encode_envelope(env), dedupe, event.orderingKey
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -383,9 +401,7 @@ def conflict_message(source: str) -> str:
     )
 
 
-async def enqueue(
-    broker: Broker, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
-) -> list[Accepted]:
+async def enqueue(broker: Broker, items: Sequence[IngestItem], dedupe_window_ms: int) -> list[Accepted]:
     """One atomic script call for all items: dedupe + XADD + counters. A plain string
     as the dedupe record is a key in the anonymous namespace that any content repeats
     (replays use that)."""
@@ -395,9 +411,7 @@ async def enqueue(
         raise exc.error from exc
 
 
-async def enqueue_partly(
-    broker: Broker, items: Sequence[tuple[str, bytes, Dedupe | str | None]], dedupe_window_ms: int
-) -> list[Accepted]:
+async def enqueue_partly(broker: Broker, items: Sequence[IngestItem], dedupe_window_ms: int) -> list[Accepted]:
     """``enqueue``, but when some partitions failed and others ran, PartlyEnqueued with
     each item's Accepted (None: its partition failed): group commit answers each request
     from its own items."""

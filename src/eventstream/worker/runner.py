@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker, Ref, StreamEntry
+from eventstream.broker import Broker, Ref, StreamEntry, key_limits
 from eventstream.errors import BackendError, BackendUnavailable
 from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
@@ -95,6 +95,7 @@ class Worker:
         self.broker = broker
         self.store = store
         self.consumer = consumer or consumer_name()
+        self._key_limits = key_limits(app.key_limits)  # what settling tells order.lua
         self.dispatcher = Dispatcher(
             app, settings, ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
         )
@@ -333,7 +334,7 @@ class Worker:
         # Store first, Redis second: a crash in between makes Redis redeliver, and the
         # redelivery finds the row and is acknowledged without running again.
         await self._retrying(write_rows, self.store, group)
-        await self._retrying(record_outcomes, self.broker, self.consumer, group)
+        await self._retrying(record_outcomes, self.broker, self.consumer, group, self._key_limits)
         self.settled += len(group)
 
     async def _retrying(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -463,6 +464,7 @@ class Worker:
             min(room, self.settings.batch_size),
             self.settings.max_deliveries,
             _now_ms(),
+            self._key_limits,
         )
         for event_id, event_type, attempts in dead:
             log.error(

@@ -43,8 +43,9 @@ async def write_rows(store: SqlStore, outcomes: list[Outcome]) -> None:
     await store.record(rows)
 
 
-async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]) -> int:
+async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome], limits: str = "") -> int:
     """Apply complete / schedule_retry / dead_letter for a group in one round trip.
+    ``limits``: the handlers' key_concurrency (broker.key_limits of the app's).
 
     Returns how many outcomes were rejected because this worker no longer owned
     the entry (another worker reclaimed it after the visibility timeout).
@@ -57,7 +58,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
     for o in outcomes:
         d = o.delivery
         if isinstance(o, Done):
-            done.append(Completion(d.entry, d.event_id, skipped=o.skipped, partition=d.partition))
+            done.append(Completion(d.entry, d.event_id, o.skipped, d.partition, d.order))
             if not o.skipped:
                 hist.observe("handler", o.handler_s)
                 hist.observe("e2e", max(0, now - o.envelope.receivedAt) / 1000)
@@ -71,6 +72,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     first_failure_ms=o.first_failure_ms,
                     envelope=d.envelope.encode(),
                     partition=d.partition,
+                    order=d.order,
                 )
             )
         else:
@@ -87,12 +89,13 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     last_failure_ms=o.last_failure_ms,
                     handler_ran=o.handler_ran,
                     partition=d.partition,
+                    order=d.order,
                 )
             )
     flags_by_kind = dict(
         zip(
             (Done, RetryLater, Dead),
-            await broker.settle(consumer, done, retries, dead, hist.fields()),
+            await broker.settle(consumer, done, retries, dead, hist.fields(), limits),
             strict=True,
         )
     )

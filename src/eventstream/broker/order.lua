@@ -1,0 +1,93 @@
+-- order: shared by the scripts that admit, finish or release events that carry an
+-- ordering key (ingest, replay, complete, dead_letter, reclaim); scripts.py puts it in
+-- front of each of them.
+--
+-- A key is named by its digest kd (keys.order_digest). Its events are "released" (in
+-- the stream, queued or in flight, or in the retry set) at most K at a time, K being
+-- the key_concurrency of the handler of the event to release; the others are parked in
+-- the key's line, in acceptance order, and the step that finishes one of its released
+-- events (complete, dead_letter, reclaim's dead-lettering) releases the next ones in
+-- the same step. No event waits by polling, and keys never wait for each other.
+--
+-- o is a table naming the partition's keys: stream, status, order, parked, waiting
+-- (keys.py), and limits: nil when every K is 1, else a table type -> K with the K of
+-- types not named under '*' (absent: 1).
+--
+-- Invariant: a key has parked events only while it has released ones, so an event of
+-- an idle key is released at once and a busy key's newcomers queue behind its line.
+-- Ingest and replay do not know the handlers' K: they release an event only when its
+-- key is idle; a K above 1 fills up as the key's released events finish.
+
+local function order_now()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+
+-- Release an event (a fresh delivery: no attempt fields); its new status field.
+local function order_xadd(o, kd, id, env)
+  return 'q:' .. redis.call('XADD', o.stream, '*', 'id', id, 'e', env, 'k', kd)
+end
+
+-- An event of key kd comes in (ingest, replay): released when the key is idle, else
+-- parked at the back of its line. Returns its status field value, and true when parked.
+local function order_admit(o, kd, id, env, now)
+  if redis.call('HSETNX', o.order, kd, 1) == 1 then
+    return order_xadd(o, kd, id, env), false
+  end
+  local line = o.order .. ':' .. kd
+  if redis.call('RPUSH', line, id) == 1 then redis.call('ZADD', o.waiting, now, kd) end
+  redis.call('HSET', o.parked, id, now .. ':' .. env)
+  return 'k:' .. kd, true
+end
+
+local function order_limit(o, env)
+  if not o.limits then return 1 end
+  local ok, decoded = pcall(cjson.decode, env)
+  local t = ok and type(decoded) == 'table' and decoded['type']
+  return tonumber(type(t) == 'string' and o.limits[t] or o.limits['*']) or 1
+end
+
+-- One released event of key kd has finished (processed or dead): release the next
+-- parked ones while the key has room. Returns how many were released.
+local function order_finish(o, kd)
+  local active = (tonumber(redis.call('HGET', o.order, kd)) or 1) - 1
+  local line = o.order .. ':' .. kd
+  local released, popped = 0, 0
+  while true do
+    local id = redis.call('LINDEX', line, 0)
+    if not id then break end
+    local body = redis.call('HGET', o.parked, id)
+    if body then
+      local env = string.sub(body, (string.find(body, ':', 1, true) or 0) + 1)
+      if active >= order_limit(o, env) then break end
+      redis.call('HSET', o.status, id, order_xadd(o, kd, id, env))
+      redis.call('HDEL', o.parked, id)
+      active = active + 1
+      released = released + 1
+    end
+    redis.call('LPOP', line)
+    popped = popped + 1
+  end
+  if popped > 0 then
+    local head = redis.call('LINDEX', line, 0)
+    local body = head and redis.call('HGET', o.parked, head)
+    if body then
+      redis.call('ZADD', o.waiting, tonumber(string.match(body, '^(%d+):')) or 0, kd)
+    else
+      redis.call('ZREM', o.waiting, kd)
+    end
+  end
+  if active > 0 then
+    redis.call('HSET', o.order, kd, active)
+  else
+    redis.call('HDEL', o.order, kd)
+  end
+  return released
+end
+
+-- The limits argument of complete, dead_letter and reclaim: '' (every K is 1) or a
+-- JSON object type -> K ('*': the K of the types not named).
+local function order_limits(arg)
+  if arg == '' then return nil end
+  return cjson.decode(arg)
+end
