@@ -37,6 +37,9 @@ async def test_zero_before_the_stream_exists(redis: Redis, keys: Keys) -> None:
         "workers": 0,
         "lag": 0,
         "overdue_retries": 0,
+        "parked": 0,
+        "busy_keys": 0,
+        "oldest_parked_ms": 0,
     }
 
 
@@ -66,6 +69,9 @@ async def test_every_gauge_in_one_state(broker: Broker, redis: Redis, keys: Keys
         "workers": 2,
         "lag": 2,
         "overdue_retries": 1,
+        "parked": 0,  # the ordering gauges: tests/broker/test_ordering.py
+        "busy_keys": 0,
+        "oldest_parked_ms": 0,
     }
 
 

@@ -78,6 +78,10 @@ class State:
     workers: dict[str, int]
     idem: dict[str, str] = field(default_factory=dict)  # dedupe record -> its event id
     stray: list[str] = field(default_factory=list)  # keys of the prefix not in keys.py's layout
+    order: dict[str, int] = field(default_factory=dict)  # ordering key digest -> released count
+    lines: dict[str, list[str]] = field(default_factory=dict)  # digest -> parked ids, in order
+    parked: dict[str, str] = field(default_factory=dict)  # parked id -> "<ms>:<envelope>"
+    waiting: dict[str, int] = field(default_factory=dict)  # digest -> its first parked one's ms
 
     def counter(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -104,11 +108,13 @@ async def state(redis: Redis, keys: Keys) -> State:
     pending = [Pending(p["message_id"], p["consumer"], int(p["times_delivered"])) for p in raw_pending]
     retry = {m: int(s) for m, s in await r.zrange(keys.retry, 0, -1, withscores=True)}
     dlq = [(e, dict(f)) for e, f in await r.xrange(keys.dlq)]
-    idem, stray = {}, []
+    idem, stray, lines = {}, [], {}
     known = set(keys.all_static())
     async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
         if k.startswith(f"{keys.tag}:idem:"):
             idem[k] = (await r.get(k))[:36]  # the event id; a content fingerprint may follow
+        elif k.startswith(f"{keys.order}:"):
+            lines[k.removeprefix(f"{keys.order}:")] = await r.lrange(k, 0, -1)
         elif k not in known:
             stray.append(k)
     return State(
@@ -123,10 +129,14 @@ async def state(redis: Redis, keys: Keys) -> State:
         workers={m: int(s) for m, s in await r.zrange(keys.workers, 0, -1, withscores=True)},
         idem=idem,
         stray=sorted(stray),
+        order={k: int(v) for k, v in (await r.hgetall(keys.order)).items()},
+        lines=lines,
+        parked=await r.hgetall(keys.parked),
+        waiting={m: int(s) for m, s in await r.zrange(keys.waiting, 0, -1, withscores=True)},
     )
 
 
-_RETRY_STATUS = re.compile(r"^r:\d+:\d*$")
+_RETRY_STATUS = re.compile(r"^r:\d+:\d*(:[0-9a-f]{32})?$")
 
 
 def assert_state(s: State) -> None:
@@ -141,8 +151,9 @@ def assert_state(s: State) -> None:
     expected: dict[str, str] = {}
     for entry, f in s.stream:
         assert f["id"] not in expected, f"event {f['id']} twice"
-        # fresh events carry no attempt fields; a retry back from the retry set does
-        assert set(f) in ({"id", "e"}, {"id", "a", "f", "e"}), f
+        # fresh events carry no attempt fields; a retry back from the retry set does; an
+        # event with an ordering key carries its digest
+        assert set(f) - {"k"} in ({"id", "e"}, {"id", "a", "f", "e"}), f
         expected[f["id"]] = f"q:{entry}"
     for event_id in s.retry:
         assert event_id not in expected, f"event {event_id} twice"
@@ -150,6 +161,11 @@ def assert_state(s: State) -> None:
     for entry, f in s.dlq:
         assert f["id"] not in expected, f"event {f['id']} twice"
         expected[f["id"]] = f"d:{entry}"
+    for digest, line in s.lines.items():
+        assert line, f"an empty line for {digest} was left behind"
+        for event_id in line:
+            assert event_id not in expected, f"event {event_id} twice"
+            expected[event_id] = f"k:{digest}"
     assert set(s.status) == set(expected), f"status {s.status} vs live {expected}"
     for event_id, where in expected.items():
         if where == "r":
@@ -157,11 +173,33 @@ def assert_state(s: State) -> None:
         else:
             assert s.status[event_id] == where
     assert set(s.retry_body) == set(s.retry), "retry body and retry set disagree"
+    assert_order(s)
 
     # the PEL only names entries that are still in the stream
     entries = {e for e, _ in s.stream}
     for p in s.pending:
         assert p.entry in entries, f"PEL names {p.entry}, which is not in the stream"
+
+
+def assert_order(s: State) -> None:
+    """The ordering records agree with the events: each busy key counts exactly its
+    released events (stream and retry set), a key has parked events only while busy,
+    every parked event has its body, and the waiting set names each line's first."""
+    released: dict[str, int] = {}
+    for _, f in s.stream:
+        if "k" in f:
+            released[f["k"]] = released.get(f["k"], 0) + 1
+    for event_id in s.retry:
+        _, _, digest = s.status[event_id].partition(":")[2].partition(":")[2].partition(":")
+        if digest:
+            released[digest] = released.get(digest, 0) + 1
+    assert s.order == released, f"busy keys {s.order} vs released events {released}"
+    for digest in s.lines:
+        assert digest in s.order, f"key {digest} has parked events and none released"
+    parked_ids = [i for line in s.lines.values() for i in line]
+    assert sorted(parked_ids) == sorted(s.parked), "parked bodies and lines disagree"
+    heads = {d: int(s.parked[line[0]].partition(":")[0]) for d, line in s.lines.items()}
+    assert s.waiting == heads, f"waiting {s.waiting} vs the lines' first {heads}"
 
 
 async def check(redis: Redis, keys: Keys) -> State:
@@ -189,7 +227,7 @@ async def check_layout(redis: Redis, layout: Layout) -> list[State]:
 
 async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: list[str]) -> dict[str, str]:
     """The audit's law holds; each id is in exactly one place (the store, the DLQ, the
-    retry set, the stream) and the status hash agrees. Returns id -> place.
+    retry set, the stream, a parked line) and the status hash agrees. Returns id -> place.
     """
     r: Any = redis
     assert_law(await audit_now(broker, store))
@@ -198,10 +236,12 @@ async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: l
     in_store = await store.existing(ids)
     in_retry: set[str] = set()
     in_stream: set[str] = set()
+    in_line: set[str] = set()
     status: dict[str, str] = {}
     for part in broker.partitions:
         k = part.keys
         in_retry |= set(await r.zrange(k.retry, 0, -1))
+        in_line |= set(await r.hkeys(k.parked))
         in_stream |= {f["id"] for _, f in await r.xrange(k.stream, "-", "+")}
         for event_id, value in (await r.hgetall(k.status)).items():
             assert event_id not in status, f"{event_id} has a status in two partitions"
@@ -215,12 +255,13 @@ async def assert_conserved(redis: Redis, broker: Broker, store: SqlStore, ids: l
                 ("dlq", event_id in dead),
                 ("retry", event_id in in_retry),
                 ("stream", event_id in in_stream),
+                ("parked", event_id in in_line),
             )
             if found
         ]
         assert len(where) == 1, f"{event_id} is in {where or 'no place'}"
         places[event_id] = where[0]
-        expected_kind = {"store": None, "dlq": "d", "retry": "r", "stream": "q"}[where[0]]
+        expected_kind = {"store": None, "dlq": "d", "retry": "r", "stream": "q", "parked": "k"}[where[0]]
         value = status.get(event_id)
         kind = value.partition(":")[0] if value else None
         assert kind == expected_kind, f"{event_id} is in {where[0]} but its status is {value!r}"

@@ -714,10 +714,12 @@ def merge_snapshots(
     snaps: Sequence[tuple[dict[str, int], dict[str, int], dict[str, int]]],
 ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """The deployment's snapshot from its partitions': everything summed, except live
-    workers (each beats in every partition: the most any partition saw)."""
+    workers (each beats in every partition: the most any partition saw) and the oldest
+    wait (the longest of any partition's)."""
     if len(snaps) == 1:
         return snaps[0]
     counters = _sum_maps(s[0] for s in snaps)
     gauges = _sum_maps(s[1] for s in snaps)
     gauges["workers"] = max(s[1].get("workers", 0) for s in snaps)
+    gauges["oldest_parked_ms"] = max(s[1].get("oldest_parked_ms", 0) for s in snaps)
     return counters, gauges, _sum_maps(s[2] for s in snaps)

@@ -4,7 +4,7 @@ an event can be, walked in pages, and atomic re-reads of what a walk found suspe
 Pages are read without a transaction (the state moves while a walk runs, and a walk
 may take long); ``snapshot``, ``sums`` and every ``recheck_*`` read are one MULTI
 each, so what they return holds at one instant. Status fields keep keys.py's format: ``q:<entry>``,
-``r:<attempts>:<first>``, ``d:<dlq entry>``.
+``r:<attempts>:<first>[:<key digest>]``, ``d:<dlq entry>``, ``k:<key digest>`` (parked).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Sums:
     scheduled: int  # the retry set's size
     dlq: int  # the dead-letter stream's length
     pending: int  # entries delivered and not yet acknowledged
+    parked: int = 0  # events waiting behind their ordering key's busy events
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +76,15 @@ class StateReads:
             pipe.xlen(k.dlq)
             pipe.zcount(k.workers, now_ms - worker_ttl_ms, "+inf")
             pipe.zcount(k.retry, "-inf", now_ms)
+            pipe.hlen(k.parked)
+            pipe.hlen(k.order)
+            pipe.zrange(k.waiting, 0, 0, withscores=True)
             pipe.xinfo_groups(k.stream)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies[:-1]:
             if isinstance(reply, Exception):
                 raise reply
-        counters, hist, length, scheduled, dlq, workers, overdue, groups = replies
+        counters, hist, length, scheduled, dlq, workers, overdue, parked, busy, oldest, groups = replies
         pending, lag = 0, 0
         if not isinstance(groups, ResponseError):  # an error: no stream yet
             for group in groups:
@@ -101,6 +105,10 @@ class StateReads:
             "workers": int(workers),
             "lag": lag,
             "overdue_retries": int(overdue),
+            "parked": int(parked),
+            "busy_keys": int(busy),
+            # how long the event waiting longest behind its ordering key has waited
+            "oldest_parked_ms": max(now_ms - int(oldest[0][1]), 0) if oldest else 0,
         }
         return (
             {f: int(v) for f, v in counters.items()},
@@ -117,8 +125,9 @@ class StateReads:
             pipe.zcard(k.retry)
             pipe.xlen(k.dlq)
             pipe.xpending(k.stream, GROUP)
-            raw, length, scheduled, dlq, pending = await pipe.execute(raise_on_error=False)
-        for value in (raw, length, scheduled, dlq):
+            pipe.hlen(k.parked)
+            raw, length, scheduled, dlq, pending, parked = await pipe.execute(raise_on_error=False)
+        for value in (raw, length, scheduled, dlq, parked):
             if isinstance(value, Exception):
                 raise value
         if isinstance(pending, ResponseError):
@@ -131,7 +140,7 @@ class StateReads:
         else:
             count = int(pending["pending"])
         counters = {f: int(v) for f, v in raw.items()}
-        return Sums(counters, int(length), int(scheduled), int(dlq), count)
+        return Sums(counters, int(length), int(scheduled), int(dlq), count, int(parked))
 
     async def pending(self, chunk: int) -> list[PendingEntry]:
         """Every pending entry, read ``chunk`` at a time (none without a stream or group)."""
@@ -280,14 +289,19 @@ class StateReads:
                 elif kind in ("q", "d") and colon and _is_entry_id(ref):
                     pipe.xrange(k.stream if kind == "q" else k.dlq, ref, ref)
                     sizes.append(1)
+                elif kind == "k" and colon:
+                    pipe.hexists(k.parked, event_id)
+                    sizes.append(-1)
                 else:
                     sizes.append(0)
             replies = iter(await pipe.execute(raise_on_error=False))
         out: list[Target] = []
         for (event_id, _), size in zip(items, sizes, strict=True):
             now = next(replies)
-            got = [next(replies) for _ in range(size)]
-            if size == 2:
+            got = [next(replies) for _ in range(abs(size))]
+            if size == -1:  # parked: its body is there
+                holds = got[0] is True or got[0] == 1
+            elif size == 2:
                 holds = not any(isinstance(g, Exception) for g in got) and got[0] is not None and bool(got[1])
             elif size == 1:
                 holds = isinstance(got[0], list) and bool(got[0]) and got[0][0][1].get("id") == event_id

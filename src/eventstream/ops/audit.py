@@ -3,10 +3,11 @@ and the real contents of Redis and the store.
 
 Every accepted event is in exactly one place, so at any instant
 
-    received == processed + dlq + deleted + queued + pending + scheduled
+    received == processed + dlq + deleted + queued + pending + scheduled + parked
 
-where ``queued + pending`` is the stream's length, ``scheduled`` the retry set's size
-and ``dlq`` the dead-letter stream's length (read together in one MULTI, so the
+where ``queued + pending`` is the stream's length, ``scheduled`` the retry set's size,
+``parked`` the events waiting behind their ordering key's busy events, and ``dlq`` the
+dead-letter stream's length (read together in one MULTI, so the
 equation holds exactly even while workers run). The store's row count is checked
 against the ``processed`` counter. Beyond the sums, a walk over the contents finds
 stranded work and misplaced events (problems.py).
@@ -47,10 +48,13 @@ class AuditReport:
     problems: tuple[Problem, ...] = field(default=())
     partition: int | None = None  # set on one partition's share of the sums
     partitions: tuple[AuditReport, ...] = ()  # each partition's sums, when there are several
+    parked: int = 0  # waiting behind their ordering key's busy events
 
     @property
     def accounted(self) -> int:
-        return self.processed + self.dlq + self.deleted + self.queued + self.pending + self.scheduled
+        return (
+            self.processed + self.dlq + self.deleted + self.queued + self.pending + self.scheduled + self.parked
+        )
 
     @property
     def ok(self) -> bool:
@@ -81,6 +85,7 @@ class AuditReport:
             "queued": self.queued,
             "pending": self.pending,
             "scheduled": self.scheduled,
+            "parked": self.parked,
         }
 
 
@@ -165,6 +170,7 @@ def _share(index: int, sums: Sums) -> AuditReport:
         store_processed=0,
         live_in_store=0,
         partition=index,
+        parked=sums.parked,
     )
 
 
@@ -182,6 +188,7 @@ def _total(shares: tuple[AuditReport, ...]) -> AuditReport:
         scheduled=sum(s.scheduled for s in shares),
         store_processed=0,
         live_in_store=0,
+        parked=sum(s.parked for s in shares),
     )
 
 
@@ -196,6 +203,7 @@ def _conservation(r: AuditReport) -> Problem | None:
         abs(diff),
         f"{where}received {r.received} != processed {r.processed} + dlq {r.dlq} + deleted "
         f"{r.deleted} + queued {r.queued} + pending {r.pending} + scheduled {r.scheduled} "
+        f"+ parked {r.parked} "
         f"= {r.accounted} ({diff:+d}): events were "
         + ("counted twice or appeared without being received" if diff > 0 else "lost"),
     )
