@@ -21,7 +21,9 @@ Item = tuple[str, bytes, Dedupe | str | None]
 
 def make_items(n: int, type_: str = "A", key: str | None = None, start: int = 0) -> list[Item]:
     """n distinct events (envelopes as ingest builds them); ``key`` is the idempotency key."""
-    return [to_envelope(IncomingEvent(type=type_, payload={"n": start + i}), key, now_ms())[:3] for i in range(n)]
+    return [
+        to_envelope(IncomingEvent(type=type_, payload={"n": start + i}), key, now_ms())[:3] for i in range(n)
+    ]
 
 
 def key_in(layout: Layout, partition: int, name: str = "key") -> str:

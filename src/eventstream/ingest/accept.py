@@ -411,7 +411,9 @@ async def enqueue(broker: Broker, items: Sequence[IngestItem], dedupe_window_ms:
         raise exc.error from exc
 
 
-async def enqueue_partly(broker: Broker, items: Sequence[IngestItem], dedupe_window_ms: int) -> list[Accepted]:
+async def enqueue_partly(
+    broker: Broker, items: Sequence[IngestItem], dedupe_window_ms: int
+) -> list[Accepted]:
     """``enqueue``, but when some partitions failed and others ran, PartlyEnqueued with
     each item's Accepted (None: its partition failed): group commit answers each request
     from its own items."""
