@@ -128,7 +128,6 @@ def every_key(k: Keys) -> dict[str, list[str]]:
         "all_static": k.all_static(),
         "idem": [k.idem("order-1"), k.idem("order-1", "key:0123456789ab"), k.idem("{other}")],
         "idem_of": [k.idem_of("0123456789abcdef0123456789abcdef")],
-        "line": [k.line("0123456789abcdef0123456789abcdef")],
         "api_key": [k.api_key("0123456789ab")],
         "key_bucket": [k.key_bucket("0123456789ab")],
         "addr_bucket": [k.addr_bucket("203.0.113.9")],

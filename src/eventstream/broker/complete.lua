@@ -1,7 +1,7 @@
 -- complete: record that events were processed (their store rows are already written).
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] hist
--- KEYS[5] order    KEYS[6] parked   KEYS[7] waiting (order.lua)
+-- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
 -- ARGV[1] group    ARGV[2] consumer (the worker that ran the handlers)
 -- ARGV[3] the handlers' key_concurrency (order_limits)
 -- ARGV[4] n        ARGV[5..4+4n] quadruples: stream entry id, event id, 1 when the
@@ -48,7 +48,8 @@ end)
 -- after the XDELs: a released event's status must not be taken for a finished one's
 local released = 0
 if #finished > 0 then
-  local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[5], parked = KEYS[6], waiting = KEYS[7],
+  local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
+    parked = KEYS[7], waiting = KEYS[8],
     limits = order_limits(ARGV[3]) }
   for _, kd in ipairs(finished) do released = released + order_finish(o, kd) end
 end

@@ -1,7 +1,7 @@
 -- dead_letter: move events that will not be tried again from the stream to the DLQ.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
--- KEYS[5] order    KEYS[6] parked   KEYS[7] waiting (order.lua)
+-- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
 -- ARGV[1] group    ARGV[2] consumer
 -- ARGV[3] the handlers' key_concurrency (order_limits)
 -- ARGV[4] n        ARGV[5+11i..] for event i: stream entry id, event id, type, envelope,
@@ -54,7 +54,8 @@ chunks(entries, 1000, function(i, j)
 end)
 local released = 0
 if #finished > 0 then
-  local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[5], parked = KEYS[6], waiting = KEYS[7],
+  local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
+    parked = KEYS[7], waiting = KEYS[8],
     limits = order_limits(ARGV[3]) }
   for _, kd in ipairs(finished) do released = released + order_finish(o, kd) end
 end

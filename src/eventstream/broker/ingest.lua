@@ -1,14 +1,14 @@
 -- ingest: accept a batch of events, each deduplicated and enqueued in one step.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters
--- KEYS[4] order    KEYS[5] parked   KEYS[6] waiting (order.lua)
--- KEYS[7..]        dedupe records ({p}:idem:<hash>), one per event that has an
+-- KEYS[4] order    KEYS[5] lines    KEYS[6] parked   KEYS[7] waiting (order.lua)
+-- KEYS[8..]        dedupe records ({p}:idem:<hash>), one per event that has an
 --                  idempotency key, in the order of those events
 -- ARGV[1]          dedupe window, ms
 -- ARGV[2]          n, the number of events
 -- ARGV[3]          m, the number of events that have an idempotency key
 -- ARGV[4..3+m]     the 0-based positions of those events (ascending); the j-th of
---                  them has KEYS[6+j]
+--                  them has KEYS[7+j]
 -- ARGV[4+m..3+2m]  their content fingerprints (8 characters; '' when any content
 --                  counts as a repeat), in the same order
 -- ARGV[4+2m]       o, the number of events that have an ordering key
@@ -39,10 +39,10 @@ local o_count = tonumber(ARGV[4 + 2 * m])
 for j = 0, o_count - 1 do
   ordered[tonumber(ARGV[5 + 2 * m + 2 * j])] = ARGV[6 + 2 * m + 2 * j]
 end
-local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[4], parked = KEYS[5], waiting = KEYS[6] }
+local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[4], lines = KEYS[5],
+  parked = KEYS[6], waiting = KEYS[7] }
 local now = o_count > 0 and order_now() or 0
 local base = 5 + 2 * m + 2 * o_count
-local parked = 0
 local out = {}
 local status = {}
 local received, duplicates = 0, 0
@@ -51,9 +51,9 @@ for i = 0, n - 1 do
   local j = keyed[i]
   local existing = false
   if j then
-    existing = redis.call('GET', KEYS[6 + j])
+    existing = redis.call('GET', KEYS[7 + j])
     if not existing then
-      redis.call('SET', KEYS[6 + j], id .. ARGV[3 + m + j], 'PX', ttl)
+      redis.call('SET', KEYS[7 + j], id .. ARGV[3 + m + j], 'PX', ttl)
     end
   end
   if existing then
@@ -71,9 +71,7 @@ for i = 0, n - 1 do
     local kd = ordered[i]
     status[#status + 1] = id
     if kd then
-      local where, waits = order_admit(o, kd, id, ARGV[base + 2 * i + 1], now)
-      status[#status + 1] = where
-      if waits then parked = parked + 1 end
+      status[#status + 1] = order_admit(o, kd, id, ARGV[base + 2 * i + 1], now)
     else
       status[#status + 1] = 'q:' .. redis.call('XADD', KEYS[1], '*', 'id', id, 'e', ARGV[base + 2 * i + 1])
     end
@@ -86,5 +84,4 @@ for s = 1, #status, 2000 do
 end
 if received > 0 then redis.call('HINCRBY', KEYS[3], 'received', received) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[3], 'duplicates', duplicates) end
-if parked > 0 then redis.call('HINCRBY', KEYS[3], 'parked', parked) end
 return out

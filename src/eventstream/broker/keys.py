@@ -42,8 +42,10 @@ Below, {p} is a partition's tag, {d} the deployment's.
     {p}:order         HASH    ordering key digest (order_digest) -> how many of the key's
                               events are released: queued or in flight in {p}:stream, or
                               waiting in {p}:retry. A key is busy while it has a field.
-    {p}:order:<kd>    LIST    ids of the events of the key with digest <kd> that wait
-                              ("parked") behind its busy events, in acceptance order.
+    {p}:lines         ZSET    the events that wait ("parked") behind their key's busy
+                              events: members "<kd>:<seq>:<event id>" at score 0, so a
+                              key's line is a lexicographic range, in acceptance order
+                              (seq: 16 digits of the partition's parked counter).
     {p}:parked        HASH    parked event id -> "<ms parked>:<envelope>".
     {p}:waiting       ZSET    digest of each key that has parked events, scored by the ms
                               its first one was parked.
@@ -148,6 +150,7 @@ class Keys:
         "counters",
         "dlq",
         "hist",
+        "lines",
         "order",
         "overdue",
         "parked",
@@ -176,6 +179,7 @@ class Keys:
         self.hist = f"{self.tag}:hist"
         self.workers = f"{self.tag}:workers"
         self.order = f"{self.tag}:order"
+        self.lines = f"{self.tag}:lines"
         self.parked = f"{self.tag}:parked"
         self.waiting = f"{self.tag}:waiting"
         self.overdue = f"{self.tag}:overdue"
@@ -186,10 +190,6 @@ class Keys:
         """The dedupe key for a client's idempotency key in ``namespace`` (None: anonymous
         use); see idem_digest."""
         return self.idem_of(idem_digest(key, namespace))
-
-    def line(self, order_digest: str) -> str:
-        """The parked events of one ordering key (see {p}:order:<kd>)."""
-        return f"{self.order}:{order_digest}"
 
     def idem_of(self, digest: str) -> str:
         return f"{self.tag}:idem:{digest}"
@@ -225,6 +225,7 @@ class Keys:
             self.hist,
             self.workers,
             self.order,
+            self.lines,
             self.parked,
             self.waiting,
             self.overdue,

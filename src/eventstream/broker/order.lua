@@ -9,9 +9,16 @@
 -- events (complete, dead_letter, reclaim's dead-lettering) releases the next ones in
 -- the same step. No event waits by polling, and keys never wait for each other.
 --
--- o is a table naming the partition's keys: stream, status, order, parked, waiting
--- (keys.py), and limits: nil when every K is 1, else a table type -> K with the K of
--- types not named under '*' (absent: 1).
+-- o is a table naming the partition's keys: stream, status, counters, order, lines,
+-- parked, waiting (keys.py), and limits: nil when every K is 1, else a table type -> K
+-- with the K of types not named under '*' (absent: 1).
+--
+-- Every key's line is in one sorted set of the partition ({p}:lines), all members at
+-- score 0, so that they sort by name: "<kd>:<seq>:<event id>", seq (16 digits) the
+-- partition's parked counter when the event was parked. A key's first waiting event is
+-- the first member of the lexicographic range "<kd>:" .. "<kd>;". The set's name is
+-- fixed, so every script declares every key it touches (a slot that is moving between
+-- nodes refuses the whole call instead of failing it halfway).
 --
 -- Invariant: a key has parked events only while it has released ones, so an event of
 -- an idle key is released at once and a busy key's newcomers queue behind its line.
@@ -30,12 +37,14 @@ end
 
 -- An event of key kd comes in (ingest, replay): released when the key is idle, else
 -- parked at the back of its line. Returns its status field value, and true when parked.
+-- Counters: parked (+1 per event parked).
 local function order_admit(o, kd, id, env, now)
   if redis.call('HSETNX', o.order, kd, 1) == 1 then
     return order_xadd(o, kd, id, env), false
   end
-  local line = o.order .. ':' .. kd
-  if redis.call('RPUSH', line, id) == 1 then redis.call('ZADD', o.waiting, now, kd) end
+  local seq = redis.call('HINCRBY', o.counters, 'parked', 1)
+  redis.call('ZADD', o.lines, 0, kd .. ':' .. string.format('%016d', seq) .. ':' .. id)
+  redis.call('ZADD', o.waiting, 'NX', now, kd) -- the line's first keeps its time
   redis.call('HSET', o.parked, id, now .. ':' .. env)
   return 'k:' .. kd, true
 end
@@ -47,15 +56,20 @@ local function order_limit(o, env)
   return tonumber(type(t) == 'string' and o.limits[t] or o.limits['*']) or 1
 end
 
+local function order_head(o, kd)
+  local first = redis.call('ZRANGEBYLEX', o.lines, '[' .. kd .. ':', '(' .. kd .. ';', 'LIMIT', 0, 1)[1]
+  if not first then return nil, nil end
+  return first, string.sub(first, #kd + 19) -- after "<kd>:<16 digits>:"
+end
+
 -- One released event of key kd has finished (processed or dead): release the next
 -- parked ones while the key has room. Returns how many were released.
 local function order_finish(o, kd)
   local active = (tonumber(redis.call('HGET', o.order, kd)) or 1) - 1
-  local line = o.order .. ':' .. kd
   local released, popped = 0, 0
   while true do
-    local id = redis.call('LINDEX', line, 0)
-    if not id then break end
+    local member, id = order_head(o, kd)
+    if not member then break end
     local body = redis.call('HGET', o.parked, id)
     if body then
       local env = string.sub(body, (string.find(body, ':', 1, true) or 0) + 1)
@@ -65,11 +79,11 @@ local function order_finish(o, kd)
       active = active + 1
       released = released + 1
     end
-    redis.call('LPOP', line)
+    redis.call('ZREM', o.lines, member)
     popped = popped + 1
   end
   if popped > 0 then
-    local head = redis.call('LINDEX', line, 0)
+    local _, head = order_head(o, kd)
     local body = head and redis.call('HGET', o.parked, head)
     if body then
       redis.call('ZADD', o.waiting, tonumber(string.match(body, '^(%d+):')) or 0, kd)

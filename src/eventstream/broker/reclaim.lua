@@ -2,7 +2,7 @@
 -- or cut off) and dead-letter those that have already been delivered too often.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
--- KEYS[5] order    KEYS[6] parked   KEYS[7] waiting (order.lua)
+-- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
 -- ARGV[1] group    ARGV[2] consumer (the live worker taking over)
 -- ARGV[3] visibility timeout (ms): an entry idle this long has an expired lease
 -- ARGV[4] the most entries to look at in one call
@@ -19,7 +19,8 @@
 -- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead), released
 --                  (+1 per parked event let into the stream)
 local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
-local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[5], parked = KEYS[6], waiting = KEYS[7],
+local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
+    parked = KEYS[7], waiting = KEYS[8],
   limits = order_limits(ARGV[7]) }
 local released = 0
 local max_deliveries = tonumber(ARGV[5])

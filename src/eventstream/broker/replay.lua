@@ -1,15 +1,15 @@
 -- replay: send dead events back to the stream, same id, attempts counted afresh.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
--- KEYS[5] order    KEYS[6] parked   KEYS[7] waiting (order.lua)
+-- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
 -- ARGV[1..]        DLQ entry ids
 -- Each event leaves the DLQ and enters the stream in one step; one with an ordering
 -- key (field k) joins the back of its key's line (order_admit).
 -- Returns          the event ids replayed (entries already gone are skipped).
 -- Counters         replayed (+1 per event), parked (+1 per event parked behind its key)
-local o = { stream = KEYS[1], status = KEYS[2], order = KEYS[5], parked = KEYS[6], waiting = KEYS[7] }
+local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
+    parked = KEYS[7], waiting = KEYS[8] }
 local now = nil
-local parked = 0
 local out = {}
 for i = 1, #ARGV do
   local found = redis.call('XRANGE', KEYS[4], ARGV[i], ARGV[i])
@@ -24,9 +24,7 @@ for i = 1, #ARGV do
     redis.call('XDEL', KEYS[4], ARGV[i])
     if kd ~= '' then
       now = now or order_now()
-      local where, waits = order_admit(o, kd, id, env, now)
-      redis.call('HSET', KEYS[2], id, where)
-      if waits then parked = parked + 1 end
+      redis.call('HSET', KEYS[2], id, (order_admit(o, kd, id, env, now)))
     else
       local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'e', env)  -- fresh: no attempt fields
       redis.call('HSET', KEYS[2], id, 'q:' .. entry)
@@ -35,5 +33,4 @@ for i = 1, #ARGV do
   end
 end
 if #out > 0 then redis.call('HINCRBY', KEYS[3], 'replayed', #out) end
-if parked > 0 then redis.call('HINCRBY', KEYS[3], 'parked', parked) end
 return out
