@@ -35,7 +35,7 @@ async def test_concurrent_submits_share_round_trips_and_get_their_own_results(
     calls = await evalsha_calls(redis) - before
 
     for sent, got in zip(requests, results, strict=True):
-        assert [a.event_id for a in got] == [event_id for event_id, _, _ in sent]
+        assert [a.event_id for a in got] == [event_id for event_id, *_ in sent]
         assert not any(a.duplicate for a in got)
     total = sum(len(r) for r in requests)
     assert await redis.xlen(broker.keys.stream) == total
@@ -98,6 +98,6 @@ async def test_a_failed_partition_fails_only_the_requests_that_reach_it(redis: R
     assert isinstance(outcomes[2], BackendError), outcomes[2]  # part of it is queued: a retry with its keys
     accepted = outcomes[1]
     assert isinstance(accepted, list)
-    assert [a.event_id for a in accepted] == [event_id for event_id, _, _ in fine]
+    assert [a.event_id for a in accepted] == [event_id for event_id, *_ in fine]
     assert await broker.locate(fine[0][0]) is not None
     assert await broker.locate(mixed[0][0]) is not None  # its partition ran

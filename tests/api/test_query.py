@@ -128,6 +128,7 @@ async def test_item_carries_every_recorded_field(api: Api) -> None:
                 replay_of="orig",
                 attempts=3,
                 received_at_ms=1_700_000_000_000,
+                ordering_key="account-7",
             )
         ]
     )
@@ -143,6 +144,7 @@ async def test_item_carries_every_recorded_field(api: Api) -> None:
         "timestamp": "2026-01-01T00:00:00Z",
         "idempotencyKey": "key",
         "replayOf": "orig",
+        "orderingKey": "account-7",
         "receivedAt": "2023-11-14T22:13:20.000Z",
         "processedAt": "2023-11-14T22:13:20.123Z",
     }

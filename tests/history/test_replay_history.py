@@ -154,3 +154,28 @@ async def test_each_replay_call_is_audited_with_its_selection_and_its_count(make
         ("replay.dlq", "ids=1", 1, "anonymous", "http"),
     ]
     assert records[0]["duplicates"] == 0
+
+
+async def test_a_replay_keeps_the_ordering_key_and_joins_its_line(store_api: MakeApi) -> None:
+    api = await store_api(replay_rate=100_000)
+    first = await api.accepted("A", {"n": 1}, orderingKey="acct-1")
+    second = await api.accepted("A", {"n": 2}, orderingKey="acct-1")
+    plain = await api.accepted("A", {"n": 3})
+    await api.burst(recording_app([]))
+    live = await api.accepted("A", {"n": 4}, orderingKey="acct-1")  # the key is busy again
+
+    body = (await api.client.post(f"/replay?id={first}&id={second}&id={plain}")).json()
+    assert body["replayed"] == 3
+    made = {e["replayOf"]: e["id"] for e in body["events"]}
+    replays = [(await api.client.get(f"/events/{made[i]}")).json() for i in (first, second, plain)]
+    assert [(r["orderingKey"], "parkedAt" in r) for r in replays] == [
+        ("acct-1", True),  # behind the live event of its key
+        ("acct-1", True),
+        (None, False),
+    ]
+
+    seen: list[Event] = []
+    await api.burst(recording_app(seen))
+    assert [e.id for e in seen if e.ordering_key == "acct-1"] == [live, made[first], made[second]]
+    rows = await api.store.get_many([made[first], made[second], made[plain]])
+    assert [rows[made[i]].ordering_key for i in (first, second, plain)] == ["acct-1", "acct-1", None]

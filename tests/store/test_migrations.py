@@ -1,4 +1,5 @@
-"""Schema migrations on SQLite and PostgreSQL: from empty, idempotent, concurrent, behind, unknown."""
+"""Schema migrations on SQLite and PostgreSQL: from empty, idempotent, concurrent, behind, from 0001
+with rows, unknown, down."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from eventstream.errors import SchemaError
-from eventstream.store import create_store, migrations
+from eventstream.store import SqlStore, create_store, migrations
 from eventstream.store.migrations.migrate import VERSION_TABLE
 from eventstream.store.sql import metadata
 from tests.support.factories import row
@@ -21,6 +22,16 @@ async def _tables(url: str) -> set[str]:
             return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
     finally:
         await store.close()
+
+
+async def _downgrade(store: SqlStore, target: str) -> None:
+    from alembic import command
+
+    def down(conn: sa.Connection) -> None:
+        command.downgrade(migrations.migrate.config(conn), target)
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(down)
 
 
 async def test_upgrade_from_empty_creates_the_schema_at_head(empty_url: str) -> None:
@@ -76,12 +87,62 @@ async def test_a_database_made_before_migrations_is_behind_then_adopted(empty_ur
         st = await migrations.state(store.engine)
         assert (st.current, st.empty, st.up_to_date) == (None, False, False)
         with pytest.raises(
-            SchemaError, match=r"schema is at none .* needs 0001: run `eventstream db upgrade`"
+            SchemaError,
+            match=rf"schema is at none .* needs {migrations.head()}: run `eventstream db upgrade`",
         ):
             await store.ensure_schema(auto_upgrade=False)
         # the embedded store (auto_upgrade) adopts it; the row stays
         assert (await store.ensure_schema(auto_upgrade=True)).up_to_date
         assert await store.get("old") == row("old")
+    finally:
+        await store.close()
+
+
+async def test_a_database_at_0001_with_rows_upgrades_and_keeps_them(empty_url: str) -> None:
+    store = create_store(empty_url)
+    try:
+        await migrations.upgrade(store.engine, "0001")
+        names = [c for c in row("x")._fields if c != "ordering_key"]
+        values = ", ".join(f":{c}" for c in names)
+        insert = sa.text(f"INSERT INTO eventstream_events ({', '.join(names)}) VALUES ({values})")
+        async with store.engine.begin() as conn:  # rows as a worker of that version wrote them
+            old = [row(f"old-{i}", 1_000 + i).as_dict() for i in range(3)]
+            await conn.execute(insert, [{c: r[c] for c in names} for r in old])
+        st = await migrations.state(store.engine)
+        assert (st.current, st.empty, st.up_to_date) == ("0001", False, False)
+        with pytest.raises(SchemaError, match="schema is at 0001, this version of EventStream needs 0002"):
+            await store.ensure_schema(auto_upgrade=False)
+
+        assert (await migrations.upgrade(store.engine)).current == "0002"
+        assert await store.count() == 3
+        assert [r.id for r in (await store.list(10))[0]] == ["old-2", "old-1", "old-0"]
+        assert await store.get("old-1") == row("old-1", 1_001)  # ordering_key None
+        await store.record([row("new", 2_000, ordering_key="account-7")])
+        assert (await store.get("new")) == row("new", 2_000, ordering_key="account-7")
+        async with store.engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("eventstream_events"))
+        assert {ix["name"] for ix in indexes} == {
+            "ix_eventstream_events_processed",
+            "ix_eventstream_events_type_processed",
+        }
+    finally:
+        await store.close()
+
+
+async def test_downgrade_to_0001_keeps_the_rows_without_their_ordering_keys(empty_url: str) -> None:
+    store = create_store(empty_url)
+    try:
+        await store.create_schema()
+        await store.record([row("a", ordering_key="k"), row("b", 1_001)])
+        await _downgrade(store, "0001")
+        async with store.engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: sa.inspect(c).get_columns("eventstream_events"))
+            ids = (await conn.execute(sa.text("SELECT id FROM eventstream_events ORDER BY id"))).scalars()
+            assert list(ids) == ["a", "b"]
+        assert "ordering_key" not in {c["name"] for c in columns}
+        assert (await migrations.state(store.engine)).current == "0001"
+        assert (await store.ensure_schema(auto_upgrade=True)).up_to_date
+        assert await store.get("a") == row("a")  # its key went with the column
     finally:
         await store.close()
 
@@ -100,17 +161,10 @@ async def test_a_revision_this_code_does_not_know_is_refused_even_with_auto_upgr
 
 
 async def test_downgrade_to_base_then_start_again(empty_url: str) -> None:
-    from alembic import command
-
     store = create_store(empty_url)
     try:
         await store.create_schema()
-
-        def down(conn: sa.Connection) -> None:
-            command.downgrade(migrations.migrate.config(conn), "base")
-
-        async with store.engine.begin() as conn:
-            await conn.run_sync(down)
+        await _downgrade(store, "base")
         assert (await migrations.state(store.engine)).current is None
         assert (await store.ensure_schema(auto_upgrade=False)).up_to_date  # empty again: created
     finally:

@@ -75,6 +75,7 @@ def _item(d: DeadEntry) -> dict[str, Any]:
         "source": env.source,
         "severity": env.severity,
         "timestamp": env.timestamp,
+        "orderingKey": env.orderingKey,
         "receivedAt": ms_to_iso(env.receivedAt),
         "firstFailedAt": ms_to_iso(d.first_failure_ms),
         "failedAt": ms_to_iso(d.last_failure_ms),

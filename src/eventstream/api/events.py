@@ -176,6 +176,7 @@ def _row_item(row: ProcessedRow) -> dict[str, Any]:
         "timestamp": row.timestamp,
         "idempotencyKey": row.idempotency_key,
         "replayOf": row.replay_of,
+        "orderingKey": row.ordering_key,
         "receivedAt": ms_to_iso(row.received_at_ms),
         "processedAt": ms_to_iso(row.processed_at_ms),
     }

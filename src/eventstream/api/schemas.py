@@ -54,6 +54,7 @@ class DeadEvent(msgspec.Struct):
     source: str | None
     severity: str | None
     timestamp: str | None
+    orderingKey: str | None
     receivedAt: str | None
     firstFailedAt: str | None
     failedAt: str | None

@@ -2,12 +2,14 @@
 
 Each is enqueued as a new event (a new UUIDv7 id, ``replayOf`` = the original's id,
 received now) through the same atomic ingest script as a POST, so ``received`` counts
-it and the conservation law holds. The new event never inherits the original's
-idempotency key: it is never deduplicated against the original, and never blocks a
-later post with the original's key. Only a request that carries a key of its own gives
-each replay the key ``replay:<digest>:<original id>`` (the digest: 32 hex digits of the
-SHA-256 of the request key, so the key always fits the store's column), so retrying
-the same request enqueues nothing twice within the dedupe window.
+it and the conservation law holds. It keeps the original's ordering key, so it joins
+that key's line behind the key's events accepted before it, as a post would. The new
+event never inherits the original's idempotency key: it is never deduplicated against
+the original, and never blocks a later post with the original's key. Only a request
+that carries a key of its own gives each replay the key ``replay:<digest>:<original
+id>`` (the digest: 32 hex digits of the SHA-256 of the request key, so the key always
+fits the store's column), so retrying the same request enqueues nothing twice within
+the dedupe window.
 
 ``since`` and ``until`` apply to the processing time (``processedAt``). The selection,
 the pacing and the paging are the engine's (eventstream.replay.engine).
@@ -101,7 +103,7 @@ class HistorySource:
                 page.replayed += 1
             page.events.append((acc.event_id, row.id))
 
-    def _item(self, row: ProcessedRow, received_ms: int) -> tuple[str, bytes, str | None]:
+    def _item(self, row: ProcessedRow, received_ms: int) -> tuple[str, bytes, str | None, str | None]:
         key = None if self.request_key is None else replay_key(self.request_key, row.id)
         env = Envelope(
             id=new_event_id(),
@@ -113,8 +115,9 @@ class HistorySource:
             timestamp=row.timestamp,
             idempotencyKey=key,
             replayOf=row.id,
+            orderingKey=row.ordering_key,
         )
-        return env.id, encode_envelope(env), key
+        return env.id, encode_envelope(env), key, row.ordering_key
 
 
 async def replay_history(

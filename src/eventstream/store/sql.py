@@ -32,6 +32,7 @@ events = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("received_at_ms", sa.BigInteger, nullable=False),
     sa.Column("processed_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("ordering_key", sa.String(256)),  # added by revision 0002, so last
     sa.Index("ix_eventstream_events_processed", "processed_at_ms", "id"),
     sa.Index("ix_eventstream_events_type_processed", "type", "processed_at_ms", "id"),
 )
@@ -51,6 +52,7 @@ class ProcessedRow(NamedTuple):
     attempts: int
     received_at_ms: int
     processed_at_ms: int
+    ordering_key: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()

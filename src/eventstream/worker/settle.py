@@ -33,6 +33,7 @@ def _row(done: Done, processed_at_ms: int) -> ProcessedRow:
         done.attempt,
         env.receivedAt,
         processed_at_ms,
+        env.orderingKey,
     )
 
 
