@@ -53,7 +53,13 @@ class AuditReport:
     @property
     def accounted(self) -> int:
         return (
-            self.processed + self.dlq + self.deleted + self.queued + self.pending + self.scheduled + self.parked
+            self.processed
+            + self.dlq
+            + self.deleted
+            + self.queued
+            + self.pending
+            + self.scheduled
+            + self.parked
         )
 
     @property
