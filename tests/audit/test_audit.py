@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.app import EventStream
-from eventstream.broker import Broker, Completion, Keys, ScheduledRetry
+from eventstream.broker import Broker, Completion, Keys, Layout, ScheduledRetry
 from eventstream.broker.keys import order_digest
 from eventstream.ingest.accept import IncomingEvent, now_ms, to_envelope
 from eventstream.ops.audit import AuditReport, audit
@@ -524,3 +524,24 @@ async def test_the_command_prints_the_parked_events_and_their_problems(
     bad = cli_audit(settings)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "parked_without_busy_key" in bad.stdout
+
+
+async def test_a_stranded_key_is_named_with_its_partition(redis: Redis, prefix: str, store: SqlStore) -> None:
+    layout = Layout(prefix, 4)
+    parted = Broker(redis, layout)
+    keys: dict[int, str] = {}
+    for i in range(1_000):  # two keys in two partitions
+        keys.setdefault(layout.partition_of(order_digest(f"key-{i}")), f"key-{i}")
+    (p1, k1), (p2, k2) = list(keys.items())[:2]
+    ids = {k1: await ingest_keyed(parted, k1, 3), k2: await ingest_keyed(parted, k2, 2)}
+    clean = await run_audit(parted, store)
+    assert clean.ok, clean.problems
+    shares = {s.partition: s.parked for s in clean.partitions}
+    assert (shares[p1], shares[p2], clean.parked) == (2, 1, 3)
+
+    await redis.hdel(layout.parts[p1].order, order_digest(k1))
+    report = await run_audit(parted, store)
+    assert codes(report) == {"parked_without_busy_key": 2}
+    assert problem(report, "parked_without_busy_key")[1] == (
+        f"{ids[k1][1]} (key {order_digest(k1)}: 2 parked) [partition {p1}]",
+    )
