@@ -7,11 +7,16 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from eventstream.app import EventStream
+from eventstream.broker import Layout
+from eventstream.broker.keys import order_digest
 from eventstream.errors import PermanentError
 from eventstream.event import Event
-from tests.support.asgi import Api, assert_problem
+from eventstream.ingest.accept import now_ms
+from eventstream.ops import metrics
+from tests.support.asgi import Api, MakeApi, assert_problem
 
 SUMMARY_KEYS = {
     "received",
@@ -249,3 +254,59 @@ async def test_wrong_method_is_405_problem(api: Api, method: str, url: str) -> N
     r = await api.client.request(method, url)
     assert_problem(r, 405)
     assert r.headers.get("allow")
+
+
+def keys_in_partitions(layout: Layout, n: int) -> list[str]:
+    """n ordering keys, each in another partition."""
+    keys: dict[int, str] = {}
+    for i in range(10_000):
+        keys.setdefault(layout.partition_of(order_digest(f"key-{i}")), f"key-{i}")
+        if len(keys) == n:
+            return list(keys.values())
+    raise AssertionError(f"no {n} keys in distinct partitions")
+
+
+async def test_ordering_figures_in_json_prometheus_and_per_partition(make_api: MakeApi, redis: Redis) -> None:
+    api = await make_api(partitions=4)
+    layout = api.broker.layout
+    a, b, c = keys_in_partitions(layout, 3)
+    for key, n in ((a, 3), (b, 2), (c, 1)):  # each key's first is released, the others parked
+        for i in range(n):
+            await api.accepted("OK", {"i": i}, orderingKey=key)
+    r: Any = redis
+    firsts = [await r.zrange(part.waiting, 0, 0, withscores=True) for part in layout.parts]
+    first_parked = min(int(score) for first in firsts for _, score in first)
+
+    summary = await api.summary()
+    assert (summary["received"], summary["queued"]) == (6, 3)
+    assert (summary["parked"], summary["busyKeys"]) == (3, 3)
+    assert (summary["parkedTotal"], summary["releasedTotal"]) == (3, 0)
+    assert 0 <= summary["oldestParkedMs"] <= now_ms() - first_parked
+
+    # the oldest wait is read against the clock the caller gives: exact
+    snap = await metrics.snapshot(api.broker, first_parked + 2_500, 60_000)
+    assert snap.gauges["oldest_parked_ms"] == 2_500
+    text = metrics.render_prometheus(snap).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def values(family: str) -> dict[str, float]:
+        return {s.labels.get("partition", ""): s.value for s in families[family].samples}
+
+    assert values("eventstream_ordering_parked") == {"": 3}
+    assert values("eventstream_ordering_busy_keys") == {"": 3}
+    assert values("eventstream_ordering_oldest_wait_seconds") == {"": 2.5}
+    assert values("eventstream_parked") == {"": 3}
+    assert values("eventstream_released") == {"": 0}
+    parked = dict.fromkeys(map(str, range(4)), 0.0)
+    parked[str(layout.partition_of(order_digest(a)))] = 2
+    parked[str(layout.partition_of(order_digest(b)))] = 1
+    assert values("eventstream_partition_parked") == parked
+
+    await api.burst(workload_app())  # each finished event releases the next of its key
+    summary = await api.summary()
+    assert (summary["processed"], summary["queued"]) == (6, 0)
+    assert (summary["parked"], summary["busyKeys"], summary["oldestParkedMs"]) == (0, 0, 0)
+    assert (summary["parkedTotal"], summary["releasedTotal"]) == (3, 3)
+    families = {f.name: f for f in text_string_to_metric_families((await api.client.get("/metrics")).text)}
+    assert values("eventstream_partition_parked") == dict.fromkeys(map(str, range(4)), 0.0)
+    assert values("eventstream_released") == {"": 3}

@@ -54,6 +54,24 @@ def test_stats_json_has_the_counters_gauges_and_rates(api: Api, client: httpx.Cl
     assert snap["receivedPerSecond"] == 0
 
 
+def test_stats_shows_the_ordering_figures(api: Api, client: httpx.Client) -> None:
+    """No worker runs: each key's first event is queued, the others parked behind it."""
+    for key, n in (("a", 3), ("b", 2)):
+        for i in range(n):
+            r = client.post("/events", json={"type": "OK", "payload": {"i": i}, "orderingKey": key})
+            assert r.status_code == 202, r.text
+    r = run_cli("stats", "--once", "--json", "--interval", "0.2", url=api.url)
+    assert r.code == 0, r.stderr
+    snap = json.loads(r.stdout)
+    assert (snap["queued"], snap["parked"], snap["busyKeys"], snap["parkedTotal"]) == (2, 3, 2, 3)
+    assert snap["oldestParkedMs"] >= 200  # parked before the first of the two samples
+    table = run_cli("stats", "--once", "--interval", "0.2", url=api.url)
+    assert table.code == 0, table.stderr
+    rows = {cells[1].strip(): cells[2].strip() for cells in _table_rows(table.stdout)}
+    assert (rows["backlog"], rows["parked"], rows["busy keys"]) == ("2", "3", "2")
+    assert re.fullmatch(r"\d+\.\ds", rows["oldest parked"]), rows
+
+
 def test_stats_rates_follow_the_counters(api: Api, client: httpx.Client) -> None:
     """Events accepted while stats streams JSON show up as a received rate above zero."""
     proc = subprocess.Popen(

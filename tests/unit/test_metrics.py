@@ -12,6 +12,7 @@ from eventstream.ops.metrics import (
     COUNTERS,
     GAUGES,
     HISTOGRAMS,
+    ORDERING_GAUGES,
     HistogramBatch,
     Snapshot,
     bucket_index,
@@ -73,7 +74,15 @@ def test_histogram_batch_fields() -> None:
 
 
 def snapshot_with_data() -> Snapshot:
-    counters = {"received": 10, "processed": 7, "failed": 4, "dead_lettered": 2, "rejected_completions": 1}
+    counters = {
+        "received": 10,
+        "processed": 7,
+        "failed": 4,
+        "dead_lettered": 2,
+        "rejected_completions": 1,
+        "parked": 3,
+        "released": 1,
+    }
     gauges = {
         "queued": 1,
         "pending": 0,
@@ -82,6 +91,9 @@ def snapshot_with_data() -> Snapshot:
         "lag": 1,
         "workers": 3,
         "overdue_retries": 0,
+        "parked": 2,
+        "busy_keys": 1,
+        "oldest_parked_ms": 2_500,
     }
     hist = {
         "handler:0": 2,
@@ -110,7 +122,32 @@ def test_prometheus_text_parses_with_every_metric() -> None:
         assert fams[f"eventstream_{field}"].type == "gauge"  # type: ignore[attr-defined]
     for _, (metric, _) in HISTOGRAMS.items():
         assert fams[metric].type == "histogram"  # type: ignore[attr-defined]
+    for metric, _, _ in ORDERING_GAUGES.values():
+        assert fams[metric].type == "gauge"  # type: ignore[attr-defined]
     assert "eventstream_overdue_retries" not in fams
+
+
+def test_ordering_figures() -> None:
+    fams = families(snapshot_with_data())
+    assert sample_values(fams["eventstream_parked"]) == {("eventstream_parked_total", ""): 3}
+    assert sample_values(fams["eventstream_released"]) == {("eventstream_released_total", ""): 1}
+    assert sample_values(fams["eventstream_ordering_parked"]) == {("eventstream_ordering_parked", ""): 2}
+    assert sample_values(fams["eventstream_ordering_busy_keys"]) == {
+        ("eventstream_ordering_busy_keys", ""): 1
+    }
+    wait = sample_values(fams["eventstream_ordering_oldest_wait_seconds"])
+    assert wait == {("eventstream_ordering_oldest_wait_seconds", ""): 2.5}  # ms in, seconds out
+    out = summary(snapshot_with_data())
+    assert (out["parked"], out["busyKeys"], out["oldestParkedMs"]) == (2, 1, 2_500)
+    assert (out["parkedTotal"], out["releasedTotal"]) == (3, 1)
+
+
+def test_partition_gauges_include_parked() -> None:
+    parts = ({"queued": 1, "parked": 2}, {"queued": 0, "parked": 5})
+    fams = families(Snapshot({}, {"parked": 7}, {}, parts))
+    parked = fams["eventstream_partition_parked"]
+    assert parked.type == "gauge"  # type: ignore[attr-defined]
+    assert {s.labels["partition"]: s.value for s in parked.samples} == {"0": 2, "1": 5}  # type: ignore[attr-defined]
 
 
 def sample_values(fam: object) -> dict[tuple[str, str], float]:
@@ -160,4 +197,8 @@ def test_summary_uses_json_names_and_defaults_to_zero() -> None:
     assert out["rejectedCompletions"] == 1
     assert out["redeliveredSkipped"] == 0
     assert out["dlq"] == 2
-    assert set(out) == {j for j, _ in COUNTERS.values()} | {j for j, _ in GAUGES.values()}
+    assert set(out) == (
+        {j for j, _ in COUNTERS.values()}
+        | {j for j, _ in GAUGES.values()}
+        | {j for _, j, _ in ORDERING_GAUGES.values()}
+    )

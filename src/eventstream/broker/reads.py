@@ -50,6 +50,16 @@ class Target:
     holds: bool  # the stream entry, retry (score and body) or DLQ entry it names exists for it
 
 
+@dataclass(frozen=True, slots=True)
+class KeyLine:
+    """One ordering key's records (keys.py: {p}:order, {p}:order:<kd>, {p}:waiting) read together."""
+
+    busy: bool  # {p}:order counts events of the key in progress
+    parked: int  # events in its line
+    first: str | None  # the first of them
+    waiting: bool  # the waiting set names the key
+
+
 def _after(entry: str | None) -> str:
     return "-" if entry is None else f"({entry}"
 
@@ -194,6 +204,25 @@ class StateReads:
         cursor, part = await self._r.hscan(self.keys.status, cursor, count=count)
         return int(cursor), list(part.items())
 
+    async def parked_page(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One HSCAN step of the parked bodies: (next cursor, 0 when done; event ids). The
+        bodies come along (HSCAN leaves values out only from Redis 7.4): keep ``count`` modest."""
+        cursor, part = await self._r.hscan(self.keys.parked, cursor, count=count)
+        return int(cursor), list(part)
+
+    async def waiting_page(self, start: int, count: int) -> list[str]:
+        """Digests of the keys with parked events by rank, ``count`` from ``start``
+        (the longest waiting first)."""
+        digests: list[str] = await self._r.zrange(self.keys.waiting, start, start + count - 1)
+        return digests
+
+    async def line_lengths(self, digests: Sequence[str]) -> list[int]:
+        """How many events each ordering key's line holds (one round trip)."""
+        async with self._r.pipeline(transaction=False) as pipe:
+            for d in digests:
+                pipe.llen(self.keys.line(d))
+            return [int(n) for n in await pipe.execute()]
+
     async def statuses(self, event_ids: Sequence[str]) -> list[str | None]:
         """The status field of each event (None: none)."""
         found: list[str | None] = await self._r.hmget(self.keys.status, list(event_ids))
@@ -270,6 +299,45 @@ class StateReads:
                 pipe.zscore(self.keys.retry, i)
             scores = await pipe.execute()
         return [s is not None for s in scores]
+
+    async def recheck_parked(
+        self, items: Sequence[tuple[str, str | None]]
+    ) -> list[tuple[bool, str | None, int]]:
+        """For each (event id, its key's digest or None), in one MULTI: whether its parked
+        body is there, its status field, and how many events the key's line holds (0
+        without a digest)."""
+        if not items:
+            return []
+        k = self.keys
+        async with self._r.pipeline(transaction=True) as pipe:
+            for event_id, digest in items:
+                pipe.hexists(k.parked, event_id)
+                pipe.hget(k.status, event_id)
+                if digest is not None:
+                    pipe.llen(k.line(digest))
+            replies = iter(await pipe.execute())
+        out: list[tuple[bool, str | None, int]] = []
+        for _, digest in items:
+            parked, status = bool(next(replies)), next(replies)
+            out.append((parked, status, 0 if digest is None else int(next(replies))))
+        return out
+
+    async def recheck_keys(self, digests: Sequence[str]) -> list[KeyLine]:
+        """Each ordering key's records, in one MULTI (see KeyLine)."""
+        if not digests:
+            return []
+        k = self.keys
+        async with self._r.pipeline(transaction=True) as pipe:
+            for d in digests:
+                pipe.hexists(k.order, d)
+                pipe.llen(k.line(d))
+                pipe.lindex(k.line(d), 0)
+                pipe.zscore(k.waiting, d)
+            replies = await pipe.execute()
+        return [
+            KeyLine(bool(busy), int(parked), first, score is not None)
+            for busy, parked, first, score in zip(*[iter(replies)] * 4, strict=True)
+        ]
 
     async def recheck_targets(self, items: Sequence[tuple[str, str]]) -> list[Target]:
         """For each (event id, status) pair, in one MULTI: the status field now, and whether

@@ -77,8 +77,20 @@ def print_report(report: AuditReport) -> None:
     from rich.table import Table
 
     out = Console()
-    names = ("received", "processed", "dlq", "deleted", "queued", "pending", "scheduled", "accounted")
-    sums = Table(title="conservation: received = processed + dlq + deleted + queued + pending + scheduled")
+    names = (
+        "received",
+        "processed",
+        "dlq",
+        "deleted",
+        "queued",
+        "pending",
+        "scheduled",
+        "parked",
+        "accounted",
+    )
+    sums = Table(
+        title="conservation: received = processed + dlq + deleted + queued + pending + scheduled + parked"
+    )
     for name in names:
         sums.add_column(name, justify="right")
     sums.add_row(*(str(getattr(report, n)) for n in names))

@@ -103,6 +103,9 @@ def _stats_view(snap: dict[str, Any], url: str, error: str | None = None) -> Gro
     def count(name: str) -> str:
         return f"{snap.get(name, 0):,}"
 
+    def seconds(name_ms: str) -> str:
+        return f"{snap.get(name_ms, 0) / 1000:,.1f}s"
+
     rows = [
         ("throughput", rate("processedPerSecond"), "events processed per second"),
         ("received", rate("receivedPerSecond"), "events accepted per second"),
@@ -111,6 +114,9 @@ def _stats_view(snap: dict[str, Any], url: str, error: str | None = None) -> Gro
         ("in flight", count("pending"), "delivered to a worker, not settled"),
         ("retries", count("scheduled"), "waiting for their next attempt"),
         ("DLQ", count("dlq"), "dead events (eventstream dlq list)"),
+        ("parked", count("parked"), "waiting behind earlier events of their ordering key"),
+        ("busy keys", count("busyKeys"), "ordering keys with events in progress"),
+        ("oldest parked", seconds("oldestParkedMs"), "how long the event parked longest has waited"),
         ("workers", count("workers"), "with a recent heartbeat"),
         ("received total", count("received"), "accepted since the start"),
         ("processed total", count("processed"), ""),

@@ -41,6 +41,12 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "redeliveredSkipped",
         "Redelivered events found already processed and acknowledged without running again.",
     ),
+    # JSON names end in Total: "parked" is the gauge of the events parked now
+    "parked": (
+        "parkedTotal",
+        "Events parked behind earlier events of their ordering key (ingest and replay).",
+    ),
+    "released": ("releasedTotal", "Parked events let into the stream once their ordering key had room."),
 }
 
 GAUGES: dict[str, tuple[str, str]] = {
@@ -50,6 +56,26 @@ GAUGES: dict[str, tuple[str, str]] = {
     "dlq": ("dlq", "Events in the dead-letter queue."),
     "lag": ("lag", "Entries in the stream not yet delivered to the consumer group."),
     "workers": ("workers", "Workers whose heartbeat is recent."),
+}
+
+# The ordering gauges: snapshot field -> (metric, JSON name, help). Their own names, as
+# eventstream_parked is the counter's; the wait is in seconds here and in ms in the JSON.
+ORDERING_GAUGES: dict[str, tuple[str, str, str]] = {
+    "parked": (
+        "eventstream_ordering_parked",
+        "parked",
+        "Events parked behind earlier events of their ordering key, waiting to be released.",
+    ),
+    "busy_keys": (
+        "eventstream_ordering_busy_keys",
+        "busyKeys",
+        "Ordering keys with events in progress (queued, in flight or waiting for a retry).",
+    ),
+    "oldest_parked_ms": (
+        "eventstream_ordering_oldest_wait_seconds",
+        "oldestParkedMs",
+        "How long the event parked longest has waited (0: none is parked).",
+    ),
 }
 
 # Upper bounds (seconds) of the histogram buckets; +Inf is implicit.
@@ -91,7 +117,7 @@ class HistogramBatch:
 
 
 # Gauges also shown per partition (a label) when a deployment has several.
-PARTITION_GAUGES = ("queued", "pending", "scheduled", "dlq", "lag")
+PARTITION_GAUGES = ("queued", "pending", "scheduled", "dlq", "lag", "parked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +139,7 @@ async def snapshot(broker: Broker, now_ms: int, worker_ttl_ms: int) -> Snapshot:
 def summary(snap: Snapshot) -> dict[str, int]:
     out = {json_name: snap.counters.get(field, 0) for field, (json_name, _) in COUNTERS.items()}
     out.update({json_name: snap.gauges.get(f, 0) for f, (json_name, _) in GAUGES.items()})
+    out.update({json_name: snap.gauges.get(f, 0) for f, (_, json_name, _) in ORDERING_GAUGES.items()})
     return out
 
 
@@ -133,9 +160,14 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         g = GaugeMetricFamily(f"eventstream_{field}", help_text)
         g.add_metric([], snap.gauges.get(field, 0))
         yield g
+    for field, (metric, _, help_text) in ORDERING_GAUGES.items():
+        g = GaugeMetricFamily(metric, help_text)
+        value = snap.gauges.get(field, 0)
+        g.add_metric([], value / 1000 if field.endswith("_ms") else value)
+        yield g
     if snap.partitions:
         for field in PARTITION_GAUGES:
-            _, help_text = GAUGES[field]
+            help_text = GAUGES[field][1] if field in GAUGES else ORDERING_GAUGES[field][2]
             g = GaugeMetricFamily(
                 f"eventstream_partition_{field}", f"{help_text} Per partition.", labels=["partition"]
             )

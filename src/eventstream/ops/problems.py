@@ -12,7 +12,10 @@ kind of problem is listed with an exact count and up to ``examples`` ids:
   a live worker is settling right now;
 - status fields that point nowhere, and live or dead entries whose status field is
   missing or points elsewhere (which also catches one event in two places);
-- events both in the store and in the DLQ.
+- events both in the store and in the DLQ;
+- parked events (waiting behind their ordering key) that nothing will release: their
+  key has no event in progress, or their key's line is gone; keys whose place in the
+  waiting set (which the oldest-wait gauge reads) disagrees with their line.
 
 Suspects found by the chunked walk are read again in one MULTI each batch (the
 broker's ``recheck_*`` reads), so an event that merely moved while the walk ran is
@@ -21,6 +24,7 @@ not reported.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +34,14 @@ import msgspec
 from eventstream.broker import Broker
 from eventstream.broker.reads import PendingEntry, StateReads
 from eventstream.store import SqlStore
+
+_PARKED_STATUS = re.compile(r"k:([0-9a-f]{32})")
+
+
+def _parked_key(status: str | None) -> str | None:
+    """The key digest a parked event's status names (None: not a parked status)."""
+    match = _PARKED_STATUS.fullmatch(status or "")
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,7 @@ class Walk:
         await self._scan_retries()
         await self._scan_dlq()
         await self._scan_status()
+        await self._scan_parked()
         return [
             Problem(code, f.count, self.details[code], tuple(f.examples))
             for code, f in self.found.items()
@@ -230,8 +243,8 @@ class Walk:
     def _live_without_status(self) -> _Found:
         return self._problem(
             "live_without_status",
-            "live entries (stream, retry set or DLQ) whose status field is missing or points "
-            "elsewhere: the event is in two places, or its status was lost",
+            "live entries (stream, retry set, parked or DLQ) whose status field is missing or "
+            "points elsewhere: the event is in two places, or its status was lost",
         )
 
     async def _scan_retries(self) -> None:
@@ -308,8 +321,82 @@ class Walk:
         ]
         self._problem(
             "status_points_nowhere",
-            "status fields whose stream entry, retry or DLQ entry does not exist (or holds another event)",
+            "status fields whose stream entry, retry, parked body or DLQ entry does not exist (or "
+            "holds another event)",
         ).add(bad)
+
+    # ---- ordering ------------------------------------------------------------------
+
+    async def _scan_parked(self) -> None:
+        """The parked bodies, then each key they name or the waiting set names, once."""
+        checked: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, ids = await self.reads.parked_page(cursor, self.chunk)
+            if ids:
+                digests = [_parked_key(s) for s in await self.reads.statuses(ids)]
+                await self._check_parked(list(zip(ids, digests, strict=True)))
+                await self._check_keys({d for d in digests if d is not None} - checked)
+                checked.update(d for d in digests if d is not None)
+            if cursor == 0:
+                break
+        start = 0
+        while True:
+            page = await self.reads.waiting_page(start, self.chunk)
+            start += len(page)
+            await self._check_keys(set(page) - checked)
+            checked.update(page)
+            if len(page) < self.chunk:
+                return
+
+    async def _check_parked(self, items: list[tuple[str, str | None]]) -> None:
+        """Parked bodies whose status does not name a key, or whose key's line is gone
+        (order.lua releases a key's events from its line: these would wait forever)."""
+        named = sorted({d for _, d in items if d is not None})
+        gone = {d for d, n in zip(named, await self.reads.line_lengths(named), strict=True) if not n}
+        suspects = [(i, d) for i, d in items if d is None or d in gone]
+        if not suspects:
+            return
+        without_status, without_line = [], []
+        for (i, d), (parked, status, line) in zip(
+            suspects, await self.reads.recheck_parked(suspects), strict=True
+        ):
+            if not parked:
+                continue  # released or removed meanwhile
+            if _parked_key(status) is None:
+                without_status.append(f"{i} (parked: status {status or 'missing'})")
+            elif status == f"k:{d}" and not line:
+                without_line.append(f"{i} (key {d})")
+        self._live_without_status().add(without_status)
+        if without_line:
+            self._problem(
+                "parked_without_line",
+                "parked events whose ordering key's line ({p}:order:<key>) does not hold any event: "
+                "nothing will release them",
+            ).add(without_line)
+
+    async def _check_keys(self, digests: set[str]) -> None:
+        """Keys with parked events and none in progress (the step that finishes a key's
+        event releases the next: nothing will), and keys whose place in the waiting set
+        disagrees with their line (the oldest-wait gauge reads that set)."""
+        ordered = sorted(digests)
+        for n in range(0, len(ordered), self.chunk):
+            chunk = ordered[n : n + self.chunk]
+            for d, key in zip(chunk, await self.reads.recheck_keys(chunk), strict=True):
+                if key.parked and not key.busy:
+                    stuck = self._problem(
+                        "parked_without_busy_key",
+                        "events parked behind an ordering key that has no event in progress "
+                        "({p}:order has no field for it): nothing will release them",
+                    )
+                    stuck.count += key.parked - 1
+                    stuck.add([f"{key.first} (key {d}: {key.parked} parked)"])
+                if bool(key.parked) != key.waiting:
+                    self._problem(
+                        "waiting_out_of_step",
+                        "ordering keys with parked events missing from the waiting set, or named "
+                        "there with none parked: the oldest-wait gauge is wrong for them",
+                    ).add([f"{d} ({key.parked} parked, " + ("waiting)" if key.waiting else "not waiting)")])
 
 
 def merged(found: list[list[Problem]], limit: int) -> list[Problem]:
