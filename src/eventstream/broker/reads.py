@@ -52,7 +52,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class KeyLine:
-    """One ordering key's records (keys.py: {p}:order, {p}:order:<kd>, {p}:waiting) read together."""
+    """One ordering key's records (keys.py: {p}:order, its line in {p}:lines, {p}:waiting)
+    read together."""
 
     busy: bool  # {p}:order counts events of the key in progress
     parked: int  # events in its line
@@ -220,7 +221,7 @@ class StateReads:
         """How many events each ordering key's line holds (one round trip)."""
         async with self._r.pipeline(transaction=False) as pipe:
             for d in digests:
-                pipe.llen(self.keys.line(d))
+                _line_length(pipe, self.keys, d)
             return [int(n) for n in await pipe.execute()]
 
     async def statuses(self, event_ids: Sequence[str]) -> list[str | None]:
@@ -314,7 +315,7 @@ class StateReads:
                 pipe.hexists(k.parked, event_id)
                 pipe.hget(k.status, event_id)
                 if digest is not None:
-                    pipe.llen(k.line(digest))
+                    _line_length(pipe, k, digest)
             replies = iter(await pipe.execute())
         out: list[tuple[bool, str | None, int]] = []
         for _, digest in items:
@@ -330,12 +331,12 @@ class StateReads:
         async with self._r.pipeline(transaction=True) as pipe:
             for d in digests:
                 pipe.hexists(k.order, d)
-                pipe.llen(k.line(d))
-                pipe.lindex(k.line(d), 0)
+                _line_length(pipe, k, d)
+                pipe.zrangebylex(k.lines, f"[{d}:", f"({d};", start=0, num=1)
                 pipe.zscore(k.waiting, d)
             replies = await pipe.execute()
         return [
-            KeyLine(bool(busy), int(parked), first, score is not None)
+            KeyLine(bool(busy), int(parked), first[0].split(":")[2] if first else None, score is not None)
             for busy, parked, first, score in zip(*[iter(replies)] * 4, strict=True)
         ]
 
@@ -377,6 +378,11 @@ class StateReads:
                 holds = False
             out.append(Target(now if isinstance(now, str) else None, holds))
         return out
+
+
+def _line_length(pipe: Any, keys: Keys, digest: str) -> None:
+    """How many events one ordering key's line holds (its range of {p}:lines), queued."""
+    pipe.zlexcount(keys.lines, f"[{digest}:", f"({digest};")
 
 
 def _is_entry_id(ref: str) -> bool:

@@ -371,7 +371,7 @@ class Walk:
         if without_line:
             self._problem(
                 "parked_without_line",
-                "parked events whose ordering key's line ({p}:order:<key>) does not hold any event: "
+                "parked events whose ordering key's line (in {p}:lines) does not hold any event: "
                 "nothing will release them",
             ).add(without_line)
 
