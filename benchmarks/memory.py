@@ -1,4 +1,5 @@
-"""Redis memory per event: queued, idempotency keys, and after a full drain.
+"""Redis memory per event: queued, idempotency keys, parked behind an ordering key, and
+after a full drain.
 
     .venv/bin/python -m benchmarks.memory [--events N] [--payload-bytes B]
 
@@ -86,6 +87,32 @@ async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> 
     after_keys = await used_memory(redis)
     rows.append(
         ("per idempotency key kept for the dedupe window", f"{(after_keys - before_keys) / events:,.0f} B")
+    )
+
+    # The same events with ordering keys, 100 per key: all but each key's first wait parked.
+    keys_n = max(1, events // 100)
+    before_order = await used_memory(redis)
+    for start in range(0, events, 500):
+        items = [
+            to_envelope(
+                IncomingEvent(type="BENCH", payload=payload, orderingKey=f"key-{(start + i) % keys_n}"),
+                None,
+                now_ms(),
+            )
+            for i in range(min(500, events - start))
+        ]
+        await enqueue(broker, items, 86_400_000)
+    parked = await used_memory(redis)
+    rows.append(
+        (
+            f"{events:,} events over {keys_n:,} ordering keys ({events - keys_n:,} parked), "
+            f"{payload_bytes} B payload: per event",
+            f"{(parked - before_order) / events:,.0f} B",
+        )
+    )
+    await Worker(default_app(), settings, broker, store).run(burst=True)
+    rows.append(
+        ("after their drain: used_memory vs before them", f"{await used_memory(redis) - before_order:+,} B")
     )
     await store.close()
     await redis.aclose()
