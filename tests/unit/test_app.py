@@ -95,6 +95,10 @@ def test_wildcard_catches_types_without_their_own_handler() -> None:
         ({"retry_delay": -0.1}, "retry_delay"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": -1.0}, "timeout"),
+        ({"key_concurrency": 0}, "key_concurrency"),
+        ({"key_concurrency": -2}, "key_concurrency"),
+        ({"key_concurrency": 1.5}, "key_concurrency"),
+        ({"key_concurrency": True}, "key_concurrency"),
     ],
 )
 def test_invalid_policy_values_are_rejected(policy: dict[str, float], message: str) -> None:
@@ -110,6 +114,15 @@ def test_edge_policy_values_are_accepted() -> None:
     h = app.handler_for("A")
     assert h is not None
     assert (h.max_attempts, h.retry_delay, h.timeout) == (1, 0, 0.001)
+    assert h.key_concurrency == 1  # the default: one at a time per ordering key
+
+
+def test_key_limits_name_each_type_and_the_wildcard() -> None:
+    app = EventStream()
+    app.handler("A", key_concurrency=3)(lambda e: None)
+    app.handler("B")(lambda e: None)
+    app.handler("*", key_concurrency=2)(lambda e: None)
+    assert app.key_limits == {"A": 3, "B": 1, "*": 2}
 
 
 def test_async_detection() -> None:
