@@ -279,6 +279,21 @@ def test_events_show_a_queued_event(api: Api, client: httpx.Client) -> None:
     assert json.loads(r.stdout)["status"] == "queued"
 
 
+def test_events_show_an_event_waiting_behind_its_ordering_key(api: Api, client: httpx.Client) -> None:
+    ids = []
+    for n in range(2):  # no worker runs: the second waits behind the first
+        r = client.post("/events", json={"type": "OK", "payload": {"n": n}, "orderingKey": "acct-9"})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["eventId"])
+    r = run_cli("events", "show", ids[1], url=api.url)
+    assert r.code == 0, r.stderr
+    rows = {cells[1].strip(): cells[2].strip() for cells in _fields_rows(r.stdout)}
+    assert (rows["status"], rows["ordering key"]) == ("queued", "acct-9")
+    assert rows["waiting behind its key since"].endswith("Z")
+    r = run_cli("events", "show", ids[0], url=api.url)
+    assert "waiting behind its key since" not in r.stdout
+
+
 def test_events_show_unknown_exits_1(api: Api) -> None:
     r = run_cli("events", "show", "nope", url=api.url)
     assert r.code == 1

@@ -82,6 +82,7 @@ class State:
     lines: dict[str, list[str]] = field(default_factory=dict)  # digest -> parked ids, in order
     parked: dict[str, str] = field(default_factory=dict)  # parked id -> "<ms>:<envelope>"
     waiting: dict[str, int] = field(default_factory=dict)  # digest -> its first parked one's ms
+    parked_at: dict[str, int] = field(default_factory=dict)  # parked id -> ms, as its line's member says
 
     def counter(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -109,6 +110,7 @@ async def state(redis: Redis, keys: Keys) -> State:
     retry = {m: int(s) for m, s in await r.zrange(keys.retry, 0, -1, withscores=True)}
     dlq = [(e, dict(f)) for e, f in await r.xrange(keys.dlq)]
     idem, stray = {}, []
+    lines, parked_at = _lines(await r.zrange(keys.lines, 0, -1, withscores=True))
     known = set(keys.all_static())
     async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
         if k.startswith(f"{keys.tag}:idem:"):
@@ -128,22 +130,27 @@ async def state(redis: Redis, keys: Keys) -> State:
         idem=idem,
         stray=sorted(stray),
         order={k: int(v) for k, v in (await r.hgetall(keys.order)).items()},
-        lines=_lines(await r.zrange(keys.lines, 0, -1, withscores=True)),
+        lines=lines,
+        parked_at=parked_at,
         parked=await r.hgetall(keys.parked),
         waiting={m: int(s) for m, s in await r.zrange(keys.waiting, 0, -1, withscores=True)},
     )
 
 
-def _lines(members: list[tuple[str, float]]) -> dict[str, list[str]]:
-    """The parked events by key, in line order, from {p}:lines ("<kd>:<seq>:<id>" at 0)."""
+def _lines(members: list[tuple[str, float]]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The parked events by key, in line order, from {p}:lines ("<kd>:<seq>:<ms>:<id>" at
+    0), and the time each member says its event was parked."""
     out: dict[str, list[str]] = {}
+    parked_at: dict[str, int] = {}
     for member, score in members:  # in name order: by key, then by seq
         assert score == 0, member
-        digest, seq, event_id = member.split(":")
+        digest, seq, ms, event_id = member.split(":")
         assert len(seq) == 16, member
         assert seq.isdigit(), member
+        assert ms.isdigit(), member
         out.setdefault(digest, []).append(event_id)
-    return out
+        parked_at[event_id] = int(ms)
+    return out, parked_at
 
 
 _RETRY_STATUS = re.compile(r"^r:\d+:\d*(:[0-9a-f]{32})?$")
@@ -207,6 +214,8 @@ def assert_order(s: State) -> None:
         assert digest in s.order, f"key {digest} has parked events and none released"
     parked_ids = [i for line in s.lines.values() for i in line]
     assert sorted(parked_ids) == sorted(s.parked), "parked bodies and lines disagree"
+    for event_id, body in s.parked.items():
+        assert s.parked_at[event_id] == int(body.partition(":")[0]), "a line and a body disagree on a time"
     heads = {d: int(s.parked[line[0]].partition(":")[0]) for d, line in s.lines.items()}
     assert s.waiting == heads, f"waiting {s.waiting} vs the lines' first {heads}"
 

@@ -43,9 +43,10 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               events are released: queued or in flight in {p}:stream, or
                               waiting in {p}:retry. A key is busy while it has a field.
     {p}:lines         ZSET    the events that wait ("parked") behind their key's busy
-                              events: members "<kd>:<seq>:<event id>" at score 0, so a
-                              key's line is a lexicographic range, in acceptance order
-                              (seq: 16 digits of the partition's parked counter).
+                              events: members "<kd>:<seq>:<ms>:<event id>" at score 0,
+                              so a key's line is a lexicographic range, in acceptance
+                              order (seq: 16 digits of the partition's parked counter;
+                              ms: when it was parked).
     {p}:parked        HASH    parked event id -> "<ms parked>:<envelope>".
     {p}:waiting       ZSET    digest of each key that has parked events, scored by the ms
                               its first one was parked.

@@ -14,8 +14,8 @@
 -- with the K of types not named under '*' (absent: 1).
 --
 -- Every key's line is in one sorted set of the partition ({p}:lines), all members at
--- score 0, so that they sort by name: "<kd>:<seq>:<event id>", seq (16 digits) the
--- partition's parked counter when the event was parked. A key's first waiting event is
+-- score 0, so that they sort by name: "<kd>:<seq>:<ms>:<event id>", seq (16 digits)
+-- the partition's parked counter when the event was parked, ms the time it was. A key's first waiting event is
 -- the first member of the lexicographic range "<kd>:" .. "<kd>;". The set's name is
 -- fixed, so every script declares every key it touches (a slot that is moving between
 -- nodes refuses the whole call instead of failing it halfway).
@@ -43,7 +43,7 @@ local function order_admit(o, kd, id, env, now)
     return order_xadd(o, kd, id, env), false
   end
   local seq = redis.call('HINCRBY', o.counters, 'parked', 1)
-  redis.call('ZADD', o.lines, 0, kd .. ':' .. string.format('%016d', seq) .. ':' .. id)
+  redis.call('ZADD', o.lines, 0, kd .. ':' .. string.format('%016d', seq) .. ':' .. now .. ':' .. id)
   redis.call('ZADD', o.waiting, 'NX', now, kd) -- the line's first keeps its time
   redis.call('HSET', o.parked, id, now .. ':' .. env)
   return 'k:' .. kd, true
@@ -56,20 +56,29 @@ local function order_limit(o, env)
   return tonumber(type(t) == 'string' and o.limits[t] or o.limits['*']) or 1
 end
 
-local function order_head(o, kd)
-  local first = redis.call('ZRANGEBYLEX', o.lines, '[' .. kd .. ':', '(' .. kd .. ';', 'LIMIT', 0, 1)[1]
-  if not first then return nil, nil end
-  return first, string.sub(first, #kd + 19) -- after "<kd>:<16 digits>:"
+-- The first two of key kd's line: { member, ms parked, event id } each.
+local function order_heads(o, kd)
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', o.lines, '[' .. kd .. ':', '(' .. kd .. ';', 'LIMIT', 0, 2)) do
+    local ms, id = string.match(m, '^%x+:%d+:(%d+):(.+)$')
+    out[#out + 1] = { m, ms, id }
+  end
+  return out
 end
 
 -- One released event of key kd has finished (processed or dead): release the next
--- parked ones while the key has room. Returns how many were released.
+-- parked ones while the key has room. Returns how many were released. With every K
+-- 1 (the usual case) that is at most one, found by one read of the line's first two
+-- (the second's time is the key's wait from now on) and with no body read but the
+-- released event's.
 local function order_finish(o, kd)
-  local active = (tonumber(redis.call('HGET', o.order, kd)) or 1) - 1
+  local was = tonumber(redis.call('HGET', o.order, kd)) or 1
+  local active = was - 1
   local released, popped = 0, 0
-  while true do
-    local member, id = order_head(o, kd)
-    if not member then break end
+  local heads, i = order_heads(o, kd), 1
+  while heads[i] do
+    if not o.limits and active >= 1 then break end
+    local member, id = heads[i][1], heads[i][3]
     local body = redis.call('HGET', o.parked, id)
     if body then
       local env = string.sub(body, (string.find(body, ':', 1, true) or 0) + 1)
@@ -81,20 +90,20 @@ local function order_finish(o, kd)
     end
     redis.call('ZREM', o.lines, member)
     popped = popped + 1
+    i = i + 1
+    if i > 2 then heads, i = order_heads(o, kd), 1 end -- both gone: the next two
   end
   if popped > 0 then
-    local _, head = order_head(o, kd)
-    local body = head and redis.call('HGET', o.parked, head)
-    if body then
-      redis.call('ZADD', o.waiting, tonumber(string.match(body, '^(%d+):')) or 0, kd)
+    if heads[i] then
+      redis.call('ZADD', o.waiting, heads[i][2], kd)
     else
       redis.call('ZREM', o.waiting, kd)
     end
   end
-  if active > 0 then
-    redis.call('HSET', o.order, kd, active)
-  else
+  if active <= 0 then
     redis.call('HDEL', o.order, kd)
+  elseif active ~= was then
+    redis.call('HSET', o.order, kd, active)
   end
   return released
 end

@@ -336,7 +336,7 @@ class StateReads:
                 pipe.zscore(k.waiting, d)
             replies = await pipe.execute()
         return [
-            KeyLine(bool(busy), int(parked), first[0].split(":")[2] if first else None, score is not None)
+            KeyLine(bool(busy), int(parked), first[0].split(":")[3] if first else None, score is not None)
             for busy, parked, first, score in zip(*[iter(replies)] * 4, strict=True)
         ]
 

@@ -433,6 +433,8 @@ def events_show(
                 ("timestamp", item.get("timestamp")),
                 ("idempotency key", item.get("idempotencyKey")),
                 ("replay of", item.get("replayOf")),
+                ("ordering key", item.get("orderingKey")),
+                ("waiting behind its key since", item.get("parkedAt")),
             ],
         )
     )
