@@ -25,6 +25,13 @@ server with 1 partition, one server with N (12), and a local cluster of 3 primar
 for each node, the Redis CPU per event and its shares of commands and of events.
 The read strategy ("reads", alone with --reads): end-to-end latency at a low offered
 load (200 events/s for 10 s), then the commands per second an idle worker sends (5 s).
+
+    .venv/bin/python -m benchmarks --ordering [--events 100000] [--ordering-keys 1000]
+
+--ordering runs only what ordering keys cost, each beside the same work without keys
+(benchmarks/ordering.py): the drain of N events over K keys against N events with no
+key, and unkeyed events' end-to-end latency (--rate, for --ordering-seconds) alone and
+beside a busy key with a slow handler in the same partition.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from benchmarks.harness import (
 )
 from benchmarks.memory import measure as measure_memory
 from benchmarks.nodes import Node, usage, work
+from benchmarks.ordering import bench_drains, busy_latency, ordering_table
 from eventstream.broker import connect
 from eventstream.embedded import EmbeddedRedis
 
@@ -351,6 +359,10 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 console.print(f"run {index + 1} of {repeat}")
             run.figures["redis_server"] = asyncio.run(server_identity(server.url))
             with progress:
+                if args.ordering:
+                    bench_drains(run, args.events, args.ordering_keys, progress)
+                    busy_latency(run, args.rate, args.ordering_seconds, progress)
+                    return run
                 bench_drain(run, args.events, progress)
                 bench_ingest(run, args.seconds, progress)
                 bench_latency(run, args.rate, args.latency_seconds, progress)
@@ -443,12 +455,19 @@ def main() -> None:
     group.add_argument("--reads-rate", type=float, default=200.0, help="offered load for reads")
     group.add_argument("--reads-seconds", type=float, default=10.0)
     group.add_argument("--idle-seconds", type=float, default=5.0, help="idle worker, for reads")
+    group = parser.add_argument_group("ordering keys")
+    group.add_argument("--ordering", action="store_true",
+                       help="only the ordering benchmarks: the drain with and without ordering keys, "
+                            "and unkeyed latency with and without a busy key (--rate)")  # fmt: skip
+    group.add_argument("--ordering-keys", type=int, default=1000, help="ordering keys of the keyed drain")
+    group.add_argument("--ordering-seconds", type=float, default=10.0, help="each latency run")
     args = parser.parse_args()
     if args.quick:
         args.events, args.seconds, args.rate, args.latency_seconds, args.memory_events = (
             2000, 1.0, 200.0, 1.0, 1000,
         )  # fmt: skip
         args.reads_seconds, args.idle_seconds = 1.0, 1.0
+        args.ordering_keys, args.ordering_seconds = 100, 1.0
     load_before = os.getloadavg()
 
     if args.cluster or args.reads:
@@ -456,6 +475,10 @@ def main() -> None:
         run = Run(runs[0].url, runs[0].scratch, figures={"setups": [r.figures for r in runs]})
         run.notes = sorted({n for r in runs for n in r.notes})
         tables = [reads_table(runs, args.cluster), *(nodes_table(r) for r in runs if args.cluster)]
+    elif args.ordering:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [ordering_table(r) for r in runs]
     else:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else combine(runs)
