@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -184,11 +185,28 @@ class Probe:
         self.close()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (0 when it is gone or there is no
+    /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0) -> dict[str, Any]:
     """``events`` events queued (``keys``: over that many ordering keys, see prequeue),
     then drained by one ``eventstream worker --burst`` with the default settings and the
     default no-op app, store on. The rate is taken from the first event processed to the
-    last (the queueing is not timed); the Redis work is the whole phase's."""
+    last (the queueing is not timed); the Redis work is the whole phase's; the worker's
+    CPU is counted from the first event processed to its exit (start-up left out), a
+    figure that a busy machine disturbs less than the rate."""
     settings = run.settings(name)
     (run.scratch / name).mkdir(parents=True, exist_ok=True)
     task = progress.add_task(f"{name}: queueing", total=events)
@@ -197,26 +215,36 @@ def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0) -
     probe = Probe(settings)
     before = usage(run.nodes)
     log = run.scratch / f"{name}-worker.log"
+    children_before = children_cpu_s()
     proc = spawn(["worker", "--burst"], run.env(name), log)
     first_t = first_n = None
+    start_cpu_s = 0.0
     done = 0
     while done < events:
         done = probe.counter("processed")
         now = time.perf_counter()
         if first_t is None and done > 0:
             first_t, first_n = now, done
+            start_cpu_s = cpu_s(proc.pid)
         progress.update(task, completed=done)
         if proc.poll() is not None and done < events:
             raise RuntimeError(f"worker exited early; see {log}")
         time.sleep(0.02)
     end_t = time.perf_counter()
     proc.wait(60)
+    worker_cpu_s = children_cpu_s() - children_before - start_cpu_s
     redis = work(run.nodes, before, events, run.node_events(probe.by_partition("processed"), name))
     probe.close()
     if first_t is None or first_n is None:
         raise RuntimeError(f"{name}: nothing was processed")
     rate = (events - first_n) / max(end_t - first_t, 1e-9)
-    return {"events": events, "keys": keys, "events_per_s": round(rate), "redis": redis}
+    return {
+        "events": events,
+        "keys": keys,
+        "events_per_s": round(rate),
+        "worker_cpu_us_per_event": round(worker_cpu_s * 1e6 / max(events - first_n, 1), 2),
+        "redis": redis,
+    }
 
 
 # ---- end-to-end latency -----------------------------------------------------------

@@ -93,6 +93,13 @@ def ordering_table(run: Run) -> Table:
         f"{keyed_us} µs",
         f"{keyed_us / plain_us:.2f}x" if plain_us else "",
     )
+    plain_cpu, keyed_cpu = plain["worker_cpu_us_per_event"], keyed["worker_cpu_us_per_event"]
+    table.add_row(
+        "drain: worker CPU per event",
+        f"{plain_cpu} µs",
+        f"{keyed_cpu} µs",
+        f"{keyed_cpu / plain_cpu:.2f}x" if plain_cpu else "",
+    )
     alone, busy = lat["alone"], lat["busy"]
     key = busy["busy_key"]
 
