@@ -82,6 +82,7 @@ def test_ordering_benchmarks_compare_keyed_with_unkeyed(tmp_path: Path) -> None:
         assert drain[side]["events_per_s"] > 0
         assert drain[side]["redis"]["cpu_us_per_event"] > 0
         assert drain[side]["worker_cpu_us_per_event"] > 0
+        assert drain[side]["queueing_redis_us_per_event"] > 0
     assert drain["keyed_share"] > 0
     latency = figures["ordering_latency"]
     assert latency["alone"]["events"] > 0
