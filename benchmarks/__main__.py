@@ -25,6 +25,13 @@ server with 1 partition, one server with N (12), and a local cluster of 3 primar
 for each node, the Redis CPU per event and its shares of commands and of events.
 The read strategy ("reads", alone with --reads): end-to-end latency at a low offered
 load (200 events/s for 10 s), then the commands per second an idle worker sends (5 s).
+
+    .venv/bin/python -m benchmarks --ordering [--events 100000] [--ordering-keys 1000]
+
+--ordering runs only what ordering keys cost, each beside the same work without keys
+(benchmarks/ordering.py): the drain of N events over K keys against N events with no
+key, and unkeyed events' end-to-end latency (--rate, for --ordering-seconds) alone and
+beside a busy key with a slow handler in the same partition.
 """
 
 from __future__ import annotations
@@ -36,212 +43,47 @@ import os
 import platform
 import re
 import shutil
-import signal
-import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from redis.crc import key_slot
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from tests.support.cluster import LocalCluster
 
+from benchmarks.harness import (
+    ROOT,
+    Probe,
+    Run,
+    api_process,
+    drain,
+    measure_latency,
+    percentile,
+)
 from benchmarks.memory import measure as measure_memory
-from benchmarks.nodes import Node, rates, usage, work
-from eventstream.broker import Broker, Layout, connect
-from eventstream.embedded import EmbeddedRedis, free_port
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
-from eventstream.settings import Settings
+from benchmarks.nodes import Node, usage, work
+from benchmarks.ordering import bench_drains, busy_latency, ordering_table
+from eventstream.broker import connect
+from eventstream.embedded import EmbeddedRedis
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 console = Console()
 
 
-@dataclass
-class Run:
-    """Everything one benchmark run needs: the server (or a cluster node's URL), the
-    deployment's partitions, the nodes whose work is measured, a scratch dir, the figures."""
-
-    url: str
-    scratch: Path
-    partitions: int = 1
-    nodes: list[Node] = field(default_factory=list)
-    figures: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    slots: list[tuple[int, int, str]] = field(default_factory=list)  # cluster: first, last, node URL
-
-    def env(self, name: str, **extra: str) -> dict[str, str]:
-        data = self.scratch / name
-        data.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.update(
-            EVENTSTREAM_REDIS_URL=self.url,
-            EVENTSTREAM_PARTITIONS=str(self.partitions),
-            EVENTSTREAM_PREFIX=name,
-            EVENTSTREAM_DATA_DIR=str(data),
-            EVENTSTREAM_LOG_LEVEL="warning",
-            EVENTSTREAM_LOG_FORMAT="json",
-            PYTHONPATH=str(ROOT),
-        )
-        env.update(extra)
-        return env
-
-    def settings(self, name: str) -> Settings:
-        return Settings(
-            redis_url=self.url, prefix=name, data_dir=self.scratch / name, partitions=self.partitions
-        )
-
-    def node_events(self, by_partition: list[int], name: str) -> dict[str, int]:
-        """Events per node URL, from each partition's count."""
-        out: dict[str, int] = {}
-        for keys, n in zip(Layout(name, self.partitions).parts, by_partition, strict=True):
-            slot = key_slot(keys.tag.encode())
-            url = next((u for first, last, u in self.slots if first <= slot <= last), self.url)
-            out[url] = out.get(url, 0) + n
-        return out
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-# ---- processes --------------------------------------------------------------------
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "eventstream", *args], env=env, stdout=out, stderr=out)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextmanager
-def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
-    port = free_port()
-    proc = spawn(["api", "--port", str(port)], run.env(name, **env), run.scratch / f"{name}-api.log")
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"API did not become ready; see {run.scratch / f'{name}-api.log'}")
-            time.sleep(0.05)
-        yield base
-    finally:
-        stop(proc)
-
-
-# ---- drain ------------------------------------------------------------------------
-
-
-async def prequeue(settings: Settings, events: int) -> None:
-    """``events`` events queued in calls of up to 1,000, as many calls to every partition
-    (each call goes to the next partition in turn)."""
-    redis = await connect(settings.redis_url or "")
-    broker = Broker(redis, Layout(settings.prefix, settings.partitions))
-    await broker.ensure_group()
-    calls = settings.partitions * -(-events // (1000 * settings.partitions))
-    start = 0
-    for call in range(calls):
-        size = events // calls + (call < events % calls)
-        items = [
-            to_envelope(IncomingEvent(type="BENCH", payload={"n": start + i}), None, now_ms())
-            for i in range(size)
-        ]
-        await enqueue(broker, items, 60_000)
-        start += size
-    await redis.aclose()
-
-
-class Probe:
-    """A deployment's counters, read over one client kept for the whole phase (a cluster
-    client costs a CLUSTER SLOTS and a COMMAND to make, on the nodes being measured)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._redis = self._loop.run_until_complete(connect(settings.redis_url or ""))
-        self._layout = Layout(settings.prefix, settings.partitions)
-        self._broker = Broker(self._redis, self._layout)
-
-    def counter(self, name: str) -> int:
-        return self._loop.run_until_complete(self._broker.counters()).get(name, 0)
-
-    def by_partition(self, name: str) -> list[int]:
-        async def read() -> list[int]:
-            return [int(await self._redis.hget(k.counters, name) or 0) for k in self._layout.parts]
-
-        return self._loop.run_until_complete(read())
-
-    def close(self) -> None:
-        self._loop.run_until_complete(self._redis.aclose())
-        self._loop.close()
-
-    def __enter__(self) -> Probe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def bench_drain(run: Run, events: int, progress: Progress) -> None:
-    name = "drain"
-    settings = run.settings(name)
-    (run.scratch / name).mkdir(parents=True, exist_ok=True)
-    task = progress.add_task("drain: queueing", total=events)
-    asyncio.run(prequeue(settings, events))
-    progress.update(task, description="drain: processing")
-    probe = Probe(settings)
-    before = usage(run.nodes)
-    proc = spawn(["worker", "--burst"], run.env(name), run.scratch / "drain-worker.log")
-    first_t = first_n = None
-    done = 0
-    while done < events:
-        done = probe.counter("processed")
-        now = time.perf_counter()
-        if first_t is None and done > 0:
-            first_t, first_n = now, done
-        progress.update(task, completed=done)
-        if proc.poll() is not None and done < events:
-            raise RuntimeError(f"worker exited early; see {run.scratch / 'drain-worker.log'}")
-        time.sleep(0.02)
-    end_t = time.perf_counter()
-    proc.wait(60)
-    by_node = run.node_events(probe.by_partition("processed"), name)
-    run.figures["drain_redis"] = work(run.nodes, before, events, by_node)
-    run.figures["drain_redis_us_per_event"] = run.figures["drain_redis"]["cpu_us_per_event"]
-    probe.close()
-    if first_t is None or first_n is None:
-        raise RuntimeError("drain: nothing was processed")
-    rate = (events - first_n) / max(end_t - first_t, 1e-9)
-    run.figures["drain_events_per_s"] = round(rate)
+    figures = drain(run, "drain", events, progress)
+    run.figures["drain_redis"] = figures["redis"]
+    run.figures["drain_redis_us_per_event"] = figures["redis"]["cpu_us_per_event"]
+    run.figures["drain_events_per_s"] = figures["events_per_s"]
     run.figures["drain_events"] = events
 
 
@@ -345,108 +187,6 @@ def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bo
 
 
 # ---- end-to-end latency -----------------------------------------------------------
-
-
-async def paced_sender(
-    url: str, rate: float, seconds: float, connections: int = 16, key_prefix: str | None = None
-) -> list[str]:
-    """Offer `rate` events/s for `seconds` on a fixed schedule (no coordinated omission).
-
-    A lean HTTP/1.1 client over keep-alive connections (httpx costs too much CPU per
-    request to offer 1,000/s here beside the server). Each request has a due time;
-    a connection sends the next due request as soon as it is free.
-    """
-    parsed = httpx.URL(url)
-    host, port, path = parsed.host, parsed.port or 80, parsed.raw_path.decode()
-    total = int(rate * seconds)
-    ids: list[str] = []
-    next_index = 0
-    start = time.perf_counter()
-
-    async def connection() -> None:
-        nonlocal next_index
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while next_index < total:
-                i = next_index
-                next_index += 1
-                delay = start + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                body = json.dumps({"type": "BENCH", "payload": {"n": i}}).encode()
-                key = f"Idempotency-Key: {key_prefix}{i}\r\n" if key_prefix and i % 2 else ""
-                writer.write(
-                    f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{key}"
-                    f"Content-Length: {len(body)}\r\n\r\n".encode()
-                    + body
-                )
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                answer = await reader.readexactly(length)
-                if head.startswith(b"HTTP/1.1 202"):
-                    ids.append(json.loads(answer)["eventId"])
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(connection() for _ in range(connections)))
-    return ids
-
-
-def wait_processed(probe: Probe, n: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while probe.counter("processed") < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"latency run: {n} events were not all processed within {timeout_s:g} s")
-        time.sleep(0.05)
-
-
-def measure_latency(
-    run: Run, name: str, rate: float, seconds: float, progress: Progress, idle_s: float = 0.0
-) -> dict[str, Any]:
-    """Accepted -> processed at ``rate`` events/s for ``seconds`` (after a warm-up of up to
-    1 s), through one API and one worker process. With ``idle_s``: then, the API stopped
-    and nothing left to do, the commands per second the idle worker sends (INFO
-    commandstats of the primaries)."""
-    task = progress.add_task(f"{name}: {rate:g} events/s for {seconds:g} s", total=None)
-    worker = spawn(["worker"], run.env(name), run.scratch / f"{name}-worker.log")
-    out: dict[str, Any] = {}
-    try:
-        with api_process(run, name) as base, Probe(run.settings(name)) as probe:
-            warmup = asyncio.run(paced_sender(f"{base}/events", rate, min(1.0, seconds)))
-            wait_processed(probe, len(warmup))
-            measured_from_ms = now_ms()
-            sent_at = time.perf_counter()
-            ids = asyncio.run(paced_sender(f"{base}/events", rate, seconds))
-            achieved = len(ids) / max(time.perf_counter() - sent_at, 1e-9)
-            wait_processed(probe, len(warmup) + len(ids))
-        if idle_s:
-            progress.update(task, description=f"{name}: idle worker for {idle_s:g} s")
-            time.sleep(0.5)  # the last completions written, the API's connections closed
-            before = usage(run.nodes)
-            time.sleep(idle_s)
-            out["idle_commands_per_s"] = rates(run.nodes, before, idle_s)
-    finally:
-        stop(worker)
-    db = sqlite3.connect(run.scratch / name / "events.db")
-    rows = db.execute(
-        "SELECT processed_at_ms - received_at_ms FROM eventstream_events WHERE received_at_ms >= ?",
-        (measured_from_ms,),
-    ).fetchall()
-    db.close()
-    values = sorted(float(r[0]) for r in rows)
-    progress.update(task, total=1, completed=1)
-    out.update(
-        offered_per_s=rate,
-        achieved_per_s=round(achieved),
-        events=len(values),
-        p50_ms=percentile(values, 0.5),
-        p99_ms=percentile(values, 0.99),
-        max_ms=values[-1] if values else float("nan"),
-    )
-    return out
 
 
 def bench_latency(run: Run, rate: float, seconds: float, progress: Progress) -> None:
@@ -619,6 +359,10 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 console.print(f"run {index + 1} of {repeat}")
             run.figures["redis_server"] = asyncio.run(server_identity(server.url))
             with progress:
+                if args.ordering:
+                    bench_drains(run, args.events, args.ordering_keys, progress)
+                    busy_latency(run, args.rate, args.ordering_seconds, progress)
+                    return run
                 bench_drain(run, args.events, progress)
                 bench_ingest(run, args.seconds, progress)
                 bench_latency(run, args.rate, args.latency_seconds, progress)
@@ -711,12 +455,19 @@ def main() -> None:
     group.add_argument("--reads-rate", type=float, default=200.0, help="offered load for reads")
     group.add_argument("--reads-seconds", type=float, default=10.0)
     group.add_argument("--idle-seconds", type=float, default=5.0, help="idle worker, for reads")
+    group = parser.add_argument_group("ordering keys")
+    group.add_argument("--ordering", action="store_true",
+                       help="only the ordering benchmarks: the drain with and without ordering keys, "
+                            "and unkeyed latency with and without a busy key (--rate)")  # fmt: skip
+    group.add_argument("--ordering-keys", type=int, default=1000, help="ordering keys of the keyed drain")
+    group.add_argument("--ordering-seconds", type=float, default=10.0, help="each latency run")
     args = parser.parse_args()
     if args.quick:
         args.events, args.seconds, args.rate, args.latency_seconds, args.memory_events = (
             2000, 1.0, 200.0, 1.0, 1000,
         )  # fmt: skip
         args.reads_seconds, args.idle_seconds = 1.0, 1.0
+        args.ordering_keys, args.ordering_seconds = 100, 1.0
     load_before = os.getloadavg()
 
     if args.cluster or args.reads:
@@ -724,6 +475,10 @@ def main() -> None:
         run = Run(runs[0].url, runs[0].scratch, figures={"setups": [r.figures for r in runs]})
         run.notes = sorted({n for r in runs for n in r.notes})
         tables = [reads_table(runs, args.cluster), *(nodes_table(r) for r in runs if args.cluster)]
+    elif args.ordering:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [ordering_table(r) for r in runs]
     else:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else combine(runs)

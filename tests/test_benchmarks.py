@@ -67,3 +67,26 @@ def test_cluster_benchmarks_run_on_one_server_and_on_a_local_cluster(tmp_path: P
     assert [n["role"] for n in cluster["drain_redis"]["nodes"]] == ["primary"] * 3 + ["replica"] * 3
     assert sorted(cluster["partitions_by_node"].values()) == [4, 4, 4]
     assert "EventStream on a Redis Cluster" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_ordering_benchmarks_compare_keyed_with_unkeyed(tmp_path: Path) -> None:
+    """--ordering: the drain with and without ordering keys, and unkeyed latency alone and
+    beside a busy key that stays busy to the end."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--ordering", "--json", str(out))
+    figures = json.loads(out.read_text())
+    drain = figures["ordering_drain"]
+    assert (drain["events"], drain["keys"]) == (2000, 100)
+    for side in ("plain", "keyed"):
+        assert drain[side]["events_per_s"] > 0
+        assert drain[side]["redis"]["cpu_us_per_event"] > 0
+        assert drain[side]["worker_cpu_us_per_event"] > 0
+        assert drain[side]["queueing_redis_us_per_event"] > 0
+    assert drain["keyed_share"] > 0
+    latency = figures["ordering_latency"]
+    assert latency["alone"]["events"] > 0
+    assert latency["busy"]["events"] > 0
+    assert latency["busy"]["busy_key"]["ran"] > 0
+    assert latency["busy"]["busy_key"]["parked_at_end"] > 0
+    assert "EventStream ordering keys" in result.stdout
