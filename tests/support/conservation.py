@@ -110,7 +110,8 @@ async def state(redis: Redis, keys: Keys) -> State:
     retry = {m: int(s) for m, s in await r.zrange(keys.retry, 0, -1, withscores=True)}
     dlq = [(e, dict(f)) for e, f in await r.xrange(keys.dlq)]
     idem, stray = {}, []
-    lines, parked_at = _lines(await r.zrange(keys.lines, 0, -1, withscores=True))
+    raw_order = await r.hgetall(keys.order)
+    order, lines, parked_at = _lines(raw_order, await r.hgetall(keys.lines))
     known = set(keys.all_static())
     async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
         if k.startswith(f"{keys.tag}:idem:"):
@@ -129,7 +130,7 @@ async def state(redis: Redis, keys: Keys) -> State:
         workers={m: int(s) for m, s in await r.zrange(keys.workers, 0, -1, withscores=True)},
         idem=idem,
         stray=sorted(stray),
-        order={k: int(v) for k, v in (await r.hgetall(keys.order)).items()},
+        order=order,
         lines=lines,
         parked_at=parked_at,
         parked=await r.hgetall(keys.parked),
@@ -137,20 +138,34 @@ async def state(redis: Redis, keys: Keys) -> State:
     )
 
 
-def _lines(members: list[tuple[str, float]]) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """The parked events by key, in line order, from {p}:lines ("<kd>:<seq>:<ms>:<id>" at
-    0), and the time each member says its event was parked."""
-    out: dict[str, list[str]] = {}
+def _lines(
+    raw_order: dict[str, str], places: dict[str, str]
+) -> tuple[dict[str, int], dict[str, list[str]], dict[str, int]]:
+    """From {p}:order ("<active>" or "<active>:<head>:<tail>") and {p}:lines
+    ("<kd>:<place>" -> "<ms>:<id>"): each busy key's released count, each line's parked
+    ids in order, and the time each line's entry says its event was parked. Every place
+    of every line is there, and no other."""
+    order: dict[str, int] = {}
+    lines: dict[str, list[str]] = {}
     parked_at: dict[str, int] = {}
-    for member, score in members:  # in name order: by key, then by seq
-        assert score == 0, member
-        digest, seq, ms, event_id = member.split(":")
-        assert len(seq) == 16, member
-        assert seq.isdigit(), member
-        assert ms.isdigit(), member
-        out.setdefault(digest, []).append(event_id)
-        parked_at[event_id] = int(ms)
-    return out, parked_at
+    seen: set[str] = set()
+    for digest, value in raw_order.items():
+        assert re.fullmatch(r"\d+(:\d+:\d+)?", value), (digest, value)
+        active, _, rest = value.partition(":")
+        order[digest] = int(active)
+        if not rest:
+            continue
+        head, tail = (int(x) for x in rest.split(":"))
+        assert head <= tail, f"key {digest} names an empty line: {value}"
+        for place in range(head, tail + 1):
+            name = f"{digest}:{place}"
+            assert name in places, f"key {digest}'s line lacks place {place}"
+            ms, _, event_id = places[name].partition(":")
+            lines.setdefault(digest, []).append(event_id)
+            parked_at[event_id] = int(ms)
+            seen.add(name)
+    assert seen == set(places), f"places outside every line: {sorted(set(places) - seen)}"
+    return order, lines, parked_at
 
 
 _RETRY_STATUS = re.compile(r"^r:\d+:\d*(:[0-9a-f]{32})?$")

@@ -57,7 +57,7 @@ if #finished > 0 then
   local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
     parked = KEYS[7], waiting = KEYS[8],
     limits = order_limits(ARGV[3]) }
-  for _, kd in ipairs(finished) do released = released + order_finish(o, kd) end
+  released = order_finish(o, finished)
 end
 if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
 local moved = #entries

@@ -41,7 +41,7 @@ for j = 0, o_count - 1 do
 end
 local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[4], lines = KEYS[5],
   parked = KEYS[6], waiting = KEYS[7] }
-local now = o_count > 0 and order_now() or 0
+local admission = o_count > 0 and order_admission(o, order_now())
 local base = 5 + 2 * m + 2 * o_count
 local out = {}
 local status = {}
@@ -71,7 +71,7 @@ for i = 0, n - 1 do
     local kd = ordered[i]
     status[#status + 1] = id
     if kd then
-      status[#status + 1] = order_admit(o, kd, id, ARGV[base + 2 * i + 1], now)
+      status[#status + 1] = order_admit(admission, kd, id, ARGV[base + 2 * i + 1])
     else
       status[#status + 1] = 'q:' .. redis.call('XADD', KEYS[1], '*', 'id', id, 'e', ARGV[base + 2 * i + 1])
     end
@@ -82,6 +82,7 @@ end
 for s = 1, #status, 2000 do
   redis.call('HSET', KEYS[2], unpack(status, s, math.min(s + 1999, #status)))
 end
+if admission then order_admitted(admission) end
 if received > 0 then redis.call('HINCRBY', KEYS[3], 'received', received) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[3], 'duplicates', duplicates) end
 return out

@@ -39,14 +39,14 @@ Below, {p} is a partition's tag, {d} the deployment's.
     {p}:hist          HASH    histogram bucket counts, sums and counts.
     {p}:workers       ZSET    consumer name scored by its last heartbeat (ms); every
                               worker beats in every partition.
-    {p}:order         HASH    ordering key digest (order_digest) -> how many of the key's
-                              events are released: queued or in flight in {p}:stream, or
-                              waiting in {p}:retry. A key is busy while it has a field.
-    {p}:lines         ZSET    the events that wait ("parked") behind their key's busy
-                              events: members "<kd>:<seq>:<ms>:<event id>" at score 0,
-                              so a key's line is a lexicographic range, in acceptance
-                              order (seq: 16 digits of the partition's parked counter;
-                              ms: when it was parked).
+    {p}:order         HASH    ordering key digest (order_digest) -> "<active>", or
+                              "<active>:<head>:<tail>" while some of its events wait:
+                              active is how many of the key's events are released
+                              (queued or in flight in {p}:stream, or waiting in
+                              {p}:retry), head..tail the places of its line. A key is
+                              busy while it has a field.
+    {p}:lines         HASH    the events that wait ("parked") behind their key's busy
+                              events: "<kd>:<place>" -> "<ms parked>:<event id>".
     {p}:parked        HASH    parked event id -> "<ms parked>:<envelope>".
     {p}:waiting       ZSET    digest of each key that has parked events, scored by the ms
                               its first one was parked.

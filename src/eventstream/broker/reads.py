@@ -219,10 +219,10 @@ class StateReads:
 
     async def line_lengths(self, digests: Sequence[str]) -> list[int]:
         """How many events each ordering key's line holds (one round trip)."""
-        async with self._r.pipeline(transaction=False) as pipe:
-            for d in digests:
-                _line_length(pipe, self.keys, d)
-            return [int(n) for n in await pipe.execute()]
+        if not digests:
+            return []
+        values = await self._r.hmget(self.keys.order, list(digests))
+        return [order_line(v)[2] for v in values]
 
     async def statuses(self, event_ids: Sequence[str]) -> list[str | None]:
         """The status field of each event (None: none)."""
@@ -315,12 +315,12 @@ class StateReads:
                 pipe.hexists(k.parked, event_id)
                 pipe.hget(k.status, event_id)
                 if digest is not None:
-                    _line_length(pipe, k, digest)
+                    pipe.hget(k.order, digest)
             replies = iter(await pipe.execute())
         out: list[tuple[bool, str | None, int]] = []
         for _, digest in items:
             parked, status = bool(next(replies)), next(replies)
-            out.append((parked, status, 0 if digest is None else int(next(replies))))
+            out.append((parked, status, 0 if digest is None else order_line(next(replies))[2]))
         return out
 
     async def recheck_keys(self, digests: Sequence[str]) -> list[KeyLine]:
@@ -330,15 +330,20 @@ class StateReads:
         k = self.keys
         async with self._r.pipeline(transaction=True) as pipe:
             for d in digests:
-                pipe.hexists(k.order, d)
-                _line_length(pipe, k, d)
-                pipe.zrangebylex(k.lines, f"[{d}:", f"({d};", start=0, num=1)
+                pipe.hget(k.order, d)
                 pipe.zscore(k.waiting, d)
             replies = await pipe.execute()
-        return [
-            KeyLine(bool(busy), int(parked), first[0].split(":")[3] if first else None, score is not None)
-            for busy, parked, first, score in zip(*[iter(replies)] * 4, strict=True)
-        ]
+        lines = [order_line(v) for v in replies[::2]]
+        # the first of each line: an example for a report, read after (not at the same instant)
+        heads = [f"{d}:{head}" for d, (_, head, parked) in zip(digests, lines, strict=True) if parked]
+        firsts = iter(await self._r.hmget(k.lines, heads) if heads else [])
+        out = []
+        for (active, _, parked), score in zip(lines, replies[1::2], strict=True):
+            first = next(firsts) if parked else None
+            out.append(
+                KeyLine(active > 0, parked, first.partition(":")[2] if first else None, score is not None)
+            )
+        return out
 
     async def recheck_targets(self, items: Sequence[tuple[str, str]]) -> list[Target]:
         """For each (event id, status) pair, in one MULTI: the status field now, and whether
@@ -380,9 +385,16 @@ class StateReads:
         return out
 
 
-def _line_length(pipe: Any, keys: Keys, digest: str) -> None:
-    """How many events one ordering key's line holds (its range of {p}:lines), queued."""
-    pipe.zlexcount(keys.lines, f"[{digest}:", f"({digest};")
+def order_line(value: str | None) -> tuple[int, int, int]:
+    """(released events, the line's first place, how many wait in it) of an ordering key's
+    field of {p}:order ("<active>" or "<active>:<head>:<tail>"; None: an idle key)."""
+    if value is None:
+        return 0, 1, 0
+    parts = value.split(":")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        active, head, tail = (int(p) for p in parts)
+        return active, head, max(tail - head + 1, 0)
+    return (int(value) if value.isdigit() else 0), 1, 0
 
 
 def _is_entry_id(ref: str) -> bool:

@@ -22,7 +22,7 @@ local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
 local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
     parked = KEYS[7], waiting = KEYS[8],
   limits = order_limits(ARGV[7]) }
-local released = 0
+local finished = {}
 local max_deliveries = tonumber(ARGV[5])
 local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', tonumber(ARGV[4]))
 local claimed, dead = {}, {}
@@ -69,7 +69,7 @@ for _, p in ipairs(pending) do
         end
         local d = redis.call('XADD', unpack(record))
         redis.call('HSET', KEYS[2], id, 'd:' .. d)
-        if kd ~= '' then released = released + order_finish(o, kd) end
+        if kd ~= '' then finished[#finished + 1] = kd end
         dead[#dead + 1] = { id, t, tostring(attempts) }
       else
         claimed[#claimed + 1] = item
@@ -82,5 +82,6 @@ for _, p in ipairs(pending) do
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
 if #dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead) end
+local released = order_finish(o, finished)
 if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
 return { claimed, dead }

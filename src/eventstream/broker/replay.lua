@@ -9,7 +9,7 @@
 -- Counters         replayed (+1 per event), parked (+1 per event parked behind its key)
 local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
     parked = KEYS[7], waiting = KEYS[8] }
-local now = nil
+local admission = nil
 local out = {}
 for i = 1, #ARGV do
   local found = redis.call('XRANGE', KEYS[4], ARGV[i], ARGV[i])
@@ -23,8 +23,8 @@ for i = 1, #ARGV do
     end
     redis.call('XDEL', KEYS[4], ARGV[i])
     if kd ~= '' then
-      now = now or order_now()
-      redis.call('HSET', KEYS[2], id, (order_admit(o, kd, id, env, now)))
+      admission = admission or order_admission(o, order_now())
+      redis.call('HSET', KEYS[2], id, order_admit(admission, kd, id, env))
     else
       local entry = redis.call('XADD', KEYS[1], '*', 'id', id, 'e', env)  -- fresh: no attempt fields
       redis.call('HSET', KEYS[2], id, 'q:' .. entry)
@@ -32,5 +32,6 @@ for i = 1, #ARGV do
     out[#out + 1] = id
   end
 end
+if admission then order_admitted(admission) end
 if #out > 0 then redis.call('HINCRBY', KEYS[3], 'replayed', #out) end
 return out
