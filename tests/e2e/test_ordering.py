@@ -293,8 +293,9 @@ def measure(client: httpx.Client, runs_file: Path, keys: list[str], tag: str) ->
 
 @pytest.mark.timeout(150)
 def test_a_key_that_always_fails_does_not_delay_other_keys_of_its_partition(
-    cluster: Cluster, client: httpx.Client, runs_file: Path
+    cluster: Cluster, client: httpx.Client, runs_file: Path, tmp_path: Path
 ) -> None:
+    cured = tmp_path / "cured"
     start_workers(cluster, client, runs_file, 2)
     others = keys_in_one_partition(cluster, (f"customer-{i}" for i in range(1000)), like="poisoned")[:10]
     assert len(others) == 10
@@ -307,7 +308,7 @@ def test_a_key_that_always_fails_does_not_delay_other_keys_of_its_partition(
             {
                 "type": "POISON",
                 "orderingKey": "poisoned",
-                "payload": {"seq": n, "ms": 200, "always_fail": True},
+                "payload": {"seq": n, "ms": 200, "fail_unless": str(cured)},
             }
             for n in range(POISONED)
         ],
@@ -338,6 +339,14 @@ def test_a_key_that_always_fails_does_not_delay_other_keys_of_its_partition(
     assert [d["id"] for d in reversed(dead)] == poisoned
     assert all(d["attempts"] == 3 for d in dead)
     assert_clean(cluster, client, [*without, *with_poison, *poisoned], dead=poisoned)
+
+    # cured, and replayed all at once (oldest first): they run in acceptance order
+    cured.touch()
+    r = client.post("/failed-events/replay", params={"type": "POISON"})
+    assert (r.status_code, r.json()["replayed"], r.json()["nextCursor"]) == (202, POISONED, None), r.text
+    wait_drained(client, 2 * 400 + POISONED, timeout=30)
+    assert [t.event_id for t in runs(runs_file) if t.key == "poisoned" and t.outcome == "ok"] == poisoned
+    assert_clean(cluster, client, [*without, *with_poison, *poisoned])
 
 
 # ---- key_concurrency=3 ----------------------------------------------------------------
@@ -445,6 +454,58 @@ def test_a_replayed_dead_event_goes_to_the_back_of_its_key_line(
     assert (tries[1].end or 0) > replayed_at, "event 2 was running at the replay"
     assert not overlaps(tries)
     assert_clean(cluster, client, [one, two, three])
+
+
+@pytest.mark.timeout(90)
+def test_a_keyed_event_dead_after_too_many_deliveries_lets_the_next_of_its_key_run(
+    cluster: Cluster, client: httpx.Client, runs_file: Path, tmp_path: Path
+) -> None:
+    never = tmp_path / "never"
+    workers = start_workers(
+        cluster, client, runs_file, 2, EVENTSTREAM_VISIBILITY_TIMEOUT="1", EVENTSTREAM_MAX_DELIVERIES="1"
+    )
+    events = [{"type": "ORDERED", "orderingKey": "parcel-5", "payload": {"seq": 0, "gate": str(never)}}]
+    events += [{"type": "ORDERED", "orderingKey": "parcel-5", "payload": {"seq": n}} for n in range(1, 4)]
+    ids = post(client, events)
+    [first] = wait_for(lambda: runs(runs_file) or None, "the first event to start")
+    [victim] = [w for w in workers if w.pid == first.pid]
+    cluster.kill9(victim)
+    final = wait_drained(client, 4, timeout=30)
+
+    # delivered once with no outcome: reclaim dead-letters it and lets the next one in
+    tries = runs(runs_file)
+    assert [(t.seq, t.outcome) for t in tries] == [(0, None), (1, "ok"), (2, "ok"), (3, "ok")]
+    dead = client.get(f"/failed-events/{ids[0]}")
+    assert dead.status_code == 200, dead.text
+    assert dead.json()["reason"].startswith("WorkerLost"), dead.json()
+    assert (final["deadLettered"], final["reclaimed"]) == (1, 0)
+    assert_clean(cluster, client, ids, dead=ids[:1])
+
+
+@pytest.mark.timeout(60)
+def test_a_duplicate_of_a_parked_event_is_not_parked_again(
+    cluster: Cluster, client: httpx.Client, runs_file: Path, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    start_workers(cluster, client, runs_file, 1)
+    first, second = post(
+        client,
+        [
+            {"type": "ORDERED", "orderingKey": "cart-2", "payload": {"seq": 0, "gate": str(gate)}},
+            {"type": "ORDERED", "orderingKey": "cart-2", "id": "cart-2-line-1", "payload": {"seq": 1}},
+        ],
+    )
+    again = {"type": "ORDERED", "orderingKey": "cart-2", "id": "cart-2-line-1", "payload": {"seq": 1}}
+    r = client.post("/events", json=again)
+    assert (r.status_code, r.json()["eventId"], r.json()["duplicate"]) == (200, second, True), r.text
+    r = client.post("/events/batch", json={"events": [again]})
+    assert (r.json()["duplicates"], r.json()["results"][0]["eventId"]) == (1, second), r.text
+    gate.touch()
+    final = wait_drained(client, 2, timeout=30)
+
+    assert [(t.event_id, t.outcome) for t in runs(runs_file)] == [(first, "ok"), (second, "ok")]
+    assert (final["received"], final["processed"], final["duplicates"]) == (2, 2, 2)
+    assert_clean(cluster, client, [first, second])
 
 
 @pytest.mark.parametrize("cluster", ["one-partition"], indirect=True)

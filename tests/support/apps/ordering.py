@@ -12,7 +12,8 @@ What a try does is in the event's payload, so that one handler serves every test
   probability ``slow``, ``slow_ms`` milliseconds (the start line says how long);
 - ``fail``: the probability that the try raises (and is retried);
 - ``gate``: a file to wait for before going on;
-- ``refuse_unless``: a file whose absence makes the try raise PermanentError.
+- ``refuse_unless``: a file whose absence makes the try raise PermanentError;
+- ``fail_unless``: a file whose absence makes the try raise (and be retried).
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ async def _step(event: Event) -> None:
         if random.random() < float(p.get("fail", 0)):
             outcome = "failed"
             raise ConnectionError(f"a random failure of try {event.attempt}")
-        if p.get("always_fail"):
+        if (cure := p.get("fail_unless")) and not await asyncio.to_thread(Path(cure).exists):
             outcome = "failed"
-            raise RuntimeError("this key's events always fail")
+            raise RuntimeError(f"fails until {cure} exists")
         outcome = "ok"
     finally:
         _write({"edge": "end", **common, "t": time.time(), "outcome": outcome})
@@ -84,7 +85,7 @@ async def ordered(event: Event) -> None:
 
 @app.handler("POISON", max_attempts=3)
 async def poison(event: Event) -> None:
-    """Meant for events that always fail (payload ``always_fail``): dead after 3 tries."""
+    """Meant for events that fail every try (payload ``fail_unless``): dead after 3 tries."""
     await _step(event)
 
 
