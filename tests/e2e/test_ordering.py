@@ -233,7 +233,7 @@ def test_each_key_in_acceptance_order_one_at_a_time_through_failures_and_a_kill(
         seqs = [t.seq for t in its]
         if seqs != sorted(seqs):
             problems.append(f"{k}: a try of an earlier event after one of a later event: {seqs}")
-    assert not problems, f"{len(problems)} keys out of order: {problems[:5]}"
+    assert not problems, f"{len(problems)} breaches of the order: {problems[:5]}"
 
     succeeded = Counter(t.event_id for t in tries if t.outcome == "ok")
     assert set(succeeded) == set(ids), "every event succeeded once at least"
