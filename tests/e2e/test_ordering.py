@@ -509,11 +509,6 @@ def test_a_duplicate_of_a_parked_event_is_not_parked_again(
 
 
 @pytest.mark.parametrize("cluster", ["one-partition"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store keeps no ordering key: once processed, GET /events/{id} (and GET /events) "
-    "shows no orderingKey, while issue 14 asks that GET /events/{id} shows the key",
-)
 @pytest.mark.timeout(60)
 def test_a_processed_event_still_shows_its_ordering_key(
     cluster: Cluster, client: httpx.Client, runs_file: Path
