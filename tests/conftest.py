@@ -31,7 +31,7 @@ from eventstream.store import SqlStore, create_store
 from tests.support.asgi import Api, MakeApi, running
 from tests.support.cluster import LocalCluster
 from tests.support.factories import make_settings
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, processes
 from tests.support.servers import NO_REDIS, PG, missing, pg_connect, pg_execute
 
 
@@ -191,13 +191,8 @@ def postgres_db() -> Iterator[str]:
 @pytest.fixture
 def cluster(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
     """Real ``eventstream`` processes on the session's Redis; every one left is killed after."""
-    c = Cluster(redis_url, prefix, tmp_path)
-    try:
+    with processes(redis_url, prefix, tmp_path) as c:
         yield c
-    finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")
 
 
 @pytest.hookimpl(wrapper=True)

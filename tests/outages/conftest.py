@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from eventstream.embedded import EmbeddedRedis, find_server_binary
-from tests.support.processes import Cluster
+from tests.support.processes import Cluster, processes
 from tests.support.servers import NO_REDIS, missing, start_private_redis
 
 
@@ -32,13 +32,10 @@ def private_redis(tmp_path: Path) -> EmbeddedRedis:
 
 @pytest.fixture
 def cluster(private_redis: EmbeddedRedis, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(private_redis.url, prefix, tmp_path)
     try:
-        yield c
+        with processes(private_redis.url, prefix, tmp_path) as c:
+            yield c
     finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")
         # a test may have stopped the server (SIGSTOP) or replaced it: the test's
         # teardown of its own servers runs first; this stops the fixture's one
         proc = private_redis.process

@@ -27,7 +27,7 @@ from eventstream.broker.keys import idem_digest
 from tests.support.cluster import LocalCluster
 from tests.support.http import metrics
 from tests.support.outcomes import Post, Poster, assert_conserved, post_one, settle_truth
-from tests.support.processes import Api, Cluster, Proc
+from tests.support.processes import Api, Cluster, Proc, processes
 from tests.support.waiting import wait_for
 
 PARTITIONS = 12
@@ -47,14 +47,8 @@ def nodes(tmp_path: Path) -> Iterator[LocalCluster]:
 @pytest.fixture
 def cluster(nodes: LocalCluster, prefix: str, tmp_path: Path) -> Iterator[Cluster]:
     """The real processes, on twelve partitions of ``nodes`` (stopped before the nodes)."""
-    c = Cluster(nodes.url, prefix, tmp_path)
-    c.settings_env["EVENTSTREAM_PARTITIONS"] = str(PARTITIONS)
-    try:
+    with processes(nodes.url, prefix, tmp_path, EVENTSTREAM_PARTITIONS=str(PARTITIONS)) as c:
         yield c
-    finally:
-        leftovers = c.cleanup()
-        if leftovers:
-            print(f"killed leftover processes: {', '.join(leftovers)}")
 
 
 def ok(p: Post) -> bool:

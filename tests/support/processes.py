@@ -291,6 +291,20 @@ class Cluster:
 
 
 @contextlib.contextmanager
+def processes(redis_url: str, prefix: str, tmp_path: Path, **env: str) -> Iterator[Cluster]:
+    """Real ``eventstream`` processes on ``redis_url`` (``env``: more settings); every one
+    left is killed after, and named."""
+    c = Cluster(redis_url, prefix, tmp_path)
+    c.settings_env.update(env)
+    try:
+        yield c
+    finally:
+        leftovers = c.cleanup()
+        if leftovers:
+            print(f"killed leftover processes: {', '.join(leftovers)}")
+
+
+@contextlib.contextmanager
 def api_process(cluster: Cluster) -> Iterator[Api]:
     """The API process; stopped with SIGTERM (exit code 0 asserted) on the way out."""
     a = cluster.start_api()

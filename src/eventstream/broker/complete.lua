@@ -46,14 +46,7 @@ chunks(entries, 1000, function(i, j)
   redis.call('HDEL', KEYS[2], unpack(ids, i, j))
 end)
 -- after the XDELs: a released event's status must not be taken for a finished one's
-local released = 0
-if #finished > 0 then
-  local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
-    parked = KEYS[7], waiting = KEYS[8],
-    limits = order_limits(ARGV[3]) }
-  released = order_finish(o, finished)
-end
-if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
+order_finish(order_keys(5, ARGV[3]), finished)
 local done = #entries
 if done > 0 then
   redis.call('HINCRBY', KEYS[3], 'processed', done)

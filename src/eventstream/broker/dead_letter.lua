@@ -52,14 +52,7 @@ chunks(entries, 1000, function(i, j)
   redis.call('XDEL', KEYS[1], unpack(entries, i, j))
   redis.call('HSET', KEYS[2], unpack(status, 2 * i - 1, 2 * j))
 end)
-local released = 0
-if #finished > 0 then
-  local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
-    parked = KEYS[7], waiting = KEYS[8],
-    limits = order_limits(ARGV[3]) }
-  released = order_finish(o, finished)
-end
-if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
+order_finish(order_keys(5, ARGV[3]), finished)
 local moved = #entries
 if moved > 0 then
   redis.call('HINCRBY', KEYS[3], 'dead_lettered', moved)

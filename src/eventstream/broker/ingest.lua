@@ -39,8 +39,7 @@ local o_count = tonumber(ARGV[4 + 2 * m])
 for j = 0, o_count - 1 do
   ordered[tonumber(ARGV[5 + 2 * m + 2 * j])] = ARGV[6 + 2 * m + 2 * j]
 end
-local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[4], lines = KEYS[5],
-  parked = KEYS[6], waiting = KEYS[7] }
+local o = order_keys(4)
 local admission = o_count > 0 and order_admission(o, order_now())
 local base = 5 + 2 * m + 2 * o_count
 local out = {}

@@ -192,6 +192,11 @@ class Keys:
         use); see idem_digest."""
         return self.idem_of(idem_digest(key, namespace))
 
+    @property
+    def ordering(self) -> tuple[str, str, str, str]:
+        """The ordering records, in the order the scripts take them (order.lua's order_keys)."""
+        return (self.order, self.lines, self.parked, self.waiting)
+
     def idem_of(self, digest: str) -> str:
         return f"{self.tag}:idem:{digest}"
 

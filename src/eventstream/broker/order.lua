@@ -11,7 +11,9 @@
 --
 -- o is a table naming the partition's keys: stream, status, counters, order, lines,
 -- parked, waiting (keys.py), and limits: nil when every K is 1, else a table type -> K
--- with the K of types not named under '*' (absent: 1).
+-- with the K of types not named under '*' (absent: 1). order_keys(at, limits) makes it
+-- for a script whose KEYS are stream, status, counters first and order, lines, parked,
+-- waiting from KEYS[at] (keys.Keys.ordering).
 --
 -- A busy key's field in {p}:order is "<active>" (released events) or, while events
 -- wait, "<active>:<head>:<tail>": its line holds the places head..tail, each a field
@@ -25,6 +27,18 @@
 -- an idle key is released at once and a busy key's newcomers queue behind its line.
 -- Ingest and replay do not know the handlers' K: they release an event only when its
 -- key is idle; a K above 1 fills up as the key's released events finish.
+
+-- The limits argument of complete, dead_letter and reclaim: '' (every K is 1) or a
+-- JSON object type -> K ('*': the K of the types not named).
+local function order_limits(arg)
+  if arg == '' then return nil end
+  return cjson.decode(arg)
+end
+
+local function order_keys(at, limits)
+  return { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[at], lines = KEYS[at + 1],
+    parked = KEYS[at + 2], waiting = KEYS[at + 3], limits = order_limits(limits or '') }
+end
 
 local function order_now()
   local t = redis.call('TIME')
@@ -126,9 +140,9 @@ end
 -- Released events have finished (processed or dead): kds holds the key digest of each
 -- (a key once per finished event). For each key, release the next parked events while
 -- the key has room: with every K 1, the first of its line, and the second's time is
--- the key's wait from now on. Returns how many were released.
+-- the key's wait from now on. Counters: released (+1 per event let into the stream).
 local function order_finish(o, kds)
-  if #kds == 0 then return 0 end
+  if #kds == 0 then return end
   local keys, finished = {}, {}
   for _, kd in ipairs(kds) do
     if not finished[kd] then
@@ -217,12 +231,5 @@ local function order_finish(o, kds)
   order_each('ZREM', o.waiting, idle)
   order_each('HDEL', o.order, drop)
   order_each('HSET', o.order, keep)
-  return released
-end
-
--- The limits argument of complete, dead_letter and reclaim: '' (every K is 1) or a
--- JSON object type -> K ('*': the K of the types not named).
-local function order_limits(arg)
-  if arg == '' then return nil end
-  return cjson.decode(arg)
+  if released > 0 then redis.call('HINCRBY', o.counters, 'released', released) end
 end

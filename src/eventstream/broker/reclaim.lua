@@ -19,9 +19,7 @@
 -- Counters         reclaimed (+1 per claimed), dead_lettered (+1 per dead), released
 --                  (+1 per parked event let into the stream)
 local group, consumer, idle, now = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
-local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
-    parked = KEYS[7], waiting = KEYS[8],
-  limits = order_limits(ARGV[7]) }
+local o = order_keys(5, ARGV[7])
 local finished = {}
 local max_deliveries = tonumber(ARGV[5])
 local pending = redis.call('XPENDING', KEYS[1], group, 'IDLE', idle, '-', '+', tonumber(ARGV[4]))
@@ -82,6 +80,5 @@ for _, p in ipairs(pending) do
 end
 if #claimed > 0 then redis.call('HINCRBY', KEYS[3], 'reclaimed', #claimed) end
 if #dead > 0 then redis.call('HINCRBY', KEYS[3], 'dead_lettered', #dead) end
-local released = order_finish(o, finished)
-if released > 0 then redis.call('HINCRBY', KEYS[3], 'released', released) end
+order_finish(o, finished)
 return { claimed, dead }

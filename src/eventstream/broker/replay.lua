@@ -7,8 +7,7 @@
 -- key (field k) joins the back of its key's line (order_admit).
 -- Returns          the event ids replayed (entries already gone are skipped).
 -- Counters         replayed (+1 per event), parked (+1 per event parked behind its key)
-local o = { stream = KEYS[1], status = KEYS[2], counters = KEYS[3], order = KEYS[5], lines = KEYS[6],
-    parked = KEYS[7], waiting = KEYS[8] }
+local o = order_keys(5)
 local admission = nil
 local out = {}
 for i = 1, #ARGV do

@@ -158,7 +158,7 @@ class Scripts:
         order the ordering key's digest (keys.order_digest) or None. The raw reply (with a
         pipeline: queued; its reply comes from execute()), which ``ingest_results`` reads."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.order, k.lines, k.parked, k.waiting]
+        keys = [k.stream, k.status, k.counters, *k.ordering]
         keyed: list[Arg] = []
         prints: list[Arg] = []
         ordered: list[Arg] = []
@@ -202,7 +202,7 @@ class Scripts:
             args += [c.entry, c.event_id, int(c.skipped), c.order]
         for field, amount in hist:
             args += [field, amount]
-        keys = [k.stream, k.status, k.counters, k.hist, k.order, k.lines, k.parked, k.waiting]
+        keys = [k.stream, k.status, k.counters, k.hist, *k.ordering]
         await self._call("complete", keys, args, pipe)
 
     async def schedule_retry(self, pipe: Pipeline, consumer: str, retries: Sequence[ScheduledRetry]) -> None:
@@ -234,7 +234,7 @@ class Scripts:
                 int(d.handler_ran),
                 d.order,
             ]
-        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.lines, k.parked, k.waiting]
+        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering]
         await self._call("dead_letter", keys, args, pipe)
 
     async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
@@ -255,7 +255,7 @@ class Scripts:
     ) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]:
         """(claimed entries with their fields, (event id, type, attempts) of the dead-lettered)."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.lines, k.parked, k.waiting]
+        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering]
         args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms, limits]
         claimed, dead = await self._call("reclaim", keys, args, client)
         out: list[tuple[str, dict[str, str]]] = []
@@ -272,7 +272,7 @@ class Scripts:
     async def replay(self, client: Client, dlq_entries: Sequence[str]) -> Any:
         """The ids replayed (the raw reply; with a pipeline, queued)."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.dlq, k.order, k.lines, k.parked, k.waiting]
+        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering]
         return await self._call("replay", keys, list(dlq_entries), client)
 
     async def delete_dead(self, client: Client, pairs: Sequence[tuple[str, str]]) -> Any:

@@ -371,8 +371,8 @@ class Walk:
         if without_line:
             self._problem(
                 "parked_without_line",
-                "parked events whose ordering key's line (in {p}:lines) does not hold any event: "
-                "nothing will release them",
+                "parked events whose ordering key names no line ({p}:order has no places for "
+                "it): nothing will release them",
             ).add(without_line)
 
     async def _check_keys(self, digests: set[str]) -> None:
@@ -387,7 +387,7 @@ class Walk:
                     stuck = self._problem(
                         "parked_without_busy_key",
                         "events parked behind an ordering key that has no event in progress "
-                        "({p}:order has no field for it): nothing will release them",
+                        "({p}:order counts none for it): nothing will release them",
                     )
                     stuck.count += key.parked - 1
                     stuck.add([f"{key.first} (key {d}: {key.parked} parked)"])
