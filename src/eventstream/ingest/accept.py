@@ -34,6 +34,10 @@ KEY_MAX = 256
 NO_NUL = r"^[^\x00]*$"
 
 
+# A key a client names (an idempotency key in the body, an ordering key).
+CLIENT_KEY = msgspec.Meta(min_length=1, max_length=KEY_MAX, pattern=NO_NUL)
+
+
 class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
     """The body of POST /events."""
 
@@ -45,25 +49,19 @@ class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
     id: (
         Annotated[
             str,
-            msgspec.Meta(
-                min_length=1,
-                max_length=KEY_MAX,
-                pattern=NO_NUL,
-                description="Client id: makes the post idempotent within the dedupe window.",
-            ),
+            CLIENT_KEY,
+            msgspec.Meta(description="Client id: makes the post idempotent within the dedupe window."),
         ]
         | None
     ) = None
     orderingKey: (
         Annotated[
             str,
+            CLIENT_KEY,
             msgspec.Meta(
-                min_length=1,
-                max_length=KEY_MAX,
-                pattern=NO_NUL,
                 description="Events with one ordering key are handled one at a time (or up to the "
                 "handler's key_concurrency), in the order they were accepted; other keys never wait "
-                "behind them.",
+                "behind them."
             ),
         ]
         | None
