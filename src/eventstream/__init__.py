@@ -10,5 +10,15 @@ __version__ = "0.1.0"
 from eventstream.app import EventStream
 from eventstream.errors import EventStreamError, PermanentError, Retry
 from eventstream.event import Event
+from eventstream.results import Accepted, Rejected
 
-__all__ = ["Event", "EventStream", "EventStreamError", "PermanentError", "Retry", "__version__"]
+__all__ = [
+    "Accepted",
+    "Event",
+    "EventStream",
+    "EventStreamError",
+    "PermanentError",
+    "Rejected",
+    "Retry",
+    "__version__",
+]

@@ -8,8 +8,9 @@
     ├── ValidationError        a client sent something that cannot be accepted (-> 4xx)
     │   └── PayloadTooLarge    the body or batch is over its limit (-> 413)
     ├── NotFound               no such event / DLQ entry (-> 404)
-    ├── Unauthorized           no API key, or an unknown or revoked one (-> 401)
-    ├── Forbidden              the key's scope does not allow the request (-> 403)
+    ├── AuthError              the request's credentials do not allow it
+    │   ├── Unauthorized       no API key, or an unknown or revoked one (-> 401)
+    │   └── Forbidden          the key's scope does not allow the request (-> 403)
     ├── RateLimited            the key's or client's rate limit is spent (-> 429)
     ├── PartlyEnqueued         some partitions of one enqueue failed: each item's outcome
     ├── Unavailable            the service cannot serve now; the client may retry (-> 503)
@@ -78,7 +79,11 @@ class NotFound(EventStreamError):
         self.ident = ident
 
 
-class Unauthorized(EventStreamError):
+class AuthError(EventStreamError):
+    """The request's credentials do not allow it: ``Unauthorized`` or ``Forbidden``."""
+
+
+class Unauthorized(AuthError):
     """No valid API key: 401 with ``WWW-Authenticate: Bearer``."""
 
     def __init__(self, detail: str, invalid_token: bool = False) -> None:
@@ -87,7 +92,7 @@ class Unauthorized(EventStreamError):
         self.invalid_token = invalid_token
 
 
-class Forbidden(EventStreamError):
+class Forbidden(AuthError):
     """A valid key whose scope does not cover the request."""
 
     def __init__(self, detail: str) -> None:
