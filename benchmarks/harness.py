@@ -26,7 +26,8 @@ from rich.progress import Progress
 from benchmarks.nodes import Node, rates, usage, work
 from eventstream.broker import Broker, Layout, connect
 from eventstream.embedded import free_port
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

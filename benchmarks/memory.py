@@ -21,7 +21,8 @@ from rich.table import Table
 from eventstream.app import default_app
 from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import create_store
 from eventstream.worker import Worker

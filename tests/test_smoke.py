@@ -1,7 +1,8 @@
 from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.event import Event
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from tests.support.workers import run_burst

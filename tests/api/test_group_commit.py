@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from eventstream.broker import Broker, Keys, Layout, connect
 from eventstream.embedded import free_port
 from eventstream.errors import BackendError, RedisUnavailable
-from eventstream.ingest.accept import GroupCommit, IncomingEvent, Item, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import GroupCommit, Item, now_ms, to_envelope
 from eventstream.settings import Settings
 from tests.support.broker import item_in
 

@@ -129,6 +129,8 @@ async def test_item_carries_every_recorded_field(api: Api) -> None:
                 attempts=3,
                 received_at_ms=1_700_000_000_000,
                 ordering_key="account-7",
+                causation_id="parent",
+                children='["child-0", "child-1"]',
             )
         ]
     )
@@ -145,6 +147,8 @@ async def test_item_carries_every_recorded_field(api: Api) -> None:
         "idempotencyKey": "key",
         "replayOf": "orig",
         "orderingKey": "account-7",
+        "causationId": "parent",
+        "children": ["child-0", "child-1"],
         "receivedAt": "2023-11-14T22:13:20.000Z",
         "processedAt": "2023-11-14T22:13:20.123Z",
     }

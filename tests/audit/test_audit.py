@@ -19,7 +19,8 @@ from redis.asyncio import Redis
 from eventstream.app import EventStream
 from eventstream.broker import Broker, Completion, Keys, Layout, ScheduledRetry
 from eventstream.broker.keys import order_digest
-from eventstream.ingest.accept import IncomingEvent, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import now_ms, to_envelope
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.settings import Settings
 from eventstream.store import ProcessedRow, SqlStore

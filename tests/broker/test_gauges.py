@@ -40,6 +40,7 @@ async def test_zero_before_the_stream_exists(redis: Redis, keys: Keys) -> None:
         "parked": 0,
         "busy_keys": 0,
         "oldest_parked_ms": 0,
+        "outbox": 0,
     }
 
 
@@ -72,6 +73,7 @@ async def test_every_gauge_in_one_state(broker: Broker, redis: Redis, keys: Keys
         "parked": 0,  # the ordering gauges: tests/broker/test_ordering.py
         "busy_keys": 0,
         "oldest_parked_ms": 0,
+        "outbox": 0,
     }
 
 

@@ -24,7 +24,8 @@ from eventstream.broker import (
     order_digest,
 )
 from eventstream.broker.scripts import Dedupe
-from eventstream.ingest.accept import IncomingEvent, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import now_ms, to_envelope
 from tests.support.conservation import State, check_layout
 
 WINDOW = 60_000

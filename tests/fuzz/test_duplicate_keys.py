@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstream.errors import ValidationError
-from eventstream.ingest.accept import parse_event
+from eventstream.incoming import parse_event
 
 SETTINGS = settings(
     max_examples=300, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)

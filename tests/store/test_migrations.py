@@ -102,7 +102,7 @@ async def test_a_database_at_0001_with_rows_upgrades_and_keeps_them(empty_url: s
     store = create_store(empty_url)
     try:
         await migrations.upgrade(store.engine, "0001")
-        names = [c for c in row("x")._fields if c != "ordering_key"]
+        names = [c for c in row("x")._fields if c not in ("ordering_key", "causation_id", "children")]
         values = ", ".join(f":{c}" for c in names)
         insert = sa.text(f"INSERT INTO eventstream_events ({', '.join(names)}) VALUES ({values})")
         async with store.engine.begin() as conn:  # rows as a worker of that version wrote them
@@ -110,15 +110,18 @@ async def test_a_database_at_0001_with_rows_upgrades_and_keeps_them(empty_url: s
             await conn.execute(insert, [{c: r[c] for c in names} for r in old])
         st = await migrations.state(store.engine)
         assert (st.current, st.empty, st.up_to_date) == ("0001", False, False)
-        with pytest.raises(SchemaError, match="schema is at 0001, this version of EventStream needs 0002"):
+        with pytest.raises(SchemaError, match="schema is at 0001, this version of EventStream needs 0003"):
             await store.ensure_schema(auto_upgrade=False)
 
-        assert (await migrations.upgrade(store.engine)).current == "0002"
+        assert (await migrations.upgrade(store.engine)).current == "0003"
         assert await store.count() == 3
         assert [r.id for r in (await store.list(10))[0]] == ["old-2", "old-1", "old-0"]
         assert await store.get("old-1") == row("old-1", 1_001)  # ordering_key None
         await store.record([row("new", 2_000, ordering_key="account-7")])
         assert (await store.get("new")) == row("new", 2_000, ordering_key="account-7")
+        child = row("child", 2_001)._replace(causation_id="new", children='["grandchild"]')
+        await store.record([child])
+        assert (await store.get("child")) == child
         async with store.engine.connect() as conn:
             indexes = await conn.run_sync(lambda c: sa.inspect(c).get_indexes("eventstream_events"))
         assert {ix["name"] for ix in indexes} == {

@@ -14,7 +14,8 @@ from redis.asyncio import Redis
 from eventstream.broker import GROUP, Broker, Completion, DeadLetter, Keys, Layout, ScheduledRetry
 from eventstream.broker.keys import idem_digest
 from eventstream.broker.scripts import Dedupe
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 
 Item = tuple[str, bytes, Dedupe | str | None]
 

@@ -83,6 +83,8 @@ class State:
     parked: dict[str, str] = field(default_factory=dict)  # parked id -> "<ms>:<envelope>"
     waiting: dict[str, int] = field(default_factory=dict)  # digest -> its first parked one's ms
     parked_at: dict[str, int] = field(default_factory=dict)  # parked id -> ms, as its line's member says
+    emits: dict[str, str] = field(default_factory=dict)  # parent id -> its staged follow-ups
+    outbox: dict[str, str] = field(default_factory=dict)  # follow-up id -> envelope, for another partition
 
     def counter(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -135,6 +137,8 @@ async def state(redis: Redis, keys: Keys) -> State:
         parked_at=parked_at,
         parked=await r.hgetall(keys.parked),
         waiting={m: int(s) for m, s in await r.zrange(keys.waiting, 0, -1, withscores=True)},
+        emits=await r.hgetall(keys.emits),
+        outbox=await r.hgetall(keys.outbox),
     )
 
 

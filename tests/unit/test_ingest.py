@@ -9,18 +9,16 @@ import pytest
 
 from eventstream.errors import PayloadTooLarge, ValidationError
 from eventstream.event import decode_envelope
+from eventstream.incoming import KEY_MAX, IncomingEvent, parse_event
+from eventstream.incoming import _key_count as _key_count
 from eventstream.ingest.accept import (
-    KEY_MAX,
-    IncomingEvent,
     batch_item_keys,
     check_idempotency_key,
     fingerprint,
     new_event_id,
     parse_batch,
-    parse_event,
     to_envelope,
 )
-from eventstream.ingest.accept import _key_count as _key_count
 
 
 def body(**fields: object) -> bytes:

@@ -16,7 +16,8 @@ from eventstream.app import EventStream
 from eventstream.broker import Broker, Layout
 from eventstream.errors import PermanentError
 from eventstream.event import Event
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
 from tests.support.conservation import assert_conserved, audit_now, check_layout

@@ -16,7 +16,8 @@ from eventstream.app import EventStream, default_app
 from eventstream.broker import Broker
 from eventstream.broker.keys import GROUP
 from eventstream.event import Event
-from eventstream.ingest.accept import IncomingEvent, enqueue, now_ms, to_envelope
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.ops.metrics import bucket_index
 from eventstream.settings import Settings
 from eventstream.store import SqlStore

@@ -14,7 +14,7 @@ from eventstream.api.replay import DRY_RUN, Params, audit, page_body, preview_bo
 from eventstream.broker import DeadEntry
 from eventstream.errors import NotFound
 from eventstream.event import decode_envelope, ms_to_iso
-from eventstream.ingest.accept import TYPE_PATTERN
+from eventstream.incoming import TYPE_PATTERN
 from eventstream.replay import dead as dlq
 
 router = APIRouter(tags=["dead-letter queue"])
@@ -76,6 +76,7 @@ def _item(d: DeadEntry) -> dict[str, Any]:
         "severity": env.severity,
         "timestamp": env.timestamp,
         "orderingKey": env.orderingKey,
+        "causationId": env.causationId,
         "receivedAt": ms_to_iso(env.receivedAt),
         "firstFailedAt": ms_to_iso(d.first_failure_ms),
         "failedAt": ms_to_iso(d.last_failure_ms),

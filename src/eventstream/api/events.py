@@ -15,15 +15,14 @@ from eventstream.api.guard import principal_of
 from eventstream.api.problems import problem
 from eventstream.errors import NotFound, Unconfirmed, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
+from eventstream.incoming import TYPE_PATTERN, parse_event
 from eventstream.ingest.accept import (
-    TYPE_PATTERN,
     Item,
     batch_item_keys,
     check_idempotency_key,
     conflict_message,
     now_ms,
     parse_batch,
-    parse_event,
     to_envelope,
 )
 from eventstream.store import ProcessedRow
@@ -177,6 +176,8 @@ def _row_item(row: ProcessedRow) -> dict[str, Any]:
         "idempotencyKey": row.idempotency_key,
         "replayOf": row.replay_of,
         "orderingKey": row.ordering_key,
+        "causationId": row.causation_id,
+        "children": msgspec.json.decode(row.children) if row.children else [],
         "receivedAt": ms_to_iso(row.received_at_ms),
         "processedAt": ms_to_iso(row.processed_at_ms),
     }
@@ -232,6 +233,8 @@ async def get_event(request: Request, event_id: str) -> Response:
         "idempotencyKey": env.idempotencyKey,
         "replayOf": env.replayOf,
         "orderingKey": env.orderingKey,
+        "causationId": env.causationId,
+        "children": [],  # a follow-up exists only once its parent is processed
         "receivedAt": ms_to_iso(env.receivedAt),
     }
     if located.parked_ms is not None:  # waiting behind earlier events of its ordering key

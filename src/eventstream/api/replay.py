@@ -18,7 +18,8 @@ from eventstream.api.deps import json, services
 from eventstream.api.guard import principal_of
 from eventstream.auth import trail
 from eventstream.errors import ValidationError
-from eventstream.ingest.accept import TYPE_PATTERN, check_idempotency_key
+from eventstream.incoming import TYPE_PATTERN
+from eventstream.ingest.accept import check_idempotency_key
 from eventstream.replay import engine as replay
 from eventstream.replay import history
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from eventstream.ingest.accept import IncomingEvent
+from eventstream.incoming import IncomingEvent
 
 
 class BatchBody(msgspec.Struct):
@@ -55,6 +55,7 @@ class DeadEvent(msgspec.Struct):
     severity: str | None
     timestamp: str | None
     orderingKey: str | None
+    causationId: str | None
     receivedAt: str | None
     firstFailedAt: str | None
     failedAt: str | None

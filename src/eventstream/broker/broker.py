@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translate, translated
 from eventstream.broker.durability import Durability, check_confirmed, wait_tail
+from eventstream.broker.emits import Emits, emitted
 from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest, order_digest
@@ -61,6 +62,7 @@ class Broker:
         self._scripts = Scripts(redis, self.keys)  # the deployment's own: API keys, limits, leases
         self._fan_out = FanOut(redis, self.partitions)
         self._reader = Reader(self._fan_out, self.ensure_group)
+        self._emits = Emits(self._fan_out, self.layout, self.enqueue)
         self._cluster = self._fan_out.cluster
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
@@ -313,8 +315,8 @@ class Broker:
         await self._r.ping()
 
     async def backlog(self, with_memory: bool) -> tuple[int, dict[str, Any]]:
-        """Events queued (parked ones too), in flight or scheduled, and (``with_memory``)
-        INFO memory."""
+        """Events queued (parked ones and follow-ups in an outbox too), in flight or
+        scheduled, and (``with_memory``) INFO memory."""
         total = 0
         for replies in await self._fan_out(_queue_sizes):
             raise_errors(replies)
@@ -405,9 +407,9 @@ class Broker:
         async def queue(pipe: Any, part: Partition) -> None:
             chosen, s = by_part[part.index], part.scripts
             if chosen[0]:
-                await s.complete(
-                    pipe, consumer, [done[i] for i in chosen[0]], hist if part is first_done else (), limits
-                )
+                mine = [done[i] for i in chosen[0]]
+                follow_ups = emitted(self.layout, part.index, mine)
+                await s.complete(pipe, consumer, mine, hist if part is first_done else (), limits, follow_ups)
             if chosen[1]:
                 await s.schedule_retry(pipe, consumer, [retries[i] for i in chosen[1]])
             if chosen[2]:
@@ -421,6 +423,20 @@ class Broker:
                 for i, x in zip(by_part[part.index][kind], reply, strict=True):
                     flags[kind][i] = bool(int(x))
         return flags[0], flags[1], flags[2]
+
+    async def stage_follow_ups(self, items: Sequence[tuple[int, str, str]]) -> None:
+        """Stage returned handlers' follow-ups before their store rows: (partition, parent
+        event id, the follow-ups as eventstream.worker.follow_ups.stage wrote them); see emits.py."""
+        await self._emits.stage(items)
+
+    async def staged_follow_ups(self, refs: Sequence[tuple[int, str]]) -> dict[str, str]:
+        """The follow-ups staged for (partition, parent event id), by parent id."""
+        return await self._emits.staged(refs)
+
+    async def relay(self, dedupe_window_ms: int, limit: int = 1000) -> int:
+        """Move follow-ups recorded in another partition's outbox into their own; how many
+        moved (``limit`` per partition at most: call again while it is that many)."""
+        return await self._emits.relay(dedupe_window_ms, limit)
 
     async def promote(self, now_ms: int, limit: int = 1000) -> int:
         """Move retries due by ``now_ms`` back into their streams, at most ``limit`` per
@@ -471,8 +487,8 @@ class Broker:
         return claimed, dead
 
     async def is_idle(self) -> bool:
-        """Nothing queued (or parked), in flight or scheduled (each partition read at one
-        instant)."""
+        """Nothing queued (or parked, or in an outbox), in flight or scheduled (each
+        partition read at one instant)."""
         for replies in await self._fan_out(_queue_sizes, atomic=True):
             raise_errors(replies)
             if any(int(r) for r in replies):
@@ -683,6 +699,7 @@ def _queue_sizes(pipe: Any, part: Partition) -> None:
     pipe.xlen(part.keys.stream)
     pipe.zcard(part.keys.retry)
     pipe.hlen(part.keys.parked)
+    pipe.hlen(part.keys.outbox)  # follow-ups on their way to their partitions
 
 
 def _queue_sizes_and_dead(pipe: Any, part: Partition) -> None:

@@ -2,6 +2,7 @@
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
 -- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
+-- KEYS[9] emits    (a dead event emits nothing: its staged follow-ups are dropped)
 -- ARGV[1] group    ARGV[2] consumer
 -- ARGV[3] the handlers' key_concurrency (order_limits)
 -- ARGV[4] n        ARGV[5+11i..] for event i: stream entry id, event id, type, envelope,
@@ -22,7 +23,7 @@ local n = tonumber(ARGV[4])
 local asked = {}
 for i = 0, n - 1 do asked[#asked + 1] = ARGV[5 + 11 * i] end
 local mine = owned(KEYS[1], group, consumer, asked)
-local out, entries, status, finished = {}, {}, {}, {}
+local out, entries, ids, status, finished = {}, {}, {}, {}, {}
 local rejected, failed = 0, 0
 for i = 0, n - 1 do
   local b = 5 + 11 * i
@@ -30,6 +31,7 @@ for i = 0, n - 1 do
   if mine[entry] then
     mine[entry] = nil
     entries[#entries + 1] = entry
+    ids[#ids + 1] = id
     local record = { KEYS[4], '*', 'id', id, 't', ARGV[b + 2], 'e', ARGV[b + 3],
       'a', ARGV[b + 4], 'reason', ARGV[b + 5], 'tb', ARGV[b + 6], 'ff', ARGV[b + 7], 'lf', ARGV[b + 8] }
     if kd ~= '' then
@@ -51,6 +53,7 @@ chunks(entries, 1000, function(i, j)
   redis.call('XACK', KEYS[1], group, unpack(entries, i, j))
   redis.call('XDEL', KEYS[1], unpack(entries, i, j))
   redis.call('HSET', KEYS[2], unpack(status, 2 * i - 1, 2 * j))
+  redis.call('HDEL', KEYS[9], unpack(ids, i, j))
 end)
 order_finish(order_keys(5, ARGV[3]), finished)
 local moved = #entries

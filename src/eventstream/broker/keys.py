@@ -51,6 +51,17 @@ Below, {p} is a partition's tag, {d} the deployment's.
     {p}:waiting       ZSET    digest of each key that has parked events, scored by the ms
                               its first one was parked.
                               (order.lua: the scripts that admit, finish and release them)
+    {p}:emits         HASH    the follow-ups a handler emitted (Event.emit), staged between
+                              its return and its completion: parent event id -> the
+                              follow-ups (JSON, see eventstream.worker.follow_ups).
+                              Written before the parent's store row, so a redelivery
+                              that finds the row completes the parent with them; the
+                              step that completes or dead-letters the parent drops it.
+    {p}:outbox        HASH    follow-ups recorded by their parent's completion whose
+                              partition is another one (their ordering key names it):
+                              follow-up id -> envelope, until a worker relays them to
+                              their partition (Broker.relay: the ingest script, deduped
+                              on the follow-up's id, then HDEL).
     {d}:partitions    STRING  the deployment's partition count, recorded at the first
                               start; absent: 1 (a deployment made before partitions).
     {d}:overdue       HASH    consumer name -> its in-flight entries held longer than
@@ -94,6 +105,10 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from eventstream.settings import PREFIX_RE
 
 GROUP = "workers"
+
+# The dedupe namespace of follow-ups relayed from an outbox (emits.py): an API key's
+# namespaces are "key:<id>" and "ns:<name>", so none can be this one.
+EMIT_NAMESPACE = "emit"
 
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
 
@@ -150,9 +165,11 @@ class Keys:
         "api_keys",
         "counters",
         "dlq",
+        "emits",
         "hist",
         "lines",
         "order",
+        "outbox",
         "overdue",
         "parked",
         "partitions",
@@ -183,6 +200,8 @@ class Keys:
         self.lines = f"{self.tag}:lines"
         self.parked = f"{self.tag}:parked"
         self.waiting = f"{self.tag}:waiting"
+        self.emits = f"{self.tag}:emits"
+        self.outbox = f"{self.tag}:outbox"
         self.overdue = f"{self.tag}:overdue"
         self.api_keys = f"{self.tag}:apikeys"
         self.partitions = f"{self.tag}:partitions"
@@ -234,6 +253,8 @@ class Keys:
             self.lines,
             self.parked,
             self.waiting,
+            self.emits,
+            self.outbox,
             self.overdue,
             self.partitions,
         ]

@@ -90,12 +90,15 @@ class StateReads:
             pipe.hlen(k.parked)
             pipe.hlen(k.order)
             pipe.zrange(k.waiting, 0, 0, withscores=True)
+            pipe.hlen(k.outbox)
             pipe.xinfo_groups(k.stream)
             replies = await pipe.execute(raise_on_error=False)
         for reply in replies[:-1]:
             if isinstance(reply, Exception):
                 raise reply
-        counters, hist, length, scheduled, dlq, workers, overdue, parked, busy, oldest, groups = replies
+        counters, hist, length, scheduled, dlq, workers, overdue, parked, busy, oldest, outbox, groups = (
+            replies
+        )
         pending, lag = 0, 0
         if not isinstance(groups, ResponseError):  # an error: no stream yet
             for group in groups:
@@ -120,6 +123,8 @@ class StateReads:
             "busy_keys": int(busy),
             # how long the event waiting longest behind its ordering key has waited
             "oldest_parked_ms": max(now_ms - int(oldest[0][1]), 0) if oldest else 0,
+            # follow-ups recorded here for another partition, not yet relayed (not yet received)
+            "outbox": int(outbox),
         }
         return (
             {f: int(v) for f, v in counters.items()},

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters   KEYS[4] dlq
 -- KEYS[5] order    KEYS[6] lines    KEYS[7] parked   KEYS[8] waiting (order.lua)
+-- KEYS[9] emits    (a dead-lettered event's staged follow-ups are dropped)
 -- ARGV[1] group    ARGV[2] consumer (the live worker taking over)
 -- ARGV[3] visibility timeout (ms): an entry idle this long has an expired lease
 -- ARGV[4] the most entries to look at in one call
@@ -67,6 +68,7 @@ for _, p in ipairs(pending) do
         end
         local d = redis.call('XADD', unpack(record))
         redis.call('HSET', KEYS[2], id, 'd:' .. d)
+        redis.call('HDEL', KEYS[9], id)
         if kd ~= '' then finished[#finished + 1] = kd end
         dead[#dead + 1] = { id, t, tostring(attempts) }
       else

@@ -49,13 +49,25 @@ IngestItem = tuple[str, bytes, Dedupe | str | None] | tuple[str, bytes, Dedupe |
 
 
 class Completion(NamedTuple):
-    """One success to record (complete.lua)."""
+    """One success to record (complete.lua), with the follow-ups its handler emitted:
+    (id, envelope, ordering key or None) each."""
 
     entry: str
     event_id: str
     skipped: bool  # already in the store: the handler did not run this time
     partition: int = 0
     order: str = ""  # the digest of its ordering key (StreamEntry.order)
+    follow_ups: Sequence[tuple[str, bytes, str | None]] = ()
+
+
+class Emitted(NamedTuple):
+    """A follow-up recorded with its parent's completion (complete.lua)."""
+
+    parent: int  # the 1-based place of its parent among the completions of the call
+    event_id: str
+    envelope: bytes
+    order: str  # the digest of its ordering key; '' when none
+    here: bool  # its partition is its parent's (else it goes to the outbox)
 
 
 class ScheduledRetry(NamedTuple):
@@ -194,15 +206,19 @@ class Scripts:
         done: Sequence[Completion],
         hist: Sequence[tuple[str, int]],
         limits: str = "",
+        emitted: Sequence[Emitted] = (),
     ) -> None:
         """``limits``: the handlers' key_concurrency (see key_limits)."""
         k = self.keys
         args: list[Arg] = [GROUP, consumer, limits, len(done)]
         for c in done:
             args += [c.entry, c.event_id, int(c.skipped), c.order]
+        args.append(len(emitted))
+        for e in emitted:
+            args += [e.parent, e.event_id, e.envelope, e.order, int(e.here)]
         for field, amount in hist:
             args += [field, amount]
-        keys = [k.stream, k.status, k.counters, k.hist, *k.ordering]
+        keys = [k.stream, k.status, k.counters, k.hist, *k.ordering, k.emits, k.outbox]
         await self._call("complete", keys, args, pipe)
 
     async def schedule_retry(self, pipe: Pipeline, consumer: str, retries: Sequence[ScheduledRetry]) -> None:
@@ -234,7 +250,7 @@ class Scripts:
                 int(d.handler_ran),
                 d.order,
             ]
-        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering]
+        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering, k.emits]
         await self._call("dead_letter", keys, args, pipe)
 
     async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
@@ -255,7 +271,7 @@ class Scripts:
     ) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, str, int]]]:
         """(claimed entries with their fields, (event id, type, attempts) of the dead-lettered)."""
         k = self.keys
-        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering]
+        keys = [k.stream, k.status, k.counters, k.dlq, *k.ordering, k.emits]
         args: list[Arg] = [GROUP, consumer, idle_ms, count, max_deliveries, now_ms, limits]
         claimed, dead = await self._call("reclaim", keys, args, client)
         out: list[tuple[str, dict[str, str]]] = []

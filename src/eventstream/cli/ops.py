@@ -434,6 +434,8 @@ def events_show(
                 ("idempotency key", item.get("idempotencyKey")),
                 ("replay of", item.get("replayOf")),
                 ("ordering key", item.get("orderingKey")),
+                ("emitted by", item.get("causationId")),
+                ("follow-ups", ", ".join(item.get("children") or []) or None),
                 ("waiting behind its key since", item.get("parkedAt")),
             ],
         )

@@ -15,8 +15,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 import uuid_utils
@@ -25,54 +24,19 @@ from eventstream.broker import Broker
 from eventstream.broker.scripts import Dedupe, IngestItem, Outcome
 from eventstream.errors import PartlyEnqueued, PayloadTooLarge, Unconfirmed, ValidationError
 from eventstream.event import Envelope, encode_envelope
-
-TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-KEY_MAX = 256
-
-
-# No NUL characters in strings stored as text columns: PostgreSQL cannot store them.
-NO_NUL = r"^[^\x00]*$"
-
-
-# A key a client names (an idempotency key in the body, an ordering key).
-CLIENT_KEY = msgspec.Meta(min_length=1, max_length=KEY_MAX, pattern=NO_NUL)
-
-
-class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of POST /events."""
-
-    type: Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN, description="Event type.")]
-    payload: Annotated[dict[str, Any], msgspec.Meta(description="Any JSON object.")]
-    source: Annotated[str, msgspec.Meta(max_length=256, pattern=NO_NUL)] | None = None
-    severity: Annotated[str, msgspec.Meta(max_length=32, pattern=NO_NUL)] | None = None
-    timestamp: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
-    id: (
-        Annotated[
-            str,
-            CLIENT_KEY,
-            msgspec.Meta(description="Client id: makes the post idempotent within the dedupe window."),
-        ]
-        | None
-    ) = None
-    orderingKey: (
-        Annotated[
-            str,
-            CLIENT_KEY,
-            msgspec.Meta(
-                description="Events with one ordering key are handled one at a time (or up to the "
-                "handler's key_concurrency), in the order they were accepted; other keys never wait "
-                "behind them."
-            ),
-        ]
-        | None
-    ) = None
+from eventstream.incoming import (
+    KEY_MAX,
+    IncomingEvent,
+    problem_from_msgspec,
+    undecodable,
+    utc,
+)
 
 
 class IncomingBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: list[msgspec.Raw]
 
 
-_event_decoder = msgspec.json.Decoder(IncomingEvent)
 _batch_decoder = msgspec.json.Decoder(IncomingBatch)
 
 
@@ -93,181 +57,6 @@ class Accepted:
 def new_event_id() -> str:
     """A time-ordered unique id (UUIDv7)."""
     return str(uuid_utils.uuid7())
-
-
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value: objects and arrays inside one another
-    (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2); stops counting past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue  # a scalar adds no level
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                return deepest
-        stack.extend((v, depth + 1) for v in children)
-    return deepest
-
-
-# Every JSON string, then ":" when it is an object key. Scanning from the left, each match
-# starts at a string's opening quote (outside strings valid JSON has no quote), so the
-# count of keys is exact for a body the decoder has accepted.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"[ \t\r\n]*(:?)')
-
-
-def _key_count(raw: bytes) -> int:
-    """How many object keys the JSON text ``raw`` spells out, repeats included."""
-    return _STRING.findall(raw).count(b":")
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen.add(key)
-
-
-def _refuse_duplicate_keys(raw: bytes, where: str = "$") -> None:
-    """Raise ValidationError when an object of ``raw`` repeats a key (decoders keep the
-    last one silently). The slow exact check: callers run it only when the cheap count
-    of keys says the body may repeat one."""
-    try:
-        json.loads(raw, object_pairs_hook=_unique_pairs)
-    except _DuplicateKey as dup:
-        msg = f"duplicate key {dup.key[:64]!r} in a JSON object: each key may appear only once"
-        raise ValidationError(f"body is not valid: {msg}", [{"loc": where, "msg": msg}]) from None
-
-
-# A \\uD800-\\uDBFF escape not followed by a \\uDC00-\\uDFFF one, or the other way round:
-# msgspec reports it as "Input data was truncated" or a malformed hex escape.
-_LONE_SURROGATE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-SURROGATE = (
-    "it has a lone surrogate escape: \\uD800-\\uDFFF come only in pairs, high then low "
-    "(e.g. \\uD83D\\uDE00), and one alone is no character"
-)
-
-
-def _problem_from_msgspec(
-    exc: msgspec.DecodeError | msgspec.ValidationError, raw: bytes = b""
-) -> ValidationError:
-    text = str(exc)
-    where = "$"
-    if " - at `" in text:
-        text, _, rest = text.partition(" - at `")
-        where = rest.rstrip("`")
-    if isinstance(exc, msgspec.ValidationError):
-        return ValidationError(f"invalid event: {text} at {where}", [{"loc": where, "msg": text}])
-    if "surrogate" in text or _LONE_SURROGATE.search(raw):
-        text = SURROGATE
-    return ValidationError(f"body is not valid JSON: {text}", [{"loc": where, "msg": text}])
-
-
-def _undecodable(exc: UnicodeDecodeError | RecursionError, max_depth: int | None) -> ValidationError:
-    """msgspec raises these (not DecodeError) for invalid UTF-8 and for very deep nesting."""
-    if isinstance(exc, UnicodeDecodeError):
-        return ValidationError(
-            "body is not valid JSON: it is not valid UTF-8", [{"loc": "$", "msg": "invalid UTF-8"}]
-        )
-    if max_depth is None:
-        return ValidationError("batch is nested too deeply", [{"loc": "$.events", "msg": "nesting too deep"}])
-    return ValidationError(
-        f"payload is nested deeper than {max_depth} levels",
-        [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
-    )
-
-
-def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[tuple[str, str] | None, int]:
-    """(where, what) of the first object with too many keys or string too long, else None;
-    and the number of object keys (every key when nothing is too large)."""
-    keys = 0
-    stack: list[tuple[Any, str]] = [(value, "$.payload")]
-    while stack:
-        item, where = stack.pop()
-        if isinstance(item, str):
-            if len(item) > max_string:
-                return (where, f"string longer than {max_string} characters"), keys
-        elif isinstance(item, dict):
-            if len(item) > max_keys:
-                return (where, f"object with more than {max_keys} keys"), keys
-            keys += len(item)
-            for k, v in item.items():
-                if len(k) > max_string:
-                    return (where, f"key longer than {max_string} characters"), keys
-                stack.append((v, f"{where}.{k[:32]}"))
-        elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-    return None, keys
-
-
-def utc(timestamp: datetime) -> datetime:
-    """``timestamp`` in UTC; ValidationError when UTC would leave years 1-9999."""
-    try:
-        return timestamp.astimezone(UTC)
-    except OverflowError:
-        msg = "out of range: in UTC it falls outside the years 1 to 9999"
-        raise ValidationError(
-            f"invalid event: timestamp is {msg}", [{"loc": "$.timestamp", "msg": msg}]
-        ) from None
-
-
-def parse_event(
-    raw: bytes, max_depth: int, max_keys: int | None = None, max_string: int | None = None
-) -> IncomingEvent:
-    """Decode and validate one event; raises ValidationError saying what is wrong.
-
-    ``max_keys`` (keys per object) and ``max_string`` (characters per string or key)
-    bound the payload when given."""
-    try:
-        event = _event_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _problem_from_msgspec(exc, raw) from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise _undecodable(exc, max_depth) from None
-    if event.type.endswith("\n"):  # msgspec uses re.search, whose "$" matches before a final newline
-        msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
-        raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
-    if _depth(event.payload, max_depth) > max_depth:
-        raise ValidationError(
-            f"payload is nested deeper than {max_depth} levels",
-            [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
-        )
-    # With no limits given every size passes, and the walk still counts the keys.
-    over, payload_keys = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
-    if over is not None:
-        where, what = over
-        raise ValidationError(f"payload has an {what} at {where}", [{"loc": where, "msg": what}])
-    # Repeated keys, cheaply: the body spells out at least as many keys as were decoded,
-    # and exactly as many when none repeats and no field is sent as null (absent and null
-    # decode alike). Every key is followed by a colon, so the colons bound the keys from
-    # above; when they leave room for more keys than were decoded, the keys are counted,
-    # and only when those are more, the exact check runs.
-    colons = raw.count(b":")
-    decoded = payload_keys + 2  # type, payload
-    if colons > decoded:
-        decoded += (event.source is not None) + (event.severity is not None)
-        decoded += (event.timestamp is not None) + (event.id is not None)
-        decoded += event.orderingKey is not None
-        if colons > decoded and _key_count(raw) > decoded:
-            _refuse_duplicate_keys(raw)
-    if event.timestamp is not None:
-        event.timestamp = utc(event.timestamp)
-    return event
 
 
 def _top_pairs(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -298,9 +87,9 @@ def parse_batch(raw: bytes, max_batch: int) -> list[msgspec.Raw]:
     try:
         batch = _batch_decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _problem_from_msgspec(exc, raw) from None
+        raise problem_from_msgspec(exc, raw) from None
     except (UnicodeDecodeError, RecursionError) as exc:
-        raise _undecodable(exc, None) from None
+        raise undecodable(exc, None) from None
     if raw.count(b'"events"') > 1 or _ESCAPED_ASCII.search(raw):  # "events" twice, or escaped
         _refuse_duplicate_keys_at_top(raw)
     if not batch.events:

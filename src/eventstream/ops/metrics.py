@@ -47,6 +47,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "Events parked behind earlier events of their ordering key (ingest and replay).",
     ),
     "released": ("releasedTotal", "Parked events let into the stream once their ordering key had room."),
+    "emitted": ("emitted", "Follow-up events recorded with their parents' completions (Event.emit)."),
 }
 
 GAUGES: dict[str, tuple[str, str]] = {
@@ -56,6 +57,11 @@ GAUGES: dict[str, tuple[str, str]] = {
     "dlq": ("dlq", "Events in the dead-letter queue."),
     "lag": ("lag", "Entries in the stream not yet delivered to the consumer group."),
     "workers": ("workers", "Workers whose heartbeat is recent."),
+    "outbox": (
+        "outbox",
+        "Follow-up events recorded with their parents' completions, waiting to be relayed to their "
+        "own partition (several partitions only).",
+    ),
 }
 
 # The ordering gauges: snapshot field -> (metric, JSON name, help). Their own names, as

@@ -32,7 +32,9 @@ events = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("received_at_ms", sa.BigInteger, nullable=False),
     sa.Column("processed_at_ms", sa.BigInteger, nullable=False),
-    sa.Column("ordering_key", sa.String(256)),  # added by revision 0002, so last
+    sa.Column("ordering_key", sa.String(256)),  # added by revision 0002, so after the others
+    sa.Column("causation_id", sa.String(64)),  # revision 0003: the parent, for a follow-up
+    sa.Column("children", sa.Text),  # revision 0003: the follow-ups' ids (JSON list) or NULL
     sa.Index("ix_eventstream_events_processed", "processed_at_ms", "id"),
     sa.Index("ix_eventstream_events_type_processed", "type", "processed_at_ms", "id"),
 )
@@ -53,6 +55,8 @@ class ProcessedRow(NamedTuple):
     received_at_ms: int
     processed_at_ms: int
     ordering_key: str | None = None
+    causation_id: str | None = None
+    children: str | None = None  # JSON list of the follow-ups' ids, when it emitted any
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()

@@ -27,7 +27,7 @@ import msgspec
 from eventstream.app import EventStream, Handler, HandlerFunc
 from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
-from eventstream.event import Envelope, Event, decode_envelope
+from eventstream.event import Envelope, Event, FollowUp, decode_envelope
 from eventstream.settings import Settings
 from eventstream.worker.reasons import TRACEBACK_LIMIT, clip, describe, format_traceback
 from eventstream.worker.retry import backoff_s
@@ -42,6 +42,7 @@ class Done:
     attempt: int
     handler_s: float
     skipped: bool = False  # already in the store: acknowledged without running
+    follow_ups: tuple[FollowUp, ...] = ()  # what the try emitted (Event.emit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,10 @@ class Dispatcher:
                 await _with_deadline(handler.func(event), expiry)  # type: ignore[arg-type]
             else:
                 await self._in_thread(handler.func, event, timeout_s)
-            return Done(d, env, attempt, time.perf_counter() - start)
+            emitted = event._follow_ups
+            return Done(
+                d, env, attempt, time.perf_counter() - start, False, tuple(emitted) if emitted else ()
+            )
         except asyncio.CancelledError:
             raise
         except PermanentError as exc:

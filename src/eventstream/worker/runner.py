@@ -35,8 +35,10 @@ from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
+from eventstream.worker import follow_ups
 from eventstream.worker.dispatch import Dispatcher, Done, Outcome
-from eventstream.worker.settle import record_outcomes, write_rows
+from eventstream.worker.follow_ups import unstage
+from eventstream.worker.settle import record_outcomes, stage_follow_ups, write_rows
 
 log = structlog.get_logger("eventstream.worker")
 
@@ -100,6 +102,7 @@ class Worker:
             app, settings, ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
         )
         self.dispatcher.on_abandon = self._abandoned_handler
+        follow_ups.configure(settings)  # Event.emit checks follow-ups against these limits
         self._run: Callable[[StreamEntry], Awaitable[Outcome]] = self.dispatcher.run
         if settings.tracing:  # decided once: with tracing off, handler tries carry no tracing code
             from eventstream.worker.tracing import traced
@@ -253,8 +256,12 @@ class Worker:
             self._started[e.ref] = now
         suspect = [e for e in entries if redelivered or e.attempts > 0]
         already: set[str] = set()
+        staged: dict[str, str] = {}
         if suspect:
             already = await self._retrying(self.store.existing, [e.event_id for e in suspect])
+        if already:
+            refs = [(e.partition, e.event_id) for e in suspect if e.event_id in already]
+            staged = await self._retrying(self.broker.staged_follow_ups, refs)
         for e in entries:
             if e.event_id in already:
                 env = decode_envelope(e.envelope)
@@ -264,7 +271,9 @@ class Worker:
                     event_type=env.type,
                     attempt=e.attempts + 1,  # the try this delivery is: it already succeeded
                 )
-                self._outcomes.put_nowait(Done(e, env, e.attempts, 0.0, skipped=True))
+                blob = staged.get(e.event_id)
+                follow_ups = unstage(blob) if blob is not None else ()
+                self._outcomes.put_nowait(Done(e, env, e.attempts, 0.0, True, follow_ups))
                 continue
             task = asyncio.create_task(self._handle(e))
             self._tasks.add(task)
@@ -332,10 +341,14 @@ class Worker:
 
     async def _settle(self, group: list[Outcome]) -> None:
         # Store first, Redis second: a crash in between makes Redis redeliver, and the
-        # redelivery finds the row and is acknowledged without running again.
+        # redelivery finds the row and is acknowledged without running again, with the
+        # follow-ups staged before the row.
+        await self._retrying(stage_follow_ups, self.broker, group)
         await self._retrying(write_rows, self.store, group)
         await self._retrying(record_outcomes, self.broker, self.consumer, group, self._key_limits)
         self.settled += len(group)
+        if self.broker.layout.count > 1 and any(isinstance(o, Done) and o.follow_ups for o in group):
+            await self._relay()
 
     async def _retrying(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call until it succeeds: Redis or the store being down must not lose outcomes."""
@@ -371,6 +384,8 @@ class Worker:
                     last_renew = now
                 if now - last_reclaim >= reclaim_every and not self._stop.is_set():
                     await self._reclaim(vt_ms)
+                    if self.broker.layout.count > 1:
+                        await self._relay()  # what a worker that died before relaying left
                     last_reclaim = now
                 backoff = s.poll_interval
             except BackendUnavailable as exc:
@@ -379,6 +394,12 @@ class Worker:
             except Exception as exc:  # a failed round must not end promotion and reclaiming
                 log.exception("maintenance failed", error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(backoff)
+
+    async def _relay(self) -> None:
+        """Move follow-ups from the outboxes into their partitions (Broker.relay)."""
+        window_ms = int(self.settings.dedupe_window * 1000)
+        while await self.broker.relay(window_ms, 1000) >= 1000:
+            pass
 
     async def _promote(self) -> None:
         while await self.broker.promote(_now_ms(), 1000) >= 1000:

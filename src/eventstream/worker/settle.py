@@ -13,6 +13,7 @@ from eventstream.broker import Broker, Completion, DeadLetter, ScheduledRetry
 from eventstream.ops.metrics import HistogramBatch
 from eventstream.store import ProcessedRow, SqlStore
 from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
+from eventstream.worker.follow_ups import stage
 
 log = structlog.get_logger("eventstream.worker")
 
@@ -34,7 +35,20 @@ def _row(done: Done, processed_at_ms: int) -> ProcessedRow:
         env.receivedAt,
         processed_at_ms,
         env.orderingKey,
+        env.causationId,
+        _encode([f.id for f in done.follow_ups]).decode() if done.follow_ups else None,
     )
+
+
+async def stage_follow_ups(broker: Broker, outcomes: list[Outcome]) -> None:
+    """Stage what the successes emitted, before their store rows (see eventstream.broker.emits)."""
+    items = [
+        (o.delivery.partition, o.delivery.event_id, stage(o.follow_ups))
+        for o in outcomes
+        if isinstance(o, Done) and o.follow_ups and not o.skipped
+    ]
+    if items:
+        await broker.stage_follow_ups(items)
 
 
 async def write_rows(store: SqlStore, outcomes: list[Outcome]) -> None:
@@ -59,7 +73,8 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
     for o in outcomes:
         d = o.delivery
         if isinstance(o, Done):
-            done.append(Completion(d.entry, d.event_id, o.skipped, d.partition, d.order))
+            follow_ups = [(f.id, f.envelope, f.ordering_key) for f in o.follow_ups]
+            done.append(Completion(d.entry, d.event_id, o.skipped, d.partition, d.order, follow_ups))
             if not o.skipped:
                 hist.observe("handler", o.handler_s)
                 hist.observe("e2e", max(0, now - o.envelope.receivedAt) / 1000)

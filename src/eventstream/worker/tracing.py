@@ -13,11 +13,12 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from eventstream import event
 from eventstream.broker import StreamEntry
 from eventstream.broker.keys import Keys
 from eventstream.event import decode_envelope
 from eventstream.settings import Settings
-from eventstream.tracing import SYSTEM, remote_context, tracer
+from eventstream.tracing import SYSTEM, W3C, remote_context, tracer
 from eventstream.worker.dispatch import Dead, Done, Outcome, RetryLater
 
 Run = Callable[[StreamEntry], Awaitable[Outcome]]
@@ -27,6 +28,7 @@ def traced(run: Run, settings: Settings) -> Run:
     """``run`` (the dispatcher's) with each try in a span; see the module docstring."""
     tracer_ = tracer("worker")
     destination = Keys(settings.prefix).stream
+    event.follow_up_trace = _current_context  # a follow-up is a child of the try that emitted it
 
     async def run_traced(d: StreamEntry) -> Outcome:
         try:
@@ -63,6 +65,14 @@ def traced(run: Run, settings: Settings) -> Run:
         return outcome
 
     return run_traced
+
+
+def _current_context() -> tuple[str, str | None] | None:
+    """(traceparent, tracestate) of the current span (the handler's try), or None."""
+    carrier: dict[str, str] = {}
+    W3C.inject(carrier)
+    parent = carrier.get("traceparent")
+    return None if parent is None else (parent, carrier.get("tracestate"))
 
 
 def _record(span: trace.Span, outcome: Outcome) -> None:
