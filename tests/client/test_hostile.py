@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eventstream import Accepted, Unavailable, UnexpectedResponse
-from tests.client.conftest import MakeProducer
+from tests.support.producers import MakeProducer
 
 Answer = tuple[int, str, bytes]
 

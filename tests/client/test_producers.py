@@ -20,7 +20,7 @@ from eventstream import (
     Unavailable,
     ValidationError,
 )
-from tests.client.conftest import Deployment, MakeProducer, Producer
+from tests.support.producers import Deployment, MakeProducer, Producer
 from tests.support.proxy import PASS, RESET, truncate
 from tests.support.waiting import wait_for
 
