@@ -29,8 +29,8 @@ exceptions at the edges (``Broker``, ``SqlStore``), by the one table in
 the edges names a driver's exception.
 
 The producers (``Client``, ``AsyncClient``) raise these from the API's answers; every
-exception they raise from an answer carries ``status`` (the HTTP status) and ``problem``
-(the parsed problem+json body, or ``{}``).
+exception they raise carries ``status`` (the HTTP status; 0 when no answer came) and
+``problem`` (the parsed problem+json body, or ``{}``).
 
 Handlers raise any exception to ask for a retry; ``PermanentError`` skips the
 retries. ``Retry`` (not an error) asks for a retry after a given delay.

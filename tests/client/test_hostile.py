@@ -4,10 +4,12 @@ clear UnexpectedResponse (or the error its status stands for), never a KeyError 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
 from eventstream import Accepted, Unavailable, UnexpectedResponse
@@ -19,6 +21,7 @@ Answer = tuple[int, str, bytes]
 class Hostile(ThreadingHTTPServer):
     answer: Answer = (200, "application/json", b"{}")
     extra_headers: dict[str, str] = {}
+    silent_s = 0.0  # wait this long before answering
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -26,6 +29,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(self.server.silent_s)
         status, kind, body = self.server.answer
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -56,6 +60,7 @@ def hostile() -> Iterator[Hostile]:
 def url(hostile: Hostile) -> Iterator[str]:
     yield f"http://127.0.0.1:{hostile.server_address[1]}"
     hostile.extra_headers = {}
+    hostile.silent_s = 0.0
 
 
 HTML = "text/html"
@@ -126,3 +131,27 @@ def test_a_generated_key_hides_the_duplicate_only_on_a_retry(
     hostile.answer = (200, JSON, b'{"eventId": "e1", "duplicate": true}')
     producer = make_producer(url, api_key="k")
     assert producer.send("OK", {}) == Accepted("e1", duplicate=True)  # a first try: the server's word
+
+
+def test_a_body_that_does_not_decode_is_an_unexpected_response(
+    hostile: Hostile, url: str, make_producer: MakeProducer
+) -> None:
+    hostile.answer = (202, JSON, b"this is not gzip")
+    hostile.extra_headers = {"Content-Encoding": "gzip"}
+    producer = make_producer(url, api_key="k")
+    with pytest.raises(UnexpectedResponse, match="unreadable") as caught:
+        producer.send("OK", {})
+    assert caught.value.status == 0
+    assert producer.requests == ["POST /events"]
+
+
+def test_a_server_that_never_answers_is_unavailable_after_the_retries(
+    hostile: Hostile, url: str, make_producer: MakeProducer
+) -> None:
+    hostile.answer = (202, JSON, b'{"eventId": "late"}')
+    hostile.silent_s = 2.0
+    producer = make_producer(url, api_key="k", timeout_s=0.2, max_attempts=2, retry_base_s=0.01)
+    with pytest.raises(Unavailable, match="ReadTimeout") as caught:
+        producer.send("OK", {})
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert len(producer.requests) == 2

@@ -49,8 +49,9 @@ def test_every_send_carries_a_new_key_of_its_own(producer: Producer) -> None:
 
 
 def test_a_naive_timestamp_is_refused_before_sending(producer: Producer) -> None:
-    with pytest.raises(ValidationError, match="timezone"):
+    with pytest.raises(ValidationError, match="timezone") as caught:
         producer.send("OK", {}, timestamp=datetime(2026, 1, 1))
+    assert (caught.value.status, caught.value.problem) == (422, {})
     assert producer.requests == []
 
 

@@ -50,7 +50,7 @@ class AsyncClient(BaseClient[httpx.AsyncBaseTransport]):
                     reply = await self._http.request(
                         step.method, step.path, params=step.params, headers=step.headers, content=step.content
                     )
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:
                     reply = exc
         except StopIteration as done:
             return cast(T, done.value)

@@ -2,7 +2,7 @@
 
 ``Client`` and ``AsyncClient`` share this one implementation. Each call is a *plan*: a
 generator that yields a :class:`Call` (send this) or a :class:`Sleep` (wait this long)
-and is sent back the answer (an ``httpx.Response``, or the ``httpx.TransportError`` the
+and is sent back the answer (an ``httpx.Response``, or the ``httpx.RequestError`` the
 send raised); it returns the result or raises one of EventStream's exceptions. The
 clients only do the sending and the sleeping.
 
@@ -50,6 +50,7 @@ from eventstream.errors import (
 from eventstream.results import Accepted, Rejected
 
 T = TypeVar("T")
+E = TypeVar("E", bound=EventStreamError)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The request never left: repeating it is safe whatever it does.
@@ -89,7 +90,7 @@ class Sleep:
 
 
 Step = Call | Sleep
-Reply = httpx.Response | httpx.TransportError | None
+Reply = httpx.Response | httpx.RequestError | None
 Plan = Generator[Step, Reply, T]
 
 
@@ -204,6 +205,11 @@ def error_for(response: httpx.Response, names: tuple[str, str] = ("resource", ""
             status,
             problem,
         )
+    return _stamped(exc, status, problem)
+
+
+def _stamped(exc: E, status: int, problem: dict[str, Any]) -> E:
+    """``exc`` with the HTTP status it stands for (0: there was no answer) and the body."""
     exc.status = status
     exc.problem = problem
     return exc
@@ -225,15 +231,18 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def _transport_failure(exc: httpx.TransportError) -> Unavailable:
+def _where(exc: httpx.RequestError) -> object:
     try:
-        where: object = exc.request.url
+        return exc.request.url
     except RuntimeError:  # raised before a request was made
-        where = "the API"
-    failure = Unavailable(f"cannot reach the EventStream API at {where}: {type(exc).__name__}: {exc}")
-    failure.status = 0
-    failure.problem = {}
-    return failure
+        return "the API"
+
+
+def _transport_failure(exc: httpx.TransportError) -> Unavailable:
+    where = _where(exc)
+    return _stamped(
+        Unavailable(f"cannot reach the EventStream API at {where}: {type(exc).__name__}: {exc}"), 0, {}
+    )
 
 
 # ---- the retry loop ------------------------------------------------------------------
@@ -260,12 +269,14 @@ def exchange(
         elif isinstance(reply, httpx.TransportError):
             error = _transport_failure(reply)
             retry = isinstance(reply, NOT_SENT) or (call.idempotent and isinstance(reply, TRANSIENT))
+        elif isinstance(reply, httpx.RequestError):  # e.g. a body that does not decode (gzip)
+            raise UnexpectedResponse(f"unreadable answer from {_where(reply)}: {reply}", 0) from reply
         else:  # the client broke the protocol of plans
             raise TypeError(f"a plan was sent {reply!r}, not a response")
         delay = max(options.backoff_s(attempt), wait_at_least)
         spent = clock() - start
         if not retry or attempt >= options.max_attempts or spent + delay > options.retry_budget_s:
-            if isinstance(reply, httpx.TransportError):
+            if isinstance(reply, httpx.RequestError):
                 raise error from reply
             raise error
         yield Sleep(delay)
@@ -285,10 +296,8 @@ def _iso(timestamp: datetime | str) -> str:
     if isinstance(timestamp, str):
         return timestamp
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
-        raise ValidationError(
-            "timestamp must be timezone-aware, e.g. datetime.now(UTC)",
-            [{"loc": "$.timestamp", "msg": "no time zone"}],
-        )
+        msg = "timestamp must be timezone-aware, e.g. datetime.now(UTC)"
+        raise _stamped(ValidationError(msg, [{"loc": "$.timestamp", "msg": "no time zone"}]), 422, {})
     return timestamp.isoformat()
 
 

@@ -61,7 +61,7 @@ class Client(BaseClient[httpx.BaseTransport]):
                     reply = self._http.request(
                         step.method, step.path, params=step.params, headers=step.headers, content=step.content
                     )
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:
                     reply = exc
         except StopIteration as done:
             return cast(T, done.value)
