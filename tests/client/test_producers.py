@@ -248,4 +248,5 @@ def test_replaying_an_event_that_is_not_dead_is_not_found(producer: Producer) ->
     with pytest.raises(NotFound) as caught:
         producer.replay_dead(done.event_id)
     assert caught.value.problem["eventStatus"] == "processed"
+    assert "is processed" in str(caught.value)
     assert producer.requests[-1] == f"POST /failed-events/{done.event_id}/replay"

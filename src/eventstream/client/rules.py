@@ -194,6 +194,8 @@ def error_for(response: httpx.Response, names: tuple[str, str] = ("resource", ""
         exc = Forbidden(detail)
     elif status == 404:
         exc = NotFound(*names)
+        if problem.get("detail") == detail:  # the server's words say more (where the event is now)
+            exc.args = (detail,)
     elif status == 429:
         exc = RateLimited(detail, wait, dict(response.headers))
     elif status >= 500:
