@@ -3,22 +3,66 @@
 Users import from here only::
 
     from eventstream import EventStream, Event, PermanentError, Retry
+    from eventstream import Client, AsyncClient    # producers over HTTP
+
+``Client`` and ``AsyncClient`` are imported on first use: a worker that never sends over
+HTTP does not pay for importing httpx.
 """
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any
+
 from eventstream.app import EventStream
-from eventstream.errors import EventStreamError, PermanentError, Retry
+from eventstream.errors import (
+    AuthError,
+    EventStreamError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    PermanentError,
+    RateLimited,
+    Retry,
+    Unauthorized,
+    Unavailable,
+    UnexpectedResponse,
+    ValidationError,
+)
 from eventstream.event import Event
 from eventstream.results import Accepted, Rejected
 
+if TYPE_CHECKING:
+    from eventstream.client import AsyncClient, Client
+
+_LAZY = frozenset({"Client", "AsyncClient"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from eventstream import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'eventstream' has no attribute {name!r}")
+
+
 __all__ = [
     "Accepted",
+    "AsyncClient",
+    "AuthError",
+    "Client",
     "Event",
     "EventStream",
     "EventStreamError",
+    "Forbidden",
+    "NotFound",
+    "PayloadTooLarge",
     "PermanentError",
+    "RateLimited",
     "Rejected",
     "Retry",
+    "Unauthorized",
+    "Unavailable",
+    "UnexpectedResponse",
+    "ValidationError",
     "__version__",
 ]

@@ -20,12 +20,17 @@
     │       │   └── RedisTimeout   no reply in time: the command may still be applied
     │       └── StoreUnavailable   refused, cut mid-statement, locked, out of connections
     ├── BackendError           Redis or the store refused a request; waiting cannot cure it
+    ├── UnexpectedResponse     a Client got an answer the API never gives (a 3xx, a 418, not JSON)
     └── PermanentError         raised BY A HANDLER: do not retry, dead-letter now
 
 ``BackendUnavailable`` and ``BackendError`` are made from redis-py's and SQLAlchemy's
 exceptions at the edges (``Broker``, ``SqlStore``), by the one table in
 ``eventstream.backend_errors``; the original is their ``__cause__``. Nothing above
 the edges names a driver's exception.
+
+The producers (``Client``, ``AsyncClient``) raise these from the API's answers; every
+exception they raise carries ``status`` (the HTTP status; 0 when no answer came) and
+``problem`` (the parsed problem+json body, or ``{}``).
 
 Handlers raise any exception to ask for a retry; ``PermanentError`` skips the
 retries. ``Retry`` (not an error) asks for a retry after a given delay.
@@ -37,7 +42,13 @@ from typing import Any
 
 
 class EventStreamError(Exception):
-    """Root of every exception EventStream raises."""
+    """Root of every exception EventStream raises.
+
+    ``status`` and ``problem`` are set on the exceptions a ``Client`` raises from an HTTP
+    answer: the status code and the problem+json body (``{}`` when it had none)."""
+
+    status: int
+    problem: dict[str, Any]
 
 
 class ConfigError(EventStreamError):
@@ -192,6 +203,17 @@ class StoreUnavailable(BackendUnavailable):
 class BackendError(EventStreamError):
     """Redis or the store refused a request in a way waiting cannot cure: a bug, or a
     misconfiguration (a command error, a broken constraint, a permission). Not retried."""
+
+
+class UnexpectedResponse(EventStreamError):
+    """An answer the EventStream API never gives (a redirect, a 418, a body that is not
+    the JSON expected): something else answered at that URL, or a proxy in between."""
+
+    def __init__(self, detail: str, status: int, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+        self.problem = problem or {}
 
 
 class PermanentError(EventStreamError):

@@ -10,6 +10,8 @@ connections already open and to new ones:
 - ``reset``         reset every open connection (RST), and each new one as it arrives
 - ``truncate(k)``   forward only the first ``k`` bytes of the next server reply, then
                     close that connection
+- ``truncate(k, once=True)``  the same for one reply only, then ``pass`` again (a reply
+                    lost after the server acted, e.g. ``truncate(0, once=True)``)
 
 ``stats`` counts what the proxy did, for the test's report.
 """
@@ -34,10 +36,11 @@ class Mode:
     kind: str = "pass"  # pass | latency | blackhole | reset | truncate
     ms: int = 0
     k: int = 0
+    once: bool = False
 
     def __str__(self) -> str:
         arg = self.ms if self.kind == "latency" else self.k if self.kind == "truncate" else ""
-        return f"{self.kind}{f'({arg})' if arg else ''}"
+        return f"{self.kind}{f'({arg})' if arg else ''}{' once' if self.once else ''}"
 
 
 PASS = Mode()
@@ -49,8 +52,8 @@ def latency(ms: int) -> Mode:
     return Mode("latency", ms=ms)
 
 
-def truncate(k: int) -> Mode:
-    return Mode("truncate", k=k)
+def truncate(k: int, once: bool = False) -> Mode:
+    return Mode("truncate", k=k, once=once)
 
 
 class _Conn:
@@ -173,6 +176,8 @@ class FaultProxy:
                     self.stats["reset"] += 1
                     return
                 if mode.kind == "truncate" and not upstream:
+                    if mode.once:
+                        self.mode = PASS
                     writer.write(data[: mode.k])
                     await writer.drain()
                     self.stats["truncated"] += 1

@@ -60,7 +60,7 @@ FLOORS: list[set[str]] = [
         "embedded",
     },
     {"broker", "store", "app"},
-    {"backends", "ingest", "worker", "replay", "ops", "auth"},
+    {"backends", "ingest", "worker", "replay", "ops", "auth", "client"},
     {"api", "cli", "__init__", "__main__"},
 ]
 
