@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from eventstream import Accepted, Event, EventStream
+from eventstream.auth.apikeys import KeyRegistry
 from eventstream.broker import Layout
 from eventstream.broker.keys import idem_digest, order_digest
 from eventstream.embedded import EmbeddedRedis
@@ -308,3 +309,22 @@ async def test_partitions_route_as_the_api_does(make_api: MakeApi, redis: Redis)
                 Accepted(both.event_id, True)
             )
     assert {layout.partition_of(order_digest(f"line-{i}")) for i in range(8)} != {0}
+
+
+async def test_a_shared_namespace_dedupes_with_the_api_keys_created_with_it(api: Api) -> None:
+    _, token = await KeyRegistry(api.broker).create("svc", "ingest", None, None, namespace="team")
+    with pytest.raises(ConfigError, match="namespace"):
+        EventStream().configure_publisher(api.settings, namespace="no spaces")
+    team = EventStream()
+    team.configure_publisher(api.settings, namespace="team")
+    try:
+        mine = await team.publish("T", {}, idempotency_key="k")
+        headers = {"Idempotency-Key": "k", "Authorization": f"Bearer {token}"}
+        r = await api.post("T", {}, headers=headers)
+        assert (r.status_code, r.json()["eventId"]) == (200, mine.event_id)
+        with pytest.raises(ConfigError, match="in use"):
+            team.configure_publisher(api.settings)
+    finally:
+        await team.aclose_publisher()
+    async with publishing(api.settings) as anonymous:  # the anonymous namespace is another
+        assert (await anonymous.publish("T", {}, idempotency_key="k")).duplicate is False

@@ -47,9 +47,9 @@ def under(path: Path) -> list[Path]:
 # floors below it, never one above; rooms on one floor may import each other as long
 # as no loop forms (checked below). The flow of an event reads across floor 2.
 FLOORS: list[set[str]] = [
-    {"errors", "backend_errors", "event", "settings", "logs", "heap", "tracing", "embedded"},
-    {"broker", "store", "app"},
-    {"backends", "ingest", "worker", "replay", "ops", "auth"},
+    {"errors", "backend_errors", "event", "settings", "logs", "heap", "tracing", "embedded", "results"},
+    {"broker", "store"},
+    {"backends", "ingest", "worker", "replay", "ops", "auth", "app"},  # app: publish -> ingest
     {"api", "cli", "__init__", "__main__"},
 ]
 

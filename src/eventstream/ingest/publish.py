@@ -9,8 +9,8 @@ the one the API uses without API keys, unless a shared namespace is configured.
 
 Connections: redis-py's asyncio clients belong to the event loop that made them, so the
 publisher keeps one *lane* (client, group commit, backpressure) per loop. A lane closes
-itself when its loop shuts down (``asyncio.run``, uvicorn and asgiref all finalize the
-loop's async generators; a lane holds one suspended generator for that), or on
+itself when its loop shuts down (``asyncio.run`` and uvicorn finalize the loop's async
+generators, and a lane holds one suspended generator for that), or on
 ``aclose()`` from its loop. ``publish_sync`` runs on one private loop in a daemon thread,
 started at its first call and stopped by ``close()`` or at interpreter exit.
 """
@@ -43,12 +43,12 @@ from eventstream.ingest.accept import (
     GroupCommit,
     IncomingEvent,
     Publication,
-    _undecodable,
     check_idempotency_key,
     conflict_message,
     now_ms,
     parse_event,
     to_envelope,
+    too_deep,
 )
 from eventstream.ingest.backpressure import Backpressure
 from eventstream.results import Accepted
@@ -235,8 +235,8 @@ class Publisher:
         s = self.settings
         try:
             raw = encode_body(type_, payload, source, severity, timestamp, ordering_key)
-        except RecursionError as exc:
-            raise _undecodable(exc, s.max_depth) from None
+        except RecursionError:
+            raise too_deep(s.max_depth) from None
         if len(raw) > s.max_body_bytes:
             raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {s.max_body_bytes} bytes")
         key = check_key(idempotency_key)
