@@ -21,7 +21,14 @@ from eventstream.auth.apikeys import KeyRegistry
 from eventstream.broker import Layout
 from eventstream.broker.keys import idem_digest, order_digest
 from eventstream.embedded import EmbeddedRedis
-from eventstream.errors import ConfigError, PayloadTooLarge, Unavailable, ValidationError
+from eventstream.errors import (
+    ConfigError,
+    PartitionCountMismatch,
+    PayloadTooLarge,
+    Unavailable,
+    Unconfirmed,
+    ValidationError,
+)
 from eventstream.ingest.accept import conflict_message
 from eventstream.settings import Settings
 from tests.support.asgi import Api, MakeApi
@@ -328,3 +335,50 @@ async def test_a_shared_namespace_dedupes_with_the_api_keys_created_with_it(api:
         await team.aclose_publisher()
     async with publishing(api.settings) as anonymous:  # the anonymous namespace is another
         assert (await anonymous.publish("T", {}, idempotency_key="k")).duplicate is False
+
+
+async def test_unconfirmed_by_replicas_is_unconfirmed_with_the_outcome(
+    redis_url: str, prefix: str, tmp_path: Path, api: Api
+) -> None:
+    # the session's server has no replica: the wait for one ends unconfirmed
+    unsafe = make_settings(redis_url, prefix, tmp_path, redis_wait_replicas=1, redis_wait_timeout=0.2)
+    async with publishing(unsafe) as app:
+        with pytest.raises(Unconfirmed) as first:
+            await app.publish("T", {"a": 1}, idempotency_key="k")
+        [queued] = first.value.results
+        assert isinstance(queued, Accepted)
+        assert queued.duplicate is False
+        with pytest.raises(Unconfirmed) as again:
+            await app.publish("T", {"a": 1}, idempotency_key="k")
+        assert again.value.results == [Accepted(queued.event_id, True)]
+        with pytest.raises(ValidationError, match="already used"):
+            await app.publish("T", {"a": 2}, idempotency_key="k")
+    assert await api.stream_len() == 1
+
+
+async def test_a_partition_count_other_than_the_deployments_is_refused(make_api: MakeApi) -> None:
+    api = await make_api(partitions=4)
+    await api.accepted("T", {})  # a deployment that holds events keeps its count
+    async with publishing(api.settings.model_copy(update={"partitions": 2})) as app:
+        with pytest.raises(PartitionCountMismatch, match="EVENTSTREAM_PARTITIONS=4") as refused:
+            await app.publish("T", {})
+    assert isinstance(refused.value, Unavailable)
+    assert (await api.counters())["received"] == 1
+
+
+async def test_a_restarted_up_is_followed_through_its_url_file(
+    proxy: FaultProxy, settings: Settings, redis_url: str, api: Api
+) -> None:
+    url_file = settings.data_dir / "redis" / "url"
+    url_file.parent.mkdir()
+    url_file.write_text(proxy.url + "\n")  # `eventstream up`'s server, here behind the proxy
+    async with publishing(settings.model_copy(update={"redis_url": None})) as app:
+        await app.publish("T", {"i": 1})
+        proxy.set(RESET)  # that server stops; another starts and writes its URL
+        url_file.write_text(redis_url + "\n")
+        with pytest.raises(Unavailable):
+            await app.publish("T", {"i": 2}, idempotency_key="two")
+        await app.publish("T", {"i": 2}, idempotency_key="two")  # through the new URL
+        url_file.unlink()
+        assert len(app.publisher._lanes) == 1
+    assert await api.stream_len() == 2
