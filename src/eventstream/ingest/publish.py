@@ -217,7 +217,7 @@ class Publisher:
             await self._recheck_url(lane)
             raise
         if result.conflict:
-            raise ValidationError(conflict_message(KEY_SOURCE if key else "id"))
+            raise ValidationError(conflict_message(KEY_SOURCE))
         return Accepted(result.event_id, result.duplicate)
 
     def parse(
