@@ -7,10 +7,16 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eventstream.errors import ConfigError
 from eventstream.event import Event
+from eventstream.results import Accepted
+
+if TYPE_CHECKING:
+    from eventstream.ingest.publish import Publisher
+    from eventstream.settings import Settings
 
 HandlerFunc = Callable[[Event], Awaitable[None]] | Callable[[Event], None]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -46,6 +52,7 @@ class EventStream:
     def __init__(self, name: str = "eventstream") -> None:
         self.name = name
         self._handlers: dict[str, Handler] = {}
+        self._publisher: Publisher | None = None
 
     def handler(
         self,
@@ -91,6 +98,85 @@ class EventStream:
     @property
     def types(self) -> list[str]:
         return sorted(self._handlers)
+
+    # ---- publishing from inside a Python service (eventstream.ingest.publish) ----------
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            from eventstream.ingest.publish import Publisher  # not for the worker's imports
+
+            self._publisher = Publisher()
+        return self._publisher
+
+    def configure_publisher(self, settings: Settings | None = None, *, namespace: str | None = None) -> None:
+        """Publish with these settings instead of the ``EVENTSTREAM_*`` environment read at
+        the first publish; ``namespace``: the idempotency namespace of the API keys created
+        with ``--namespace`` (default: the anonymous one). Before the first publish only
+        (or after closing the publisher)."""
+        self.publisher.configure(settings, namespace=namespace)
+
+    async def publish(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+        source: str | None = None,
+        severity: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> Accepted:
+        """Accept one event as ``POST /events`` does, without HTTP: validated, deduplicated,
+        enqueued in Redis. Does not wait for the handler.
+
+        Raises ValidationError (PayloadTooLarge) for what the API answers 4xx, Unavailable
+        (Redis unreachable, ingest shedding load; Unconfirmed: queued, replicas did not
+        confirm) for its 503, ConfigError when no Redis is configured."""
+        return await self.publisher.publish(
+            type,
+            payload,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+            source=source,
+            severity=severity,
+            timestamp=timestamp,
+        )
+
+    def publish_sync(
+        self,
+        type: str,
+        payload: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+        source: str | None = None,
+        severity: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> Accepted:
+        """``publish`` for code without a running event loop (sync views, threads,
+        scripts); thread-safe. Inside a running loop it raises RuntimeError: await
+        ``publish`` there."""
+        return self.publisher.publish_sync(
+            type,
+            payload,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+            source=source,
+            severity=severity,
+            timestamp=timestamp,
+        )
+
+    def close_publisher(self) -> None:
+        """Stop the ``publish_sync`` thread and close its connections (also done at exit)."""
+        if self._publisher is not None:
+            self._publisher.close()
+
+    async def aclose_publisher(self) -> None:
+        """Close the publisher's connections of the running loop, and the ``publish_sync``
+        thread (an app's shutdown hook)."""
+        if self._publisher is not None:
+            await self._publisher.aclose()
 
 
 def default_app() -> EventStream:

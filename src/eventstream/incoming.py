@@ -153,6 +153,11 @@ def undecodable(exc: UnicodeDecodeError | RecursionError, max_depth: int | None)
         )
     if max_depth is None:
         return ValidationError("batch is nested too deeply", [{"loc": "$.events", "msg": "nesting too deep"}])
+    return too_deep(max_depth)
+
+
+def too_deep(max_depth: int) -> ValidationError:
+    """The refusal of a payload nested deeper than ``max_depth``."""
     return ValidationError(
         f"payload is nested deeper than {max_depth} levels",
         [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
@@ -210,10 +215,7 @@ def parse_event(
         msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
         raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
     if _depth(event.payload, max_depth) > max_depth:
-        raise ValidationError(
-            f"payload is nested deeper than {max_depth} levels",
-            [{"loc": "$.payload", "msg": f"nesting deeper than {max_depth}"}],
-        )
+        raise too_deep(max_depth)
     # With no limits given every size passes, and the walk still counts the keys.
     over, payload_keys = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
     if over is not None:

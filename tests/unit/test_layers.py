@@ -59,8 +59,8 @@ FLOORS: list[set[str]] = [
         "tracing",
         "embedded",
     },
-    {"broker", "store", "app"},
-    {"backends", "ingest", "worker", "replay", "ops", "auth", "client"},
+    {"broker", "store"},
+    {"backends", "ingest", "worker", "replay", "ops", "auth", "client", "app"},  # app: publish -> ingest
     {"api", "cli", "__init__", "__main__"},
 ]
 
