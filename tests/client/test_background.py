@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -300,3 +302,20 @@ def test_without_on_error_undelivered_events_are_logged(make_background: MakeBac
         bg.flush()
     [entry] = [e for e in logs if e["event"] == "background_events_undelivered"]
     assert (entry["log_level"], entry["keys"], entry["count"]) == ("error", [key], 1)
+
+
+EXITING = """
+import sys
+from eventstream import Client
+client = Client(sys.argv[1], sys.argv[2]).enable_background(flush_interval_s=60)
+for i in range(5):
+    client.enqueue("OK", {"i": i})
+"""
+
+
+def test_a_sync_client_left_open_is_flushed_when_the_process_exits(deployment: Deployment) -> None:
+    before = deployment.received()
+    args = [sys.executable, "-c", EXITING, deployment.api.url, deployment.admin_key]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert deployment.received() == before + 5
