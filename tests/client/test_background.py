@@ -319,3 +319,15 @@ def test_a_sync_client_left_open_is_flushed_when_the_process_exits(deployment: D
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert deployment.received() == before + 5
+
+
+def test_an_async_client_left_open_when_its_loop_ends_reports_its_buffer(deployment: Deployment) -> None:
+    undelivered: list[Undelivered] = []
+
+    async def main() -> str:
+        client = AsyncClient(deployment.api.url, deployment.admin_key)
+        client.enable_background(flush_interval_s=60, on_error=undelivered.extend)
+        return await client.enqueue("OK", {"left": "open"})
+
+    key = asyncio.run(main())
+    assert [(u.key, type(u.error)) for u in undelivered] == [(key, Unavailable)]

@@ -171,7 +171,9 @@ class Backlog:
         """Give up on every item left (a close that timed out)."""
         why = self.last_error
         if why is None:
-            closed = Unavailable("the client was closed before these events could be sent")
+            closed = Unavailable(
+                "the client was closed (or its event loop ended) before these events could be sent"
+            )
             closed.status, closed.problem = 0, {}
             why = closed
         failed = [Undelivered(i.key, i.event, why) for i in self.items]

@@ -180,6 +180,13 @@ class TaskSender(Sender):
         report(self.settings.on_error, failed)
 
     async def _loop(self) -> None:
+        try:
+            await self._send_batches()
+        except asyncio.CancelledError:  # e.g. asyncio.run ending with the client still open
+            report(self.settings.on_error, self.backlog.abandon())
+            raise
+
+    async def _send_batches(self) -> None:
         while True:
             async with self._cond:
                 while (wait_s := self.backlog.wait_s(time.monotonic())) != 0:

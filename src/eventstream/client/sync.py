@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -15,6 +16,7 @@ from eventstream.client.senders import ThreadSender
 from eventstream.results import Accepted, Rejected
 
 T = TypeVar("T")
+STARTING = threading.Lock()
 
 
 class Client(BaseClient[httpx.BaseTransport]):
@@ -73,7 +75,9 @@ class Client(BaseClient[httpx.BaseTransport]):
         flushes, and so does the exit of the process (at most ``close_timeout_s``)."""
         event = self._event(type, payload, idempotency_key, ordering_key, source, severity, timestamp)
         if self._sender is None:
-            self._sender = ThreadSender(self.send_batch, self._background, self.options.max_batch)
+            with STARTING:  # two threads' first enqueues make one sender
+                if self._sender is None:
+                    self._sender = ThreadSender(self.send_batch, self._background, self.options.max_batch)
         assert isinstance(self._sender, ThreadSender)
         self._sender.put(event)
         return str(event["id"])
