@@ -162,7 +162,7 @@ def test_a_lone_event_is_sent_when_it_has_waited_flush_interval(
     assert bg.batches.sizes == [1]
 
 
-@pytest.mark.parametrize("on_full", ["block", "raise"])
+@pytest.mark.parametrize("on_full", ["block", "raise", "block for 0.2 s"])
 def test_an_outage_fills_the_buffer_and_nothing_is_lost_when_the_server_is_back(
     deployment: Deployment, make_background: MakeBackground, on_full: str
 ) -> None:
@@ -173,7 +173,8 @@ def test_an_outage_fills_the_buffer_and_nothing_is_lost_when_the_server_is_back(
         max_queue=30,
         batch_size=10,
         flush_interval_s=0.05,
-        on_full=on_full,
+        on_full="raise" if on_full == "raise" else "block",
+        full_timeout_s=0.2 if on_full == "block for 0.2 s" else None,
         retry_pause_s=0.1,
     )
     before = deployment.received()
@@ -183,7 +184,7 @@ def test_an_outage_fills_the_buffer_and_nothing_is_lost_when_the_server_is_back(
             bg.enqueue("OK", {"i": i})
         wait_for(lambda: len(bg.batches.sizes) >= 4, "tries during the outage")  # retried, kept
         assert bg.stats().pending == 30
-        if on_full == "raise":
+        if on_full != "block":
             with pytest.raises(BufferFull) as full:
                 bg.enqueue("OK", {"i": 30})
             assert full.value.pending == 30
