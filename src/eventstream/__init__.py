@@ -5,7 +5,7 @@ Users import from here only::
     from eventstream import EventStream, Event, PermanentError, Retry
     from eventstream import Client, AsyncClient    # producers over HTTP
 
-``Client`` and ``AsyncClient`` are imported on first use: a worker that never sends over
+``Client``, ``AsyncClient`` and ``Undelivered`` are imported on first use: a worker that never sends over
 HTTP does not pay for importing httpx.
 """
 
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from eventstream.app import EventStream
 from eventstream.errors import (
     AuthError,
+    BufferFull,
     EventStreamError,
     Forbidden,
     NotFound,
@@ -32,9 +33,9 @@ from eventstream.event import Event
 from eventstream.results import Accepted, Rejected
 
 if TYPE_CHECKING:
-    from eventstream.client import AsyncClient, Client
+    from eventstream.client import AsyncClient, Client, Undelivered
 
-_LAZY = frozenset({"Client", "AsyncClient"})
+_LAZY = frozenset({"Client", "AsyncClient", "Undelivered"})
 
 
 def __getattr__(name: str) -> Any:
@@ -49,6 +50,7 @@ __all__ = [
     "Accepted",
     "AsyncClient",
     "AuthError",
+    "BufferFull",
     "Client",
     "Event",
     "EventStream",
@@ -62,6 +64,7 @@ __all__ = [
     "Retry",
     "Unauthorized",
     "Unavailable",
+    "Undelivered",
     "UnexpectedResponse",
     "ValidationError",
     "__version__",

@@ -21,6 +21,7 @@
     │       └── StoreUnavailable   refused, cut mid-statement, locked, out of connections
     ├── BackendError           Redis or the store refused a request; waiting cannot cure it
     ├── UnexpectedResponse     a Client got an answer the API never gives (a 3xx, a 418, not JSON)
+    ├── BufferFull             a Client's background buffer is full (``enqueue``; nothing was added)
     └── PermanentError         raised BY A HANDLER: do not retry, dead-letter now
 
 ``BackendUnavailable`` and ``BackendError`` are made from redis-py's and SQLAlchemy's
@@ -214,6 +215,19 @@ class UnexpectedResponse(EventStreamError):
         self.detail = detail
         self.status = status
         self.problem = problem or {}
+
+
+class BufferFull(EventStreamError):
+    """``enqueue`` found the client's background buffer full (``max_queue`` events waiting)
+    and could not wait (``on_full="raise"``) or waited ``full_timeout_s`` in vain: the
+    event was not added. ``pending`` is how many were waiting."""
+
+    def __init__(self, detail: str, pending: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.pending = pending
+        self.status = 0
+        self.problem = {}
 
 
 class PermanentError(EventStreamError):

@@ -11,6 +11,7 @@ import httpx
 
 from eventstream.client import rules
 from eventstream.client.base import DEFAULT_PAGE, BaseClient
+from eventstream.client.senders import TaskSender
 from eventstream.results import Accepted, Rejected
 
 T = TypeVar("T")
@@ -34,8 +35,39 @@ class AsyncClient(BaseClient[httpx.AsyncBaseTransport]):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; first, when ``enqueue`` was used, deliver what
+        it buffered (waiting at most ``close_timeout_s``)."""
+        self._closed = True
+        if isinstance(self._sender, TaskSender):
+            await self._sender.close()
         await self._http.aclose()
+
+    async def enqueue(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+        source: str | None = None,
+        severity: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> str:
+        """As ``Client.enqueue``: returns at once unless the buffer is full, then waits for
+        room (or raises ``BufferFull``). The sending task runs on the loop of the first
+        ``enqueue``; use the client from that loop only. No flush at process exit: call
+        ``await aclose()`` (or use ``async with``)."""
+        event = self._event(type, payload, idempotency_key, ordering_key, source, severity, timestamp)
+        if self._sender is None:
+            self._sender = TaskSender(self.send_batch, self._background, self.options.max_batch)
+        assert isinstance(self._sender, TaskSender)
+        await self._sender.put(event)
+        return str(event["id"])
+
+    async def flush(self, timeout_s: float | None = None) -> None:
+        """As ``Client.flush``, awaited."""
+        if isinstance(self._sender, TaskSender):
+            await self._sender.flush(timeout_s)
 
     async def _run(self, plan: rules.Plan[T]) -> T:
         reply: rules.Reply = None

@@ -312,6 +312,42 @@ def _accepted(response: httpx.Response, own_retry: bool) -> Accepted:
     return Accepted(event_id, duplicate)
 
 
+def event_body(
+    type: str,
+    payload: Mapping[str, Any],
+    *,
+    ordering_key: str | None,
+    source: str | None,
+    severity: str | None,
+    timestamp: datetime | str | None,
+) -> dict[str, Any]:
+    """One event in the HTTP body form (without its key)."""
+    body: dict[str, Any] = {"type": type, "payload": payload}
+    optional = {"source": source, "severity": severity, "orderingKey": ordering_key}
+    body.update((k, v) for k, v in optional.items() if v is not None)
+    if timestamp is not None:
+        body["timestamp"] = _iso(timestamp)
+    return body
+
+
+TOO_LARGE = {"loc": "$", "msg": "too large"}
+
+
+def _too_large(size: int, options: Options) -> str:
+    return f"the event is {size} bytes as JSON; a request may have {options.max_body_bytes}"
+
+
+def batch_item(options: Options, body: Mapping[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+    """``body`` as a batch item with its ``id`` (the caller's key, or a new one), checked as
+    ``send_batch`` would: JSON-encodable (else TypeError) and small enough for one request
+    (else PayloadTooLarge)."""
+    item = {**body, "id": idempotency_key if idempotency_key is not None else str(uuid.uuid4())}
+    size = len(_encode(item, "the event"))
+    if BATCH_OVERHEAD + size > options.max_body_bytes:
+        raise _stamped(PayloadTooLarge(_too_large(size, options), [{**TOO_LARGE}]), 413, {})
+    return item
+
+
 def send(
     options: Options,
     type: str,
@@ -323,11 +359,9 @@ def send(
     severity: str | None,
     timestamp: datetime | str | None,
 ) -> Plan[Accepted]:
-    body: dict[str, Any] = {"type": type, "payload": payload}
-    optional = {"source": source, "severity": severity, "orderingKey": ordering_key}
-    body.update((k, v) for k, v in optional.items() if v is not None)
-    if timestamp is not None:
-        body["timestamp"] = _iso(timestamp)
+    body = event_body(
+        type, payload, ordering_key=ordering_key, source=source, severity=severity, timestamp=timestamp
+    )
     key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
     headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
     call = Call("POST", "/events", headers=headers, content=_encode(body, "the event"))
@@ -369,8 +403,7 @@ def split(events: Sequence[Mapping[str, Any]], options: Options) -> tuple[list[C
         generated = item.get("id") is None
         body = _encode({**item, "id": str(uuid.uuid4())} if generated else item, f"events[{i}]")
         if BATCH_OVERHEAD + len(body) > options.max_body_bytes:
-            detail = f"the event is {len(body)} bytes as JSON; a request may have {options.max_body_bytes}"
-            too_large.append(Rejected(i, 413, detail, ({"loc": "$", "msg": "too large"},)))
+            too_large.append(Rejected(i, 413, _too_large(len(body), options), ({**TOO_LARGE},)))
             continue
         if chunk.bodies and (
             len(chunk.bodies) >= options.max_batch or chunk.size + 1 + len(body) > options.max_body_bytes

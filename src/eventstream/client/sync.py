@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -11,9 +12,11 @@ import httpx
 
 from eventstream.client import rules
 from eventstream.client.base import DEFAULT_PAGE, BaseClient
+from eventstream.client.senders import ThreadSender
 from eventstream.results import Accepted, Rejected
 
 T = TypeVar("T")
+STARTING = threading.Lock()
 
 
 class Client(BaseClient[httpx.BaseTransport]):
@@ -45,8 +48,45 @@ class Client(BaseClient[httpx.BaseTransport]):
         self.close()
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; first, when ``enqueue`` was used, deliver what
+        it buffered (waiting at most ``close_timeout_s``; see ``enable_background``)."""
+        self._closed = True
+        if isinstance(self._sender, ThreadSender):
+            self._sender.close()
         self._http.close()
+
+    def enqueue(
+        self,
+        type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        ordering_key: str | None = None,
+        source: str | None = None,
+        severity: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> str:
+        """Buffer one event for background sending and return its idempotency key (yours,
+        or one made now) at once; a thread sends the buffer in batches (``send_batch``,
+        with its retries). The arguments are ``send``'s; an event that cannot be sent
+        (not JSON, too large, a naive timestamp) raises here. A full buffer blocks the
+        calling thread, or raises ``BufferFull`` (see ``enable_background``). Events
+        that fail for good go to ``on_error``. ``flush()`` waits for delivery; ``close()``
+        flushes, and so does the exit of the process (at most ``close_timeout_s``)."""
+        event = self._event(type, payload, idempotency_key, ordering_key, source, severity, timestamp)
+        if self._sender is None:
+            with STARTING:  # two threads' first enqueues make one sender
+                if self._sender is None:
+                    self._sender = ThreadSender(self.send_batch, self._background, self.options.max_batch)
+        assert isinstance(self._sender, ThreadSender)
+        self._sender.put(event)
+        return str(event["id"])
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every event enqueued before this call is delivered or reported to
+        ``on_error``; ``TimeoutError`` after ``timeout_s`` seconds (the events stay buffered)."""
+        if isinstance(self._sender, ThreadSender):
+            self._sender.flush(timeout_s)
 
     def _run(self, plan: rules.Plan[T]) -> T:
         reply: rules.Reply = None
