@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from eventstream import Client
 from eventstream.cli.send import DEFAULT_BATCH
@@ -124,22 +126,29 @@ def test_a_file_with_bad_lines_sends_the_good_ones_and_lists_the_rest(
         '{"type": "OK", "payload": {}, "id": "mine-1"}',
     ]
     path = write_lines(tmp_path / "events.jsonl", lines)
+    with path.open("ab") as f:  # a line too long to send, then one that is not UTF-8, then a good one
+        f.write(b'{"type": "OK", "payload": {"s": "' + b"x" * 1_100_000 + b'"}}\n\xff\xfe\n')
+        f.write((GOOD % 3).encode())  # no newline at the end
     r = run_cli("send", "--file", str(path), "--batch-size", "2", url=api.url)
     assert r.code == 1, r.stderr
     rejects = tmp_path / "events.jsonl.rejected.jsonl"
     assert r.stdout.strip() == (
-        f"sent {path}: 6 line(s) read, 3 accepted, 0 duplicate(s), 3 rejected (reasons in {rejects})"
+        f"sent {path}: 9 line(s) read, 4 accepted, 0 duplicate(s), 5 rejected (reasons in {rejects})"
     )
     records = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert [(x["line"], x["text"], x["status"]) for x in records] == [
         (3, "{not json", None),
         (4, '["a", "list"]', None),
         (5, lines[4], 422),
+        (8, "", None),
+        (9, "\ufffd\ufffd", None),
     ]
     assert records[0]["reason"].startswith("not JSON")
     assert records[1]["reason"] == "not a JSON object but a list"
-    assert "type" in records[2]["reason"], records[2]
-    assert get_metrics(client)["received"] == 3
+    assert "$.type" in records[2]["reason"], records[2]
+    assert records[3]["reason"] == "the line is longer than 1048576 bytes"
+    assert records[4]["reason"].startswith("not JSON"), records[4]
+    assert get_metrics(client)["received"] == 4
     # the line with its own id kept it: sending it alone under that key is a duplicate
     dup = run_cli("send", "OK", "--idempotency-key", "mine-1", "--json", url=api.url)
     assert json.loads(dup.stdout)["duplicate"] is True, dup.stdout
@@ -213,11 +222,12 @@ def test_a_hundred_thousand_lines_sent_twice_are_a_hundred_thousand_events(
     assert get_metrics(client)["received"] == n
 
 
+@pytest.mark.parametrize("cut", ["api unreachable", "ctrl-c"])
 def test_an_interrupted_load_sent_again_makes_one_event_of_each_line(
-    cluster: Cluster, api: Api, client: httpx.Client, tmp_path: Path
+    cluster: Cluster, api: Api, client: httpx.Client, tmp_path: Path, cut: str
 ) -> None:
-    """The API becomes unreachable mid-file (every connection reset, a batch's answer
-    maybe lost): exit 2 with how far it got; sent again, each line is in exactly once."""
+    """Cut mid-file (the API unreachable, every connection reset, a batch's answer maybe
+    lost; or Ctrl-C): exit 2 (130) with how far it got; sent again, each line is in once."""
     n = 2000
     path = write_lines(tmp_path / "cut.jsonl", [GOOD % i for i in range(n)])
     proxy = FaultProxy(api.port).start()
@@ -230,17 +240,21 @@ def test_an_interrupted_load_sent_again_makes_one_event_of_each_line(
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         )  # fmt: skip
         wait_for(lambda: get_metrics(client)["received"] >= 200, "200 events in", 60, 0.02)
-        proxy.set(RESET)
+        if cut == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            proxy.set(RESET)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2, err
-        cut = json.loads(out.strip().splitlines()[-1])
-        assert cut["complete"] is False, cut
-        assert 0 < cut["lastLine"] < n, cut
-        assert "cannot reach the EventStream API" in err, err
+        assert proc.returncode == (130 if cut == "ctrl-c" else 2), err
+        stopped = json.loads(out.strip().splitlines()[-1])
+        assert stopped["complete"] is False, stopped
+        assert 0 < stopped["lastLine"] < n, stopped
+        if cut != "ctrl-c":
+            assert "cannot reach the EventStream API" in err, err
         assert "sending the same input again is safe" in err, err
-        received = get_metrics(client)["received"]
-        assert cut["accepted"] <= received < n
         proxy.set(PASS)
+        received = wait_for(lambda: _settled_received(client), "the last batch to land", 10, 0.1)
+        assert stopped["accepted"] <= received < n
         again = run_cli("send", "--file", str(path), "--json", url=f"http://127.0.0.1:{proxy.port}")
     finally:
         proxy.close()
@@ -251,6 +265,14 @@ def test_an_interrupted_load_sent_again_makes_one_event_of_each_line(
     worker = cluster.start_worker(burst=True)
     assert cluster.wait_exit(worker, 120) == 0, worker.logs()
     assert get_metrics(client)["processed"] == n
+
+
+def _settled_received(client: httpx.Client) -> int | None:
+    """``received`` once it holds still for a moment (a batch cut in flight may still land)."""
+    before = get_metrics(client)["received"]
+    time.sleep(0.3)
+    after = get_metrics(client)["received"]
+    return after if after == before else None
 
 
 def test_at_a_terminal_a_progress_bar_then_the_summary(api: Api, tmp_path: Path) -> None:
