@@ -84,7 +84,8 @@ def send(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print the result as JSON: the API's answer (one event), the summary (a file)."
+            "--json",
+            help='Print the result as JSON: {"eventId", "duplicate"} (one event), the summary (a file).',
         ),
     ] = False,
     url: UrlOpt = DEFAULT_URL,
@@ -334,5 +335,9 @@ def _summary(src: Source, tally: Tally, sink: _RejectSink, as_json: bool, comple
     if complete:
         typer.echo(f"sent {label}: {counts}")
     else:
-        unsure = f"; {tally.unconfirmed} sent without an answer" if tally.unconfirmed else ""
+        unsure = (
+            f"; {tally.unconfirmed} unconfirmed (in or not: sending again settles it)"
+            if tally.unconfirmed
+            else ""
+        )
         typer.echo(f"stopped at line {tally.last_line} of {label}: {counts}{unsure}")
