@@ -204,6 +204,20 @@ def test_a_rejects_file_left_by_an_earlier_run_goes_when_nothing_is_rejected(
     assert (r.code, "is the input itself" in r.stderr) == (2, True), r.stderr
 
 
+def test_a_batch_over_the_api_s_limit_is_refused_as_a_whole(
+    api: Api, client: httpx.Client, tmp_path: Path
+) -> None:
+    path = write_lines(tmp_path / "big.jsonl", [GOOD % i for i in range(1001)])
+    r = run_cli("send", "--file", str(path), "--batch-size", "1001", "--json", url=api.url)
+    assert r.code == 2, r.stderr
+    assert "refused the request (413)" in r.stderr, r.stderr
+    assert "lower --batch-size" in r.stderr, r.stderr
+    assert summary(r)["unconfirmed"] == 1001, r.stdout
+    assert summary(r)["rejected"] == 0, r.stdout
+    assert not (tmp_path / "big.jsonl.rejected.jsonl").exists()
+    assert get_metrics(client)["received"] == 0
+
+
 def test_a_hundred_thousand_lines_sent_twice_are_a_hundred_thousand_events(
     api: Api, client: httpx.Client, tmp_path: Path
 ) -> None:
