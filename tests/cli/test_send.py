@@ -106,6 +106,8 @@ def test_type_and_file_are_one_or_the_other(tmp_path: Path) -> None:
     assert run_cli("send", "OK", "--file", str(tmp_path / "x")).code == 2
     r = run_cli("send", "--file", str(tmp_path / "x"), "--source", "s")
     assert (r.code, "--source: for one event" in r.stderr) == (2, True), r.stderr
+    r = run_cli("send", "OK", "--key-prefix", "p")
+    assert (r.code, "--key-prefix: for --file" in r.stderr) == (2, True), r.stderr
     r = run_cli("send", "--file", str(tmp_path / "missing.jsonl"))
     assert (r.code, "No such file" in r.stderr) == (2, True), r.stderr
 

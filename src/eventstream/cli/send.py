@@ -111,6 +111,10 @@ def send(
         _usage(f"--url: {exc}")
     with client:
         if type_ is not None:
+            bulk = {"--key-prefix": key_prefix, "--rejects": rejects,
+                    "--batch-size": None if batch_size == DEFAULT_BATCH else batch_size}  # fmt: skip
+            if given := [name for name, value in bulk.items() if value is not None]:
+                _usage(f"{', '.join(given)}: for --file")
             _send_one(client, type_, _payload(payload), as_json,
                       ordering_key=ordering_key, source=source, severity=severity,
                       timestamp=timestamp, idempotency_key=idempotency_key)  # fmt: skip
