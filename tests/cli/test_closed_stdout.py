@@ -27,10 +27,12 @@ COMMANDS = [
     ["audit", "--json"],
     ["audit"],
     ["db", "current"],
+    ["send", "OK", "--payload", '{"a": 1}'],
+    ["send", "--file", "/dev/null"],
 ]
 
 
-OVER_HTTP = {"dlq", "stats", "replay"}
+OVER_HTTP = {"dlq", "stats", "replay", "send"}
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)

@@ -15,9 +15,14 @@ class Run(NamedTuple):
 
 
 def run_cli(
-    *args: str, url: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    input: str | None = None,
 ) -> Run:
-    """``python -m eventstream ARGS`` with a wide terminal (tables unwrapped); its exit code and output."""
+    """``python -m eventstream ARGS`` with a wide terminal (tables unwrapped); its exit code and
+    output. ``input``: its stdin (else none)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSTREAM_")}
     clean.update({"COLUMNS": "220", "NO_COLOR": "1", "TERM": "dumb"})
     if url is not None:
@@ -29,7 +34,8 @@ def run_cli(
         text=True,
         env=clean,
         timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)

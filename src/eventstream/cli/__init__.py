@@ -35,6 +35,7 @@ from eventstream.cli import keys as _keys  # noqa: E402, F401  keys ...
 from eventstream.cli import ops as _ops  # noqa: E402, F401  stats, dlq ..., events ...
 from eventstream.cli import procfile as _procfile  # noqa: E402, F401  procfile
 from eventstream.cli import replay as _replay  # noqa: E402, F401  replay
+from eventstream.cli import send as _send  # noqa: E402, F401  send
 
 
 def main() -> None:
