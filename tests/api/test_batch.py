@@ -56,6 +56,9 @@ async def test_bad_items_do_not_sink_good_ones(api: Api) -> None:
     assert "type" in results[4]["error"]
     assert "payload" in results[5]["error"]
     assert "extra" in results[6]["error"]
+    # what is wrong, by location, as a single POST's 422 says it
+    assert [e["loc"] for e in results[4]["errors"]] == ["$.type"]
+    assert [e["loc"] for e in results[5]["errors"]] == ["$.payload"]
     for x in results:
         if x["status"] == 422:
             assert "eventId" not in x

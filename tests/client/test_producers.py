@@ -216,6 +216,7 @@ def test_a_batch_answers_good_and_bad_items_each_with_its_index(make_producer: M
     rejected = [r for r in results if isinstance(r, Rejected)]
     assert [(r.index, r.status) for r in rejected] == [(1, 422), (3, 422)]
     assert "payload" in rejected[1].detail
+    assert [[e["loc"] for e in r.errors] for r in rejected] == [["$.type"], ["$"]]
     assert producer.send_batch([]) == []
 
 

@@ -133,6 +133,8 @@ async def post_batch(request: Request) -> Response:
             good.append((i, to_envelope(event, key, now, trace=context, namespace=ns)))
         except ValidationError as exc:
             results[i] = {"index": i, "status": exc.status, "error": exc.detail}
+            if exc.errors:
+                results[i]["errors"] = exc.errors
     unconfirmed: Unconfirmed | None = None
     try:
         accepted = await publication.submit([g for _, g in good])

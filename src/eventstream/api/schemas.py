@@ -25,6 +25,7 @@ class BatchItem(msgspec.Struct, omit_defaults=True):
     eventId: str | None = None
     duplicate: bool | None = None
     error: str | None = None
+    errors: list[dict[str, str]] | None = None  # what is wrong, by location (as in a 422 problem)
 
 
 class BatchResult(msgspec.Struct):

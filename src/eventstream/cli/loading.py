@@ -33,8 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
-from eventstream.errors import PayloadTooLarge
-from eventstream.results import Accepted, Rejected
+from eventstream.results import Rejected
 
 if TYPE_CHECKING:
     from eventstream.client import Client
@@ -201,7 +200,6 @@ def load(
     def flush() -> None:
         tally.unconfirmed = len(bodies)
         results = client.send_batch(bodies)
-        _refused_whole(results)
         tally.unconfirmed = 0
         for number, text, result in zip(numbers, texts, results, strict=True):
             if isinstance(result, Rejected):
@@ -234,19 +232,6 @@ def load(
             flush()
     if bodies:
         flush()
-
-
-def _refused_whole(results: list[Accepted | Rejected]) -> None:
-    """Raise PayloadTooLarge when the API refused a whole request of several lines for
-    its size (``send_batch`` reports that as each item rejected): the batch size is the
-    problem, not the lines, and nothing of it went in."""
-    if len(results) < 2 or not all(isinstance(r, Rejected) and r.status == 413 for r in results):
-        return
-    details = {r.detail for r in results if isinstance(r, Rejected)}
-    if len(details) == 1:
-        exc = PayloadTooLarge(details.pop())
-        exc.status, exc.problem = 413, {}
-        raise exc
 
 
 def default_rejects(name: str) -> Path | None:

@@ -152,14 +152,12 @@ def _payload(text: str) -> dict[str, Any]:
 
 def _refusal(exc: EventStreamError, url: str) -> str:
     """What the person is told when the API could not be reached or refused the request."""
-    from eventstream.errors import PayloadTooLarge, Unauthorized, ValidationError
+    from eventstream.errors import Unauthorized, ValidationError
 
     status = getattr(exc, "status", 0)
     if status == 0:
         return f"{exc}; is it running? (--url or EVENTSTREAM_API_URL)"
     hint = " (pass --api-key or set EVENTSTREAM_API_KEY)" if isinstance(exc, Unauthorized) else ""
-    if isinstance(exc, PayloadTooLarge):
-        hint = " (with --file: lower --batch-size)"
     message = f"the API at {url} refused the request ({status}): {exc}{hint}"
     if isinstance(exc, ValidationError):
         message += "".join(f"\n  {e.get('loc', '?')}: {e.get('msg', '')}" for e in exc.errors)

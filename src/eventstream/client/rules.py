@@ -385,6 +385,14 @@ class Chunk:
         self.bodies.append(body)
         self.generated.append(generated)
 
+    def halves(self) -> tuple[Chunk, Chunk]:
+        """The first and the second half of this chunk's items."""
+        middle = len(self.bodies) // 2
+        parts = (Chunk(), Chunk())
+        for n, (i, body, generated) in enumerate(zip(self.indexes, self.bodies, self.generated, strict=True)):
+            parts[n >= middle].add(i, body, generated)
+        return parts
+
     def call(self) -> Call:
         content = b'{"events":[' + b",".join(self.bodies) + b"]}"
         return Call("POST", "/events/batch", headers={"Content-Type": "application/json"}, content=content)
@@ -440,9 +448,17 @@ def _item_results(response: httpx.Response, chunk: Chunk, own_retry: bool) -> li
 def send_batch(options: Options, events: Sequence[Mapping[str, Any]]) -> Plan[list[Accepted | Rejected]]:
     chunks, too_large = split(events, options)
     results: dict[int, Accepted | Rejected] = {r.index: r for r in too_large}
-    for chunk in chunks:
+    chunks.reverse()
+    while chunks:
+        chunk = chunks.pop()
         try:
             response, attempt = yield from exchange(chunk.call(), options)
+        except PayloadTooLarge as exc:
+            if len(chunk.indexes) > 1:  # the server's limits are below ours: halve, send again
+                chunks += reversed(chunk.halves())
+                continue
+            results[chunk.indexes[0]] = Rejected(chunk.indexes[0], exc.status, exc.detail, tuple(exc.errors))
+            continue
         except ValidationError as exc:  # the server refused the whole request: each item, here
             for i in chunk.indexes:
                 results[i] = Rejected(i, exc.status, exc.detail, tuple(exc.errors))
