@@ -241,3 +241,31 @@ def test_tracing_without_opentelemetry_installed_fails_fast(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "opentelemetry.sdk", None)  # as if the extra were not installed
     with pytest.raises(ValidationError, match=r"pip install 'eventstream\[otel\]'"):
         Settings.model_validate({"tracing": True})
+
+
+async def test_a_follow_up_is_handled_in_a_child_of_the_try_that_emitted_it(
+    traced_api: Api, spans: InMemorySpanExporter
+) -> None:
+    app = EventStream("traced")
+    seen: list[Event] = []
+
+    @app.handler("ORDER")
+    def order(event: Event) -> None:  # sync: emitted from a worker thread, in its try's span
+        event.emit("SHIP", {"order": 1})
+
+    @app.handler("SHIP")
+    async def ship(event: Event) -> None:
+        seen.append(event)
+
+    parent = await traced_api.accepted("ORDER", headers=HEADERS)
+    await traced_api.burst(app)
+
+    [handled] = named(spans, "eventstream.handle ORDER")
+    [child] = named(spans, "eventstream.handle SHIP")
+    assert trace_id(child) == int(TRACE_ID, 16)
+    assert child.parent is not None
+    assert child.parent.span_id == span_id(handled)
+    [event] = seen
+    assert event.causation_id == parent
+    assert event.traceparent == f"00-{TRACE_ID}-{span_id(handled):016x}-01"
+    assert event.tracestate == "shop=checkout"
