@@ -117,12 +117,14 @@ def _stats_view(snap: dict[str, Any], url: str, error: str | None = None) -> Gro
         ("parked", count("parked"), "waiting behind earlier events of their ordering key"),
         ("busy keys", count("busyKeys"), "ordering keys with events in progress"),
         ("oldest parked", seconds("oldestParkedMs"), "how long the event parked longest has waited"),
+        ("outbox", count("outbox"), "follow-ups on their way to their partition"),
         ("workers", count("workers"), "with a recent heartbeat"),
         ("received total", count("received"), "accepted since the start"),
         ("processed total", count("processed"), ""),
         ("failed total", count("failed"), "failed attempts"),
         ("dead-lettered total", count("deadLettered"), ""),
         ("duplicates total", count("duplicates"), "posts answered as duplicates"),
+        ("emitted total", count("emitted"), "follow-ups emitted by handlers"),
     ]
     for row in rows:
         table.add_row(*row)
