@@ -9,8 +9,6 @@ Users import from here only::
 HTTP does not pay for importing httpx.
 """
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
 
 from eventstream.app import EventStream
@@ -31,6 +29,7 @@ from eventstream.errors import (
 )
 from eventstream.event import Event
 from eventstream.results import Accepted, Rejected
+from eventstream.version import __version__
 
 if TYPE_CHECKING:
     from eventstream.client import AsyncClient, Client, Undelivered

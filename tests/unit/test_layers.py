@@ -53,6 +53,7 @@ FLOORS: list[set[str]] = [
         "incoming",
         "event",
         "results",
+        "version",
         "settings",
         "logs",
         "heap",

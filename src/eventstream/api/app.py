@@ -10,7 +10,6 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from eventstream import __version__
 from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query, replay, schemas, security
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
@@ -22,6 +21,7 @@ from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit
 from eventstream.ingest.backpressure import Backpressure
 from eventstream.settings import Settings
+from eventstream.version import __version__
 
 log = structlog.get_logger("eventstream.api")
 

@@ -12,8 +12,8 @@ import sys
 
 import typer
 
-from eventstream import __version__
 from eventstream.cli.common import cli
+from eventstream.version import __version__
 
 # isort: off
 from eventstream.cli import up as _up  # noqa: F401  up

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from eventstream import __version__
 from eventstream.cli.common import console
+from eventstream.version import __version__
 
 if TYPE_CHECKING:
     import httpx

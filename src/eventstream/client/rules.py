@@ -35,7 +35,6 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from eventstream import __version__
 from eventstream.errors import (
     EventStreamError,
     Forbidden,
@@ -48,6 +47,7 @@ from eventstream.errors import (
     ValidationError,
 )
 from eventstream.results import Accepted, Rejected
+from eventstream.version import __version__
 
 T = TypeVar("T")
 E = TypeVar("E", bound=EventStreamError)
