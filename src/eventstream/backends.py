@@ -46,20 +46,27 @@ class Backends:
 @asynccontextmanager
 async def open_broker(settings: Settings, redis_url: str | None = None) -> AsyncIterator[Broker]:
     """The broker on Redis at ``redis_url`` (default: the settings'), closed on leaving."""
+    broker = await connect_broker(settings, redis_url)
+    try:
+        yield broker
+    finally:
+        await broker.aclose()
+
+
+async def connect_broker(settings: Settings, redis_url: str | None = None) -> Broker:
+    """The broker on Redis at ``redis_url`` (default: the settings'); the caller closes it
+    (``await broker.aclose()``)."""
     from eventstream.broker import Broker, Durability, Layout, connect
 
     url = redis_url or settings.redis_url
     if not url:
         raise ConfigError("EVENTSTREAM_REDIS_URL is not set (`eventstream up` sets it)")
     redis = await connect(url, timeout=settings.redis_timeout, **redis_options(settings, url))
-    try:
-        durability = None
-        if settings.redis_wait_replicas or settings.redis_wait_aof:
-            timeout_ms = max(1, int(settings.redis_wait_timeout * 1000))
-            durability = Durability(settings.redis_wait_replicas, timeout_ms, settings.redis_wait_aof)
-        yield Broker(redis, Layout(settings.prefix, settings.partitions), durability)
-    finally:
-        await redis.aclose()
+    durability = None
+    if settings.redis_wait_replicas or settings.redis_wait_aof:
+        timeout_ms = max(1, int(settings.redis_wait_timeout * 1000))
+        durability = Durability(settings.redis_wait_replicas, timeout_ms, settings.redis_wait_aof)
+    return Broker(redis, Layout(settings.prefix, settings.partitions), durability)
 
 
 def redis_options(settings: Settings, url: str) -> dict[str, Any]:

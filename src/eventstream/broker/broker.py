@@ -67,6 +67,10 @@ class Broker:
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
 
+    async def aclose(self) -> None:
+        """Close the broker's connections."""
+        await self._redis.aclose()
+
     @property
     def _r(self) -> Any:
         # The client decodes replies to str (decode_responses=True), which redis-py's

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eventstream.auth.apikeys import NAMESPACE_PATTERN
-from eventstream.backends import open_broker
+from eventstream.backends import connect_broker
 from eventstream.embedded import running_url
 from eventstream.errors import (
     BackendUnavailable,
@@ -292,7 +292,10 @@ class Publisher:
         settings = self.settings
         url, server_dir = redis_url_of(settings)
         stack = AsyncExitStack()
-        broker = await stack.enter_async_context(open_broker(settings, url))
+        # a plain coroutine, not open_broker's context manager: an async generator of its
+        # own would be closed by the loop's shutdown beside the closer below, at once
+        broker = await connect_broker(settings, url)
+        stack.push_async_callback(broker.aclose)
         ingest = GroupCommit(broker, int(settings.dedupe_window * 1000))
         tracing = None
         if settings.tracing:
