@@ -111,7 +111,7 @@ def test_producer_benchmarks_put_each_producer_beside_its_raw_http_request(tmp_p
         "background": "http_batch_1000",
         "publish": "http",
         "publish_sync": "http",
-        "publish_32": "http_32",
+        "publish_32": "suite_ingest",
     }
     assert producers["baselines"] == expected
     for name in [*expected, *expected.values(), "suite_ingest", "suite_batch_100"]:
