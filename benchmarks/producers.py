@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import statistics
 import time
 import uuid
@@ -295,6 +296,8 @@ def bench_producers(run: Run, events: int, seconds: float, progress: Progress) -
         "suite_ingest": ("/events", event(1), 1),
         "suite_batch_100": ("/events/batch", {"events": [event(n) for n in range(100)]}, 100),
     }
+    if not shutil.which("wrk"):
+        run.notes.append("wrk is not installed: app.publish from 32 tasks is set beside httpx from 32 tasks")
     task = progress.add_task("producers", total=len(plan) + 2)
     with api_process(run, NAME) as base, Probe(run.settings(NAME)) as probe:
         for figure in plan:
