@@ -32,6 +32,13 @@ load (200 events/s for 10 s), then the commands per second an idle worker sends 
 (benchmarks/ordering.py): the drain of N events over K keys against N events with no
 key, and unkeyed events' end-to-end latency (--rate, for --ordering-seconds) alone and
 beside a busy key with a slow handler in the same partition.
+
+    .venv/bin/python -m benchmarks --producers [--events 3000] [--seconds 5]
+
+--producers runs only what the producers carry, in events/s (benchmarks/producers.py):
+Client.send, AsyncClient.send from 32 tasks, send_batch (100 and 1,000), the background
+mode (enqueue, then flush) and app.publish / publish_sync in process, each beside the
+raw HTTP request it makes (httpx), and the suite's own ingest figures (wrk, --seconds).
 """
 
 from __future__ import annotations
@@ -46,7 +53,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -67,11 +73,12 @@ from benchmarks.harness import (
     api_process,
     drain,
     measure_latency,
-    percentile,
 )
+from benchmarks.httpload import generator, load
 from benchmarks.memory import measure as measure_memory
 from benchmarks.nodes import Node, usage, work
 from benchmarks.ordering import bench_drains, busy_latency, ordering_table
+from benchmarks.producers import bench_producers, merge, producers_table
 from eventstream.broker import connect
 from eventstream.embedded import EmbeddedRedis
 
@@ -89,76 +96,10 @@ def bench_drain(run: Run, events: int, progress: Progress) -> None:
 
 # ---- ingest -----------------------------------------------------------------------
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
-"""
-
-UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
-
-
-def parse_wrk(text: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if m:
-        out["rps"] = float(m.group(1))
-    for label in ("50%", "99%"):
-        m = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
-        if m:
-            out[f"p{label[:-1]}_ms"] = float(m.group(1)) * UNITS_MS[m.group(2)]
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    out["errors"] = float(m.group(1)) if m else 0.0
-    return out
-
-
-def wrk(url: str, body: str, seconds: float, connections: int, scratch: Path) -> dict[str, float]:
-    script = scratch / f"wrk-{abs(hash(body))}.lua"
-    script.write_text(WRK_SCRIPT % body)
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-           "-s", str(script), url]  # fmt: skip
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(text)
-
-
-async def python_load(url: str, body: str, seconds: float, connections: int) -> dict[str, float]:
-    """Fallback load generator when wrk is missing (it may be the bottleneck)."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def loop() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-                latencies.append((time.perf_counter() - t0) * 1000)
-                errors += r.status_code >= 300
-
-        start = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(connections)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.5),
-        "p99_ms": percentile(latencies, 0.99),
-        "errors": float(errors),
-    }
-
-
-def load(run: Run, url: str, body: str, seconds: float) -> dict[str, float]:
-    if shutil.which("wrk"):
-        return wrk(url, body, seconds, 32, run.scratch)
-    return asyncio.run(python_load(url, body, seconds, 32))
-
 
 def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bool = True) -> None:
     """Single events (unless not ``single_events``), then batches of 100, on one API process."""
-    generator = "wrk -t2 -c32" if shutil.which("wrk") else "python httpx, 32 connections"
-    run.figures["load_generator"] = generator
+    run.figures["load_generator"] = generator()
     if not shutil.which("wrk"):
         run.notes.append("wrk is not installed: the Python load generator may be the bottleneck")
     task = progress.add_task("ingest: single events", total=1 + single_events)
@@ -359,6 +300,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 console.print(f"run {index + 1} of {repeat}")
             run.figures["redis_server"] = asyncio.run(server_identity(server.url))
             with progress:
+                if args.producers:
+                    bench_producers(run, args.events, args.seconds, progress)
+                    return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
@@ -435,8 +379,12 @@ def combine(runs: list[Run]) -> Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="EventStream benchmarks")
-    parser.add_argument("--events", type=int, default=100_000, help="events for the drain")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each ingest run")
+    parser.add_argument(
+        "--events", type=int, help="events for the drain (default 100,000); --producers: per figure (3,000)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, help="duration of each ingest run (default 10; --producers: 5)"
+    )
     parser.add_argument("--rate", type=float, default=1000.0, help="offered load for latency")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--memory-events", type=int, default=20_000)
@@ -461,13 +409,21 @@ def main() -> None:
                             "and unkeyed latency with and without a busy key (--rate)")  # fmt: skip
     group.add_argument("--ordering-keys", type=int, default=1000, help="ordering keys of the keyed drain")
     group.add_argument("--ordering-seconds", type=float, default=10.0, help="each latency run")
+    group = parser.add_argument_group("producers")
+    group.add_argument("--producers", action="store_true",
+                       help="only the producers: Client.send, AsyncClient.send, send_batch, the "
+                            "background mode and app.publish, each beside the raw HTTP request")  # fmt: skip
     args = parser.parse_args()
+    args.events = args.events or (3000 if args.producers else 100_000)
+    args.seconds = args.seconds or (5.0 if args.producers else 10.0)
     if args.quick:
         args.events, args.seconds, args.rate, args.latency_seconds, args.memory_events = (
             2000, 1.0, 200.0, 1.0, 1000,
         )  # fmt: skip
         args.reads_seconds, args.idle_seconds = 1.0, 1.0
         args.ordering_keys, args.ordering_seconds = 100, 1.0
+        if args.producers:
+            args.events = 100
     load_before = os.getloadavg()
 
     if args.cluster or args.reads:
@@ -475,6 +431,11 @@ def main() -> None:
         run = Run(runs[0].url, runs[0].scratch, figures={"setups": [r.figures for r in runs]})
         run.notes = sorted({n for r in runs for n in r.notes})
         tables = [reads_table(runs, args.cluster), *(nodes_table(r) for r in runs if args.cluster)]
+    elif args.producers:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = replace(runs[0], figures={"producers": merge(runs), "runs": [r.figures for r in runs]})
+        run.figures["redis_server"] = runs[0].figures["redis_server"]
+        tables = [producers_table(run.figures["producers"], run.figures["redis_server"])]
     elif args.ordering:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

@@ -90,3 +90,39 @@ def test_ordering_benchmarks_compare_keyed_with_unkeyed(tmp_path: Path) -> None:
     assert latency["busy"]["busy_key"]["ran"] > 0
     assert latency["busy"]["busy_key"]["parked_at_end"] > 0
     assert "EventStream ordering keys" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_producer_benchmarks_put_each_producer_beside_its_raw_http_request(tmp_path: Path) -> None:
+    """--producers: every producer and raw HTTP figure has a rate (each checked by the
+    benchmark against the server's count), and each producer a ratio to its baseline."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--producers", "--repeat", "2", "--json", str(out))
+    figures = json.loads(out.read_text())
+    producers = figures["producers"]
+    assert (producers["events"], producers["batch_events"], producers["repeats"]) == (100, 1000, 2)
+    rows = producers["rows"]
+    expected = {
+        "client_send": "http_key",
+        "async_send_4": "http_key_4",
+        "async_send_32": "http_key_32",
+        "send_batch_100": "http_batch_100",
+        "send_batch_1000": "http_batch_1000",
+        "background": "http_batch_1000",
+        "publish": "http",
+        "publish_sync": "http",
+        "publish_32": "suite_ingest",
+    }
+    assert producers["baselines"] == expected
+    for name in [*expected, *expected.values(), "suite_ingest", "suite_batch_100"]:
+        row = rows[name]
+        assert len(row["runs"]) == 2, name
+        assert 0 < row["min"] <= row["events_per_s"] <= row["max"], name
+    for name in expected:
+        assert rows[name]["ratio_to_baseline"] > 0, name
+    for run in figures["runs"]:
+        for name in ("client_send", "publish_32"):
+            assert run["producers"]["rows"][name]["events"] == 100
+        assert run["producers"]["rows"]["background"]["events"] == 1000
+        assert run["producers"]["rows"]["suite_ingest"]["errors"] == 0
+    assert "EventStream producers" in result.stdout
