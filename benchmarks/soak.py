@@ -21,7 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.__main__ import RESULTS, Run, api_process, paced_sender, spawn, stop
+from benchmarks.__main__ import RESULTS
+from benchmarks.harness import Run, api_process, paced_sender, spawn, stop
 from benchmarks.memory import key_bytes
 from eventstream.broker import Broker, Keys, connect
 from eventstream.embedded import EmbeddedRedis
