@@ -180,11 +180,10 @@ async def test_a_keyed_follow_up_waits_behind_its_keys_earlier_events(
     assert (s.order, s.lines) == ({}, {})
 
 
-async def test_a_follow_up_of_another_partition_goes_through_the_outbox(
-    broker: Broker, redis: Redis, layout: Layout
-) -> None:
-    if layout.count == 1:
-        pytest.skip("one partition has no other")
+async def test_a_follow_up_of_another_partition_goes_through_the_outbox(redis: Redis, prefix: str) -> None:
+    layout = Layout(prefix, 4)  # four partitions here: one has no other
+    broker = Broker(redis, layout)
+    await broker.ensure_group()
     await post(broker)
     [entry] = await read(broker)
     key = key_not_in(layout, entry.partition)
