@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from eventstream.errors import PayloadTooLarge, ValidationError
-from eventstream.incoming import parse_event, utc
+from eventstream.incoming import encode_body, parse_event, too_deep, utc
 
 
 class Envelope(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
@@ -103,44 +103,31 @@ def child_id(parent_id: str, position: int) -> str:
     return str(uuid.UUID(bytes=bytes(raw)))
 
 
-def _iso(timestamp: datetime | str) -> str:
-    if isinstance(timestamp, str):
-        return timestamp
-    if not isinstance(timestamp, datetime):
-        raise ValidationError(
-            "invalid follow-up: timestamp must be a datetime or an ISO 8601 string",
-            [{"loc": "$.timestamp", "msg": f"got {type(timestamp).__name__}"}],
-        )
-    if timestamp.tzinfo is None:
-        raise ValidationError(
-            "invalid follow-up: timestamp has no time zone", [{"loc": "$.timestamp", "msg": "no time zone"}]
-        )
-    return timestamp.isoformat()
-
-
-def _follow_up(parent: Event, position: int, fields: dict[str, Any]) -> FollowUp:
-    """Check one follow-up (``fields``: its JSON body) as ingest checks an event and make its
-    envelope; raises ValidationError (PayloadTooLarge) saying what is wrong."""
+def _follow_up(
+    parent: Event,
+    position: int,
+    type_: str,
+    payload: dict[str, Any],
+    source: str | None,
+    severity: str | None,
+    timestamp: datetime | str | None,
+    ordering_key: str | None,
+) -> FollowUp:
+    """Check one follow-up as ``POST /events`` checks the body a client would send for it
+    (the same encoding and limits as ``EventStream.publish``) and make its envelope;
+    raises ValidationError (PayloadTooLarge) saying what is wrong."""
     limits = follow_up_limits
     if position >= limits.max_count:
         raise ValidationError(
             f"too many follow-ups: a try may emit at most {limits.max_count} events",
             [{"loc": "$", "msg": "too many follow-ups"}],
         )
-    body = {name: value for name, value in fields.items() if value is not None}
-    if "timestamp" in body:
-        body["timestamp"] = _iso(body["timestamp"])
     try:
-        raw = msgspec.json.encode(body)
-    except (TypeError, ValueError, OverflowError, UnicodeEncodeError, RecursionError) as exc:
-        raise ValidationError(
-            f"invalid follow-up: it cannot be written as JSON ({type(exc).__name__}: {exc})",
-            [{"loc": "$", "msg": "not JSON"}],
-        ) from None
+        raw = encode_body(type_, payload, source, severity, timestamp, ordering_key)
+    except RecursionError:
+        raise too_deep(limits.max_depth) from None
     if len(raw) > limits.max_body_bytes:
-        raise PayloadTooLarge(
-            f"follow-up is {len(raw)} bytes as JSON; at most {limits.max_body_bytes} are accepted"
-        )
+        raise PayloadTooLarge(f"body is {len(raw)} bytes; the limit is {limits.max_body_bytes} bytes")
     event = parse_event(raw, limits.max_depth, limits.max_object_keys, limits.max_string_length)
     ts = None if event.timestamp is None else utc(event.timestamp).isoformat().replace("+00:00", "Z")
     trace = follow_up_trace() if follow_up_trace is not None else None
@@ -203,7 +190,7 @@ class Event:
     tracestate: str | None = None
     ordering_key: str | None = None
     causation_id: str | None = None
-    _follow_ups: list[FollowUp] | None = field(default=None, repr=False, compare=False)
+    _follow_ups: list[FollowUp] | None = field(default=None, init=False, repr=False, compare=False)
 
     def emit(
         self,
@@ -227,9 +214,7 @@ class Event:
         if emitted is None:
             emitted = []
             object.__setattr__(self, "_follow_ups", emitted)
-        body: dict[str, Any] = {"type": type, "payload": payload, "source": source, "severity": severity}
-        body |= {"timestamp": timestamp, "orderingKey": ordering_key}
-        follow_up = _follow_up(self, len(emitted), body)
+        follow_up = _follow_up(self, len(emitted), type, payload, source, severity, timestamp, ordering_key)
         emitted.append(follow_up)
         return follow_up.id
 

@@ -5,13 +5,13 @@ and errors by location), and both return the same ``Accepted`` for a good one.""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventstream import Accepted, EventStreamError
+from eventstream import Accepted, Event, EventStreamError
 from tests.support.factories import make_settings
 from tests.support.producers import Deployment, MakeProducer
 from tests.support.publishing import publishing
@@ -82,3 +82,29 @@ def test_the_client_and_publish_accept_alike(
     second = make_producer().get(in_process.event_id)
     for field in ("type", "payload", "orderingKey", "source", "timestamp"):
         assert first[field] == second[field], field
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload", "options"), [r for r in REFUSED if "idempotency_key" not in r[2]]
+)
+def test_a_handlers_follow_up_is_refused_as_publish_refuses_the_event(
+    deployment: Deployment, tmp_path: Path, type_: str, payload: Any, options: dict[str, Any]
+) -> None:
+    settings = make_settings(deployment.cluster.redis_url, deployment.cluster.prefix, tmp_path)
+    parent = Event("0190f4a2-0000-7000-8000-000000000001", "PARENT", {}, 1, datetime.now(UTC))
+    with pytest.raises(EventStreamError) as emitted:
+        parent.emit(type_, payload, **options)
+
+    async def publish() -> None:
+        async with publishing(settings) as app:
+            await app.publish(type_, payload, **options)
+
+    with pytest.raises(EventStreamError) as published:
+        asyncio.run(publish())
+    a, b = emitted.value, published.value
+    assert (type(a), getattr(a, "detail", None), getattr(a, "errors", None)) == (
+        type(b),
+        getattr(b, "detail", None),
+        getattr(b, "errors", None),
+    )
+    assert parent.follow_ups == ()

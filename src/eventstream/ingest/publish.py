@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import re
 import threading
 from collections.abc import AsyncIterator
@@ -39,7 +38,7 @@ from eventstream.errors import (
     Unconfirmed,
     ValidationError,
 )
-from eventstream.incoming import IncomingEvent, parse_event, too_deep
+from eventstream.incoming import IncomingEvent, encode_body, parse_event, too_deep
 from eventstream.ingest.accept import (
     GroupCommit,
     Publication,
@@ -59,47 +58,6 @@ if TYPE_CHECKING:
 # clients send it as this header, and the answer is the same whichever way it came.
 KEY_SOURCE = "header Idempotency-Key"
 KEY_LOC = "header.Idempotency-Key"
-
-
-def encode_body(
-    type_: Any,
-    payload: Any,
-    source: Any = None,
-    severity: Any = None,
-    timestamp: Any = None,
-    ordering_key: Any = None,
-) -> bytes:
-    """The body of ``POST /events`` an HTTP client would send for these arguments (JSON as
-    httpx writes it); ValidationError naming the field that cannot be written as JSON."""
-    body: dict[str, Any] = {"type": type_, "payload": payload}
-    if source is not None:
-        body["source"] = source
-    if severity is not None:
-        body["severity"] = severity
-    if timestamp is not None:
-        body["timestamp"] = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
-    if ordering_key is not None:
-        body["orderingKey"] = ordering_key
-    try:
-        return _dumps(body, ascii_only=False)
-    except UnicodeEncodeError:
-        # A lone surrogate: written as its \u escape, the API's decoder says what is wrong.
-        return _dumps(body, ascii_only=True)
-    except (TypeError, ValueError) as exc:
-        where = "$"
-        for name, value in body.items():
-            try:
-                _dumps(value, ascii_only=True)
-            except (TypeError, ValueError):
-                where = f"$.{name}"
-                break
-        msg = f"cannot be written as JSON: {exc}"
-        raise ValidationError(f"invalid event: {where} {msg}", [{"loc": where, "msg": msg}]) from None
-
-
-def _dumps(value: Any, ascii_only: bool) -> bytes:
-    text = json.dumps(value, ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False)
-    return text.encode()
 
 
 def check_key(key: Any) -> str | None:

@@ -347,7 +347,10 @@ class Worker:
         await self._retrying(write_rows, self.store, group)
         await self._retrying(record_outcomes, self.broker, self.consumer, group, self._key_limits)
         self.settled += len(group)
-        if self.broker.layout.count > 1 and any(isinstance(o, Done) and o.follow_ups for o in group):
+        # only a follow-up with an ordering key can belong to another partition (emits.py)
+        if self.broker.layout.count > 1 and any(
+            f.ordering_key for o in group if isinstance(o, Done) for f in o.follow_ups
+        ):
             await self._relay()
 
     async def _retrying(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
