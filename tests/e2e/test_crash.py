@@ -46,7 +46,10 @@ def test_kill_9_mid_batch_loses_nothing_and_reruns_only_in_flight_events(
     cluster: Cluster, client: httpx.Client, redis_url: str, prefix: str
 ) -> None:
     total, concurrency = 600, 50
-    ids = post_batch(client, [{"type": "SLOW", "payload": {"ms": 40, "n": i}} for i in range(total)])
+    # Every tenth handler takes 2 s, so some entries are surely in flight at the kill: with equal
+    # durations a whole read can finish and be acknowledged together just before it, leaving none.
+    events = [{"type": "SLOW", "payload": {"ms": 2000 if i % 10 == 0 else 40, "n": i}} for i in range(total)]
+    ids = post_batch(client, events)
     assert len(set(ids)) == total
 
     victim = cluster.start_worker(concurrency=concurrency)
