@@ -153,3 +153,41 @@ async def test_stop_while_all_slots_are_busy(
     places = await assert_conserved(redis, broker, store, ids)
     assert sorted(places.values()) == ["store", "store", "stream", "stream", "stream"]
     assert await pending_count(redis, broker) == 0
+
+
+async def test_a_close_that_hangs_is_given_up_so_the_process_can_exit() -> None:
+    from contextlib import AsyncExitStack
+
+    from eventstream.worker.process import close_within
+
+    closed: list[str] = []
+
+    async def hang() -> None:
+        await asyncio.Event().wait()  # a connection whose close never returns
+
+    async def close_store() -> None:
+        closed.append("store")
+
+    closing = AsyncExitStack()
+    closing.push_async_callback(close_store)
+    closing.push_async_callback(hang)
+    assert await close_within(closing, 0.2) is False
+    assert closed == []  # the hanging close ran first and was given up
+
+
+async def test_a_close_that_finishes_closes_everything_in_reverse_order() -> None:
+    from contextlib import AsyncExitStack
+
+    from eventstream.worker.process import close_within
+
+    closed: list[str] = []
+
+    async def close(name: str) -> None:
+        await asyncio.sleep(0)
+        closed.append(name)
+
+    closing = AsyncExitStack()
+    closing.push_async_callback(close, "backends")
+    closing.push_async_callback(close, "retention")
+    assert await close_within(closing, 5.0) is True
+    assert closed == ["retention", "backends"]

@@ -37,8 +37,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+CLOSE_TIMEOUT_S = 15.0
+"""How long a stopped worker waits for its retention task and its connections to close."""
+
+
 async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
-    """Returns whether handlers that would not stop are still running."""
+    """Returns whether the process must exit without waiting: handlers that would not stop
+    are still running, or closing took longer than :data:`CLOSE_TIMEOUT_S`."""
     from eventstream.app import load_app
     from eventstream.backends import open_backends
     from eventstream.heap import freeze_startup_objects
@@ -46,21 +51,43 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
     from eventstream.worker.runner import Worker
 
     app = load_app(app_spec)
-    async with open_backends(settings) as b:
+    closing = contextlib.AsyncExitStack()
+    b = await closing.enter_async_context(open_backends(settings))
+    try:
         broker, store = b.broker, b.store
         for warning in await broker.safety_warnings():
             log.warning("redis could lose events", reason=warning)
         w = Worker(app, settings, broker, store)
         w.install_signal_handlers()
         freeze_startup_objects()  # the user's app and every module are loaded: short GC pauses
-        pruning = None if burst else asyncio.create_task(run_retention(settings, broker, store, w.consumer))
-        try:
-            await w.run(burst=burst)
-        finally:
-            if pruning is not None:
-                pruning.cancel()
-                await asyncio.gather(pruning, return_exceptions=True)
-    return bool(w.stuck or w.dispatcher.stuck_threads)
+        if not burst:
+            pruning = asyncio.create_task(run_retention(settings, broker, store, w.consumer))
+            closing.push_async_callback(_cancel, pruning)
+        await w.run(burst=burst)
+    finally:
+        closed = await close_within(closing, CLOSE_TIMEOUT_S)
+    return bool(not closed or w.stuck or w.dispatcher.stuck_threads)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def close_within(closing: contextlib.AsyncExitStack, timeout_s: float) -> bool:
+    """Close what ``closing`` holds; whether it closed within ``timeout_s``.
+
+    Every event's outcome is recorded before this runs, so a close that hangs (a connection
+    whose peer went away mid-failover, a lock a topology refresh still holds) must not keep
+    the process alive: it is given up, and the caller exits without waiting.
+    """
+    closer = asyncio.ensure_future(closing.aclose())
+    done, _ = await asyncio.wait({closer}, timeout=timeout_s)
+    if not done:  # not cancelled: a cancelled close step would let the next one hang unbounded
+        log.warning("closing the connections took too long; exiting without waiting", timeout_s=timeout_s)
+        return False
+    closer.result()
+    return True
 
 
 def _exit_now(code: int) -> None:
