@@ -103,6 +103,12 @@ class Settings(BaseSettings):
 
     # security
     metrics_public: bool = Field(False, description="Serve GET /metrics without an API key (scrapers).")
+    ui_session_ttl: int = Field(
+        8 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="Seconds a dashboard sign-in lasts (the session cookie and its record in Redis).",
+    )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed by CORS ('*' for any); empty: CORS closed."
     )

@@ -1,5 +1,5 @@
 """/docs and /redoc work offline: every file they load is served by the API itself, to
-anyone (as the pages are), even once API keys exist; GET / leads to /docs."""
+anyone (as the pages are), even once API keys exist; GET / leads to the dashboard."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ async def test_every_file_a_docs_page_loads_is_served_by_the_api(
     assert PAGES[page].encode() in script
 
 
-async def test_the_root_leads_to_the_docs(api: Api) -> None:
+async def test_the_root_leads_to_the_dashboard_which_links_the_docs(api: Api) -> None:
     r = await api.client.get("/")
     assert r.status_code == 307
-    assert r.headers["location"] == "/docs"
+    assert r.headers["location"] == "/ui"
+    assert 'href="/docs"' in (await api.client.get("/ui")).text

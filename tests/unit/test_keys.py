@@ -132,6 +132,7 @@ def every_key(k: Keys) -> dict[str, list[str]]:
         "key_bucket": [k.key_bucket("0123456789ab")],
         "addr_bucket": [k.addr_bucket("203.0.113.9")],
         "lease": [k.lease("retention"), k.lease("{other}")],
+        "ui_session": [k.ui_session("ab" * 32)],
         "ordering": list(k.ordering),
     }
 

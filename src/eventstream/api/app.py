@@ -10,7 +10,20 @@ import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from eventstream.api import admin, dlq, docs, events, keys, ops, problems, query, replay, schemas, security
+from eventstream.api import (
+    admin,
+    dlq,
+    docs,
+    events,
+    keys,
+    ops,
+    problems,
+    query,
+    replay,
+    schemas,
+    security,
+    ui,
+)
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
 from eventstream.api.guard import SecurityMiddleware
@@ -68,6 +81,8 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(replay.router)
     app.include_router(keys.router)
+    ui.install(app)  # /ui: the dashboard, behind its own session checks with the same guard
+    app.state.guard = guard
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

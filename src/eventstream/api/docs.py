@@ -2,7 +2,8 @@
 
 Swagger UI's and ReDoc's files come from the ``fastapi-offline`` package, which ships them;
 the API serves each one itself (``eventstream.auth.policy.DOCS_ASSETS``, open like the pages),
-so the pages work behind a firewall or offline. ``GET /`` leads a person to /docs.
+so the pages work behind a firewall or offline. ``GET /`` leads a person to the
+dashboard (/ui), which links to these pages.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def install(app: FastAPI) -> None:
     openapi_url = app.openapi_url or "/openapi.json"
 
     async def home(request: Request) -> Response:
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/docs")
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/ui")
 
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")

@@ -1,8 +1,9 @@
 """Response hardening and the security part of the OpenAPI document.
 
 - ``SecurityHeaders``: the outermost middleware. Adds standard security headers to
-  every response (401/429/500 included) and turns an unexpected exception into a
-  plain 500 problem (logged, never with a traceback or an address in the body).
+  every response (401/429/500 included; the dashboard's pages get a CSP of their own,
+  which allows the server's own scripts and styles and nothing inline) and turns an
+  unexpected exception into a plain 500 problem (logged, never with a traceback or an address in the body).
 - ``install_cors``: CORS stays closed unless EVENTSTREAM_CORS_ORIGINS is set.
 - ``document``: security schemes, and the 401/403/413/422/429/503 answers every
   operation can give, so the document describes what the API really does.
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventstream.api import problems, schemas
 from eventstream.api.asgi import route_path
-from eventstream.auth.policy import required_scope
+from eventstream.auth.policy import UI_TREE, required_scope, under
 
 DOCS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 COMMON = [
@@ -29,6 +30,15 @@ COMMON = [
 API_ONLY = [
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+# The dashboard: its own scripts, styles and forms only; no inline code, no other site.
+UI_ONLY = [
+    (b"cache-control", b"no-store"),
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
 ]
 RATE_HEADERS = ["RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 
@@ -42,7 +52,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         # the docs page loads Swagger UI's script and styles: no CSP there
-        extra = COMMON if route_path(scope) in DOCS else COMMON + API_ONLY
+        path = route_path(scope)
+        if path in DOCS:
+            extra = COMMON
+        elif under(path, UI_TREE):
+            extra = COMMON + UI_ONLY
+        else:
+            extra = COMMON + API_ONLY
         started = False
 
         async def send_secured(message: Message) -> None:

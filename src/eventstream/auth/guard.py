@@ -204,6 +204,14 @@ class Guard:
         if key_id is None:  # check_token refused it already; kept so authorize stands alone
             hmac.compare_digest(presented, _DUMMY)
             raise Unauthorized(INVALID, invalid_token=True)
+        return await self.authorize_digest(need, key_id, presented, cost, what)
+
+    async def authorize_digest(
+        self, need: str, key_id: str, presented: str, cost: int, what: str
+    ) -> tuple[Principal, dict[str, str]]:
+        """``authorize`` for a key known by its id and its token's digest: a dashboard
+        session keeps those, never the token. The key's record is read as for every
+        request, so a revoked key is refused on its next use."""
         assert self.broker is not None
         reply = await self.broker.authorize_key(key_id, cost, presented, need)
         code, scope, name, stored = int(reply[0]), str(reply[1]), str(reply[2]), str(reply[3])

@@ -3,6 +3,9 @@
     open (no key)   GET/HEAD /, /healthz, /readyz, /openapi.json, /docs, /redoc and the
                     files they load (DOCS_ASSETS), and /metrics with
                     EVENTSTREAM_METRICS_PUBLIC=true
+    the dashboard   /ui and below: no API key header there; the dashboard checks its
+                    session cookie itself, against the same keys and with the same
+                    scopes: read to look, admin to act (eventstream.api.ui.access)
     ingest          POST /events, POST /events/batch
     admin           anything under /admin or /keys (/keys: never anonymously)
     read            any other GET or HEAD
@@ -23,13 +26,17 @@ OPEN = frozenset(
 )
 INGEST = frozenset({"/events", INGEST_BATCH})
 KEYS_TREE = "/keys"
+UI_TREE = "/ui"
 ADMIN_TREES = ("/admin", KEYS_TREE)
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def required_scope(method: str, path: str, metrics_public: bool = False) -> str | None:
-    """``None`` for an open route, else the scope the request needs."""
+    """``None`` for an open route (or the dashboard's, which checks its own), else the
+    scope the request needs."""
     if method in READ_METHODS and (path in OPEN or (metrics_public and path == "/metrics")):
+        return None
+    if under(path, UI_TREE):
         return None
     if method == "POST" and path in INGEST:
         return "ingest"

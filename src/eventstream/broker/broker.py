@@ -311,6 +311,23 @@ class Broker:
         """Mark a key revoked at ``now_ms``; False when it already was (the first time stays)."""
         return bool(await self._r.hsetnx(self.keys.api_key(key_id), "x", now_ms))
 
+    # ---- dashboard sessions (keys.py: ui:session) ----
+
+    async def open_session(self, cookie_digest: str, fields: dict[str, str | int], ttl_s: int) -> None:
+        """Record a signed-in dashboard session that expires after ``ttl_s``."""
+        key = self.keys.ui_session(cookie_digest)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.expire(key, ttl_s)
+            await pipe.execute()
+
+    async def session(self, cookie_digest: str) -> dict[str, str]:
+        """A session's record; {} when it never existed, ended or expired."""
+        return dict(await self._r.hgetall(self.keys.ui_session(cookie_digest)))
+
+    async def close_session(self, cookie_digest: str) -> None:
+        await self._r.delete(self.keys.ui_session(cookie_digest))
+
     async def any_keys(self) -> bool:
         """Whether any API key was ever created (revoked ones count)."""
         return bool(await self._r.exists(self.keys.api_keys))

@@ -86,6 +86,10 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               while valid), u (last used ms, updated at most once a minute),
                               ns (shared idempotency namespace; absent: the key's own).
                               <id> is 12 hex digits, checked before it is used.
+    {d}:ui:session:<h> HASH   one signed-in dashboard session: k (API key id), d (SHA-256
+                              hex of the key's token), c (created ms); <h> is SHA-256 of
+                              the session cookie, never the cookie itself; expires with
+                              the session.
     {d}:rate:key:<id> STRING  GCRA theoretical arrival time (µs) of a key's rate limit;
                               expires when the bucket is full again.
     {d}:rate:addr:<h> STRING  the same for an anonymous client address (hashed).
@@ -111,6 +115,7 @@ GROUP = "workers"
 EMIT_NAMESPACE = "emit"
 
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{12}$")
+_SESSION_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -234,6 +239,12 @@ class Keys:
         """The rate-limit bucket of an anonymous client address (hashed: never raw)."""
         digest = hashlib.blake2b(address.encode(), digest_size=16).hexdigest()
         return f"{self.tag}:rate:addr:{digest}"
+
+    def ui_session(self, cookie_digest: str) -> str:
+        """A dashboard session's record; ``cookie_digest`` is 64 hex digits."""
+        if not _SESSION_RE.fullmatch(cookie_digest):
+            raise ValueError("a session digest is 64 hex digits")
+        return f"{self.tag}:ui:session:{cookie_digest}"
 
     def lease(self, job: str) -> str:
         """The lease of a periodic job that one process at a time runs (see take_turn.lua)."""
