@@ -103,6 +103,17 @@ class Settings(BaseSettings):
 
     # security
     metrics_public: bool = Field(False, description="Serve GET /metrics without an API key (scrapers).")
+    root_path: str = Field(
+        "",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="The path prefix a reverse proxy serves the API under (e.g. /eventstream), "
+        "which it strips before passing requests on; empty: served at the root.",
+    )
+    ui_cookie_secure: bool | None = Field(
+        None,
+        description="Mark the dashboard's session cookie Secure; unset: when the request came over "
+        "HTTPS. Set true behind a proxy that terminates TLS.",
+    )
     ui_session_ttl: int = Field(
         8 * 3600,
         ge=60,

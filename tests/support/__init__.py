@@ -22,6 +22,7 @@ tests/conftest.py (the shared ones) and each directory's conftest.py.
 - tracing      the in-memory span collector
 - cli          the ``eventstream`` command run as an operator runs it
 - ui           the dashboard over HTTP as a browser drives it: CSRF tokens, sign-in, forms
+- subpath      a reverse proxy serving an API under a sub-path, as nginx does
 - browser      a real browser (Playwright, Debian's Chromium) and the complaints it reports
 - waiting      bounded polling
 - apps/        handler apps that real worker processes import by module path

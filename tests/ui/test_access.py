@@ -201,3 +201,35 @@ async def test_a_cookie_of_the_wrong_shape_is_a_new_visitor(api: Api) -> None:
         r = await api.client.get("/ui")
         assert r.status_code == 200, junk
         assert COOKIE in r.headers.get("set-cookie", "")
+
+
+async def test_under_a_proxy_sub_path_every_link_and_the_cookie_carry_it(settings: Settings) -> None:
+    async with running(settings.model_copy(update={"root_path": "/es"})) as a:
+        token = await create_key(a, "read")
+        # what uvicorn hands the app with --root-path /es once the proxy stripped /es
+        transport = httpx.ASGITransport(app=a.app, root_path="/es")
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            r = await c.get("/es/ui")
+            assert r.status_code == 303
+            assert r.headers["location"] == "/es/ui/login?next=%2Fes%2Fui"
+            form = await c.get("/es/ui/login", params={"next": "/es/ui"})
+            assert 'action="/es/ui/login"' in form.text
+            assert 'src="/es/ui/static/htmx.min.js' in form.text
+            assert "Path=/es/ui" in session_cookie(form)
+            r = await c.post(
+                "/es/ui/login", data={"key": token, "csrf": csrf_of(form.text), "next": "/es/ui"}
+            )
+            assert r.status_code == 303
+            assert r.headers["location"] == "/es/ui"
+            page = await c.get("/es/ui")
+            assert page.status_code == 200
+            assert 'href="/es/docs"' in page.text
+            assert 'href="/ui' not in page.text
+            assert (await c.get("/es/ui/static/ui.css")).status_code == 200
+
+
+async def test_the_cookie_is_secure_when_the_settings_say_so(settings: Settings) -> None:
+    async with running(settings.model_copy(update={"ui_cookie_secure": True})) as a:
+        token = await create_key(a, "read")
+        r = await sign_in(a.client, token)
+        assert "Secure" in session_cookie(r)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.support.browser import Watched, run_async
 from tests.support.processes import Api, Cluster
 from tests.support.producers import create_key
+from tests.support.subpath import sub_path_proxy
 from tests.support.waiting import wait_for
 
 
@@ -45,3 +46,21 @@ def test_a_key_signs_in_once_and_signs_out(tab: Watched, live: Api, cluster: Clu
     page.goto(live.url + "/ui")
     assert "/ui/login" in page.url
     tab.assert_clean("401")  # the refused key's answer is logged by the browser
+
+
+def test_behind_a_proxy_under_a_sub_path_it_works_as_at_the_root(tab: Watched, cluster: Cluster) -> None:
+    api = cluster.start_api(EVENTSTREAM_ROOT_PATH="/eventstream")
+    token = run_async(create_key(cluster.redis_url, cluster.prefix, "admin", None, None))
+    page = tab.page
+    with sub_path_proxy(api.url, "/eventstream") as base:
+        page.goto(base + "/")
+        wait_for(lambda: "/eventstream/ui/login" in page.url, "the sign-in page", timeout=10)
+        page.fill("input[name=key]", token)
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/ui")
+        assert page.evaluate("typeof window.htmx") == "object"
+        [cookie] = page.context.cookies()
+        assert cookie["path"] == "/eventstream/ui"
+        page.click("text=API docs")
+        page.wait_for_url(base + "/docs")
+    tab.assert_clean()

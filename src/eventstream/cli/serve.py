@@ -74,6 +74,7 @@ def api(
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace),
         proxy_headers=False,  # X-Forwarded-For would let a client pick its rate-limit address
+        root_path=settings.root_path,  # behind a proxy under a sub-path: the links carry it
         server_header=False,
     )
 

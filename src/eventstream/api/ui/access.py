@@ -150,14 +150,21 @@ def set_cookie(request: Request, response: Response, cookie: str, max_age: int |
         path=ui_root(request),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request),
     )
 
 
 def clear_cookie(request: Request, response: Response) -> None:
     response.delete_cookie(
-        COOKIE, path=ui_root(request), httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        COOKIE, path=ui_root(request), httponly=True, samesite="strict", secure=_secure(request)
     )
+
+
+def _secure(request: Request) -> bool:
+    """Secure when the request came over HTTPS, or when the settings say so (a proxy in
+    front terminates TLS: this process sees plain HTTP)."""
+    chosen = guard_of(request).settings.ui_cookie_secure
+    return request.url.scheme == "https" if chosen is None else chosen
 
 
 def ui_root(request: Request) -> str:
