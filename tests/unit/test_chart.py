@@ -40,4 +40,4 @@ def test_only_the_window_is_drawn_and_an_empty_history_says_so() -> None:
     assert chart.empty
     assert all(line.runs == () for line in chart.lines)
     assert chart.x_ticks[-1][1] == "now"
-    assert [label for _, label in chart.x_ticks] == ["−15 min", "−10 min", "−5 min", "now"]
+    assert [label for _, label in chart.x_ticks] == ["15 min ago", "10 min ago", "5 min ago", "now"]

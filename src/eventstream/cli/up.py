@@ -78,7 +78,8 @@ def up(
             for _ in range(workers):
                 children.append(subprocess.Popen([*me, "worker", *([app] if app else [])], env=env))
             console.print(
-                f"[green]API[/green] on http://{host}:{port}  ·  {workers} worker(s)  ·  Ctrl-C to stop"
+                f"[green]API[/green] on http://{host}:{port}  ·  dashboard http://{host}:{port}/ui  ·  "
+                f"{workers} worker(s)  ·  Ctrl-C to stop"
             )
             code = supervise(children, signals)
     finally:

@@ -49,7 +49,7 @@ SERIES = (
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 × 10^k at or above ``value`` (at least 1)."""
+    """The smallest of 1, 2, 2.5, 5 times 10^k at or above ``value`` (at least 1)."""
     if value <= 1:
         return 1.0
     power = 10 ** math.floor(math.log10(value))
@@ -101,6 +101,6 @@ def draw(
     minutes = window_s // 60
     marks = [m for m in range(0, minutes + 1, 5 if minutes >= 10 else 1)]
     x_ticks = tuple(
-        (x(now_ms - m * 60_000), "now" if m == 0 else f"−{m} min") for m in sorted(marks, reverse=True)
+        (x(now_ms - m * 60_000), "now" if m == 0 else f"{m} min ago") for m in sorted(marks, reverse=True)
     )
     return Chart(WIDTH, HEIGHT, x0, x1, y1, y0, tuple(lines), y_ticks, x_ticks, not shown)
