@@ -33,6 +33,11 @@ load (200 events/s for 10 s), then the commands per second an idle worker sends 
 key, and unkeyed events' end-to-end latency (--rate, for --ordering-seconds) alone and
 beside a busy key with a slow handler in the same partition.
 
+    .venv/bin/python -m benchmarks --dashboard [--rows 1000000] [--dead 100000]
+
+--dashboard times every page of the dashboard (/ui) against one API process, with that
+many processed events in the store and dead events in the DLQ (benchmarks/dashboard.py).
+
     .venv/bin/python -m benchmarks --producers [--events 3000] [--seconds 5]
 
 --producers runs only what the producers carry, in events/s (benchmarks/producers.py):
@@ -66,6 +71,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from tests.support.cluster import LocalCluster
 
+from benchmarks.dashboard import bench_dashboard, dashboard_table
 from benchmarks.harness import (
     ROOT,
     Probe,
@@ -303,6 +309,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 if args.producers:
                     bench_producers(run, args.events, args.seconds, progress)
                     return run
+                if args.dashboard:
+                    bench_dashboard(run, args.rows, args.dead, args.samples, progress)
+                    return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
@@ -413,6 +422,12 @@ def main() -> None:
     group.add_argument("--producers", action="store_true",
                        help="only the producers: Client.send, AsyncClient.send, send_batch, the "
                             "background mode and app.publish, each beside the raw HTTP request")  # fmt: skip
+    group = parser.add_argument_group("dashboard")
+    group.add_argument("--dashboard", action="store_true",
+                       help="only the dashboard pages, timed with big data")  # fmt: skip
+    group.add_argument("--rows", type=int, default=1_000_000, help="processed events in the store")
+    group.add_argument("--dead", type=int, default=100_000, help="events in the dead-letter queue")
+    group.add_argument("--samples", type=int, default=20, help="timed requests per page")
     args = parser.parse_args()
     args.events = args.events or (3000 if args.producers else 100_000)
     args.seconds = args.seconds or (5.0 if args.producers else 10.0)
@@ -424,6 +439,7 @@ def main() -> None:
         args.ordering_keys, args.ordering_seconds = 100, 1.0
         if args.producers:
             args.events = 100
+        args.rows, args.dead, args.samples = 20_000, 2_000, 3
     load_before = os.getloadavg()
 
     if args.cluster or args.reads:
@@ -431,6 +447,9 @@ def main() -> None:
         run = Run(runs[0].url, runs[0].scratch, figures={"setups": [r.figures for r in runs]})
         run.notes = sorted({n for r in runs for n in r.notes})
         tables = [reads_table(runs, args.cluster), *(nodes_table(r) for r in runs if args.cluster)]
+    elif args.dashboard:
+        run = one_run(args, 0, 1)
+        tables = [dashboard_table(run.figures, run.figures["redis_server"])]
     elif args.producers:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = replace(runs[0], figures={"producers": merge(runs), "runs": [r.figures for r in runs]})

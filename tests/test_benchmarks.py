@@ -126,3 +126,17 @@ def test_producer_benchmarks_put_each_producer_beside_its_raw_http_request(tmp_p
         assert run["producers"]["rows"]["background"]["events"] == 1000
         assert run["producers"]["rows"]["suite_ingest"]["errors"] == 0
     assert "EventStream producers" in result.stdout
+
+
+def test_dashboard_benchmark_times_every_page_with_data(tmp_path: Path) -> None:
+    """--dashboard: the store and the DLQ are filled through the product's paths, and every
+    page answers 200 with a time (--quick: 20,000 rows and 2,000 dead events)."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--dashboard", "--json", str(out))
+    figures = json.loads(out.read_text())["dashboard"]
+    assert (figures["rows"], figures["dead"]) == (20_000, 2_000)
+    assert len(figures["pages"]) >= 15
+    for page in figures["pages"]:
+        assert page["status"] == 200, page
+        assert 0 < page["median_ms"] <= page["p95_ms"] <= page["max_ms"], page
+    assert "Dashboard pages" in result.stdout
