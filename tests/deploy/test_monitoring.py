@@ -39,7 +39,8 @@ ALERTS = PROMETHEUS / "alerts.yml"
 ALERT_TESTS = PROMETHEUS / "alerts.test.yml"
 CONFIG = PROMETHEUS / "prometheus.yml"
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "eventstream.json"
-JOB = "eventstream"
+GUIDE = REPO_ROOT / "docs" / "guides" / "operating.md"
+SERVICE = REPO_ROOT / "deploy" / "kubernetes" / "base" / "api-service.yaml"  # the ServiceMonitor's
 SEVERITIES = {"critical", "warning", "info"}
 # eventstream_* identifiers in PromQL (histogram series keep their _bucket suffix)
 METRIC = re.compile(r"\beventstream_[a-z0-9_]+\b")
@@ -199,9 +200,7 @@ def test_each_alert_fires_on_its_trouble_and_is_quiet_when_healthy() -> None:
 
 def test_the_unit_tests_can_fail(tmp_path: Path) -> None:
     """A rule that no longer fires on its trouble fails `promtool test rules`."""
-    broken = ALERTS.read_text().replace(
-        'expr: up{job="eventstream"} == 0', 'expr: up{job="eventstream"} == 2'
-    )
+    broken = ALERTS.read_text().replace("} == 0", "} == 2", 1)  # EventStreamTargetDown's
     assert broken != ALERTS.read_text()
     (tmp_path / ALERTS.name).write_text(broken)
     shutil.copy(ALERT_TESTS, tmp_path)
@@ -219,11 +218,17 @@ def test_each_alert_says_how_bad_what_and_how_much() -> None:
             assert "$value" in rule["annotations"]["description"], rule["alert"]
 
 
+def test_the_guide_explains_every_alert() -> None:
+    section = GUIDE.read_text().split("## Prometheus alerts and the Grafana dashboard")[1]
+    explained = re.findall(r"^\| `(EventStream\w+)` \| (\w+) \|", section, re.MULTILINE)
+    assert explained == [(rule["alert"], rule["labels"]["severity"]) for rule in rules()]
+
+
 def test_the_example_config_passes_promtool(tmp_path: Path) -> None:
     """prometheus.yml as installed: with the rules beside it and its key file in place."""
     config = yaml.safe_load(CONFIG.read_text())
     (job,) = config["scrape_configs"]
-    assert (job["job_name"], job["metrics_path"]) == (JOB, "/metrics")
+    assert (job["job_name"], job["metrics_path"]) == ("eventstream", "/metrics")
     assert job["authorization"]["type"] == "Bearer"
     key_file = tmp_path / "eventstream-api-key"
     key_file.write_text("es_read_key")
@@ -233,9 +238,17 @@ def test_the_example_config_passes_promtool(tmp_path: Path) -> None:
     found = promtool("check", "config", str(tmp_path / CONFIG.name))
     assert found.returncode == 0, found.stdout + found.stderr
     assert "SUCCESS: 1 rule files found" in found.stdout
-    # the rules select the job by the name the config gives it
-    selectors = set(re.findall(r'job="([^"]*)"', ALERTS.read_text()))
-    assert selectors == {JOB}
+
+
+def test_the_rules_select_the_jobs_that_scrape_eventstream() -> None:
+    """The job of prometheus.yml, and the ServiceMonitor's (the name of the Service it selects)."""
+    (job,) = yaml.safe_load(CONFIG.read_text())["scrape_configs"]
+    service = yaml.safe_load(SERVICE.read_text())["metadata"]["name"]
+    assert service == "eventstream-api"
+    selectors = re.findall(r'job=~?"([^"]*)"', ALERTS.read_text())
+    assert len(selectors) == 2
+    for selector in selectors:
+        assert all(re.fullmatch(selector, name) for name in (job["job_name"], service)), selector
 
 
 # ---- the dashboard -----------------------------------------------------------------------
