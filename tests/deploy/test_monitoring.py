@@ -8,8 +8,10 @@ prometheus.yml does. Its exposition must pass `promtool check metrics`, and ever
 metric the rules and the dashboard query must be in it. The rules pass `promtool check
 rules` and their unit tests (`promtool test rules alerts.test.yml`: each alert fires on
 its trouble and stays quiet on a healthy deployment); every dashboard query parses as
-PromQL. promtool comes with Debian's `prometheus` package (scripts/test installs it
-when run as root): missing, these tests skip locally and fail with CI=true.
+PromQL. Last, a real Prometheus runs prometheus.yml against that API: it scrapes with
+the key, evaluates every rule without error, and every dashboard query returns series.
+promtool and prometheus come with Debian's `prometheus` package (scripts/test installs
+it when run as root): missing, these tests skip locally and fail with CI=true.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +79,9 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dashboard_panels() for t in p["targets"]]
 
 
-def as_promql(expr: str) -> str:
+def as_promql(expr: str, job: str = ".*") -> str:
     """A dashboard query with Grafana's variables filled in as Grafana would."""
-    return expr.replace("$__rate_interval", "2m").replace("$job", ".*")
+    return expr.replace("$__rate_interval", "1m").replace("$job", job)
 
 
 def series_names(exposition: str) -> set[str]:
@@ -96,9 +99,18 @@ def _key(cluster: Cluster, scope: str) -> str:
     return made.stdout.strip().splitlines()[-1]
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """A real API (at ``host``, ``/metrics`` readable with ``read_key``) and its worker, after
+    real work; ``exposition``: its /metrics then."""
+
+    host: str
+    read_key: str
+    exposition: str
+
+
 @pytest.fixture(scope="module")
-def exposition(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """GET /metrics of a real API, scraped with a `read` key, after real work."""
+def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     cluster = Cluster(redis_url, f"m{uuid.uuid4().hex[:12]}", tmp_path_factory.mktemp("monitoring"))
     cluster.settings_env["EVENTSTREAM_PARTITIONS"] = "2"
     try:
@@ -132,11 +144,16 @@ def exposition(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             wait_for(settled, "6 events processed and 2 dead-lettered", timeout=60)
             answer = client.get("/metrics", headers=read)
             assert answer.status_code == 200
-        yield answer.text
+        yield Deployment(f"127.0.0.1:{port}", reader, answer.text)
         assert cluster.stop(worker) == 0
         assert cluster.stop(api) == 0
     finally:
         cluster.cleanup()
+
+
+@pytest.fixture
+def exposition(deployment: Deployment) -> str:
+    return deployment.exposition
 
 
 def test_promtool_finds_no_problem_in_the_real_metrics(exposition: str) -> None:
@@ -291,3 +308,88 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     # the check can fail: a query with a stray bracket is refused
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [{"record": "r", "expr": "max(x"}]}]}))
     assert promtool("check", "rules", str(path)).returncode != 0
+
+
+# ---- a real Prometheus -------------------------------------------------------------------
+
+
+def _prometheus_config(tmp_path: Path, deployment: Deployment) -> Path:
+    """prometheus.yml as installed, on the test's API, scraping and evaluating every second."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    (job,) = config["scrape_configs"]
+    job["scrape_timeout"] = "1s"
+    job["static_configs"] = [{"targets": [deployment.host]}]
+    key_file = tmp_path / "eventstream-api-key"
+    key_file.write_text(deployment.read_key)
+    job["authorization"]["credentials_file"] = str(key_file)
+    path = tmp_path / CONFIG.name
+    path.write_text(yaml.safe_dump(config))
+    shutil.copy(ALERTS, tmp_path)
+    return path
+
+
+def test_prometheus_scrapes_with_the_example_config_and_runs_every_query(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """The real server (Debian's package, beside promtool): it scrapes the API with the read
+    key, evaluates every rule without error, and every dashboard query returns series."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        missing("prometheus is not installed: apt-get install prometheus (scripts/test does, run as root)")
+    assert binary is not None
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    server = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={_prometheus_config(tmp_path, deployment)}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=10.0) as api:
+
+            def get(path: str, **params: str) -> Any:
+                assert server.poll() is None, (tmp_path / "prometheus.log").read_text()
+                try:
+                    answer = api.get(path, params=params)
+                except httpx.TransportError:
+                    return None
+                return answer.json()["data"] if answer.status_code == 200 else None
+
+            def query(expr: str) -> list[dict[str, Any]] | None:
+                found = get("/query", query=expr)
+                return found["result"] if found and found["result"] else None
+
+            def targets_up() -> bool:
+                found = get("/targets")
+                return bool(found) and [t["health"] for t in found["activeTargets"]] == ["up"]
+
+            wait_for(targets_up, "Prometheus to scrape the API with the read key", timeout=30)
+            # two scrapes at least, so that rate() has two samples in its window
+            wait_for(
+                lambda: query("count_over_time(eventstream_workers[1m]) >= 3"), "three scrapes", timeout=30
+            )
+
+            def evaluated() -> list[dict[str, Any]] | None:
+                found = get("/rules")
+                ran = [r for g in found["groups"] for r in g["rules"]] if found else []
+                done = ran and all(not r["lastEvaluation"].startswith("0001") for r in ran)
+                return ran if done else None
+
+            ran = wait_for(evaluated, "every rule evaluated", timeout=30)
+            assert {r["name"] for r in ran} == {r["alert"] for r in rules()}
+            assert [r["name"] for r in ran if r["health"] != "ok"] == []
+            empty = [e for e in dashboard_exprs() if not query(as_promql(e, job="eventstream"))]
+            assert empty == []
+            (processed,) = query("eventstream_processed_total") or [{}]
+            assert processed["metric"]["job"] == "eventstream"
+            assert processed["metric"]["instance"] == deployment.host
+            assert processed["value"][1] == "6"
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
