@@ -42,7 +42,9 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
     from eventstream.app import load_app
     from eventstream.backends import open_backends
     from eventstream.heap import freeze_startup_objects
+    from eventstream.ops import history, metrics
     from eventstream.ops.retention import run_periodically as run_retention
+    from eventstream.tasks import cancel_and_wait
     from eventstream.worker.runner import Worker
 
     app = load_app(app_spec)
@@ -54,12 +56,18 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
         w.install_signal_handlers()
         freeze_startup_objects()  # the user's app and every module are loaded: short GC pauses
         pruning = None if burst else asyncio.create_task(run_retention(settings, broker, store, w.consumer))
+        # the metrics history, with every other worker and API process (ops/history.py)
+        sampling = asyncio.create_task(
+            history.run(broker, metrics.worker_ttl_ms(settings)), name=history.TASK_NAME
+        )
         try:
             await w.run(burst=burst)
         finally:
             if pruning is not None:
                 pruning.cancel()
                 await asyncio.gather(pruning, return_exceptions=True)
+            if await cancel_and_wait([sampling], 5.0):
+                log.warning("the metrics history task did not stop in time")
     return bool(w.stuck or w.dispatcher.stuck_threads)
 
 
