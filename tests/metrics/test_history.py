@@ -91,6 +91,20 @@ async def test_a_written_step_is_not_sampled_again(redis: Redis, broker: Broker)
     assert (entry, fields["t"]) == (f"{step}-0", str(step + 100))
 
 
+async def test_a_process_that_comes_second_skips_the_snapshot(redis: Redis, broker: Broker) -> None:
+    step = this_step()
+    assert await history.record(broker, step + 100, TTL)
+    # a snapshot now fails (a counters hash that is not one): the second process never takes it
+    counters = broker.partitions[0].keys.counters
+    await redis.set(counters, "not a hash")
+    try:
+        assert await history.record(broker, step + 200, TTL) is False
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await history.record(broker, step + STEP, TTL)
+    finally:
+        await redis.delete(counters)
+
+
 async def test_the_history_keeps_the_last_twenty_minutes(redis: Redis, broker: Broker) -> None:
     start = this_step() - 300 * STEP
     for k in range(298):  # 25 minutes of steps (samples of the counters alone: quicker)
