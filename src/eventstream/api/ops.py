@@ -53,6 +53,10 @@ async def get_metrics_history(
         ),
     ] = history.DEFAULT_WINDOW_S,
 ) -> Response:
+    """One point per step of ``stepSeconds`` (5), oldest first: ``rates`` per second over
+    the step before it, ``gauges`` as sampled. A step no process sampled is a gap: a
+    point whose ``rates`` and ``gauges`` are null (and the next point's ``rates`` too).
+    Kept in Redis by every API and worker process, so it covers the whole deployment."""
     points = await history.read(services(request).broker, window)
     return json({"stepSeconds": history.STEP_S, "points": [_point(p) for p in points]})
 
