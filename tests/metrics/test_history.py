@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from structlog.testing import capture_logs
 
 from eventstream.broker import Broker, Layout, connect
 from eventstream.ingest.accept import now_ms
@@ -197,6 +198,21 @@ async def test_steps_without_a_sample_stay_gaps(redis: Redis, broker: Broker) ->
         (start + 4 * STEP, False),
         (start + 5 * STEP, True),
     ]
+
+
+async def test_a_writer_whose_clock_is_ahead_is_named_once(redis: Redis, broker: Broker) -> None:
+    step = this_step()
+    ahead = step + 3_600_000
+    assert await broker.history.add(ahead, {"t": ahead}, ahead - history.KEEP_S * 1000)
+    sampler = history.Sampler(broker, TTL, offset_ms=0)
+    with capture_logs() as logs:
+        for k in range(3):
+            assert await sampler.tick(step + k * STEP) is False  # the future step is the last
+    [warning] = logs
+    assert warning["log_level"] == "warning"
+    assert "clock" in warning["event"]
+    assert warning["ahead_s"] == 3600
+    assert await history.read(broker, 60, now_ms=step) == []  # not shown as if it were now
 
 
 async def test_the_oldest_waiting_event_in_any_partition(redis: Redis, broker: Broker) -> None:

@@ -92,3 +92,9 @@ def test_a_sampler_tries_once_per_step_at_its_own_moment() -> None:
     assert s.next_try_ms(102_000) == 106_200  # tried: the next step's moment
     assert s.next_try_ms(107_000) == 107_000
     assert 0 <= Sampler(_NoBroker(), 10_000).offset_ms < STEP // 2  # type: ignore[arg-type]
+
+
+def test_samples_past_the_end_are_not_shown() -> None:
+    hour = 720 * STEP  # a writer whose clock is an hour ahead: no 720 gaps up to it
+    got = points([sample(0), sample(STEP), sample(hour)], 0, until_ms=STEP + 1)
+    assert [p.t_ms for p in got] == [0, STEP]

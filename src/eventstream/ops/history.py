@@ -48,6 +48,11 @@ GAUGES: dict[str, str] = {
 TASK_NAME = "metrics history"  # the asyncio task of ``run`` in the API and worker processes
 TAKEN = "t"  # the field of the time a sample was taken (ms)
 
+# Samples of steps this far ahead of the reader's clock are not shown (a writer whose
+# clock is ahead), and a sampler that finds one warns (once per WARN_AGAIN_MS).
+CLOCK_SKEW_MS = 60_000
+WARN_AGAIN_MS = 600_000
+
 # After a failed sample, the next try waits this many steps, doubling up to the cap.
 MAX_BACKOFF_STEPS = 8
 
@@ -77,16 +82,22 @@ async def record(broker: Broker, now_ms: int, worker_ttl_ms: int, step_s: float 
     """Record the sample of the step holding ``now_ms``, unless the history already has
     one for it (or a later step): True when this call wrote it. The check comes first,
     so a process that comes second skips the snapshot."""
+    wrote, _ = await _record(broker, now_ms, worker_ttl_ms, step_s)
+    return wrote
+
+
+async def _record(broker: Broker, now_ms: int, worker_ttl_ms: int, step_s: float) -> tuple[bool, int | None]:
+    """``record``, and the newest step the history held before (None: none)."""
     step = step_of(now_ms, step_s)
     last = await broker.history.last_ms()
     if last is not None and last >= step:
-        return False
+        return False, last
     snap = await metrics.snapshot(broker, now_ms, worker_ttl_ms)
     sample = {TAKEN: now_ms}
     sample.update({f: snap.counters.get(f, 0) for f in RATES})
     sample.update({f: snap.gauges.get(f, 0) for f in GAUGES if f != "oldest_waiting_ms"})
     sample["oldest_waiting_ms"] = await broker.oldest_waiting_ms(now_ms)
-    return await broker.history.add(step, sample, step - KEEP_S * 1000)
+    return await broker.history.add(step, sample, step - KEEP_S * 1000), last
 
 
 async def read(
@@ -97,18 +108,22 @@ async def read(
     now = _now_ms() if now_ms is None else now_ms
     from_ms = now - window_s * 1000
     samples = await broker.history.since(from_ms - int(step_s * 1000))
-    return points(samples, from_ms, step_s)
+    return points(samples, from_ms, step_s, until_ms=now + CLOCK_SKEW_MS)
 
 
 def points(
-    samples: Sequence[tuple[int, Mapping[str, str]]], from_ms: int, step_s: float = STEP_S
+    samples: Sequence[tuple[int, Mapping[str, str]]],
+    from_ms: int,
+    step_s: float = STEP_S,
+    until_ms: int | None = None,
 ) -> list[Point]:
     """Points from (step start ms, fields) samples: one per step from the first sample at
-    or after ``from_ms`` to the last sample; a step without a sample is a gap (a point
-    with neither rates nor gauges). Samples that cannot be read are left out (gaps too)."""
+    or after ``from_ms`` to the last one at or before ``until_ms``; a step without a
+    sample is a gap (a point with neither rates nor gauges). Samples that cannot be read
+    are left out (gaps too)."""
     step_ms = int(step_s * 1000)
     by_step = {t: s for t, fields in samples if t % step_ms == 0 and (s := _parse(fields)) is not None}
-    shown = sorted(t for t in by_step if t >= from_ms)
+    shown = sorted(t for t in by_step if t >= from_ms and (until_ms is None or t <= until_ms))
     if not shown:
         return []
     out: list[Point] = []
@@ -162,6 +177,7 @@ class Sampler:
         self._tried = -1  # the start of the last step tried
         self._failures = 0
         self._not_before = 0  # ms: the backoff after failures
+        self._skew_warned_ms: int | None = None
 
     def next_try_ms(self, now_ms: int) -> int:
         """When the next try is due (``now_ms`` or later)."""
@@ -178,7 +194,7 @@ class Sampler:
             return False
         self._tried = step_of(now_ms, self.step_s)
         try:
-            wrote = await record(self.broker, now_ms, self.worker_ttl_ms, self.step_s)
+            wrote, last = await _record(self.broker, now_ms, self.worker_ttl_ms, self.step_s)
         except Exception as exc:
             self._failures += 1
             backoff_steps = min(2 ** (self._failures - 1), MAX_BACKOFF_STEPS)
@@ -195,7 +211,19 @@ class Sampler:
             log.info("metrics history: recording again", failed_tries=self._failures)
             self._failures = 0
             self._not_before = 0
+        if last is not None and last > now_ms + CLOCK_SKEW_MS:
+            self._clock_ahead(last - now_ms, now_ms)
         return wrote
+
+    def _clock_ahead(self, ahead_ms: int, now_ms: int) -> None:
+        if self._skew_warned_ms is not None and now_ms - self._skew_warned_ms < WARN_AGAIN_MS:
+            return
+        self._skew_warned_ms = now_ms
+        log.warning(
+            "metrics history: a process whose clock is ahead wrote it; this process cannot add "
+            "to it until its clock gets there: keep the clocks in sync (NTP)",
+            ahead_s=round(ahead_ms / 1000),
+        )
 
 
 async def run(broker: Broker, worker_ttl_ms: int, step_s: float = STEP_S) -> None:
