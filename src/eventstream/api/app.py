@@ -21,7 +21,7 @@ from eventstream.errors import RedisUnavailable
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit
 from eventstream.ingest.backpressure import Backpressure
-from eventstream.ops import history, metrics
+from eventstream.ops import history
 from eventstream.settings import Settings
 from eventstream.tasks import cancel_and_wait
 from eventstream.version import __version__
@@ -51,10 +51,7 @@ def create_app(
                 raise
             await _start(app, backends, guard)
             # the metrics history, with every other API and worker process (ops/history.py)
-            sampling = asyncio.create_task(
-                history.run(backends.broker, metrics.worker_ttl_ms(settings)), name=history.TASK_NAME
-            )
-            stack.push_async_callback(_stop, sampling)
+            stack.push_async_callback(_stop, history.start(backends.broker, settings))
             yield
 
     app = FastAPI(

@@ -28,6 +28,7 @@ import structlog
 from eventstream.broker import Broker
 from eventstream.errors import BackendUnavailable
 from eventstream.ops import metrics
+from eventstream.settings import Settings
 
 log = structlog.get_logger("eventstream.ops.history")
 
@@ -236,3 +237,9 @@ async def run(broker: Broker, worker_ttl_ms: int, step_s: float = STEP_S) -> Non
             await asyncio.sleep(wait_ms / 1000)
             continue
         await sampler.tick(now)
+
+
+def start(broker: Broker, settings: Settings) -> asyncio.Task[None]:
+    """``run`` as a task of this process (an API's lifespan, a worker process); cancel it
+    (eventstream.tasks.cancel_and_wait) to stop."""
+    return asyncio.create_task(run(broker, metrics.worker_ttl_ms(settings)), name=TASK_NAME)
