@@ -19,6 +19,7 @@ ANSWERS = [  # (method, path, status, schema): each one is requested for real be
     ("post", "/failed-events/{event_id}/replay", 202, "ReplayedOne"),
     ("post", "/replay", 200, "ReplayPreview"),
     ("post", "/replay", 202, "ReplayPage"),
+    ("get", "/metrics/history", 200, "MetricsHistory"),
 ]
 
 

@@ -169,6 +169,7 @@ async def test_readyz_is_503_when_redis_is_unreachable(down_api: Api) -> None:
         ("POST", "/failed-events/replay"),
         ("DELETE", "/failed-events/some-id"),
         ("GET", "/metrics"),
+        ("GET", "/metrics/history"),
     ],
 )
 async def test_redis_down_is_503_never_500(down_api: Api, method: str, url: str) -> None:
@@ -195,6 +196,7 @@ EXPECTED_ROUTES = {
     ("POST", "/failed-events/{event_id}/replay"),
     ("DELETE", "/failed-events/{event_id}"),
     ("GET", "/metrics"),
+    ("GET", "/metrics/history"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 }

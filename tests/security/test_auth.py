@@ -39,8 +39,8 @@ async def test_once_a_key_exists_ingest_without_a_key_is_refused_and_nothing_is_
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/events"), ("GET", "/failed-events"),
-    ("GET", "/metrics"), ("GET", "/admin/audit"), ("DELETE", "/failed-events/x"), ("GET", "/keys"),
-    ("POST", "/failed-events/replay"), ("GET", "/no-such-route")])  # fmt: skip
+    ("GET", "/metrics"), ("GET", "/metrics/history"), ("GET", "/admin/audit"), ("DELETE", "/failed-events/x"),
+    ("GET", "/keys"), ("POST", "/failed-events/replay"), ("GET", "/no-such-route")])  # fmt: skip
 async def test_every_route_but_health_needs_a_key_once_one_exists(
     api: Api, new_key: NewKey, method: str, path: str
 ) -> None:
@@ -59,6 +59,7 @@ async def test_metrics_can_be_opened_for_scrapers(make_api: MakeApi) -> None:
     await create_key(api, "admin")
     assert (await api.client.get("/metrics")).status_code == 200
     assert_401(await api.client.get("/events"))
+    assert_401(await api.client.get("/metrics/history"))  # a dashboard's, not a scraper's
 
 
 async def test_a_valid_key_is_accepted_as_bearer_or_x_api_key(api: Api, new_key: NewKey) -> None:
@@ -106,7 +107,8 @@ async def test_a_revoked_key_is_refused_on_its_next_request(api: Api, new_key: N
 
 
 @pytest.mark.parametrize(("scope", "method", "path"), [
-    ("ingest", "GET", "/events"), ("ingest", "GET", "/metrics"), ("ingest", "GET", "/failed-events"),
+    ("ingest", "GET", "/events"), ("ingest", "GET", "/metrics"), ("ingest", "GET", "/metrics/history"),
+    ("ingest", "GET", "/failed-events"),
     ("ingest", "DELETE", "/failed-events/x"), ("read", "POST", "/events"), ("read", "POST", "/events/batch"),
     ("read", "POST", "/failed-events/replay"), ("read", "DELETE", "/failed-events/x"),
     ("read", "GET", "/keys"), ("read", "GET", "/admin/audit"), ("read", "POST", "/keys"),
@@ -124,7 +126,7 @@ async def test_a_key_outside_its_scope_gets_403(
 
 async def test_read_scope_reads_and_admin_does_everything(api: Api, new_key: NewKey) -> None:
     read, admin = await new_key("read"), await new_key("admin")
-    for path in ("/events", "/failed-events", "/metrics"):
+    for path in ("/events", "/failed-events", "/metrics", "/metrics/history"):
         assert (await api.client.get(path, headers=bearer(read))).status_code == 200, path
     assert (await api.client.post("/events", json=EVENT, headers=bearer(admin))).status_code == 202
     assert (await api.client.get("/admin/audit", headers=bearer(admin))).status_code == 200

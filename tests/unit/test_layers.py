@@ -59,6 +59,7 @@ FLOORS: list[set[str]] = [
         "heap",
         "tracing",
         "embedded",
+        "tasks",
     },
     {"broker", "store"},
     {"backends", "ingest", "worker", "replay", "ops", "auth", "client", "app"},  # app: publish -> ingest

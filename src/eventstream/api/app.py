@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -33,10 +34,14 @@ from eventstream.errors import RedisUnavailable
 from eventstream.heap import freeze_startup_objects
 from eventstream.ingest.accept import GroupCommit
 from eventstream.ingest.backpressure import Backpressure
+from eventstream.ops import history
 from eventstream.settings import Settings
+from eventstream.tasks import cancel_and_wait
 from eventstream.version import __version__
 
 log = structlog.get_logger("eventstream.api")
+
+STOP_TASK_S = 5.0
 
 
 def create_app(
@@ -58,6 +63,8 @@ def create_app(
                 log.error("cannot start", error=str(exc))
                 raise
             await _start(app, backends, guard)
+            # the metrics history, with every other API and worker process (ops/history.py)
+            stack.push_async_callback(_stop, history.start(backends.broker, settings))
             yield
 
     app = FastAPI(
@@ -122,6 +129,11 @@ async def _start(app: FastAPI, backends: Backends, guard: Guard) -> None:
     guard.bind(broker)
     await _announce(guard)
     freeze_startup_objects()  # after start-up: short GC pauses from now on
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    if await cancel_and_wait([task], STOP_TASK_S):
+        log.warning("a background task did not stop in time", task=task.get_name())
 
 
 async def _announce(guard: Guard) -> None:

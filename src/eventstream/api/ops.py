@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from eventstream.api import schemas
 from eventstream.api.deps import json, services
 from eventstream.api.problems import problem
+from eventstream.event import ms_to_iso
 from eventstream.ingest.accept import now_ms
-from eventstream.ops import metrics
+from eventstream.ops import history, metrics
 
 router = APIRouter(tags=["operations"])
 
@@ -28,11 +31,38 @@ router = APIRouter(tags=["operations"])
 )
 async def get_metrics(request: Request) -> Response:
     svc = services(request)
-    worker_ttl_ms = int(max(svc.settings.visibility_timeout, 10) * 1000)
-    snap = await metrics.snapshot(svc.broker, now_ms(), worker_ttl_ms)
+    snap = await metrics.snapshot(svc.broker, now_ms(), metrics.worker_ttl_ms(svc.settings))
     if "application/json" in request.headers.get("accept", ""):
         return json(metrics.summary(snap))
     return Response(metrics.render_prometheus(snap), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/metrics/history",
+    summary="The metrics of the last minutes: rates and gauges, one point per step",
+    responses={200: schemas.json_response("One point per step, oldest first", "MetricsHistory")},
+)
+async def get_metrics_history(
+    request: Request,
+    window: Annotated[
+        int,
+        Query(
+            ge=history.STEP_S,
+            le=history.MAX_WINDOW_S,
+            description=f"Seconds back from now (at most {history.MAX_WINDOW_S}: the span kept)",
+        ),
+    ] = history.DEFAULT_WINDOW_S,
+) -> Response:
+    """One point per step of ``stepSeconds`` (5), oldest first: ``rates`` per second over
+    the step before it, ``gauges`` as sampled. A step no process sampled is a gap: a
+    point whose ``rates`` and ``gauges`` are null (and the next point's ``rates`` too).
+    Kept in Redis by every API and worker process, so it covers the whole deployment."""
+    points = await history.read(services(request).broker, window)
+    return json({"stepSeconds": history.STEP_S, "points": [_point(p) for p in points]})
+
+
+def _point(p: history.Point) -> dict[str, Any]:
+    return {"t": ms_to_iso(p.t_ms), "rates": p.rates, "gauges": p.gauges}
 
 
 @router.get("/healthz", summary="The process is alive")

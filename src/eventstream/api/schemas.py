@@ -99,8 +99,47 @@ class ReplayedOne(msgspec.Struct):
     eventId: str
 
 
+class HistoryRates(msgspec.Struct):
+    """Per second over the step before the point (the counters of the JSON summary)."""
+
+    received: float
+    processed: float
+    failed: float
+    retried: float
+    deadLettered: float
+
+
+class HistoryGauges(msgspec.Struct):
+    """As sampled at the point (the gauges of the JSON summary, and the time in ms the
+    queued event delivered to no worker yet has waited the longest)."""
+
+    queued: int
+    pending: int
+    scheduled: int
+    dlq: int
+    workers: int
+    oldestWaitingMs: int
+
+
+class HistoryPoint(msgspec.Struct):
+    """One step, named by its start (ISO 8601, UTC). ``gauges`` null: no process sampled
+    this step (a gap); ``rates`` null: a gap here or in the step before."""
+
+    t: str
+    rates: HistoryRates | None
+    gauges: HistoryGauges | None
+
+
+class MetricsHistory(msgspec.Struct):
+    """One point per step of ``stepSeconds``, oldest first, from the first step sampled in
+    the window to the last."""
+
+    stepSeconds: int
+    points: list[HistoryPoint]
+
+
 _TYPES = [IncomingEvent, BatchBody, AcceptedBody, BatchResult, Problem, DeadPage, ReplayPreview, ReplayPage,
-          ReplayedOne]  # fmt: skip
+          ReplayedOne, MetricsHistory]  # fmt: skip
 _, COMPONENTS = msgspec.json.schema_components(_TYPES, ref_template="#/components/schemas/{name}")
 
 

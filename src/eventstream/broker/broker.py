@@ -26,6 +26,7 @@ from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest, order_digest
 from eventstream.broker.reading import Reader
 from eventstream.broker.reads import StateReads
+from eventstream.broker.samples import Samples
 from eventstream.broker.scripts import (
     Completion,
     DeadLetter,
@@ -46,7 +47,8 @@ class Broker:
 
     The client and the script registry are the broker's own: callers ask for intents.
     Each partition's ``reads`` holds the reads of its whole state: the metrics snapshot
-    and the audit's walk (reads.py).
+    and the audit's walk (reads.py); ``history`` is the deployment's metrics history
+    (samples.py).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Broker:
             Partition(i, k, Scripts(redis, k), StateReads(redis, k)) for i, k in enumerate(self.layout.parts)
         )
         self._scripts = Scripts(redis, self.keys)  # the deployment's own: API keys, limits, leases
+        self.history = Samples(redis, self.keys)
         self._fan_out = FanOut(redis, self.partitions)
         self._reader = Reader(self._fan_out, self.ensure_group)
         self._emits = Emits(self._fan_out, self.layout, self.enqueue)
@@ -131,6 +134,12 @@ class Broker:
     ) -> list[tuple[dict[str, int], dict[str, int], dict[str, int]]]:
         """``snapshot`` of each partition, in partition order."""
         return list(await gather([p.reads.snapshot(now_ms, worker_ttl_ms) for p in self.partitions]))
+
+    async def oldest_waiting_ms(self, now_ms: int) -> int:
+        """How long the queued event delivered to no worker yet has waited the longest, in
+        any partition (ms; 0: none waits)."""
+        waits = await gather([p.reads.oldest_waiting_ms(now_ms) for p in self.partitions])
+        return max(waits, default=0)
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         for replies in await self._fan_out(lambda pipe, p: pipe.zadd(p.keys.workers, {consumer: now_ms})):

@@ -68,6 +68,11 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               their handlers' timeouts allow (JSON: count, oldest entry,
                               its event id, age and allowance in ms); written by the
                               worker's lease renewal when that changes, read by the audit.
+    {d}:history       STREAM  the deployment's metrics history: one entry per step of time
+                              (entry id ``<step start ms>-0``), fields t (when the sample
+                              was taken, ms), the counters and the gauges it shows (see
+                              eventstream.ops.history); trimmed by MINID on each write to
+                              the last 20 minutes (240 entries at the 5 s step).
     {p}:idem:<hash>   STRING  one idempotency key of one namespace: the id of the event
                               accepted under it (36 characters) followed by an 8-character
                               fingerprint of that event's content (absent for replays and
@@ -172,6 +177,7 @@ class Keys:
         "dlq",
         "emits",
         "hist",
+        "history",
         "lines",
         "order",
         "outbox",
@@ -208,6 +214,7 @@ class Keys:
         self.emits = f"{self.tag}:emits"
         self.outbox = f"{self.tag}:outbox"
         self.overdue = f"{self.tag}:overdue"
+        self.history = f"{self.tag}:history"
         self.api_keys = f"{self.tag}:apikeys"
         self.partitions = f"{self.tag}:partitions"
 
@@ -267,6 +274,7 @@ class Keys:
             self.emits,
             self.outbox,
             self.overdue,
+            self.history,
             self.partitions,
         ]
 

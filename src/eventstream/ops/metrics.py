@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from eventstream.broker import Broker, merge_snapshots
+from eventstream.settings import Settings
 
 # Redis counter field -> (JSON name, help)
 COUNTERS: dict[str, tuple[str, str]] = {
@@ -132,6 +133,11 @@ class Snapshot:
     gauges: dict[str, int]
     histograms: dict[str, int]
     partitions: tuple[dict[str, int], ...] = ()  # each partition's gauges, when several
+
+
+def worker_ttl_ms(settings: Settings) -> int:
+    """How recent a heartbeat must be for its worker to count as live (the ``workers`` gauge)."""
+    return int(max(settings.visibility_timeout, 10) * 1000)
 
 
 async def snapshot(broker: Broker, now_ms: int, worker_ttl_ms: int) -> Snapshot:

@@ -13,10 +13,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from eventstream.settings import Settings
+from eventstream.tasks import cancel_and_wait
 
 log = structlog.get_logger("eventstream.worker")
 
@@ -38,7 +40,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 CLOSE_TIMEOUT_S = 15.0
-"""How long a stopped worker waits for its retention task and its connections to close."""
+"""How long a stopped worker waits for its background tasks and its connections to close."""
 
 
 async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
@@ -47,6 +49,7 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
     from eventstream.app import load_app
     from eventstream.backends import open_backends
     from eventstream.heap import freeze_startup_objects
+    from eventstream.ops import history, metrics
     from eventstream.ops.retention import run_periodically as run_retention
     from eventstream.worker.runner import Worker
 
@@ -63,15 +66,20 @@ async def _serve(settings: Settings, app_spec: str | None, burst: bool) -> bool:
         if not burst:
             pruning = asyncio.create_task(run_retention(settings, broker, store, w.consumer))
             closing.push_async_callback(_cancel, pruning)
+        # the metrics history, with every other worker and API process (ops/history.py)
+        sampling = asyncio.create_task(
+            history.run(broker, metrics.worker_ttl_ms(settings)), name=history.TASK_NAME
+        )
+        closing.push_async_callback(_cancel, sampling)
         await w.run(burst=burst)
     finally:
         closed = await close_within(closing, CLOSE_TIMEOUT_S)
     return bool(not closed or w.stuck or w.dispatcher.stuck_threads)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    if await cancel_and_wait([task], 5.0):
+        log.warning("a background task did not stop in time", task=task.get_name())
 
 
 async def close_within(closing: contextlib.AsyncExitStack, timeout_s: float) -> bool:

@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -35,6 +35,7 @@ from eventstream.event import decode_envelope
 from eventstream.logs import entry_fields
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
+from eventstream.tasks import cancel_and_wait
 from eventstream.worker import follow_ups
 from eventstream.worker.dispatch import Dispatcher, Done, Outcome
 from eventstream.worker.follow_ups import unstage
@@ -52,31 +53,6 @@ STOP_TASKS_S = 5.0
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-async def _cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout_s: float) -> set[asyncio.Task[Any]]:
-    """Cancel the tasks and wait for them, cancelling again while any is still running.
-
-    One ``cancel()`` is not always enough: on Python 3.11 ``asyncio.wait_for`` (which
-    redis-py uses to send every command) swallows a cancellation that lands just as the
-    awaited operation finishes, and the task carries on as if never cancelled. Returns
-    the tasks still running after ``timeout_s``.
-    """
-    tasks = list(tasks)
-    pending = {t for t in tasks if not t.done()}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while pending:
-        left = deadline - loop.time()
-        if left <= 0:
-            break
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(0.1, left))
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: no "exception was never retrieved" warning
-    return pending
 
 
 def consumer_name() -> str:
@@ -165,7 +141,7 @@ class Worker:
                     await asyncio.wait_for(self._outcomes.join(), self.settings.shutdown_grace)
                 except TimeoutError:
                     log.warning("could not record every outcome before stopping")
-            if await _cancel_and_wait([settler, maintenance], STOP_TASKS_S):
+            if await cancel_and_wait([settler, maintenance], STOP_TASKS_S):
                 log.warning("internal tasks did not stop in time", consumer=self.consumer)
             with contextlib.suppress(BackendUnavailable, BackendError):
                 await self.broker.leave(self.consumer)
@@ -193,7 +169,7 @@ class Worker:
                     "grace period over: leaving unfinished events to be reclaimed",
                     count=len(still),
                 )
-                if await _cancel_and_wait(still, cancel_s):
+                if await cancel_and_wait(still, cancel_s):
                     log.warning("handlers ignored cancellation; stopping without them")
                     # their entries too: in flight, not being recorded
                     self._abandoned += [e for e in self._inflight if e not in self._settling]
