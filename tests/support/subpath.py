@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import httpx
 import uvicorn
@@ -24,9 +24,16 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "conte
 @contextmanager
 def sub_path_proxy(upstream: str, prefix: str) -> Iterator[str]:
     """The proxy's base URL (``http://127.0.0.1:<port><prefix>``) while it runs."""
-    client = httpx.AsyncClient(base_url=upstream, timeout=30.0)
+    clients: list[httpx.AsyncClient] = []
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with httpx.AsyncClient(base_url=upstream, timeout=30.0) as client:
+            clients.append(client)
+            yield
 
     async def forward(request: Request) -> Response:
+        [client] = clients
         rest = request.url.path.removeprefix(prefix) or "/"
         headers = [(k, v) for k, v in request.headers.items() if k not in ("host", "content-length")]
         answer = await client.request(
@@ -37,7 +44,9 @@ def sub_path_proxy(upstream: str, prefix: str) -> Iterator[str]:
         response.raw_headers = [*response.raw_headers, *((k.encode(), v.encode()) for k, v in kept)]
         return response
 
-    app = Starlette(routes=[Route(prefix + "/{path:path}", forward, methods=["GET", "POST", "DELETE"])])
+    app = Starlette(
+        routes=[Route(prefix + "/{path:path}", forward, methods=["GET", "POST", "DELETE"])], lifespan=lifespan
+    )
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio")

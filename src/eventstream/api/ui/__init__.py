@@ -19,5 +19,6 @@ def install(app: FastAPI) -> None:
         app,
         {
             "": (pages.overview, ["GET"]),
+            "/overview/chart": (pages.chart, ["GET"]),
         },
     )
