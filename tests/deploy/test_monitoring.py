@@ -133,6 +133,10 @@ def deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 assert answer.status_code == 202, answer.text
             read = {"Authorization": f"Bearer {reader}"}
             assert client.get("/metrics").status_code == 401  # hence the key in prometheus.yml
+            refused = client.post(
+                "/events", json={"type": "OK"}, headers={"Authorization": f"Bearer {writer}"}
+            )
+            assert refused.status_code == 422  # counted in eventstream_ingest_refused_total
 
             def settled() -> dict[str, int] | None:
                 s: dict[str, int] = client.get(

@@ -27,7 +27,7 @@ from eventstream.api import (
 )
 from eventstream.api.deps import Services
 from eventstream.api.fastpath import IngestFastPath
-from eventstream.api.guard import SecurityMiddleware
+from eventstream.api.guard import IngestRefusals, SecurityMiddleware
 from eventstream.auth.guard import Guard
 from eventstream.backends import Backends, open_backends
 from eventstream.errors import RedisUnavailable
@@ -81,7 +81,9 @@ def create_app(
     app.add_middleware(IngestFastPath)
     app.add_middleware(SecurityMiddleware, guard=guard)  # outside the fast path: ingest is checked too
     security.install_cors(app, settings.cors_origins)
-    app.add_middleware(security.SecurityHeaders)  # outermost: every answer gets the headers
+    app.add_middleware(security.SecurityHeaders)  # every answer gets the headers
+    app.state.ingest_refused = {}
+    app.add_middleware(IngestRefusals, counts=app.state.ingest_refused)  # outermost: sees every answer
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)

@@ -32,7 +32,7 @@ from eventstream.api.asgi import header, replay, route_path
 from eventstream.api.deps import read_body
 from eventstream.auth import trail
 from eventstream.auth.guard import ANONYMOUS, Denied, Guard, Principal
-from eventstream.auth.policy import INGEST_BATCH, required_scope
+from eventstream.auth.policy import INGEST, INGEST_BATCH, required_scope
 from eventstream.errors import EventStreamError, Forbidden, Unauthorized
 
 PRINCIPAL = "eventstream.principal"  # the scope entry endpoints read the caller from
@@ -161,3 +161,25 @@ def _audit(caller: Principal, what: str, outcome: str, status: int) -> None:
     trail.record(
         "http." + method.lower(), target=path, outcome=outcome, key_id=key_id, key_name=name, status=status
     )
+
+
+class IngestRefusals:
+    """Counts the ingest requests this process answers with an error, by status, into
+    ``counts`` (``eventstream_ingest_refused_total`` in /metrics). The outermost
+    middleware: it sees every answer, the guard's refusals and unexpected 500s included."""
+
+    def __init__(self, app: ASGIApp, counts: dict[int, int]) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) not in INGEST:
+            await self.app(scope, receive, send)
+            return
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self.counts[message["status"]] = self.counts.get(message["status"], 0) + 1
+            await send(message)
+
+        await self.app(scope, receive, watched)

@@ -34,7 +34,8 @@ async def get_metrics(request: Request) -> Response:
     snap = await metrics.snapshot(svc.broker, now_ms(), metrics.worker_ttl_ms(svc.settings))
     if "application/json" in request.headers.get("accept", ""):
         return json(metrics.summary(snap))
-    return Response(metrics.render_prometheus(snap), media_type=CONTENT_TYPE_LATEST)
+    refused = request.app.state.ingest_refused  # this process's (eventstream.api.guard.IngestRefusals)
+    return Response(metrics.render_prometheus(snap, refused), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

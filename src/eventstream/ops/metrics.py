@@ -8,7 +8,7 @@ views of the same snapshot.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -200,7 +200,22 @@ def _families(snap: Snapshot) -> Iterator[Metric]:
         yield h
 
 
-def render_prometheus(snap: Snapshot) -> bytes:
+REFUSED = (
+    "eventstream_ingest_refused",
+    "Ingest requests (POST /events and /events/batch) this API process answered with an error, "
+    "by status: 4xx refused the request, 503 shed it or could not reach Redis. Counted per "
+    "process since it started, unlike the deployment-wide metrics: sum it over the processes.",
+)
+
+
+def render_prometheus(snap: Snapshot, refused: Mapping[int, int] | None = None) -> bytes:
+    """The Prometheus text of ``snap``, and of this API process's ``refused`` ingest
+    requests by status when given."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Static(_families(snap)))
+    if refused is not None:
+        c = CounterMetricFamily(REFUSED[0], REFUSED[1], labels=["status"])
+        for status, count in sorted(refused.items()):
+            c.add_metric([str(status)], count)
+        registry.register(_Static([c]))
     return generate_latest(registry)
