@@ -118,6 +118,7 @@ async def test_a_bad_filter_is_a_clear_422_page(api: Api) -> None:
         ({"status": "dead", "cursor": "x"}, "cursor"),
         ({"status": "retrying", "cursor": "x"}, "cursor"),
         ({"status": "queued", "cursor": "1-1-99"}, "cursor"),
+        ({"status": "dead", "cursor": "1-1-99"}, "cursor"),
     ]:
         r = await api.client.get("/ui/events", params=params)
         assert r.status_code == 422, (params, r.text)
@@ -206,6 +207,8 @@ async def test_find_by_id_lands_on_the_event_in_any_state(api: Api) -> None:
         ("00000000-0000-0000-0000-000000000000", 404, "No event with id"),
         ("x" * 65, 404, "at most 64 characters"),
         ("", 400, "Paste an event id"),
+        ("a\x00b", 404, "No event with id"),
+        ("a\nb", 404, "No event with id"),
         (HOSTILE[0], 404, "No event with id"),
         (HOSTILE[1], 404, "No event with id"),
     ]:

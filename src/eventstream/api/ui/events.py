@@ -290,9 +290,9 @@ async def find(request: Request, visit: Visit) -> Response:
     wanted = request.query_params.get("id", "").strip()
     if not wanted:
         message, status = "Paste an event id into the search box to find that event.", 400
-    elif len(wanted) > MAX_ID or not wanted.isprintable():
+    elif len(wanted) > MAX_ID:
         message, status = f"No event with id {wanted[:MAX_ID]!r}…: event ids are at most 64 characters.", 404
-    elif await find_event(services(request), wanted) is not None:
+    elif wanted.isprintable() and await find_event(services(request), wanted) is not None:
         return RedirectResponse(f"{ui_root(request)}/events/{quote(wanted, safe='')}", status_code=303)
     else:
         message, status = f"No event with id {wanted!r}: it was never accepted, or it is gone.", 404
