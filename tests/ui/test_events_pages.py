@@ -17,6 +17,8 @@ from eventstream.api.ui import events as pages
 from eventstream.app import EventStream
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Event
+from eventstream.incoming import IncomingEvent
+from eventstream.ingest.accept import enqueue, now_ms, to_envelope
 from eventstream.settings import Settings
 from eventstream.worker import Worker
 from tests.support.asgi import Api, MakeApi, kill, processed
@@ -359,3 +361,32 @@ async def test_a_type_filter_on_live_events_looks_at_a_bounded_number_per_page(
         path = link(r.text, "Next page")
     assert shown == [[], [], [rare]]
     assert notes == 2
+
+
+async def test_a_parked_event_is_found_by_id_and_says_it_waits(api: Api) -> None:
+    first = await api.accepted("T", {"n": 1}, orderingKey="account-7")
+    parked = await api.accepted("T", {"n": 2}, orderingKey="account-7")
+    listing = await api.client.get("/ui/events", params={"status": "queued"})
+    assert ids_of(listing.text) == [first]  # parked events are not listed
+    assert "parked behind earlier events of their ordering key are not listed" in listing.text
+    r = await api.client.get("/ui/events/find", params={"id": parked})
+    assert r.status_code == 303
+    page = await api.client.get(f"/ui/events/{parked}")
+    assert "queued: parked behind earlier events of its ordering key since" in page.text
+
+
+async def test_the_trace_id_of_an_event_kept_in_redis_is_shown(api: Api) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    item = to_envelope(
+        IncomingEvent(type="T", payload={}),
+        None,
+        now_ms(),
+        trace=(f"00-{trace_id}-00f067aa0ba902b7-01", None),
+    )
+    [accepted] = await enqueue(api.broker, [item], 60_000)
+    event_id = accepted.event_id
+    page = await api.client.get(f"/ui/events/{event_id}")
+    assert page.status_code == 200, page.text
+    assert f'<dd class="mono">{trace_id}</dd>' in page.text
+    untraced = await api.accepted("T", {})
+    assert "not kept once an event is processed" not in (await api.client.get(f"/ui/events/{untraced}")).text
