@@ -51,3 +51,4 @@ async def test_stream_entries_page_by_place_and_tell_in_flight_ones(broker: Brok
     assert [s.in_flight for s in seen] == [True, True, False, False, False]
     assert await browse.in_stream(broker.partitions, None, 2**42, None, 10) == []
     assert await browse.in_stream(broker.partitions, None, None, 1, 10) == []
+    assert await browse.in_stream(broker.partitions, None, -5, 0, 10) == []

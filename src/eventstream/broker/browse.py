@@ -71,11 +71,13 @@ async def in_stream(
 ) -> list[InStream]:
     """Up to ``count`` stream entries, oldest first, after the place ``after`` = (ms, seq,
     partition), enqueued from ``since_ms`` (inclusive) to ``until_ms`` (exclusive)."""
+    if until_ms is not None and until_ms <= 0:
+        return []  # no entry comes before the first possible id (and "(0-0" is no bound)
     high = "+" if until_ms is None else f"({until_ms}-0"
 
     def low(part: Partition) -> str:
         if after is None:
-            return "-" if since_ms is None else f"{since_ms}-0"
+            return "-" if since_ms is None else f"{max(since_ms, 0)}-0"
         ms, seq, index = after
         return f"({ms}-{seq}" if part.index <= index else f"{ms}-{seq}"
 

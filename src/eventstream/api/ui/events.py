@@ -101,7 +101,7 @@ def _time(raw: str, name: str) -> tuple[str, int | None]:
         when = datetime.fromisoformat(raw)
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        ms = int(when.timestamp() * 1000)
+        ms = max(int(when.timestamp() * 1000), 0)  # nothing happened before 1970
         shown = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     except (ValueError, OverflowError):
         raise PageError(
@@ -170,7 +170,7 @@ def _processed(item: dict[str, Any]) -> dict[str, Any]:
 async def _dead(svc: Services, f: Filters) -> Listing:
     cursor = f.cursor
     if cursor is None and f.until_ms is not None:
-        cursor = f"{max(f.until_ms, 0)}-0"  # DLQ places are times: those before ``until``
+        cursor = f"{f.until_ms}-0"  # DLQ places are times: those before ``until``
     if cursor is not None and position_key(cursor) is None:
         raise PageError("cursor is not one this page made: go back to the newest")
 
@@ -196,7 +196,7 @@ async def _retrying(svc: Services, f: Filters) -> Listing:
             raise PageError("cursor is not one this page made: go back to the newest")
         after = (int(m.group(1)), m.group(2))
     elif f.since_ms is not None:
-        after = (max(f.since_ms, 0), "")
+        after = (f.since_ms, "")
 
     async def fetch(cursor: tuple[int, str] | None, n: int) -> list[browse.Scheduled]:
         return await browse.scheduled(svc.broker.partitions, cursor, f.until_ms, n)
