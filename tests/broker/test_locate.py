@@ -36,7 +36,9 @@ async def test_retrying(broker: Broker, redis: Redis) -> None:
     due = now_ms() + 60_000
     await settle_retries(broker, "c1", [(got.entry, event_id, due, 2, 123, env)])
 
-    assert await broker.locate(event_id) == Located("retrying", env.decode(), 2, next_attempt_ms=due)
+    assert await broker.locate(event_id) == Located(
+        "retrying", env.decode(), 2, next_attempt_ms=due, first_failure_ms=123
+    )
 
 
 async def test_queued_again_after_promotion_keeps_attempts(broker: Broker, redis: Redis) -> None:
@@ -46,9 +48,9 @@ async def test_queued_again_after_promotion_keeps_attempts(broker: Broker, redis
     await settle_retries(broker, "c1", [(got.entry, event_id, now - 1, 2, now, env)])
     assert await broker.promote(now, 10) == 1
 
-    assert await broker.locate(event_id) == Located("queued", env.decode(), 2)
+    assert await broker.locate(event_id) == Located("queued", env.decode(), 2, first_failure_ms=now)
     await deliver(broker, "c2", 1)
-    assert await broker.locate(event_id) == Located("processing", env.decode(), 3)
+    assert await broker.locate(event_id) == Located("processing", env.decode(), 3, first_failure_ms=now)
 
 
 async def test_dead(broker: Broker, redis: Redis, keys: Keys) -> None:

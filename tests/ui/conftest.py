@@ -1,4 +1,4 @@
-"""The dashboard's fixtures: a real browser (tests/support/browser.py) per session, a
+"""The dashboard's fixtures: a real browser (tests/support/browser.py) per test module, a
 fresh browser context (no cookies) per test, and REAL API and worker processes
 (tests/support/processes.py) for it to look at."""
 
@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API keeps an event loop marked as
+    # running in the thread while it is open, and the async tests that run after a
+    # browser module (asyncio.run) refuse to start under it.
     yield from launched()
 
 

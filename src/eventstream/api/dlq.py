@@ -62,7 +62,8 @@ async def _not_dead(svc: Services, event_id: str) -> Response:
     return problem(404, detail, eventStatus=status)
 
 
-def _item(d: DeadEntry) -> dict[str, Any]:
+def dead_item(d: DeadEntry) -> dict[str, Any]:
+    """A DLQ entry as GET /failed-events answers it."""
     env = decode_envelope(d.envelope)
     return {
         "id": d.event_id,
@@ -91,7 +92,7 @@ async def list_failed(
     type: Annotated[str | None, Query(pattern=TYPE_PATTERN)] = None,
 ) -> Response:
     items, nxt = await dlq.page(services(request).broker, limit, cursor, type)
-    return json({"items": [_item(d) for d in items], "nextCursor": nxt})
+    return json({"items": [dead_item(d) for d in items], "nextCursor": nxt})
 
 
 @router.get("/failed-events/{event_id}", summary="One dead event", responses=ONE)
@@ -101,7 +102,7 @@ async def get_failed(request: Request, event_id: str) -> Response:
     dead = await svc.broker.dead_entry_of(event_id)
     if dead is None:
         return await _not_dead(svc, event_id)
-    return json(_item(dead))
+    return json(dead_item(dead))
 
 
 @router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,9 +11,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from eventstream.api import schemas
-from eventstream.api.deps import json, read_body, services
+from eventstream.api.deps import Services, json, read_body, services
 from eventstream.api.guard import principal_of
 from eventstream.api.problems import problem
+from eventstream.broker import Located
 from eventstream.errors import NotFound, Unconfirmed, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.incoming import TYPE_PATTERN, parse_event
@@ -31,6 +33,7 @@ router = APIRouter(tags=["events"])
 
 ACCEPTED = "Event accepted and queued"
 DUPLICATE = "Duplicate: this event was already accepted; nothing was queued"
+MAX_ID = 64  # event ids are UUIDs: a longer one is none of ours
 
 
 def idempotency_header(description: str) -> dict[str, Any]:
@@ -165,7 +168,8 @@ async def post_batch(request: Request) -> Response:
     return json(counts)
 
 
-def _row_item(row: ProcessedRow) -> dict[str, Any]:
+def row_item(row: ProcessedRow) -> dict[str, Any]:
+    """The item of a processed event (its store row), as GET /events answers it."""
     return {
         "id": row.id,
         "type": row.type,
@@ -185,7 +189,7 @@ def _row_item(row: ProcessedRow) -> dict[str, Any]:
     }
 
 
-def _ms(value: datetime | None, name: str) -> int | None:
+def to_ms(value: datetime | None, name: str) -> int | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -203,8 +207,8 @@ async def list_events(
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
 ) -> Response:
     svc = services(request)
-    rows, nxt = await svc.store.list(limit, cursor, type, _ms(since, "since"), _ms(until, "until"))
-    return json({"items": [_row_item(r) for r in rows], "nextCursor": nxt})
+    rows, nxt = await svc.store.list(limit, cursor, type, to_ms(since, "since"), to_ms(until, "until"))
+    return json({"items": [row_item(r) for r in rows], "nextCursor": nxt})
 
 
 @router.get(
@@ -213,15 +217,35 @@ async def list_events(
     responses={404: schemas.problem_response("Unknown event")},
 )
 async def get_event(request: Request, event_id: str) -> Response:
-    svc = services(request)
-    if len(event_id) > 64:
-        raise NotFound("event", event_id[:64] + "…")
+    found = await find_event(services(request), event_id)
+    if found is None:
+        raise NotFound("event", event_id if len(event_id) <= MAX_ID else event_id[:MAX_ID] + "…")
+    return json(found.item)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An event in any state: its item as GET /events/{id} answers it, and where Redis
+    holds it (None for a processed event, whose record is the store's row)."""
+
+    item: dict[str, Any]
+    located: Located | None
+
+
+async def find_event(svc: Services, event_id: str) -> Found | None:
+    """The event ``event_id`` in any state, or None when it is unknown (an id longer
+    than any of ours included)."""
+    if len(event_id) > MAX_ID:
+        return None
     located = await svc.broker.locate(event_id)
-    if located is None:
-        row = await svc.store.get(event_id)
-        if row is None:
-            raise NotFound("event", event_id)
-        return json(_row_item(row))
+    if located is not None:
+        return Found(located_item(located), located)
+    row = await svc.store.get(event_id)
+    return None if row is None else Found(row_item(row), None)
+
+
+def located_item(located: Located) -> dict[str, Any]:
+    """The item of an event Redis holds (queued, processing, retrying or dead)."""
     env = decode_envelope(located.envelope)
     item: dict[str, Any] = {
         "id": env.id,
@@ -246,4 +270,4 @@ async def get_event(request: Request, event_id: str) -> Response:
     if located.dead is not None:
         item["reason"] = located.dead.reason
         item["failedAt"] = ms_to_iso(located.dead.last_failure_ms)
-    return json(item)
+    return item

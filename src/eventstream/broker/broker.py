@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from eventstream.backend_errors import REDIS, translate, translated
 from eventstream.broker.durability import Durability, check_confirmed, wait_tail
 from eventstream.broker.emits import Emits, emitted
-from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key, retry_record
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest, order_digest
 from eventstream.broker.reading import Reader
@@ -589,9 +589,10 @@ class Broker:
                     if "NOGROUP" not in str(exc):
                         raise
                     owned = []
+                first = entry.first_failure_ms
                 if owned:
-                    return Located("processing", entry.envelope, entry.attempts + 1)
-                return Located("queued", entry.envelope, entry.attempts)
+                    return Located("processing", entry.envelope, entry.attempts + 1, first_failure_ms=first)
+                return Located("queued", entry.envelope, entry.attempts, first_failure_ms=first)
             if kind == "r":
                 async with self._r.pipeline(transaction=True) as pipe:
                     pipe.hget(k.retry_body, event_id)
@@ -599,8 +600,10 @@ class Broker:
                     body, due = await pipe.execute()
                 if body is None:
                     continue
-                attempts = int(ref.split(":", 1)[0] or 0)
-                return Located("retrying", body, attempts, next_attempt_ms=int(due or 0))
+                attempts, first = retry_record(ref)
+                return Located(
+                    "retrying", body, attempts, next_attempt_ms=int(due or 0), first_failure_ms=first
+                )
             if kind == "d":
                 dead = await self._dead_in(part, ref)
                 if dead is None:

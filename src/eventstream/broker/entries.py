@@ -80,6 +80,14 @@ class DeadEntry:
         )
 
 
+def retry_record(ref: str) -> tuple[int, int | None]:
+    """(attempts made, first failure ms) from a retry status field without its ``r:``
+    (``<attempts>:<first>[:<key digest>]``, keys.py)."""
+    attempts, _, rest = ref.partition(":")
+    first = rest.split(":", 1)[0]
+    return int(attempts or 0), int(first) if first else None
+
+
 def position_key(position: str) -> tuple[int, int, int] | None:
     """(ms, seq, partition) of a DLQ position (DeadEntry.position); None when it is not one."""
     parts = position.split("-")
@@ -101,3 +109,4 @@ class Located:
     next_attempt_ms: int | None = None
     dead: DeadEntry | None = None
     parked_ms: int | None = None  # when it was parked behind its ordering key's busy events
+    first_failure_ms: int | None = None  # its first failed try (a retried event's)

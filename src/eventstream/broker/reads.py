@@ -234,6 +234,55 @@ class StateReads:
         cursor, part = await self._r.hscan(self.keys.parked, cursor, count=count)
         return int(cursor), list(part)
 
+    async def retries_from(
+        self, low: tuple[int, str] | None, high_ms: int | None, count: int
+    ) -> list[tuple[str, int, str | None, str | None]]:
+        """Up to ``count`` scheduled retries after ``low`` = (due ms, event id) (None: from
+        the first; ``low``'s due ms alone is inclusive, its id exclusive), due before
+        ``high_ms``: (event id, due ms, status field, envelope), earliest due first."""
+        k = self.keys
+        due_ms, after_id = low if low is not None else (None, "")
+        low_score = "-inf" if due_ms is None else str(due_ms)
+        high = "+inf" if high_ms is None else f"({high_ms}"
+        found: list[tuple[str, int]] = []
+        offset = 0
+        while len(found) < count:  # ties on due_ms sort by id: skip the cursor's own and earlier
+            chunk = await self._r.zrangebyscore(
+                k.retry, low_score, high, start=offset, num=count, withscores=True
+            )
+            offset += len(chunk)
+            found += [(m, int(s)) for m, s in chunk if not (int(s) == due_ms and m <= after_id)]
+            if len(chunk) < count:
+                break
+        found = found[:count]
+        if not found:
+            return []
+        ids = [m for m, _ in found]
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hmget(k.status, ids)
+            pipe.hmget(k.retry_body, ids)
+            statuses, bodies = await pipe.execute()
+        return [(m, due, st, b) for (m, due), st, b in zip(found, statuses, bodies, strict=True)]
+
+    async def stream_from(self, low: str, high: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``count`` stream entries (entry id, fields) from ``low`` to ``high`` (XRANGE
+        bounds), oldest first."""
+        entries: list[tuple[str, dict[str, str]]] = await self._r.xrange(
+            self.keys.stream, min=low, max=high, count=count
+        )
+        return entries
+
+    async def in_flight(self, low: str, high: str, count: int) -> set[str]:
+        """Which stream entries from ``low`` to ``high`` are delivered and not yet
+        acknowledged (at most ``count`` looked at)."""
+        try:
+            pending = await self._r.xpending_range(self.keys.stream, GROUP, low, high, count)
+        except ResponseError as exc:  # no worker has made the group yet: nothing in flight
+            if "NOGROUP" not in str(exc):
+                raise
+            return set()
+        return {p["message_id"] for p in pending}
+
     async def waiting_page(self, start: int, count: int) -> list[str]:
         """Digests of the keys with parked events by rank, ``count`` from ``start``
         (the longest waiting first)."""

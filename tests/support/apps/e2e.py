@@ -50,6 +50,13 @@ async def permanent(event: Event) -> None:
     raise PermanentError("refused for good")
 
 
+@app.handler("REFUSE")
+async def refuse(event: Event) -> None:
+    """Refuses the event for good with ``payload.reason`` as the reason (any text)."""
+    record("REFUSE_TRY", event)
+    raise PermanentError(str(event.payload.get("reason", "refused")))
+
+
 @app.handler("SLOW")
 async def slow(event: Event) -> None:
     """Takes ``payload.ms`` milliseconds, then records its side effect."""

@@ -5,13 +5,14 @@ shipped in the package (no CDN), server-rendered pages (Jinja2) made live with h
 - render.py  templates (escaped by default), error pages, the static files
 - routes.py  sign-in, sign-out, files, and the checks every page passes (``guarded``)
 - pages.py   the pages
+- events.py  the Events pages: the list, find by id, one event
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from eventstream.api.ui import pages, routes
+from eventstream.api.ui import events, pages, routes
 
 
 def install(app: FastAPI) -> None:
@@ -20,5 +21,8 @@ def install(app: FastAPI) -> None:
         {
             "": (pages.overview, ["GET"]),
             "/overview/chart": (pages.chart, ["GET"]),
+            "/events": (events.events_page, ["GET"]),
+            "/events/find": (events.find, ["GET"]),  # before /events/{event_id}
+            "/events/{event_id}": (events.event_page, ["GET"]),
         },
     )

@@ -45,6 +45,7 @@ def page(
 ) -> HTMLResponse:
     """A full page, or only its ``content`` block when htmx asks for a fragment."""
     root = ui_root(request)
+    context.setdefault("nav", None)  # the header's highlight: none on error pages
     partitions = len(request.app.state.services.broker.partitions) if visit is not None else 1
     html = (
         environment()
