@@ -35,6 +35,7 @@ from eventstream.broker.scripts import (
     Scripts,
 )
 from eventstream.broker.scripts import Outcome as IngestOutcome
+from eventstream.broker.views import Views
 from eventstream.errors import ConfigError, PartitionCountMismatch, PartlyEnqueued, Unconfirmed
 
 log = structlog.get_logger("eventstream.broker")
@@ -46,7 +47,8 @@ class Broker:
 
     The client and the script registry are the broker's own: callers ask for intents.
     Each partition's ``reads`` holds the reads of its whole state: the metrics snapshot
-    and the audit's walk (reads.py).
+    and the audit's walk (reads.py); ``views`` the dashboard's bounded reads over every
+    partition (views.py).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Broker:
         self._fan_out = FanOut(redis, self.partitions)
         self._reader = Reader(self._fan_out, self.ensure_group)
         self._emits = Emits(self._fan_out, self.layout, self.enqueue)
+        self.views = Views(self._fan_out, self.keys)
         self._cluster = self._fan_out.cluster
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)

@@ -4,20 +4,24 @@ shipped in the package (no CDN), server-rendered pages (Jinja2) made live with h
 - access.py  who is looking (session cookie, the API's keys and scopes) and CSRF
 - render.py  templates (escaped by default), error pages, the static files
 - routes.py  sign-in, sign-out, files, and the checks every page passes (``guarded``)
-- pages.py   the pages
+- ops.py     the operator's pages: overview (live tiles), retries, workers, partitions
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from eventstream.api.ui import pages, routes
+from eventstream.api.ui import ops, routes
 
 
 def install(app: FastAPI) -> None:
     routes.install(
         app,
         {
-            "": (pages.overview, ["GET"]),
+            "": (ops.overview, ["GET"]),
+            "/overview/figures": (ops.overview_figures, ["GET"]),
+            "/retries": (ops.retries, ["GET"]),
+            "/workers": (ops.workers, ["GET"]),
+            "/partitions": (ops.partitions, ["GET"]),
         },
     )
