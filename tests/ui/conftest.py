@@ -1,4 +1,4 @@
-"""The dashboard's fixtures: a real browser (tests/support/browser.py) per session, a
+"""The dashboard's fixtures: a real browser (tests/support/browser.py) per module, a
 fresh browser context (no cookies) per test, and REAL API and worker processes
 (tests/support/processes.py) for it to look at."""
 
@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per module: Playwright's sync API keeps an event loop running in the
+    test's thread while it is open, and every async test after it in the session would
+    fail ("Runner.run() cannot be called from a running event loop")."""
     yield from launched()
 
 
