@@ -5,18 +5,25 @@ marked), the partitions, and the overview's live tiles."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from eventstream import EventStream
+from eventstream.api.ui import ops
 from eventstream.ingest.accept import now_ms
 from eventstream.worker import Worker
-from tests.support.asgi import Api, MakeApi
+from tests.support.asgi import Api, MakeApi, running
+from tests.support.cluster import LocalCluster
+from tests.support.factories import make_settings
 from tests.support.waiting import wait_until
 
 HOSTILE = "<script>alert(1)</script>"
@@ -202,3 +209,39 @@ async def test_the_overview_fragment_is_the_tiles_alone_and_follows_the_state(ap
     assert tile(after, "queued") == "2"
     assert tile(after, "oldestQueuedMs").endswith("ms")
     assert tile(after, "oldestQueuedMs") != "0 ms"
+
+
+async def test_on_a_cluster_each_partition_names_its_node(
+    redis_cluster: LocalCluster, prefix: str, tmp_path: Path
+) -> None:
+    async with running(make_settings(redis_cluster.url, prefix, tmp_path, partitions=4)) as api:
+        r = await api.client.get("/ui/partitions")
+    assert r.status_code == 200, r.text
+    assert "<th>Node</th>" in r.text
+    nodes = re.findall(r'<td class="mono">([^<]+)</td>', r.text)
+    assert len(nodes) == 4
+    assert all(re.fullmatch(r"127\.0\.0\.1:\d+", n) for n in nodes), nodes
+    assert len(set(nodes)) > 1, "the partitions spread over the primaries"
+
+
+async def test_later_retries_are_a_click_away(make_api: MakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops, "RETRIES_PAGE", 2)
+    api = await make_api(retry_delay=600, retry_max_delay=600)
+    ids = [await api.accepted("FLAKY", {"n": n}) for n in range(3)]
+    async with worker_running(api, failing("ValueError: no")):
+
+        async def all_retrying() -> bool:
+            return all([await status_of(api, i) == "retrying" for i in ids])
+
+        await wait_until(all_retrying, 15, "three events to wait for their retries")
+
+    first = await api.client.get("/ui/retries")
+    assert first.text.count('href="/ui/events/') == 2
+    later = re.search(r'href="(/ui/retries\?after=[^"]+)"', first.text)
+    assert later, "a link to the later ones"
+    second = await api.client.get(html.unescape(later.group(1)))
+    assert second.status_code == 200, second.text
+    assert second.text.count('href="/ui/events/') == 1
+    shown = re.findall(r'href="/ui/events/([^"]+)"', first.text + second.text)
+    assert sorted(shown) == sorted(ids)
+    assert "/ui/retries?after=" not in second.text, "nothing after the last"
