@@ -20,7 +20,7 @@ async def schedule(broker: Broker, dues: list[int], attempts: int = 1) -> list[I
     items = await ingest(broker, len(dues))
     got = await deliver(broker, "c1", len(dues))
     retries = [
-        (g.entry, event_id, due, attempts, FIRST, env)
+        (g.entry, event_id, due, attempts, FIRST, env, 0, "", f"RuntimeError: try {attempts}")
         for g, (event_id, env, _), due in zip(got, items, dues, strict=True)
     ]
     assert await settle_retries(broker, "c1", retries) == [True] * len(dues)
@@ -38,8 +38,10 @@ async def test_moves_a_due_retry_back_to_the_stream(broker: Broker, redis: Redis
     [(entry, fields)] = s.stream
     assert fields == {"id": event_id, "a": "2", "f": str(FIRST), "e": env.decode()}
     assert s.status == {event_id: f"q:{entry}"}
+    assert before.retry_error == {event_id: "RuntimeError: try 2"}
     assert s.retry == {}
     assert s.retry_body == {}
+    assert s.retry_error == {}  # the failure leaves with the retry
     assert s.pending == []
     assert s.dlq == []
     assert s.counters == before.counters  # the retry was counted when scheduled
@@ -74,6 +76,7 @@ async def test_future_retries_stay(broker: Broker, redis: Redis, keys: Keys) -> 
     assert s.stream_ids() == [items[0][0]]
     assert s.retry == {k: v for k, v in before.retry.items() if k != items[0][0]}
     assert set(s.retry_body) == {items[1][0], items[2][0]}
+    assert set(s.retry_error) == {items[1][0], items[2][0]}
     assert {s.status[i[0]] for i in items[1:]} == {f"r:1:{FIRST}"}
 
     before = s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from eventstream.broker import Broker, Keys
+from eventstream.broker import Broker, Keys, ScheduledRetry
 from eventstream.ingest.accept import now_ms
 from tests.support.broker import deliver, ingest, settle_done, settle_retries
 from tests.support.conservation import Pending, check
@@ -45,6 +45,26 @@ async def test_each_envelope_goes_with_its_event(broker: Broker, redis: Redis, k
     assert s.retry_body == {r[1]: r[5].decode() for r in retries}
     assert s.status == {r[1]: f"r:{r[3]}:{r[4]}" for r in retries}
     assert s.counters == {"received": 3, "failed": 3, "retried": 3}
+
+
+async def test_keeps_each_failure_with_its_event_while_it_waits(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    items = await ingest(broker, 3)
+    got = await deliver(broker, "c1", 3)
+    now = now_ms()
+    reasons = ["ValueError: <script>alert(1)</script>", "", "KeyError: 'x'\nsecond line"]
+    retries = [
+        ScheduledRetry(g.entry, event_id, now + 60_000, 1, now, env, reason=reason)
+        for g, (event_id, env, _), reason in zip(got, items, reasons, strict=True)
+    ]
+
+    _, flags, _ = await broker.settle("c1", retries=retries)
+
+    assert flags == [True, True, True]
+    s = await check(redis, keys)
+    # an empty failure records nothing; the others are kept as given
+    assert s.retry_error == {items[0][0]: reasons[0], items[2][0]: reasons[2]}
 
 
 async def test_fencing_rejects_another_consumers_entry(broker: Broker, redis: Redis, keys: Keys) -> None:

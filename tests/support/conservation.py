@@ -85,6 +85,7 @@ class State:
     parked_at: dict[str, int] = field(default_factory=dict)  # parked id -> ms, as its line's member says
     emits: dict[str, str] = field(default_factory=dict)  # parent id -> its staged follow-ups
     outbox: dict[str, str] = field(default_factory=dict)  # follow-up id -> envelope, for another partition
+    retry_error: dict[str, str] = field(default_factory=dict)  # retrying id -> the failure that scheduled it
 
     def counter(self, name: str) -> int:
         return self.counters.get(name, 0)
@@ -126,6 +127,7 @@ async def state(redis: Redis, keys: Keys) -> State:
         status=await r.hgetall(keys.status),
         retry=retry,
         retry_body=await r.hgetall(keys.retry_body),
+        retry_error=await r.hgetall(keys.retry_error),
         dlq=dlq,
         counters={k: int(v) for k, v in (await r.hgetall(keys.counters)).items()},
         hist={k: int(v) for k, v in (await r.hgetall(keys.hist)).items()},
@@ -208,6 +210,7 @@ def assert_state(s: State) -> None:
         else:
             assert s.status[event_id] == where
     assert set(s.retry_body) == set(s.retry), "retry body and retry set disagree"
+    assert set(s.retry_error) <= set(s.retry), "a failure kept for an event not waiting for a retry"
     assert_order(s)
 
     # the PEL only names entries that are still in the stream

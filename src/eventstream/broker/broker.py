@@ -36,6 +36,7 @@ from eventstream.broker.scripts import (
     Scripts,
 )
 from eventstream.broker.scripts import Outcome as IngestOutcome
+from eventstream.broker.views import Views
 from eventstream.errors import ConfigError, PartitionCountMismatch, PartlyEnqueued, Unconfirmed
 
 log = structlog.get_logger("eventstream.broker")
@@ -48,7 +49,7 @@ class Broker:
     The client and the script registry are the broker's own: callers ask for intents.
     Each partition's ``reads`` holds the reads of its whole state: the metrics snapshot
     and the audit's walk (reads.py); ``history`` is the deployment's metrics history
-    (samples.py).
+    (samples.py); ``views`` the dashboard's bounded reads over every partition (views.py).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Broker:
         self._fan_out = FanOut(redis, self.partitions)
         self._reader = Reader(self._fan_out, self.ensure_group)
         self._emits = Emits(self._fan_out, self.layout, self.enqueue)
+        self.views = Views(self._fan_out, self.keys)
         self._cluster = self._fan_out.cluster
         self._turn = 0  # round robin: unkeyed ingest calls, reclaim's first partition
         self._count_checked = False  # claim_partitions succeeded (else enqueue calls it first)
@@ -138,8 +140,7 @@ class Broker:
     async def oldest_waiting_ms(self, now_ms: int) -> int:
         """How long the queued event delivered to no worker yet has waited the longest, in
         any partition (ms; 0: none waits)."""
-        waits = await gather([p.reads.oldest_waiting_ms(now_ms) for p in self.partitions])
-        return max(waits, default=0)
+        return await self.views.oldest_queued_ms(now_ms)
 
     async def heartbeat(self, consumer: str, now_ms: int) -> None:
         for replies in await self._fan_out(lambda pipe, p: pipe.zadd(p.keys.workers, {consumer: now_ms})):

@@ -32,6 +32,9 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               A processed event has no field: the store is its record.
     {p}:retry         ZSET    event id scored by the time (ms) its next attempt is due.
     {p}:retry:body    HASH    event id -> envelope, for events waiting in {p}:retry.
+    {p}:retry:error   HASH    event id -> the failure that scheduled its retry ("Type:
+                              message", at most 2,000 characters), while it waits in
+                              {p}:retry (absent for retries scheduled before it existed).
     {p}:dlq           STREAM  dead events. Fields: id, t (type), e, a, reason, tb,
                               ff (first failure ms), lf (last failure ms), k (as in
                               the stream).
@@ -187,6 +190,7 @@ class Keys:
         "prefix",
         "retry",
         "retry_body",
+        "retry_error",
         "status",
         "stream",
         "tag",
@@ -203,6 +207,7 @@ class Keys:
         self.status = f"{self.tag}:status"
         self.retry = f"{self.tag}:retry"
         self.retry_body = f"{self.tag}:retry:body"
+        self.retry_error = f"{self.tag}:retry:error"
         self.dlq = f"{self.tag}:dlq"
         self.counters = f"{self.tag}:counters"
         self.hist = f"{self.tag}:hist"
@@ -263,6 +268,7 @@ class Keys:
             self.status,
             self.retry,
             self.retry_body,
+            self.retry_error,
             self.dlq,
             self.counters,
             self.hist,

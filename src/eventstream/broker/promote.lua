@@ -1,6 +1,7 @@
 -- promote: move retries that are due from the retry set back into the stream.
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] retry   KEYS[4] retry body
+-- KEYS[5] retry error
 -- ARGV[1] now (ms) ARGV[2] the most events to move in one call
 -- Each event leaves the retry set and enters the stream in the same step, so two
 -- promoters racing can never enqueue one retry twice or lose it.
@@ -12,6 +13,7 @@ for _, id in ipairs(due) do
   local status = redis.call('HGET', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
+  redis.call('HDEL', KEYS[5], id)
   if env and status then
     -- status is "r:<attempts>:<first failure>[:<ordering key digest>]"
     local attempts, first, kd = string.match(status, '^r:(%d+):(%d*):?(%x*)$')

@@ -188,24 +188,6 @@ class StateReads:
         ids: list[str] = await self._r.zrangebyscore(k.retry, "-inf", by_ms, start=0, num=examples)
         return count, ids[:examples]
 
-    async def oldest_waiting_ms(self, now_ms: int) -> int:
-        """How long the queued entry delivered to no worker yet has waited the longest (ms
-        since it entered the stream: its entry id's time, when it was accepted, promoted
-        from the retry set or released behind its ordering key); 0 when none waits.
-        Two reads: the group's last delivered entry, then the first entry after it."""
-        k = self.keys
-        try:
-            groups = await self._r.xinfo_groups(k.stream)
-        except ResponseError as exc:  # no stream yet: nothing waits
-            if "no such key" not in str(exc):
-                raise
-            return 0
-        last = next((g["last-delivered-id"] for g in groups if g["name"] == GROUP), None)
-        first = await self._r.xrange(k.stream, min=_after(last), max="+", count=1)
-        if not first:
-            return 0
-        return max(now_ms - int(first[0][0].partition("-")[0]), 0)
-
     # ---- pages ---------------------------------------------------------------------
 
     async def stream_page(self, after: str | None, count: int) -> list[tuple[str, str]]:

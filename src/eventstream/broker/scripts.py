@@ -81,6 +81,7 @@ class ScheduledRetry(NamedTuple):
     envelope: bytes
     partition: int = 0
     order: str = ""
+    reason: str = ""  # the failure ("Type: message"), kept while the retry waits
 
 
 class DeadLetter(NamedTuple):
@@ -227,9 +228,9 @@ class Scripts:
         for r in retries:
             args += [r.entry, r.event_id, r.due_ms, r.attempts, r.first_failure_ms, r.order]
         args += [r.envelope for r in retries]
-        await self._call(
-            "schedule_retry", [k.stream, k.status, k.counters, k.retry, k.retry_body], args, pipe
-        )
+        args += [r.reason for r in retries]
+        keys = [k.stream, k.status, k.counters, k.retry, k.retry_body, k.retry_error]
+        await self._call("schedule_retry", keys, args, pipe)
 
     async def dead_letter(
         self, pipe: Pipeline, consumer: str, dead: Sequence[DeadLetter], limits: str = ""
@@ -256,7 +257,7 @@ class Scripts:
     async def promote(self, client: Client, now_ms: int, limit: int) -> Any:
         """How many moved (the raw reply; with a pipeline, queued)."""
         k = self.keys
-        keys = [k.stream, k.status, k.retry, k.retry_body]
+        keys = [k.stream, k.status, k.retry, k.retry_body, k.retry_error]
         return await self._call("promote", keys, [now_ms, limit], client)
 
     async def reclaim(

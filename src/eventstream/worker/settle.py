@@ -89,6 +89,7 @@ async def record_outcomes(broker: Broker, consumer: str, outcomes: list[Outcome]
                     envelope=d.envelope.encode(),
                     partition=d.partition,
                     order=d.order,
+                    reason=o.reason,
                 )
             )
         else:

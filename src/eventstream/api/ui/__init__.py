@@ -4,7 +4,8 @@ shipped in the package (no CDN), server-rendered pages (Jinja2) made live with h
 - access.py  who is looking (session cookie, the API's keys and scopes) and CSRF
 - render.py  templates (escaped by default), error pages, the static files
 - routes.py  sign-in, sign-out, files, and the checks every page passes (``guarded``)
-- pages.py   the pages
+- ops.py     the operator's pages: overview (live tiles, the chart), retries, workers, partitions
+- chart.py   the overview's chart, drawn as SVG on the server
 - events.py  the Events pages: the list, find by id, one event
 """
 
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from eventstream.api.ui import events, pages, routes
+from eventstream.api.ui import events, ops, routes
 
 
 def install(app: FastAPI) -> None:
     routes.install(
         app,
         {
-            "": (pages.overview, ["GET"]),
-            "/overview/chart": (pages.chart, ["GET"]),
+            "": (ops.overview, ["GET"]),
+            "/overview/figures": (ops.overview_figures, ["GET"]),
+            "/overview/chart": (ops.chart, ["GET"]),
             "/events": (events.events_page, ["GET"]),
             "/events/find": (events.find, ["GET"]),  # before /events/{event_id}
             "/events/{event_id}": (events.event_page, ["GET"]),
+            "/retries": (ops.retries, ["GET"]),
+            "/workers": (ops.workers, ["GET"]),
+            "/partitions": (ops.partitions, ["GET"]),
         },
     )

@@ -72,6 +72,7 @@ def error_page(request: Request, visit: Visit | None, exc: Exception) -> Respons
         visit,
         "error.html",
         status=answer.status_code,
+        nav=None,  # base.html's nav reads it (undefined names fail: StrictUndefined)
         title=body.get("title", "Error"),
         detail=body.get("detail", ""),
         errors=body.get("errors") or [],
