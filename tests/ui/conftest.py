@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per module of browser tests: Playwright's sync API keeps an event
+    loop running in the test thread while it is started, and no async test can run
+    then; the browser closes when its module's tests are done."""
     yield from launched()
 
 

@@ -71,6 +71,7 @@ def error_page(request: Request, visit: Visit | None, exc: Exception) -> Respons
         visit,
         "error.html",
         status=answer.status_code,
+        nav=None,  # base.html reads it whenever a visitor is known
         title=body.get("title", "Error"),
         detail=body.get("detail", ""),
         errors=body.get("errors") or [],
