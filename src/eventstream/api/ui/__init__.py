@@ -5,13 +5,14 @@ shipped in the package (no CDN), server-rendered pages (Jinja2) made live with h
 - render.py  templates (escaped by default), error pages, the static files
 - routes.py  sign-in, sign-out, files, and the checks every page passes (``guarded``)
 - pages.py   the pages
+- dlq.py     the dead letters and their actions
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from eventstream.api.ui import pages, routes
+from eventstream.api.ui import dlq, pages, routes
 
 
 def install(app: FastAPI) -> None:
@@ -19,5 +20,6 @@ def install(app: FastAPI) -> None:
         app,
         {
             "": (pages.overview, ["GET"]),
+            **dlq.PAGES,
         },
     )
