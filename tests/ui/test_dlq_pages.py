@@ -303,3 +303,38 @@ async def test_hostile_reasons_and_tracebacks_show_as_text(api: Api) -> None:
     r = await api.client.get("/ui/dlq", params={"replayed": "<b>1</b>", "deleted": "2"})
     assert "Deleted 2." in r.text
     assert "<b>1" not in r.text
+
+
+async def test_over_partitions_the_search_misses_and_repeats_nothing(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_dlq, "SEARCH_BUDGET", 3)
+    api = await make_api(partitions=4, replay_rate=100_000)
+    ids = await bury(api, *[("A", "match me" if i % 3 else "other") for i in range(20)])
+    wanted = {i for n, i in enumerate(ids) if n % 3}
+    seen: list[str] = []
+    r = await api.client.get("/ui/dlq", params={"q": "MATCH"})
+    for _ in range(20):
+        seen += shown(r.text)
+        if "Continue searching older" not in r.text:
+            break
+        r = await api.client.get(link(r.text, "Continue searching older"))
+    assert ": the oldest." in r.text
+    assert len(seen) == len(set(seen))
+    assert set(seen) == wanted
+    page = (await api.client.get("/ui/dlq")).text
+    r = await api.client.post("/ui/dlq/replay-matching", data={"csrf": csrf_of(page), "q": "match"})
+    assert await outcome(api, r) == f"Replayed {len(wanted)}."
+    assert set(shown((await api.client.get("/ui/dlq")).text)) == set(ids) - wanted
+
+
+async def test_pages_go_older_and_back_to_the_newest(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ui_dlq, "PAGE_SIZE", 2)
+    ids = await bury(api, ("A", "x"), ("A", "y"), ("A", "z"))
+    r = await api.client.get("/ui/dlq")
+    assert shown(r.text) == [ids[2], ids[1]]
+    assert "Newest" not in r.text
+    r = await api.client.get(link(r.text, "Older"))
+    assert shown(r.text) == [ids[0]]
+    assert ">Older<" not in r.text
+    assert link(r.text, "Newest") == "/ui/dlq"
