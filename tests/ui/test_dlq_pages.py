@@ -233,6 +233,11 @@ async def test_a_long_selection_goes_in_steps_that_continue(
         )
         steps += 1
     assert await outcome(api, r) == "Deleted 5."
+    r = await api.client.post(
+        "/ui/dlq/delete-matching", data={"csrf": csrf_of(page), "cursor": "garbage", "so_far": "x"}
+    )
+    assert r.status_code == 422
+    assert "cursor" in r.text
     assert steps == 3
     assert (await api.counters()).get("deleted", 0) == 5
 
@@ -326,6 +331,8 @@ async def test_over_partitions_the_search_misses_and_repeats_nothing(
     r = await api.client.post("/ui/dlq/replay-matching", data={"csrf": csrf_of(page), "q": "match"})
     assert await outcome(api, r) == f"Replayed {len(wanted)}."
     assert set(shown((await api.client.get("/ui/dlq")).text)) == set(ids) - wanted
+    r = await api.client.get("/ui/dlq/confirm", params={"do": "delete"})  # every partition's length
+    assert f"<strong>{len(ids) - len(wanted)}</strong> dead events match now" in r.text
 
 
 async def test_pages_go_older_and_back_to_the_newest(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
