@@ -100,8 +100,12 @@ def page_body(p: replay.Page, with_events: bool) -> dict[str, Any]:
     return body
 
 
-def audit(request: Request, source: str, sel: replay.Selection, page: replay.Page) -> None:
-    """One audit record per replay call, with the acting key: what was chosen and what went."""
+def audit(
+    request: Request, source: str, sel: replay.Selection, page: replay.Page, via: str = "http", **more: Any
+) -> None:
+    """One audit record per replay call, with the acting key: what was chosen and what
+    went; ``via`` names the door (``http``: the API, ``ui``: the dashboard), ``more``
+    adds fields."""
     key_id, key_name = principal_of(request).label
     extra = {"duplicates": page.duplicates} if source == "history" else {}
     trail.record(
@@ -111,8 +115,9 @@ def audit(request: Request, source: str, sel: replay.Selection, page: replay.Pag
         key_id=key_id,
         key_name=key_name,
         replayed=page.replayed,
-        via="http",
+        via=via,
         **extra,
+        **more,
     )
 
 

@@ -25,14 +25,18 @@ DOCS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
 ]
+NO_REFERRER = [(b"referrer-policy", b"no-referrer")]
 API_ONLY = [
+    *NO_REFERRER,
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 # The dashboard: its own scripts, styles and forms only; no inline code, no other site.
+# Its forms need their Origin: under no-referrer a browser sends "Origin: null" with a
+# POST, which the anonymous checks refuse; same-origin still tells no other site.
 UI_ONLY = [
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
     (
         b"content-security-policy",
@@ -54,7 +58,7 @@ class SecurityHeaders:
         # the docs page loads Swagger UI's script and styles: no CSP there
         path = route_path(scope)
         if path in DOCS:
-            extra = COMMON
+            extra = COMMON + NO_REFERRER
         elif under(path, UI_TREE):
             extra = COMMON + UI_ONLY
         else:

@@ -407,6 +407,14 @@ class Broker:
             total += sum(int(r) for r in replies)
         return total
 
+    async def dead_count(self) -> int:
+        """How many events the DLQ holds (XLEN of each partition's)."""
+        total = 0
+        for replies in await self._fan_out(lambda pipe, p: pipe.xlen(p.keys.dlq), atomic=False):
+            raise_errors(replies)
+            total += sum(int(r) for r in replies)
+        return total
+
     # ---- the worker's transitions -------------------------------------------------
 
     async def settle(

@@ -10,12 +10,15 @@ are the engine's (eventstream.replay.engine).
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
 
 import structlog
 
 from eventstream.broker import Broker, DeadEntry, position_key
 from eventstream.errors import NotFound
 from eventstream.replay.engine import (
+    MAX_LIMIT,
     SAMPLE,
     Pacer,
     Page,
@@ -23,6 +26,7 @@ from eventstream.replay.engine import (
     Preview,
     Selection,
     decode_token,
+    encode_token,
     invalid_cursor,
     preview,
     replay,
@@ -31,6 +35,7 @@ from eventstream.replay.engine import (
 log = structlog.get_logger("eventstream.replay.dead")
 
 CHUNK = 500
+SEARCH_BUDGET = 2000  # entries one search examines at most (one page of the dashboard)
 
 
 async def replay_one(broker: Broker, event_id: str) -> None:
@@ -69,6 +74,52 @@ async def page(
     return items, last if more else None
 
 
+def reason_has(d: DeadEntry, text: str | None) -> bool:
+    """Whether the entry's reason contains ``text``, ignoring case (no text: every entry)."""
+    return not text or text.casefold() in d.reason.casefold()
+
+
+@dataclass(slots=True)
+class Found:
+    """One bounded search of the DLQ (see :func:`search`)."""
+
+    items: list[DeadEntry]
+    next_cursor: str | None  # where the next search resumes; None: the oldest entry was examined
+    examined: int  # entries looked at
+    reached: DeadEntry | None  # the oldest of them: how far back the search got
+
+
+async def search(
+    broker: Broker, limit: int, cursor: str | None, type_: str | None, text: str | None,
+    budget: int = SEARCH_BUDGET,
+) -> Found:  # fmt: skip
+    """Dead events newest first before ``cursor`` whose type is ``type_`` and whose reason
+    contains ``text`` (ignoring case): at most ``limit`` of them, and at most ``budget``
+    entries examined, so a rare match costs one bounded read per call; the cursor
+    returned resumes after the last entry examined."""
+    found = Found([], None, 0, None)
+    if cursor is not None and _cursor_id(cursor, broker)[:2] == (0, 0):
+        return found
+    at = cursor
+    while len(found.items) < limit and found.examined < budget:
+        want = min(CHUNK, budget - found.examined)
+        chunk, _ = await broker.list_dead(at, want)
+        full = False
+        for d in chunk:
+            found.examined += 1
+            found.reached = d
+            at = d.position
+            if (type_ is None or d.type == type_) and reason_has(d, text):
+                found.items.append(d)
+                full = len(found.items) == limit
+                if full:
+                    break
+        if not full and len(chunk) < want:
+            return found  # the oldest entry was examined: nothing older is left
+    found.next_cursor = at
+    return found
+
+
 # ---- the DLQ as a replay source ------------------------------------------------------
 
 DeadCursor = tuple[str, str]  # DLQ positions: the last examined, the selection's last
@@ -77,11 +128,16 @@ DeadCursor = tuple[str, str]  # DLQ positions: the last examined, the selection'
 class DeadSource:
     """The DLQ as a replay source (see eventstream.replay.engine.Source)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, reason: str | None = None) -> None:
         self.broker = broker
+        self.reason = reason  # only entries whose reason contains it (reason_has)
 
     def matches(self, d: DeadEntry, sel: Selection) -> bool:
-        return (sel.type is None or d.type == sel.type) and sel.in_range(d.last_failure_ms)
+        return (
+            (sel.type is None or d.type == sel.type)
+            and sel.in_range(d.last_failure_ms)
+            and reason_has(d, self.reason)
+        )
 
     async def find(self, ids: Sequence[str]) -> dict[str, DeadEntry]:
         found = {}
@@ -112,6 +168,10 @@ class DeadSource:
                     return
 
     async def count(self, sel: Selection) -> Preview:
+        if sel.type is None and sel.since_ms is None and sel.until_ms is None and not self.reason:
+            # every entry: the DLQ's length, not a walk through it
+            oldest = await self.broker.scan_dead("-", SAMPLE)
+            return Preview(await self.broker.dead_count(), [d.event_id for d in oldest])
         found = Preview(0, [])
         newest = await self._last_entry()
         if newest is None:
@@ -146,13 +206,65 @@ class DeadSource:
 
 async def replay_matching(
     broker: Broker, sel: Selection, *, rate: float, limit: int = 1000, cursor: str | None = None,
-    pacer: Pacer | None = None,
+    pacer: Pacer | None = None, reason: str | None = None,
 ) -> Page:  # fmt: skip
-    """Replay the dead events the selection matches, oldest first; one call's worth (see
+    """Replay the dead events the selection matches (and whose reason contains
+    ``reason``, ignoring case), oldest first; one call's worth (see
     eventstream.replay.engine). Each keeps its id and gets its attempts afresh."""
-    return await replay(DeadSource(broker), sel, rate=rate, limit=limit, cursor=cursor, pacer=pacer)
+    source = DeadSource(broker, reason)
+    return await replay(source, sel, rate=rate, limit=limit, cursor=cursor, pacer=pacer)
 
 
-async def preview_matching(broker: Broker, sel: Selection) -> Preview:
+async def preview_matching(broker: Broker, sel: Selection, reason: str | None = None) -> Preview:
     """A dry run: how many dead events the selection matches now, and the first few ids."""
-    return await preview(DeadSource(broker), sel)
+    return await preview(DeadSource(broker, reason), sel)
+
+
+@dataclass(slots=True)
+class Deleted:
+    """What one delete call did."""
+
+    deleted: int = 0
+    next_cursor: str | None = None
+    not_found: list[str] = field(default_factory=list)
+
+
+async def delete_matching(
+    broker: Broker, sel: Selection, *, limit: int = MAX_LIMIT, cursor: str | None = None,
+    reason: str | None = None,
+) -> Deleted:  # fmt: skip
+    """Delete the dead events the selection matches (and whose reason contains
+    ``reason``), oldest first, at most ``limit`` per call: by ids, or walking the DLQ
+    as a replay does (the cursor returned continues it, its end pinned by the first call)."""
+    source = DeadSource(broker, reason)
+    out = Deleted()
+    chosen: list[DeadEntry] = []
+
+    async def flush() -> None:
+        gone = set(await broker.delete_dead([(d.position, d.event_id) for d in chosen]))
+        out.deleted += len(gone)
+        if sel.ids:  # deleted meanwhile by someone else
+            out.not_found += [d.event_id for d in chosen if d.event_id not in gone]
+        chosen.clear()
+
+    if sel.ids:
+        wanted = sel.unique_ids()
+        found = await source.find(wanted)
+        out.not_found = [i for i in wanted if i not in found]
+        chosen += [found[i] for i in wanted if i in found and source.matches(found[i], sel)]
+        await flush()
+        return out
+    taken = 0
+    async with aclosing(source.walk(sel, cursor, limit, CHUNK)) as walk:
+        async for d, position in walk:
+            chosen.append(d)
+            taken += 1
+            if len(chosen) == CHUNK:
+                await flush()
+            if taken == limit:
+                out.next_cursor = encode_token(position)
+    if chosen:
+        await flush()
+    if out.deleted:
+        log.info("dead events deleted", deleted=out.deleted, selection=sel.describe())
+    return out

@@ -7,13 +7,14 @@ shipped in the package (no CDN), server-rendered pages (Jinja2) made live with h
 - ops.py     the operator's pages: overview (live tiles, the chart), retries, workers, partitions
 - chart.py   the overview's chart, drawn as SVG on the server
 - events.py  the Events pages: the list, find by id, one event
+- dlq.py     the dead letters and their actions
 """
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from eventstream.api.ui import events, ops, routes
+from eventstream.api.ui import dlq, events, ops, routes
 
 
 def install(app: FastAPI) -> None:
@@ -29,5 +30,6 @@ def install(app: FastAPI) -> None:
             "/retries": (ops.retries, ["GET"]),
             "/workers": (ops.workers, ["GET"]),
             "/partitions": (ops.partitions, ["GET"]),
+            **dlq.PAGES,
         },
     )
