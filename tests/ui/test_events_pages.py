@@ -197,6 +197,7 @@ async def test_retrying_events_are_paged(api: Api) -> None:
     assert link(second.text, "Next page") is None
     page = await api.client.get(f"/ui/events/{ids[0]}")
     assert "Failed tries" in page.text
+    assert re.search(r'<pre id="reason">[^<]*busy</pre>', page.text), "the failure that scheduled the retry"
     assert "First failed" in page.text
     assert "Next attempt" in page.text
 

@@ -606,12 +606,18 @@ class Broker:
                 async with self._r.pipeline(transaction=True) as pipe:
                     pipe.hget(k.retry_body, event_id)
                     pipe.zscore(k.retry, event_id)
-                    body, due = await pipe.execute()
+                    pipe.hget(k.retry_error, event_id)
+                    body, due, error = await pipe.execute()
                 if body is None:
                     continue
                 attempts, first = retry_record(ref)
                 return Located(
-                    "retrying", body, attempts, next_attempt_ms=int(due or 0), first_failure_ms=first
+                    "retrying",
+                    body,
+                    attempts,
+                    next_attempt_ms=int(due or 0),
+                    first_failure_ms=first,
+                    last_error=error,
                 )
             if kind == "d":
                 dead = await self._dead_in(part, ref)

@@ -110,3 +110,4 @@ class Located:
     dead: DeadEntry | None = None
     parked_ms: int | None = None  # when it was parked behind its ordering key's busy events
     first_failure_ms: int | None = None  # its first failed try (a retried event's)
+    last_error: str | None = None  # a retrying event's: the failure that scheduled its retry

@@ -314,7 +314,7 @@ async def event_page(request: Request, visit: Visit) -> Response:
         if located.dead is not None:
             failure = dead_item(located.dead)
         elif located.first_failure_ms is not None:
-            failure = {"firstFailedAt": ms_to_iso(located.first_failure_ms)}
+            failure = {"firstFailedAt": ms_to_iso(located.first_failure_ms), "lastError": located.last_error}
     return page(
         request,
         visit,
