@@ -114,6 +114,8 @@ def pages(base: str) -> list[tuple[str, str]]:
         ("dead letters of one type", "/ui/dlq?type=DOOMED"),
         ("dead letters, reason text", "/ui/dlq?reason=timeout"),
         ("dead letters, reason matching none", "/ui/dlq?reason=no-such-reason"),
+        ("confirm replaying every dead letter (a count)", "/ui/dlq/confirm?do=replay"),
+        ("confirm replaying those of one reason (a scan)", "/ui/dlq/confirm?do=replay&q=timeout"),
         ("retries", "/ui/retries"),
         ("workers", "/ui/workers"),
     ]
