@@ -77,6 +77,5 @@ def test_the_overview_tiles_follow_the_deployment_without_a_reload(
     expect(processed).to_have_text("3", timeout=15_000)
     expect(page.locator('[data-metric="workers"]')).to_have_text("1", timeout=15_000)
     assert page.evaluate("window.notReloaded") is True, "the tiles changed in place"
-    tab.shoot("overview")
     cluster.stop(worker)
     tab.assert_clean()
