@@ -1,4 +1,5 @@
-"""broker.browse: scheduled retries by due time and stream entries by place, keyset-paged."""
+"""The Events page's live listings: scheduled retries by due time (Views.retries) and
+stream entries by place (broker.browse), keyset-paged."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from tests.support.broker import deliver, ingest, settle_retries
 
 
 async def test_scheduled_retries_page_by_due_time_then_id_even_on_ties(broker: Broker) -> None:
+    """The Events page lists retrying events through Views.retries, as the Retries page does."""
     items = await ingest(broker, 7)
     got = await deliver(broker, "c1", 7)
     by_id = {i[0]: i for i in items}
@@ -23,17 +25,18 @@ async def test_scheduled_retries_page_by_due_time_then_id_even_on_ties(broker: B
     seen: list[tuple[int, str]] = []
     after = None
     while True:
-        page = await browse.scheduled(broker.partitions, after, None, 2)
-        seen += [s.cursor for s in page]
+        page = await broker.views.retries(after, 2)
+        seen += [(r.due_ms, r.event_id) for r in page]
         if len(page) < 2:
             break
         after = page[-1].cursor
     assert seen == expected
-    [first] = await browse.scheduled(broker.partitions, None, None, 1)
+    [first] = await broker.views.retries(None, 1)
     assert (first.attempts, first.first_failure_ms) == (1, 101)
     assert first.envelope == by_id[first.event_id][1].decode()
-    assert [s.due_ms for s in await browse.scheduled(broker.partitions, None, 3_000, 10)] == [1_000]
-    assert await browse.scheduled(broker.partitions, (9_000, expected[-1][1]), None, 10) == []
+    assert [r.due_ms for r in await broker.views.retries(None, 10, until_ms=3_000)] == [1_000]
+    assert [r.due_ms for r in await broker.views.retries(None, 10, since_ms=5_000)] == [5_000, 9_000]
+    assert await broker.views.retries((9_000, 0, expected[-1][1]), 10) == []
 
 
 async def test_stream_entries_page_by_place_and_tell_in_flight_ones(broker: Broker) -> None:

@@ -81,6 +81,26 @@ async def test_retries_come_soonest_first_in_pages_without_gap_or_repeat(
         assert r.error == w.reason
 
 
+async def test_retries_all_due_at_one_ms_page_one_by_one_without_gap(parted: Broker) -> None:
+    """More retries of one partition due at the cursor's ms than a page reads at once:
+    the cursor's partition is read on past the ones it already showed."""
+    got = await deliver_all(parted, 20)
+    due = now_ms() + 60_000
+    retries = [
+        ScheduledRetry(g.entry, g.event_id, due, 1, due - 5000, g.envelope.encode(), g.partition, "", "E: x")
+        for g in got
+    ]
+    _, flags, _ = await parted.settle("c1", retries=retries)
+    assert all(flags)
+    assert max(sum(g.partition == p for g in got) for p in range(N)) > 2  # ties beyond 2 x count
+    seen = []
+    after: RetryCursor | None = None
+    while page := await parted.views.retries(after, 1):
+        seen += page
+        after = page[-1].cursor
+    assert [r.cursor for r in seen] == sorted((due, g.partition, g.event_id) for g in got)
+
+
 async def test_workers_merge_their_beats_and_count_what_they_hold(parted: Broker) -> None:
     got = await deliver_all(parted, 6)  # pending for c1, spread over the partitions
     now = now_ms()

@@ -1,5 +1,6 @@
 """Live events page by page, for a person to browse (the dashboard's Events page): the
-scheduled retries by due time, and the stream's entries (queued or in flight) by place.
+stream's entries (queued or in flight) by place. (The scheduled retries by due time are
+views.py's ``Views.retries``, which the Retries page reads too.)
 
 Keyset-paged across the partitions and bounded: a page reads at most ``count`` entries
 of each partition, then merges them, so no page walks a whole structure.
@@ -12,24 +13,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eventstream.broker.entries import StreamEntry, retry_record
+from eventstream.broker.entries import StreamEntry
 from eventstream.broker.fanout import Partition, gather
-
-
-@dataclass(frozen=True, slots=True)
-class Scheduled:
-    """One event waiting in a retry set for its next attempt."""
-
-    event_id: str
-    due_ms: int
-    attempts: int  # attempts made so far
-    first_failure_ms: int | None
-    envelope: str
-    partition: int
-
-    @property
-    def cursor(self) -> tuple[int, str]:
-        return self.due_ms, self.event_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +28,6 @@ class InStream:
     def place(self) -> tuple[int, int, int]:
         """(ms, seq, partition): the order of entries across partitions."""
         return _place(self.entry)
-
-
-async def scheduled(
-    partitions: Sequence[Partition], after: tuple[int, str] | None, until_ms: int | None, count: int
-) -> list[Scheduled]:
-    """Up to ``count`` scheduled retries, earliest due first, after ``after`` = (due ms,
-    event id) and due before ``until_ms``."""
-    pages = await gather([p.reads.retries_from(after, until_ms, count) for p in partitions])
-    found = []
-    for part, page in zip(partitions, pages, strict=True):
-        for event_id, due_ms, status, body in page:
-            if status is None or not status.startswith("r:") or body is None:
-                continue  # promoted (or replayed) while we read
-            attempts, first = retry_record(status[2:])
-            found.append(Scheduled(event_id, due_ms, attempts, first, body, part.index))
-    found.sort(key=lambda s: s.cursor)
-    return found[:count]
 
 
 async def in_stream(

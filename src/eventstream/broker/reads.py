@@ -216,36 +216,6 @@ class StateReads:
         cursor, part = await self._r.hscan(self.keys.parked, cursor, count=count)
         return int(cursor), list(part)
 
-    async def retries_from(
-        self, low: tuple[int, str] | None, high_ms: int | None, count: int
-    ) -> list[tuple[str, int, str | None, str | None]]:
-        """Up to ``count`` scheduled retries after ``low`` = (due ms, event id) (None: from
-        the first; ``low``'s due ms alone is inclusive, its id exclusive), due before
-        ``high_ms``: (event id, due ms, status field, envelope), earliest due first."""
-        k = self.keys
-        due_ms, after_id = low if low is not None else (None, "")
-        low_score = "-inf" if due_ms is None else str(due_ms)
-        high = "+inf" if high_ms is None else f"({high_ms}"
-        found: list[tuple[str, int]] = []
-        offset = 0
-        while len(found) < count:  # ties on due_ms sort by id: skip the cursor's own and earlier
-            chunk = await self._r.zrangebyscore(
-                k.retry, low_score, high, start=offset, num=count, withscores=True
-            )
-            offset += len(chunk)
-            found += [(m, int(s)) for m, s in chunk if not (int(s) == due_ms and m <= after_id)]
-            if len(chunk) < count:
-                break
-        found = found[:count]
-        if not found:
-            return []
-        ids = [m for m, _ in found]
-        async with self._r.pipeline(transaction=False) as pipe:
-            pipe.hmget(k.status, ids)
-            pipe.hmget(k.retry_body, ids)
-            statuses, bodies = await pipe.execute()
-        return [(m, due, st, b) for (m, due), st, b in zip(found, statuses, bodies, strict=True)]
-
     async def stream_from(self, low: str, high: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """Up to ``count`` stream entries (entry id, fields) from ``low`` to ``high`` (XRANGE
         bounds), oldest first."""

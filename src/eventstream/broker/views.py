@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from eventstream.backend_errors import REDIS, translated
+from eventstream.broker.entries import retry_record
 from eventstream.broker.fanout import FanOut, Partition, raise_errors
 from eventstream.broker.keys import GROUP, Keys
 
@@ -69,13 +70,8 @@ def parse_cursor(text: str) -> RetryCursor | None:
 
 
 def _attempts(status: str | None) -> tuple[int, int | None]:
-    """(attempts, first failure ms) from a retry's status field ("r:<attempts>:<first>[:<kd>]")."""
-    if not status or not status.startswith("r:"):
-        return 0, None
-    parts = status.split(":")
-    attempts = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-    first = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
-    return attempts, first
+    """(attempts, first failure ms) of a retry's status field; (0, None) once it moved on."""
+    return retry_record(status[2:]) if status and status.startswith("r:") else (0, None)
 
 
 @translated(REDIS)  # like Broker: callers see EventStream's errors, never redis-py's
@@ -93,17 +89,37 @@ class Views:
 
     # ---- retries -------------------------------------------------------------------
 
-    async def retries(self, after: RetryCursor | None, count: int) -> list[Retrying]:
+    async def retries(
+        self,
+        after: RetryCursor | None,
+        count: int,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+    ) -> list[Retrying]:
         """Up to ``count`` scheduled retries, soonest due first over every partition,
-        strictly after ``after`` in the order (due ms, partition, event id): each
+        strictly after ``after`` in the order (due ms, partition, event id), due from
+        ``since_ms`` (inclusive; with no cursor) to ``until_ms`` (exclusive): each
         partition's range from the cursor, merged; then their bodies, failures and status
         fields for the chosen ones. Two round trips, ``count`` items per partition at most."""
-        ranges = await self._fan_out(lambda pipe, p: _range_after(pipe, p, after, count))
+        high = "+inf" if until_ms is None else f"({until_ms}"
+        ranges = await self._fan_out(lambda pipe, p: _range_after(pipe, p, after, count, since_ms, high))
         pages: list[list[tuple[int, int, str]]] = []
         for part, replies in zip(self.partitions, ranges, strict=True):
             raise_errors(replies)
-            page = [(int(float(score)), part.index, member) for member, score in replies[0]]
-            pages.append([c for c in page if after is None or c > after])
+            raw = replies[0]
+            page = [c for c in _scored(raw, part.index) if after is None or c > after]
+            if after is not None and part.index == after[1]:
+                # the cursor's own partition: retries due at its ms up to its id came first;
+                # when they filled the read, read on (more than 2 x count due at one ms)
+                offset, want = len(raw), 2 * count
+                while len(page) < count and len(raw) == want:
+                    raw = await self._r.zrangebyscore(
+                        part.keys.retry, str(after[0]), high, start=offset, num=want, withscores=True
+                    )
+                    offset += len(raw)
+                    page += [c for c in _scored(raw, part.index) if c > after]
+            pages.append(page)
         chosen = list(itertools.islice(heapq.merge(*pages), count))
         by_part: dict[int, list[str]] = {}
         for _, index, event_id in chosen:
@@ -209,16 +225,23 @@ class Views:
         return out
 
 
-def _range_after(pipe: Any, p: Partition, after: RetryCursor | None, count: int) -> None:
+def _scored(raw: list[tuple[str, float]], index: int) -> list[tuple[int, int, str]]:
+    return [(int(float(score)), index, member) for member, score in raw]
+
+
+def _range_after(
+    pipe: Any, p: Partition, after: RetryCursor | None, count: int, since_ms: int | None, high: str
+) -> None:
     """The partition's first ``count`` retries that may come after the cursor: due later,
     or due at the cursor's ms and placed after it (a later partition, or a later id in
     its own). In the cursor's own partition the retries due at its ms up to its id come
-    too and the caller drops them, so ``count`` more are read there: a page stops short
-    only when more than ``count`` retries of one partition are due at the same ms."""
+    too and the caller drops them, so ``count`` more are read there (and the caller reads
+    on when those fill it)."""
     if after is None:
-        pipe.zrangebyscore(p.keys.retry, "-inf", "+inf", start=0, num=count, withscores=True)
+        low = "-inf" if since_ms is None else str(since_ms)
+        pipe.zrangebyscore(p.keys.retry, low, high, start=0, num=count, withscores=True)
         return
     due, index, _ = after
     low = f"({due}" if p.index < index else str(due)
     extra = count if p.index == index else 0
-    pipe.zrangebyscore(p.keys.retry, low, "+inf", start=0, num=count + extra, withscores=True)
+    pipe.zrangebyscore(p.keys.retry, low, high, start=0, num=count + extra, withscores=True)

@@ -27,6 +27,7 @@ from eventstream.api.events import MAX_ID, find_event, row_item
 from eventstream.api.ui.access import Visit, ui_root
 from eventstream.api.ui.render import page
 from eventstream.broker import DeadEntry, browse, position_key
+from eventstream.broker.views import RetryCursor, Retrying, cursor_text, parse_cursor
 from eventstream.errors import NotFound, ValidationError
 from eventstream.event import decode_envelope, ms_to_iso
 from eventstream.incoming import TYPE_PATTERN
@@ -41,7 +42,6 @@ STATUSES = {
     "queued": ("Queued or processing", "Enqueued", "by the time they were enqueued, oldest first"),
 }
 _TYPE = re.compile(TYPE_PATTERN)
-_RETRY_CURSOR = re.compile(r"^([0-9]{1,19})\.([A-Za-z0-9-]{1,64})$")
 T = TypeVar("T")
 C = TypeVar("C")
 
@@ -189,24 +189,24 @@ def _entry_ms(entry: str) -> int:
 
 
 async def _retrying(svc: Services, f: Filters) -> Listing:
-    after: tuple[int, str] | None = None
+    after: RetryCursor | None = None
     if f.cursor is not None:
-        m = _RETRY_CURSOR.match(f.cursor)
-        if m is None:
+        after = parse_cursor(f.cursor)
+        if after is None:
             raise PageError("cursor is not one this page made: go back to the newest")
-        after = (int(m.group(1)), m.group(2))
-    elif f.since_ms is not None:
-        after = (f.since_ms, "")
 
-    async def fetch(cursor: tuple[int, str] | None, n: int) -> list[browse.Scheduled]:
-        return await browse.scheduled(svc.broker.partitions, cursor, f.until_ms, n)
+    async def fetch(cursor: RetryCursor | None, n: int) -> list[Retrying]:
+        found = await svc.broker.views.retries(cursor, n, since_ms=f.since_ms, until_ms=f.until_ms)
+        return [r for r in found if r.envelope is not None]  # promoted (or replayed) while read
 
-    found, nxt, note = await _picked(fetch, lambda s: s.cursor, f.type, lambda s: _type_of(s.envelope), after)
+    found, nxt, note = await _picked(
+        fetch, lambda r: r.cursor, f.type, lambda r: _type_of(r.envelope or ""), after
+    )
 
-    def row(s: browse.Scheduled) -> dict[str, Any]:
-        return _live(s.envelope, "retrying", s.attempts, ms_to_iso(s.due_ms))
+    def row(r: Retrying) -> dict[str, Any]:
+        return _live(r.envelope or "", "retrying", r.attempts, ms_to_iso(r.due_ms))
 
-    return Listing([row(s) for s in found], None if nxt is None else f"{nxt[0]}.{nxt[1]}", note)
+    return Listing([row(r) for r in found], None if nxt is None else cursor_text(nxt), note)
 
 
 async def _queued(svc: Services, f: Filters) -> Listing:
