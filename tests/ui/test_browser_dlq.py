@@ -4,9 +4,12 @@ through the JSON API): one, the selected, and all that match after the confirmat
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.sync_api import expect
 
 from tests.support.browser import Watched
 from tests.support.processes import Api, Cluster
@@ -76,3 +79,31 @@ def test_the_page_replays_one_the_selected_and_all_that_match(
     assert page.locator("#f-q").input_value() == "REFUSED"
     assert dead_ids(client) == []
     tab.assert_clean()
+
+
+def test_a_long_count_counts_on_by_itself_before_the_confirmation(
+    tab: Watched, cluster: Cluster, tmp_path: Path
+) -> None:
+    # The API process counts one entry per slice and one slice per request, so that
+    # three dead events take several requests, as a DLQ of hundreds of thousands does.
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    (tuned / "sitecustomize.py").write_text(
+        "import eventstream.api.ui.dlq, eventstream.replay.dead\n"
+        "eventstream.api.ui.dlq.COUNT_BUDGET_S = 0.0\n"
+        "eventstream.replay.dead.COUNT_CHUNK = 1\n"
+    )
+    api = cluster.start_api(PYTHONPATH=os.pathsep.join([str(tuned), cluster.env()["PYTHONPATH"]]))
+    with httpx.Client(base_url=api.url, timeout=30.0) as client:
+        ids = kill(client, cluster, 3)
+        asked: list[str] = []
+        tab.page.on("request", lambda r: asked.append(r.url) if "counted=" in r.url else None)
+        tab.page.goto(api.url + "/ui/dlq/confirm?do=replay&q=refused")
+        expect(tab.page.locator("#matched")).to_have_text("3 dead events match now.")
+        assert len(asked) >= 2  # htmx asked for the next slice, request after request
+        tab.page.get_by_role("button", name="Confirm: replay 3").click()
+        assert tab.page.locator(".outcome").inner_text() == "Replayed 3."
+        assert dead_ids(client) == []
+        assert sorted(ids) == sorted(i for i in ids if status(client, i) == "queued")
+        tab.assert_clean()
+    cluster.stop(api.proc)

@@ -17,6 +17,7 @@ from eventstream.app import EventStream
 from eventstream.auth.trail import LOGGER
 from eventstream.errors import PermanentError
 from eventstream.event import Event
+from eventstream.replay import dead
 from eventstream.settings import Settings
 from tests.support.asgi import Api, MakeApi
 from tests.support.auth import create_key, running
@@ -211,6 +212,47 @@ async def test_all_that_match_are_counted_first_and_acted_on_when_confirmed(make
     assert (await api.client.get("/ui/dlq/confirm", params={"do": "drop"})).status_code == 422
     counters = await api.counters()
     assert (counters.get("replayed", 0), counters.get("deleted", 0)) == (2, 1)
+
+
+async def test_a_long_count_shows_its_progress_and_counts_on(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_dlq, "COUNT_BUDGET_S", 0.0)  # one slice per request
+    monkeypatch.setattr(dead, "COUNT_CHUNK", 2)
+    api = await make_api()
+    await bury(api, *[("A", "Disk full" if i % 2 else "other") for i in range(7)])
+    r = await api.client.get("/ui/dlq/confirm", params={"do": "delete", "q": "disk"})
+    seen = []
+    while "Counting:" in r.text:
+        m = re.search(r"Counting: <strong>(\d+)</strong> of the (\d+) dead events examined so far", r.text)
+        assert m, r.text
+        seen.append((int(m.group(1)), int(m.group(2))))
+        more = link(r.text, "Count on")
+        assert f'hx-get="{html.escape(more)}" hx-trigger="load"' in r.text  # htmx asks at once
+        assert "Confirm" not in r.text  # no action before the count is whole
+        r = await api.client.get(more)
+        assert r.status_code == 200, r.text
+    assert seen == [(1, 2), (2, 4), (3, 6)]
+    assert "<strong>3</strong> dead events match now" in r.text
+    r = await api.client.post("/ui/dlq/delete-matching", data={"csrf": csrf_of(r.text), "q": "disk"})
+    assert await outcome(api, r) == "Deleted 3."
+    r = await api.client.get("/ui/dlq/confirm", params={"do": "delete", "q": "disk", "counted": "garbage"})
+    assert r.status_code == 422
+    assert "cursor" in r.text
+
+
+async def test_the_reason_filter_ignores_the_case_of_ascii_letters_only(make_api: MakeApi) -> None:
+    api = await make_api(replay_rate=100_000)
+    ids = await bury(api, ("A", "Échec"), ("A", "échec"), ("A", "ECHEC"))
+    listed = (await api.client.get("/ui/dlq", params={"q": "échec"})).text
+    assert shown(listed) == [ids[1]]
+    listed = (await api.client.get("/ui/dlq", params={"q": "CHEC"})).text
+    assert shown(listed) == ids[::-1]
+    r = await api.client.get("/ui/dlq/confirm", params={"do": "replay", "q": "ÉCHEC"})
+    assert "<strong>1</strong> dead event matches now" in r.text
+    r = await api.client.post("/ui/dlq/replay-matching", data={"csrf": csrf_of(r.text), "q": "ÉCHEC"})
+    assert await outcome(api, r) == "Replayed 1."
+    assert shown((await api.client.get("/ui/dlq")).text) == [ids[2], ids[1]]
 
 
 async def test_a_long_selection_goes_in_steps_that_continue(

@@ -3,7 +3,15 @@
 from eventstream.broker.broker import Broker, merge_snapshots
 from eventstream.broker.connection import connect
 from eventstream.broker.durability import Durability
-from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key
+from eventstream.broker.entries import (
+    DeadEntry,
+    DeadFilter,
+    DeadTally,
+    Located,
+    Ref,
+    StreamEntry,
+    position_key,
+)
 from eventstream.broker.fanout import Partition
 from eventstream.broker.keys import GROUP, Keys, Layout, order_digest
 from eventstream.broker.scripts import Completion, DeadLetter, ScheduledRetry, key_limits
@@ -13,7 +21,9 @@ __all__ = [
     "Broker",
     "Completion",
     "DeadEntry",
+    "DeadFilter",
     "DeadLetter",
+    "DeadTally",
     "Durability",
     "Keys",
     "Layout",

@@ -21,7 +21,17 @@ from redis.exceptions import ResponseError
 from eventstream.backend_errors import REDIS, translate, translated
 from eventstream.broker.durability import Durability, check_confirmed, wait_tail
 from eventstream.broker.emits import Emits, emitted
-from eventstream.broker.entries import DeadEntry, Located, Ref, StreamEntry, position_key, retry_record
+from eventstream.broker.entries import (
+    DeadEntry,
+    DeadFilter,
+    DeadTally,
+    Located,
+    Ref,
+    StreamEntry,
+    dead_position,
+    position_key,
+    retry_record,
+)
 from eventstream.broker.fanout import FanOut, Partition, gather, raise_errors
 from eventstream.broker.keys import GROUP, Keys, Layout, idem_digest, order_digest
 from eventstream.broker.reading import Reader
@@ -697,6 +707,45 @@ class Broker:
             chunk = await self._r.xrange(part.keys.dlq, min=low, max="+", count=count)
             pages.append([DeadEntry.from_fields(e, f, part.index) for e, f in chunk])
         return list(itertools.islice(heapq.merge(*pages, key=_order), count))
+
+    async def dead_ends(self) -> list[str | None]:
+        """Each partition's newest DLQ entry id, in partition order (None: its DLQ is empty)."""
+        out: list[str | None] = []
+        for [newest] in await self._fan_out(lambda pipe, p: pipe.xrevrange(p.keys.dlq, count=1)):
+            if isinstance(newest, Exception):
+                raise newest
+            out.append(str(newest[0][0]) if newest else None)
+        return out
+
+    async def count_dead(
+        self, spans: dict[int, tuple[str, str]], n: int, match: DeadFilter, firsts: int = 0
+    ) -> dict[int, DeadTally]:
+        """Count the DLQ entries that ``match``, at most ``n`` examined per partition: for
+        each partition index in ``spans``, from its start to its end (XRANGE bounds: an
+        entry id, or "(" and an id to start after it), in one round trip. Each tally
+        also names its first ``firsts`` matches (DLQ position, event id)."""
+        parts = [self.partitions[i] for i in sorted(spans)]
+        args: list[str | int] = [
+            match.type or "",
+            match.text or "",
+            "" if match.since_ms is None else match.since_ms,
+            "" if match.until_ms is None else match.until_ms,
+            firsts,
+        ]
+
+        async def queue(pipe: Any, part: Partition) -> None:
+            start, end = spans[part.index]
+            await part.scripts.count_dead(pipe, start, end, n, args)
+
+        out = {}
+        for part, [reply] in zip(parts, await self._fan_out(queue, parts=parts), strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            matched, examined, last, ids = reply
+            pairs = zip(ids[::2], ids[1::2], strict=True)
+            named = [(dead_position(str(e), part.index), str(i)) for e, i in pairs]
+            out[part.index] = DeadTally(int(matched), int(examined), str(last) or None, named)
+        return out
 
     # ---- server checks -------------------------------------------------------------
 

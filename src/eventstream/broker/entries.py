@@ -62,7 +62,7 @@ class DeadEntry:
         """Where the entry is in the deployment's DLQ, as callers name it (cursors):
         ``ms-seq`` in partition 0 (all of a one-partition deployment's), ``ms-seq-p`` in
         partition p. Positions order by (ms, seq, partition): see position_key."""
-        return self.dlq_entry if self.partition == 0 else f"{self.dlq_entry}-{self.partition}"
+        return dead_position(self.dlq_entry, self.partition)
 
     @classmethod
     def from_fields(cls, entry: str, f: dict[str, str], partition: int = 0) -> DeadEntry:
@@ -78,6 +78,33 @@ class DeadEntry:
             last_failure_ms=int(f.get("lf") or 0),
             partition=partition,
         )
+
+
+def dead_position(dlq_entry: str, partition: int) -> str:
+    """A DLQ entry's position (DeadEntry.position)."""
+    return dlq_entry if partition == 0 else f"{dlq_entry}-{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Which DLQ entries a count takes (Broker.count_dead): the type, text the reason
+    contains (in lower case; see count_dead.lua for what lower case means there), and the
+    last failure's time (``since_ms`` inclusive, ``until_ms`` exclusive). None: any."""
+
+    type: str | None = None
+    text: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTally:
+    """One slice of one partition's DLQ counted (count_dead.lua)."""
+
+    matched: int
+    examined: int
+    last: str | None  # the last entry id examined; None: none was
+    firsts: list[tuple[str, str]]  # (DLQ position, event id) of the first matching entries
 
 
 def retry_record(ref: str) -> tuple[int, int | None]:

@@ -142,6 +142,7 @@ class Scripts:
                 "renew",
                 "replay",
                 "delete_dead",
+                "count_dead",
                 "take_turn",
                 "authorize",
                 "leave",
@@ -298,6 +299,12 @@ class Scripts:
         k = self.keys
         args: list[Arg] = [x for pair in pairs for x in pair]
         return await self._call("delete_dead", [k.status, k.counters, k.dlq], args, client)
+
+    async def count_dead(self, client: Client, start: str, end: str, n: int, match: Sequence[Arg]) -> Any:
+        """Of at most ``n`` DLQ entries from ``start`` to ``end`` (XRANGE bounds), how many
+        match ``match`` (type, text, since, until, ids wanted; see count_dead.lua): the raw
+        reply (with a pipeline, queued)."""
+        return await self._call("count_dead", [self.keys.dlq], [start, end, n, *match], client)
 
     async def authorize(
         self,

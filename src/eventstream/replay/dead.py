@@ -9,13 +9,18 @@ are the engine's (eventstream.replay.engine).
 
 from __future__ import annotations
 
+import re
+import string
+import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Annotated
 
+import msgspec
 import structlog
 
-from eventstream.broker import Broker, DeadEntry, position_key
+from eventstream.broker import Broker, DeadEntry, DeadFilter, position_key
 from eventstream.errors import NotFound
 from eventstream.replay.engine import (
     MAX_LIMIT,
@@ -36,6 +41,7 @@ log = structlog.get_logger("eventstream.replay.dead")
 
 CHUNK = 500
 SEARCH_BUDGET = 2000  # entries one search examines at most (one page of the dashboard)
+COUNT_CHUNK = 2000  # entries one count_dead.lua call examines at most (a few ms of the server)
 
 
 async def replay_one(broker: Broker, event_id: str) -> None:
@@ -74,9 +80,20 @@ async def page(
     return items, last if more else None
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def fold(text: str) -> str:
+    """``text`` with its ASCII letters in lower case, and nothing else changed: the case
+    the reason filter ignores, here and in count_dead.lua (Lua's string.lower in the
+    server's C locale), so that a count and the replay it confirms take the same events."""
+    return text.translate(_ASCII_LOWER)
+
+
 def reason_has(d: DeadEntry, text: str | None) -> bool:
-    """Whether the entry's reason contains ``text``, ignoring case (no text: every entry)."""
-    return not text or text.casefold() in d.reason.casefold()
+    """Whether the entry's reason contains ``text``, ignoring the case of ASCII letters
+    (no text: every entry)."""
+    return not text or fold(text) in fold(d.reason)
 
 
 @dataclass(slots=True)
@@ -168,20 +185,8 @@ class DeadSource:
                     return
 
     async def count(self, sel: Selection) -> Preview:
-        if sel.type is None and sel.since_ms is None and sel.until_ms is None and not self.reason:
-            # every entry: the DLQ's length, not a walk through it
-            oldest = await self.broker.scan_dead("-", SAMPLE)
-            return Preview(await self.broker.dead_count(), [d.event_id for d in oldest])
-        found = Preview(0, [])
-        newest = await self._last_entry()
-        if newest is None:
-            return found
-        async for d in self._entries("-", newest):
-            if self.matches(d, sel):
-                found.matched += 1
-                if len(found.sample) < SAMPLE:
-                    found.sample.append(d.event_id)
-        return found
+        tally = await count_matching(self.broker, sel, self.reason)
+        return Preview(tally.matched, tally.sample)
 
     async def send(self, items: list[DeadEntry], page: Page) -> None:
         page.replayed += len(await self.broker.replay_dead([d.position for d in items]))
@@ -202,6 +207,73 @@ class DeadSource:
             if len(chunk) < CHUNK:
                 return
             after = chunk[-1].position
+
+
+# ---- counting in the server ----------------------------------------------------------
+
+_ENTRY = r"[0-9]{1,20}-[0-9]{1,20}"
+_START = re.compile(rf"^(-|\({_ENTRY})?$")  # where a partition's count resumes ('': done)
+_END = re.compile(rf"^({_ENTRY})?$")  # its last entry, pinned by the first call
+_Counted = Annotated[int, msgspec.Meta(ge=0)]
+_CountCursor = tuple[list[str], list[str], _Counted, _Counted]  # starts, ends, matched, examined
+
+
+@dataclass(slots=True)
+class Tally:
+    """A count of the dead events a filter matches (see :func:`count_matching`)."""
+
+    matched: int
+    examined: int  # entries looked at (the DLQ's length when nothing filters)
+    sample: list[str]  # the first matches' event ids, oldest first (of a count without a budget)
+    cursor: str | None = None  # to count on; None: counted to the end
+
+
+async def count_matching(
+    broker: Broker, sel: Selection, reason: str | None = None, *, cursor: str | None = None,
+    budget_s: float | None = None,
+) -> Tally:  # fmt: skip
+    """How many dead events the selection matches (and whose reason contains ``reason``,
+    see :func:`reason_has`), counted by the server (count_dead.lua): only the counts and
+    the first few ids come back, never the entries. The count ends at the entries that
+    were newest at the first call.
+
+    ``budget_s``: stop after a slice once that long has passed, with a cursor that counts
+    on (``matched`` and ``examined`` are then the totals so far), so that a page can show
+    a long count's progress and no request waits for a whole big DLQ."""
+    if not cursor and sel.type is None and sel.since_ms is None and sel.until_ms is None and not reason:
+        # every entry: the DLQ's length, not a walk through it
+        oldest = await broker.scan_dead("-", SAMPLE)
+        total = await broker.dead_count()
+        return Tally(total, total, [d.event_id for d in oldest])
+    n_parts = len(broker.partitions)
+    if cursor:
+        starts, ends, matched, examined = decode_token(cursor, _CountCursor)
+        if not (len(starts) == len(ends) == n_parts and all(map(_START.match, starts))) or not all(
+            map(_END.match, ends)
+        ):
+            raise invalid_cursor()
+    else:
+        ends = [e or "" for e in await broker.dead_ends()]
+        starts, matched, examined = ["-" if e else "" for e in ends], 0, 0
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    match = DeadFilter(sel.type, fold(reason) if reason else None, sel.since_ms, sel.until_ms)
+    sampled = cursor is None and deadline is None  # a whole count: its first matches are the first
+    firsts: dict[int, list[tuple[str, str]]] = {i: [] for i in range(n_parts)}
+    while spans := {i: (start, ends[i]) for i, start in enumerate(starts) if start and ends[i]}:
+        want = {i: SAMPLE - len(firsts[i]) if sampled else 0 for i in spans}
+        tallies = await broker.count_dead(spans, COUNT_CHUNK, match, max(want.values()))
+        for i, t in tallies.items():
+            matched += t.matched
+            examined += t.examined
+            firsts[i] += t.firsts[: want[i]]
+            done = t.last is None or t.last == ends[i] or t.examined < COUNT_CHUNK
+            starts[i] = "" if done else f"({t.last}"
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    named = sorted((f for fs in firsts.values() for f in fs), key=lambda f: position_key(f[0]) or (0, 0, 0))
+    sample = [event_id for _, event_id in named[:SAMPLE]]
+    more = any(start and ends[i] for i, start in enumerate(starts))
+    return Tally(matched, examined, sample, encode_token([starts, ends, matched, examined]) if more else None)
 
 
 async def replay_matching(

@@ -4,7 +4,9 @@ the reason, and its actions (replay or delete one, the selected, or all that mat
 Reading never walks the whole DLQ: without filters a page is one keyset read; with
 filters a page examines at most ``dead.SEARCH_BUDGET`` entries and offers to continue
 from where it stopped. Acting on "all that match" first shows how many match now
-(a dry run) and acts only on the confirmed POST. The actions are the JSON API's own
+(a dry run, counted by the server) and acts only on the confirmed POST; a count that
+takes longer than ``COUNT_BUDGET_S`` shows how far it got and counts on in the next
+request (htmx asks for it at once; without a script, a link does). The actions are the JSON API's own
 (eventstream.replay.dead: the same scripts, so the ``replayed`` and ``deleted``
 counters stay exact), each recorded in the audit trail with the acting key.
 """
@@ -36,6 +38,7 @@ from eventstream.replay.engine import MAX_LIMIT, Selection
 PAGE_SIZE = 50
 SEARCH_BUDGET = dead.SEARCH_BUDGET  # entries a filtered page examines at most
 STEP = MAX_LIMIT  # events one confirmed "all that match" request acts on at most
+COUNT_BUDGET_S = 0.1  # one confirmation request counts this long at most, then shows how far it got
 MAX_TEXT = 200  # characters of a reason filter
 FIRST_LINE = 300  # characters of a reason shown in its row (the rest under "details")
 OUTCOMES = ("replayed", "deleted", "missing", "left")
@@ -235,12 +238,21 @@ async def confirm(request: Request, visit: Visit) -> Response:
     if action not in ACTIONS:
         raise ValidationError("do: replay or delete", [{"loc": "query.do", "msg": "invalid"}])
     f = Filter.of(request.query_params.get)
-    preview = await dead.preview_matching(services(request).broker, f.selection, f.text)
-    return _confirm_page(request, visit, f, action, matched=preview.matched, step=None)
+    tally = await dead.count_matching(
+        services(request).broker, f.selection, f.text,
+        cursor=request.query_params.get("counted") or None, budget_s=COUNT_BUDGET_S,
+    )  # fmt: skip
+    if tally.cursor is None:
+        return _confirm_page(request, visit, f, action, matched=tally.matched, step=None)
+    more = urlencode({"do": action, **f.query, "counted": tally.cursor})
+    counting = {"matched": tally.matched, "examined": tally.examined, "more": more}
+    return _confirm_page(request, visit, f, action, matched=None, step=None, counting=counting)
 
 
 def _confirm_page(request: Request, visit: Visit, f: Filter, action: str, **context: Any) -> Response:
-    """The confirmation (``matched``: the count now) or a step's progress (``step``)."""
+    """The confirmation (``matched``: the count now), a count's progress (``counting``)
+    or a step's progress (``step``)."""
+    context.setdefault("counting", None)
     return page(
         request,
         visit,
