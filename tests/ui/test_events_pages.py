@@ -156,7 +156,11 @@ async def test_dead_events_list_with_reasons_and_type_filter(api: Api) -> None:
 
 async def test_queued_and_retrying_events_are_listed_from_redis(make_api: MakeApi) -> None:
     api = await make_api(partitions=2)
-    queued = [await api.accepted(t, {"n": i}) for i, t in enumerate(["Q", "R"] * 30)]
+    queued = []
+    for i, t in enumerate(["Q", "R"] * 30):
+        queued.append(await api.accepted(t, {"n": i}))
+        # a millisecond apart: two partitions' entries of one millisecond list by partition
+        await asyncio.sleep(0.002)
     r = await api.client.get("/ui/events", params={"status": "queued"})
     assert r.status_code == 200, r.text
     assert ids_of(r.text) == queued[: pages.PAGE]  # oldest first, across both partitions
