@@ -65,6 +65,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -77,13 +78,15 @@ from benchmarks.harness import (
     Probe,
     Run,
     api_process,
+    bare_process,
     drain,
     measure_latency,
 )
-from benchmarks.httpload import generator, load
+from benchmarks.httpload import NO_WRK, ensure_wrk, generator, load
 from benchmarks.memory import measure as measure_memory
 from benchmarks.nodes import Node, usage, work
 from benchmarks.ordering import bench_drains, busy_latency, ordering_table
+from benchmarks.postgres import throwaway_database, where
 from benchmarks.producers import bench_producers, merge, producers_table
 from eventstream.broker import connect
 from eventstream.embedded import EmbeddedRedis
@@ -100,24 +103,52 @@ def bench_drain(run: Run, events: int, progress: Progress) -> None:
     run.figures["drain_events"] = events
 
 
+def bench_drain_postgres(run: Run, events: int, progress: Progress) -> None:
+    """The drain again with the PostgreSQL store, in a throwaway database."""
+    try:
+        with throwaway_database() as url:
+            figures = drain(run, "drainpg", events, progress, EVENTSTREAM_DATABASE_URL=url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        run.notes.append(
+            f"PostgreSQL at {where()} is unreachable ({exc}): no drain with the PostgreSQL store"
+        )
+        return
+    run.figures["drain_pg_events_per_s"] = figures["events_per_s"]
+    run.figures["drain_pg_redis_us_per_event"] = figures["redis"]["cpu_us_per_event"]
+    run.figures["drain_pg_worker_cpu_us_per_event"] = figures["worker_cpu_us_per_event"]
+
+
 # ---- ingest -----------------------------------------------------------------------
 
 
 def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bool = True) -> None:
-    """Single events (unless not ``single_events``), then batches of 100, on one API process."""
-    run.figures["load_generator"] = generator()
-    if not shutil.which("wrk"):
-        run.notes.append("wrk is not installed: the Python load generator may be the bottleneck")
-    task = progress.add_task("ingest: single events", total=1 + single_events)
+    """Single events (unless not ``single_events``) beside a bare Starlette route on
+    uvicorn (the ceiling: benchmarks/bare_app.py, the same body), then batches of 100, on
+    one API process. Without wrk, no ingest figure (see benchmarks/httpload.py)."""
+    run.figures["load_generator"] = generator(run.quick)
+    if not run.quick and not ensure_wrk():
+        run.notes.append(NO_WRK)
+        return
+    task = progress.add_task("ingest: single events", total=1 + 2 * single_events)
     name = "ingest"
+    one = json.dumps({"type": "BENCH", "payload": {"user": "khushi", "n": 1}})
+    if single_events:
+        with bare_process(run) as bare_base:
+            bare = load(run, f"{bare_base}/events", one, seconds)
+        run.figures["bare_rps"] = round(bare.get("rps", 0))
+        run.figures["bare_p99_ms"] = round(bare.get("p99_ms", float("nan")), 2)
+        progress.advance(task)
     with api_process(run, name) as base, Probe(run.settings(name)) as probe:
         if single_events:
-            one = json.dumps({"type": "BENCH", "payload": {"user": "khushi", "n": 1}})
             single = load(run, f"{base}/events", one, seconds)
             run.figures["ingest_rps"] = round(single.get("rps", 0))
             run.figures["ingest_p50_ms"] = round(single.get("p50_ms", float("nan")), 2)
             run.figures["ingest_p99_ms"] = round(single.get("p99_ms", float("nan")), 2)
             run.figures["ingest_errors"] = int(single.get("errors", 0))
+            if run.figures["bare_rps"]:
+                run.figures["ingest_share_of_bare"] = round(
+                    run.figures["ingest_rps"] / run.figures["bare_rps"], 3
+                )
             progress.advance(task)
         progress.update(task, description="ingest: batches of 100")
         batch_body = json.dumps({"events": [{"type": "BENCH", "payload": {"n": i}} for i in range(100)]})
@@ -224,14 +255,26 @@ def report(run: Run) -> Table:
         share(f.get("drain_events_per_s")), "drain_events_per_s")  # fmt: skip
     row("drain: Redis CPU per event", f"{f.get('drain_redis_us_per_event')} µs", "",
         "drain_redis_us_per_event")  # fmt: skip
-    row(f"ingest POST /events ({f.get('load_generator')})", f"{f.get('ingest_rps', 0):,} req/s",
-        share(f.get("ingest_rps")), "ingest_rps")  # fmt: skip
-    row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "",
-        "ingest_p50_ms", "ingest_p99_ms")  # fmt: skip
-    row("batch ingest, 100 per request", f"{f.get('batch_events_per_s', 0):,} events/s",
-        share(f.get("batch_events_per_s")), "batch_events_per_s")  # fmt: skip
-    row("batch ingest: Redis CPU per event", f"{f.get('batch_redis_us_per_event')} µs", "",
-        "batch_redis_us_per_event")  # fmt: skip
+    if "drain_pg_events_per_s" in f:
+        row("drain, PostgreSQL store", f"{f['drain_pg_events_per_s']:,} events/s",
+            share(f.get("drain_pg_events_per_s")), "drain_pg_events_per_s")  # fmt: skip
+    if "ingest_rps" not in f and "batch_events_per_s" not in f:
+        row(f"ingest ({f.get('load_generator')})", "not measured", "")
+    if "bare_rps" in f:
+        row(f"ceiling: a bare Starlette route on uvicorn ({f.get('load_generator')})",
+            f"{f['bare_rps']:,} req/s, p99 {f.get('bare_p99_ms')} ms", "", "bare_rps")  # fmt: skip
+    if "ingest_rps" in f:
+        row(f"ingest POST /events ({f.get('load_generator')})", f"{f['ingest_rps']:,} req/s",
+            share(f.get("ingest_rps")), "ingest_rps")  # fmt: skip
+        row("ingest: share of the bare route", f"{f.get('ingest_share_of_bare', 0):.0%}", "",
+            "ingest_share_of_bare")  # fmt: skip
+        row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "",
+            "ingest_p50_ms", "ingest_p99_ms")  # fmt: skip
+    if "batch_events_per_s" in f:
+        row("batch ingest, 100 per request", f"{f['batch_events_per_s']:,} events/s",
+            share(f.get("batch_events_per_s")), "batch_events_per_s")  # fmt: skip
+        row("batch ingest: Redis CPU per event", f"{f.get('batch_redis_us_per_event')} µs", "",
+            "batch_redis_us_per_event")  # fmt: skip
     row(
         f"end-to-end at {f.get('latency_offered_per_s', 0):g}/s p50 / p99 / max",
         f"{f.get('latency_p50_ms')} / {f.get('latency_p99_ms')} / {f.get('latency_max_ms')} ms",
@@ -300,7 +343,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
         scratch = Path(tmp)
         with EmbeddedRedis(scratch / "redis") as server:
-            run = Run(server.url, scratch, args.partitions or 1, [Node("server", server.url)])
+            run = Run(
+                server.url, scratch, args.partitions or 1, [Node("server", server.url)], quick=args.quick
+            )
             progress = progress_bar()
             if repeat > 1:
                 console.print(f"run {index + 1} of {repeat}")
@@ -317,6 +362,7 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
                     return run
                 bench_drain(run, args.events, progress)
+                bench_drain_postgres(run, args.events, progress)
                 bench_ingest(run, args.seconds, progress)
                 bench_latency(run, args.rate, args.latency_seconds, progress)
                 bench_memory(run, args.memory_events, progress)
@@ -343,7 +389,7 @@ def target(scratch: Path, cluster: bool) -> Iterator[tuple[str, list[Node], list
 def setup_run(args: argparse.Namespace, scratch: Path, label: str, partitions: int, cluster: bool) -> Run:
     """The read strategy (and with --cluster, the drain and the batch ingest) on one set-up."""
     with target(scratch, cluster) as (url, nodes, slots):
-        run = Run(url, scratch, partitions, nodes, slots=slots)
+        run = Run(url, scratch, partitions, nodes, slots=slots, quick=args.quick)
         run.figures["setup"] = label
         run.figures["partitions"] = partitions
         run.figures["redis_server"] = asyncio.run(server_identity(url))
@@ -440,6 +486,9 @@ def main() -> None:
         if args.producers:
             args.events = 100
         args.rows, args.dead, args.samples = 20_000, 2_000, 3
+    if (args.cluster or args.producers) and not args.quick and not ensure_wrk():
+        console.print(f"[red]{NO_WRK}[/red]")  # their tables are made of ingest figures
+        raise SystemExit(2)
     load_before = os.getloadavg()
 
     if args.cluster or args.reads:

@@ -45,6 +45,7 @@ class Run:
     figures: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     slots: list[tuple[int, int, str]] = field(default_factory=list)  # cluster: first, last, node URL
+    quick: bool = False  # tiny sizes: the harness is checked, no figure is meant
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
         data = self.scratch / name
@@ -87,9 +88,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 # ---- processes --------------------------------------------------------------------
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], env: dict[str, str], log: Path, module: str = "eventstream"
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "eventstream", *args], env=env, stdout=out, stderr=out)
+        return subprocess.Popen([sys.executable, "-m", module, *args], env=env, stdout=out, stderr=out)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -104,8 +107,24 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
+    """``eventstream api`` on a free port: its base URL once GET /readyz answers 200."""
     port = free_port()
     proc = spawn(["api", "--port", str(port)], run.env(name, **env), run.scratch / f"{name}-api.log")
+    with serving(proc, port, run.scratch / f"{name}-api.log") as base:
+        yield base
+
+
+@contextmanager
+def bare_process(run: Run) -> Iterator[str]:
+    """The bare Starlette route (benchmarks/bare_app.py), the single-event ceiling."""
+    port = free_port()
+    log = run.scratch / "bare-app.log"
+    with serving(spawn([str(port)], run.env("bare"), log, module="benchmarks.bare_app"), port, log) as base:
+        yield base
+
+
+@contextmanager
+def serving(proc: subprocess.Popen[bytes], port: int, log: Path) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -116,7 +135,7 @@ def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"API did not become ready; see {run.scratch / f'{name}-api.log'}")
+                raise RuntimeError(f"{base} did not become ready; see {log}")
             time.sleep(0.05)
         yield base
     finally:
@@ -201,14 +220,15 @@ def children_cpu_s() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0) -> dict[str, Any]:
+def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0, **env: str) -> dict[str, Any]:
     """``events`` events queued (``keys``: over that many ordering keys, see prequeue),
     then drained by one ``eventstream worker --burst`` with the default settings and the
     default no-op app, store on. The rate is taken from the first event processed to the
     last (the queueing is not timed); the Redis work is the whole phase's (and, apart,
     the queueing's: with keys, the XADD of a parked event moves to the drain); the worker's
     CPU is counted from the first event processed to its exit (start-up left out), a
-    figure that a busy machine disturbs less than the rate."""
+    figure that a busy machine disturbs less than the rate. ``env``: more of the worker's
+    environment (EVENTSTREAM_DATABASE_URL for another store)."""
     settings = run.settings(name)
     (run.scratch / name).mkdir(parents=True, exist_ok=True)
     task = progress.add_task(f"{name}: queueing", total=events)
@@ -220,7 +240,7 @@ def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0) -
     before = usage(run.nodes)
     log = run.scratch / f"{name}-worker.log"
     children_before = children_cpu_s()
-    proc = spawn(["worker", "--burst"], run.env(name), log)
+    proc = spawn(["worker", "--burst"], run.env(name, **env), log)
     first_t = first_n = None
     start_cpu_s = 0.0
     done = 0

@@ -14,7 +14,7 @@ the suite's private Redis, with no worker (as the suite's ingest figures):
 - ``app.publish`` in process, one at a time, and ``app.publish_sync``, beside httpx
   posting the same events without a key (publish makes none) from one connection;
 - ``app.publish`` from 32 tasks, beside the suite's own ingest figure (the same events
-  from 32 connections, wrk when installed: httpx from 32 tasks is slower than from one);
+  from 32 connections by wrk, which the run needs: see benchmarks/httpload.py);
 - and the suite's batch ingest figure (batches of 100 from 32 connections), for the
   ceiling of HTTP ingest on this machine.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import statistics
 import time
 import uuid
@@ -40,7 +39,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from benchmarks.harness import Probe, Run, api_process
-from benchmarks.httpload import CONNECTIONS, generator, load
+from benchmarks.httpload import CONNECTIONS, NO_WRK, NoLoadGenerator, ensure_wrk, generator, load
 from eventstream import AsyncClient, Client, EventStream
 from eventstream.broker import Layout, connect
 
@@ -296,8 +295,8 @@ def bench_producers(run: Run, events: int, seconds: float, progress: Progress) -
         "suite_ingest": ("/events", event(1), 1),
         "suite_batch_100": ("/events/batch", {"events": [event(n) for n in range(100)]}, 100),
     }
-    if not shutil.which("wrk"):
-        run.notes.append("wrk is not installed: app.publish from 32 tasks is set beside httpx from 32 tasks")
+    if not run.quick and not ensure_wrk():
+        raise NoLoadGenerator(NO_WRK)
     task = progress.add_task("producers", total=len(plan) + 2)
     with api_process(run, NAME) as base, Probe(run.settings(NAME)) as probe:
         for figure in plan:
@@ -318,7 +317,7 @@ def bench_producers(run: Run, events: int, seconds: float, progress: Progress) -
             }
             progress.advance(task)
         for name, (path, body, per_request) in suite.items():
-            progress.update(task, description=f"producers: {generator()} {path}")
+            progress.update(task, description=f"producers: {generator(run.quick)} {path}")
             asyncio.run(trim(run))
             figures_ = load(run, f"{base}{path}", json.dumps(body), seconds)
             rows[name] = {
@@ -330,11 +329,11 @@ def bench_producers(run: Run, events: int, seconds: float, progress: Progress) -
     run.figures["producers"] = {
         "events": events,
         "batch_events": events * BATCH_FACTOR,
-        "load_generator": generator(),
+        "load_generator": generator(run.quick),
         "worker": "none (as the suite's ingest figures)",
         "baselines": {f.name: f.baseline for f in plan if f.baseline},
         "labels": {f.name: f.label for f in plan}
-        | {n: f"{generator()} POST {p}" for n, (p, _, _) in suite.items()},
+        | {n: f"{generator(run.quick)} POST {p}" for n, (p, _, _) in suite.items()},
         "rows": rows,
     }
 

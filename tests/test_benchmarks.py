@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,40 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert "per queued event" in figures["memory"]
     assert "malloc" in figures["redis_server"]
     assert "EventStream benchmarks" in result.stdout
+    # the ceiling of single-event ingest, measured beside it in the same run
+    assert figures["bare_rps"] > 0
+    assert figures["ingest_share_of_bare"] == pytest.approx(
+        figures["ingest_rps"] / figures["bare_rps"], abs=0.001
+    )
+    assert "Starlette" in result.stdout
+    # the drain again with the PostgreSQL store, in a database of its own
+    if "drain_pg_events_per_s" not in figures:
+        [note] = [n for n in figures["notes"] if "PostgreSQL" in n]
+        missing(note)
+    assert figures["drain_pg_events_per_s"] > 0
+    assert figures["drain_pg_redis_us_per_event"] > 0
+    assert "PostgreSQL" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["--producers", "--cluster"])
+def test_without_wrk_the_ingest_benchmarks_refuse_to_print_figures(tmp_path: Path, mode: str) -> None:
+    """Their tables are made of ingest figures, which only wrk measures (a Python load
+    generator would measure itself): without wrk, and with no apt-get to install it
+    from, they stop at once and say how to get it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", mode, "--json", str(tmp_path / "figures.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": str(bin_dir)},  # neither wrk nor apt-get
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "wrk is not installed, so no ingest figure was measured" in " ".join(result.stdout.split())
+    assert not (tmp_path / "figures.json").exists()
 
 
 @pytest.mark.timeout(300)
