@@ -33,6 +33,11 @@ load (200 events/s for 10 s), then the commands per second an idle worker sends 
 key, and unkeyed events' end-to-end latency (--rate, for --ordering-seconds) alone and
 beside a busy key with a slow handler in the same partition.
 
+    .venv/bin/python -m benchmarks --payloads [--events 100000] [--seconds 10]
+
+--payloads runs the drain and the batch ingest at payloads of 100 B, 1 KiB, 10 KiB and
+100 KiB, in events/s, MB/s and CPU per KiB (benchmarks/payloads.py).
+
     .venv/bin/python -m benchmarks --dashboard [--rows 1000000] [--dead 100000]
 
 --dashboard times every page of the dashboard (/ui) against one API process, with that
@@ -86,6 +91,7 @@ from benchmarks.httpload import NO_WRK, ensure_wrk, generator, load
 from benchmarks.memory import measure as measure_memory
 from benchmarks.nodes import Node, usage, work
 from benchmarks.ordering import bench_drains, busy_latency, ordering_table
+from benchmarks.payloads import bench_payloads, payloads_table
 from benchmarks.postgres import throwaway_database, where
 from benchmarks.producers import bench_producers, merge, producers_table
 from eventstream.broker import connect
@@ -357,6 +363,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 if args.dashboard:
                     bench_dashboard(run, args.rows, args.dead, args.samples, progress)
                     return run
+                if args.payloads:
+                    bench_payloads(run, args.events, args.seconds, progress)
+                    return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
@@ -468,6 +477,10 @@ def main() -> None:
     group.add_argument("--producers", action="store_true",
                        help="only the producers: Client.send, AsyncClient.send, send_batch, the "
                             "background mode and app.publish, each beside the raw HTTP request")  # fmt: skip
+    group = parser.add_argument_group("payload sizes")
+    group.add_argument("--payloads", action="store_true",
+                       help="only the drain and the batch ingest at payloads of 100 B, 1 KiB, 10 KiB "
+                            "and 100 KiB, in events/s and MB/s")  # fmt: skip
     group = parser.add_argument_group("dashboard")
     group.add_argument("--dashboard", action="store_true",
                        help="only the dashboard pages, timed with big data")  # fmt: skip
@@ -486,7 +499,7 @@ def main() -> None:
         if args.producers:
             args.events = 100
         args.rows, args.dead, args.samples = 20_000, 2_000, 3
-    if (args.cluster or args.producers) and not args.quick and not ensure_wrk():
+    if (args.cluster or args.producers or args.payloads) and not args.quick and not ensure_wrk():
         console.print(f"[red]{NO_WRK}[/red]")  # their tables are made of ingest figures
         raise SystemExit(2)
     load_before = os.getloadavg()
@@ -504,6 +517,10 @@ def main() -> None:
         run = replace(runs[0], figures={"producers": merge(runs), "runs": [r.figures for r in runs]})
         run.figures["redis_server"] = runs[0].figures["redis_server"]
         tables = [producers_table(run.figures["producers"], run.figures["redis_server"])]
+    elif args.payloads:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [payloads_table(r) for r in runs]
     elif args.ordering:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

@@ -145,16 +145,21 @@ def serving(proc: subprocess.Popen[bytes], port: int, log: Path) -> Iterator[str
 # ---- drain ------------------------------------------------------------------------
 
 
+Payload = Callable[[int], dict[str, Any]]  # event n's payload
+
+
 async def prequeue(
-    settings: Settings, events: int, keys: int = 0, event_type: str = "BENCH", key_name: str = "key"
-) -> None:
-    """``events`` events queued in calls of up to 1,000, as many calls to every partition
+    settings: Settings, events: int, keys: int = 0, event_type: str = "BENCH", key_name: str = "key",
+    payload: Payload | None = None, per_call: int = 1000,
+) -> None:  # fmt: skip
+    """``events`` events queued in calls of up to ``per_call``, as many calls to every partition
     (each call goes to the next partition in turn). With ``keys``, event n carries the
-    ordering key ``<key_name>-<n % keys>`` (the keys interleaved, as many events each)."""
+    ordering key ``<key_name>-<n % keys>`` (the keys interleaved, as many events each).
+    ``payload``: event n's payload (default ``{"n": n}``)."""
     redis = await connect(settings.redis_url or "")
     broker = Broker(redis, Layout(settings.prefix, settings.partitions))
     await broker.ensure_group()
-    calls = settings.partitions * -(-events // (1000 * settings.partitions))
+    calls = settings.partitions * -(-events // (per_call * settings.partitions))
     start = 0
     for call in range(calls):
         size = events // calls + (call < events % calls)
@@ -162,7 +167,7 @@ async def prequeue(
             to_envelope(
                 IncomingEvent(
                     type=event_type,
-                    payload={"n": start + i},
+                    payload=payload(start + i) if payload else {"n": start + i},
                     orderingKey=f"{key_name}-{(start + i) % keys}" if keys else None,
                 ),
                 None,
@@ -220,7 +225,10 @@ def children_cpu_s() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0, **env: str) -> dict[str, Any]:
+def drain(
+    run: Run, name: str, events: int, progress: Progress, keys: int = 0, payload: Payload | None = None,
+    **env: str,
+) -> dict[str, Any]:  # fmt: skip
     """``events`` events queued (``keys``: over that many ordering keys, see prequeue),
     then drained by one ``eventstream worker --burst`` with the default settings and the
     default no-op app, store on. The rate is taken from the first event processed to the
@@ -228,12 +236,13 @@ def drain(run: Run, name: str, events: int, progress: Progress, keys: int = 0, *
     the queueing's: with keys, the XADD of a parked event moves to the drain); the worker's
     CPU is counted from the first event processed to its exit (start-up left out), a
     figure that a busy machine disturbs less than the rate. ``env``: more of the worker's
-    environment (EVENTSTREAM_DATABASE_URL for another store)."""
+    environment (EVENTSTREAM_DATABASE_URL for another store); ``payload`` as prequeue's."""
     settings = run.settings(name)
     (run.scratch / name).mkdir(parents=True, exist_ok=True)
     task = progress.add_task(f"{name}: queueing", total=events)
     before = usage(run.nodes)
-    asyncio.run(prequeue(settings, events, keys))
+    per_call = 1000 if payload is None else max(1, min(1000, 10_000_000 // len(str(payload(0)))))
+    asyncio.run(prequeue(settings, events, keys, payload=payload, per_call=per_call))
     queueing = work(run.nodes, before, events, {})
     progress.update(task, description=f"{name}: processing")
     probe = Probe(settings)

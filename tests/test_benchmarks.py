@@ -175,3 +175,30 @@ def test_dashboard_benchmark_times_every_page_with_data(tmp_path: Path) -> None:
         assert page["ok"], page
         assert 0 < page["median_ms"] <= page["p95_ms"] <= page["max_ms"], page
     assert "Dashboard pages" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_payload_benchmarks_sweep_four_sizes_for_the_drain_and_the_batch_ingest(tmp_path: Path) -> None:
+    """--payloads: 100 B to 100 KiB, each drained and ingested in batches, in events/s,
+    MB/s and CPU per KiB."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--payloads", "--json", str(out))
+    rows = json.loads(out.read_text())["payloads"]
+    assert [r["payload_bytes"] for r in rows] == [100, 1024, 10 * 1024, 100 * 1024]
+    assert [r["batch_per_request"] for r in rows] == [100, 100, 97, 9]
+    for r in rows:
+        assert r["drain_events"] > 0
+        assert r["drain_redis_us_per_kib"] > 0
+        assert r["batch_received"] > 0
+        assert r["batch_errors"] == 0
+        assert r["batch_events_per_s"] > 0
+        assert r["batch_mb_per_s"] == pytest.approx(
+            r["batch_events_per_s"] * r["payload_bytes"] / 1e6, rel=0.01
+        )
+        assert r["batch_redis_us_per_kib"] > 0
+    for r in rows[:2]:  # 2,000 events: enough to time (a few hundred big ones may go in one read)
+        assert r["drain_events_per_s"] > 0
+        assert r["drain_mb_per_s"] == pytest.approx(
+            r["drain_events_per_s"] * r["payload_bytes"] / 1e6, rel=0.01
+        )
+    assert "EventStream by payload size" in result.stdout
