@@ -248,9 +248,8 @@ async def count_matching(
     n_parts = len(broker.partitions)
     if cursor:
         starts, ends, matched, examined = decode_token(cursor, _CountCursor)
-        if not (len(starts) == len(ends) == n_parts and all(map(_START.match, starts))) or not all(
-            map(_END.match, ends)
-        ):
+        shaped = len(starts) == len(ends) == n_parts
+        if not (shaped and all(map(_START.match, starts)) and all(map(_END.match, ends))):
             raise invalid_cursor()
     else:
         ends = [e or "" for e in await broker.dead_ends()]
