@@ -38,6 +38,11 @@ beside a busy key with a slow handler in the same partition.
 --payloads runs the drain and the batch ingest at payloads of 100 B, 1 KiB, 10 KiB and
 100 KiB, in events/s, MB/s and CPU per KiB (benchmarks/payloads.py).
 
+    .venv/bin/python -m benchmarks --profile [--events 100000] [--seconds 10]
+
+--profile samples the worker during the drain and the API during the single-event
+ingest with py-spy, and reports where their CPU goes in µs per event (benchmarks/profile.py).
+
     .venv/bin/python -m benchmarks --dashboard [--rows 1000000] [--dead 100000]
 
 --dashboard times every page of the dashboard (/ui) against one API process, with that
@@ -94,6 +99,7 @@ from benchmarks.ordering import bench_drains, busy_latency, ordering_table
 from benchmarks.payloads import bench_payloads, payloads_table
 from benchmarks.postgres import throwaway_database, where
 from benchmarks.producers import bench_producers, merge, producers_table
+from benchmarks.profile import bench_profile, profile_tables
 from eventstream.broker import connect
 from eventstream.embedded import EmbeddedRedis
 
@@ -366,6 +372,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 if args.payloads:
                     bench_payloads(run, args.events, args.seconds, progress)
                     return run
+                if args.profile:
+                    bench_profile(run, args.events, args.seconds, progress)
+                    return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
@@ -481,6 +490,10 @@ def main() -> None:
     group.add_argument("--payloads", action="store_true",
                        help="only the drain and the batch ingest at payloads of 100 B, 1 KiB, 10 KiB "
                             "and 100 KiB, in events/s and MB/s")  # fmt: skip
+    group = parser.add_argument_group("profiles")
+    group.add_argument("--profile", action="store_true",
+                       help="only where the worker's and the API's CPU goes, in µs per event (py-spy "
+                            "during the drain and the single-event ingest)")  # fmt: skip
     group = parser.add_argument_group("dashboard")
     group.add_argument("--dashboard", action="store_true",
                        help="only the dashboard pages, timed with big data")  # fmt: skip
@@ -499,7 +512,11 @@ def main() -> None:
         if args.producers:
             args.events = 100
         args.rows, args.dead, args.samples = 20_000, 2_000, 3
-    if (args.cluster or args.producers or args.payloads) and not args.quick and not ensure_wrk():
+    if (
+        (args.cluster or args.producers or args.payloads or args.profile)
+        and not args.quick
+        and not ensure_wrk()
+    ):
         console.print(f"[red]{NO_WRK}[/red]")  # their tables are made of ingest figures
         raise SystemExit(2)
     load_before = os.getloadavg()
@@ -517,6 +534,9 @@ def main() -> None:
         run = replace(runs[0], figures={"producers": merge(runs), "runs": [r.figures for r in runs]})
         run.figures["redis_server"] = runs[0].figures["redis_server"]
         tables = [producers_table(run.figures["producers"], run.figures["redis_server"])]
+    elif args.profile:
+        run = one_run(args, 0, 1)
+        tables = profile_tables(run)
     elif args.payloads:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

@@ -202,3 +202,79 @@ def test_payload_benchmarks_sweep_four_sizes_for_the_drain_and_the_batch_ingest(
             r["drain_events_per_s"] * r["payload_bytes"] / 1e6, rel=0.01
         )
     assert "EventStream by payload size" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_profile_benchmark_puts_every_sample_of_the_worker_and_the_api_in_a_part(tmp_path: Path) -> None:
+    """--profile: py-spy samples the worker's drain and the API's ingest; every sample
+    lands in one part, and the parts add up to the whole, per event."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--profile", "--json", str(out))
+    figures = json.loads(out.read_text())
+    if "profile" not in figures:
+        [note] = [n for n in figures["notes"] if "py-spy" in n]
+        missing(note)
+    profile = figures["profile"]
+    worker, api = profile["worker"], profile["api"]
+    assert {"reading", "settle", "handler call", "Redis client", "store"} <= set(worker["us_per_event"])
+    assert {"Redis client", "HTTP (uvicorn, Starlette, FastAPI)"} <= set(api["us_per_event"])
+    for side in (worker, api):
+        assert side["events"] > 0
+        assert side["samples"] > 0
+        assert sum(side["us_per_event"].values()) == pytest.approx(side["total_us_per_event"], rel=0.02)
+    assert "Where the worker" in result.stdout
+
+
+def test_profile_parts_follow_the_innermost_frame_that_names_one() -> None:
+    from benchmarks.profile import API, WORKER, classify, parse_raw
+
+    loop = "run_forever (asyncio/base_events.py)"
+    runner = "_settle_loop (eventstream/worker/runner.py)"
+    stacks = {
+        "Redis client": [
+            loop,
+            runner,
+            "settle (eventstream/broker/broker.py)",
+            "execute (redis/asyncio/client.py)",
+        ],
+        "store": [
+            loop,
+            runner,
+            "write_rows (eventstream/worker/settle.py)",
+            "execute (sqlalchemy/engine/base.py)",
+        ],
+        "settle": [loop, runner, "_settle (eventstream/worker/runner.py)"],
+        "reading": [
+            loop,
+            "_read_loop (eventstream/worker/runner.py)",
+            "from_fields (eventstream/broker/entries.py)",
+        ],
+        "handler call": [
+            loop,
+            "_handle (eventstream/worker/runner.py)",
+            "run (eventstream/worker/dispatch.py)",
+        ],
+        "event loop": [loop, "_run_once (asyncio/base_events.py)"],
+        "other": ["<module> (gc)"],
+    }
+    for part, frames in stacks.items():
+        assert classify(frames, WORKER) == part, part
+    ingest = [
+        "run (uvicorn/server.py)",
+        "__call__ (starlette/routing.py)",
+        "accept (eventstream/ingest/accept.py)",
+    ]
+    assert classify(ingest, API) == "ingest (checks, envelope, enqueue)"
+    framework = [
+        "run (uvicorn/server.py)",
+        "dispatch (eventstream/api/guard.py)",
+        "call_next (starlette/middleware/base.py)",
+    ]
+    assert classify(framework, API) == "HTTP (uvicorn, Starlette, FastAPI)"  # inside EventStream's middleware
+    assert classify(["run (uvicorn/server.py)", "dispatch (eventstream/api/guard.py)"], API) == (
+        "auth, rate limits and the other middleware"
+    )
+    assert classify(["run (uvicorn/server.py)", "on_body (uvicorn/protocols/http.py)"], API) == (
+        "HTTP (uvicorn, Starlette, FastAPI)"
+    )
+    assert parse_raw("a (x.py);b (y.py) 12\nnot a line\n") == [(["a (x.py)", "b (y.py)"], 12)]
