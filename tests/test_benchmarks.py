@@ -278,3 +278,16 @@ def test_profile_parts_follow_the_innermost_frame_that_names_one() -> None:
         "HTTP (uvicorn, Starlette, FastAPI)"
     )
     assert parse_raw("a (x.py);b (y.py) 12\nnot a line\n") == [(["a (x.py)", "b (y.py)"], 12)]
+
+
+@pytest.mark.timeout(300)
+def test_peer_comparison_measures_eventstream_with_the_main_harness(tmp_path: Path) -> None:
+    """benchmarks.peers' own EventStream row (the peers themselves need their own venv,
+    which the comparison installs and the suite does not)."""
+    out = tmp_path / "peers.json"
+    cmd = [sys.executable, "-m", "benchmarks.peers", "--only", "eventstream", "--events", "2000"]
+    result = subprocess.run([*cmd, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    row = json.loads(out.read_text())["peers"]["eventstream"]
+    assert row["status"] == "ok", row
+    assert row["events_per_s"] > 0

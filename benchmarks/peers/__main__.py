@@ -453,7 +453,7 @@ def drain_eventstream(events: int, progress: Progress) -> dict[str, Any]:
     progress.start("eventstream: enqueueing and draining (the main harness)", events)
     with tempfile.TemporaryDirectory(prefix="eventstream-peers-") as tmp, \
             EmbeddedRedis(Path(tmp) / "redis") as server:  # fmt: skip
-        run = Run(server, Path(tmp))
+        run = Run(server.url, Path(tmp))
         bench_drain(run, events, Bar(disable=True))
     progress.update(events, "eventstream: ok")
     return {"status": "ok", "events_per_s": run.figures["drain_events_per_s"]}
