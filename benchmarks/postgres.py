@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
 ADMIN = os.environ.get("EVENTSTREAM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -28,7 +29,8 @@ async def _execute(sql: str) -> None:
 
 def where() -> str:
     """The server, for notes (no password)."""
-    return ADMIN.split("@")[-1].rsplit("/", 1)[0]
+    url = make_url(ADMIN)
+    return f"{url.host}:{url.port or 5432}"
 
 
 @contextmanager
@@ -38,6 +40,7 @@ def throwaway_database() -> Iterator[str]:
     name = f"eventstream_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_execute(f'CREATE DATABASE "{name}"'))
     try:
-        yield "postgresql+asyncpg://" + ADMIN.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+        url = make_url(ADMIN).set(drivername="postgresql+asyncpg", database=name)
+        yield url.render_as_string(hide_password=False)
     finally:
         asyncio.run(_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

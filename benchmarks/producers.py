@@ -39,7 +39,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from benchmarks.harness import Probe, Run, api_process
-from benchmarks.httpload import CONNECTIONS, NO_WRK, NoLoadGenerator, ensure_wrk, generator, load
+from benchmarks.httpload import CONNECTIONS, generator, load
 from eventstream import AsyncClient, Client, EventStream
 from eventstream.broker import Layout, connect
 
@@ -295,8 +295,6 @@ def bench_producers(run: Run, events: int, seconds: float, progress: Progress) -
         "suite_ingest": ("/events", event(1), 1),
         "suite_batch_100": ("/events/batch", {"events": [event(n) for n in range(100)]}, 100),
     }
-    if not run.quick and not ensure_wrk():
-        raise NoLoadGenerator(NO_WRK)
     task = progress.add_task("producers", total=len(plan) + 2)
     with api_process(run, NAME) as base, Probe(run.settings(NAME)) as probe:
         for figure in plan:

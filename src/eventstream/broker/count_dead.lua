@@ -6,15 +6,15 @@
 -- ARGV[2] end: the last entry id to examine (inclusive)
 -- ARGV[3] n: entries to examine at most
 -- ARGV[4] type ('' any)
--- ARGV[5] text the reason contains ('' any), in lower case: compared with the reason
---         in lower case, where only the ASCII letters A-Z change (the server's C locale;
+-- ARGV[5] text the reason contains ('' any), ignoring case: both are put in lower
+--         case, where only the ASCII letters A-Z change (the server's C locale;
 --         eventstream.replay.dead.fold does the same)
 -- ARGV[6] since: the last failure (field lf, ms) at or after it ('' any)
 -- ARGV[7] until: the last failure before it ('' any)
 -- ARGV[8] how many of the first matching entries to name
 -- Returns {matched, examined, the last entry id examined ('' none),
 --          {entry id, event id, ... of the first matching entries}}
-local want_type, text = ARGV[4], ARGV[5]
+local want_type, text = ARGV[4], string.lower(ARGV[5])
 local since, before = tonumber(ARGV[6]), tonumber(ARGV[7])
 local keep = tonumber(ARGV[8])
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', tonumber(ARGV[3]))

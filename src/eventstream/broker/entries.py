@@ -88,8 +88,8 @@ def dead_position(dlq_entry: str, partition: int) -> str:
 @dataclass(frozen=True, slots=True)
 class DeadFilter:
     """Which DLQ entries a count takes (Broker.count_dead): the type, text the reason
-    contains (in lower case; see count_dead.lua for what lower case means there), and the
-    last failure's time (``since_ms`` inclusive, ``until_ms`` exclusive). None: any."""
+    contains (ignoring the case of A-Z only, see count_dead.lua), and the last failure's
+    time (``since_ms`` inclusive, ``until_ms`` exclusive). None: any."""
 
     type: str | None = None
     text: str | None = None

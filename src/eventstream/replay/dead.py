@@ -255,7 +255,7 @@ async def count_matching(
         ends = [e or "" for e in await broker.dead_ends()]
         starts, matched, examined = ["-" if e else "" for e in ends], 0, 0
     deadline = None if budget_s is None else time.monotonic() + budget_s
-    match = DeadFilter(sel.type, fold(reason) if reason else None, sel.since_ms, sel.until_ms)
+    match = DeadFilter(sel.type, reason or None, sel.since_ms, sel.until_ms)
     sampled = cursor is None and deadline is None  # a whole count: its first matches are the first
     firsts: dict[int, list[tuple[str, str]]] = {i: [] for i in range(n_parts)}
     while spans := {i: (start, ends[i]) for i, start in enumerate(starts) if start and ends[i]}:

@@ -6,9 +6,9 @@ filters a page examines at most ``dead.SEARCH_BUDGET`` entries and offers to con
 from where it stopped. Acting on "all that match" first shows how many match now
 (a dry run, counted by the server) and acts only on the confirmed POST; a count that
 takes longer than ``COUNT_BUDGET_S`` shows how far it got and counts on in the next
-request (htmx asks for it at once; without a script, a link does). The actions are the JSON API's own
-(eventstream.replay.dead: the same scripts, so the ``replayed`` and ``deleted``
-counters stay exact), each recorded in the audit trail with the acting key.
+request (htmx asks for it at once; without a script, a link does). The actions are the
+JSON API's own (eventstream.replay.dead: the same scripts, so the ``replayed`` and
+``deleted`` counters stay exact), each recorded in the audit trail with the acting key.
 """
 
 from __future__ import annotations
