@@ -82,6 +82,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from tests.support.cluster import LocalCluster
 
+from benchmarks.backlog import backlog_table, bench_backlog
 from benchmarks.dashboard import bench_dashboard, dashboard_table
 from benchmarks.harness import (
     ROOT,
@@ -112,7 +113,15 @@ def bench_drain(run: Run, events: int, progress: Progress) -> None:
     run.figures["drain_redis"] = figures["redis"]
     run.figures["drain_redis_us_per_event"] = figures["redis"]["cpu_us_per_event"]
     run.figures["drain_events_per_s"] = figures["events_per_s"]
+    run.figures["drain_worker_cpu_us_per_event"] = figures["worker_cpu_us_per_event"]
     run.figures["drain_events"] = events
+
+
+def bench_drain_sync(run: Run, events: int, progress: Progress) -> None:
+    """The drain again, its no-op handler a plain ``def`` (run in the handler threads)."""
+    figures = drain(run, "drainsync", events, progress, app="benchmarks.sync_app:app")
+    run.figures["drain_sync_events_per_s"] = figures["events_per_s"]
+    run.figures["drain_sync_worker_cpu_us_per_event"] = figures["worker_cpu_us_per_event"]
 
 
 def bench_drain_postgres(run: Run, events: int, progress: Progress) -> None:
@@ -267,6 +276,12 @@ def report(run: Run) -> Table:
         share(f.get("drain_events_per_s")), "drain_events_per_s")  # fmt: skip
     row("drain: Redis CPU per event", f"{f.get('drain_redis_us_per_event')} µs", "",
         "drain_redis_us_per_event")  # fmt: skip
+    if "drain_sync_events_per_s" in f:
+        row("drain, no-op sync handler (def)", f"{f['drain_sync_events_per_s']:,} events/s",
+            share(f.get("drain_sync_events_per_s")), "drain_sync_events_per_s")  # fmt: skip
+        cpu = f"{f.get('drain_worker_cpu_us_per_event')} / {f.get('drain_sync_worker_cpu_us_per_event')} µs"
+        row("drain: worker CPU per event, async / sync handler", cpu, "",
+            "drain_worker_cpu_us_per_event", "drain_sync_worker_cpu_us_per_event")  # fmt: skip
     if "drain_pg_events_per_s" in f:
         row("drain, PostgreSQL store", f"{f['drain_pg_events_per_s']:,} events/s",
             share(f.get("drain_pg_events_per_s")), "drain_pg_events_per_s")  # fmt: skip
@@ -372,6 +387,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 if args.payloads:
                     bench_payloads(run, args.events, args.seconds, progress)
                     return run
+                if args.backlog:
+                    bench_backlog(run, args.backlog, args.events, args.seconds, progress)
+                    return run
                 if args.profile:
                     bench_profile(run, args.events, args.seconds, progress)
                     return run
@@ -380,6 +398,7 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
                     return run
                 bench_drain(run, args.events, progress)
+                bench_drain_sync(run, args.events, progress)
                 bench_drain_postgres(run, args.events, progress)
                 bench_ingest(run, args.seconds, progress)
                 bench_latency(run, args.rate, args.latency_seconds, progress)
@@ -490,6 +509,10 @@ def main() -> None:
     group.add_argument("--payloads", action="store_true",
                        help="only the drain and the batch ingest at payloads of 100 B, 1 KiB, 10 KiB "
                             "and 100 KiB, in events/s and MB/s")  # fmt: skip
+    group = parser.add_argument_group("backlog")
+    group.add_argument("--backlog", type=int, nargs="?", const=1_000_000,
+                       help="only the batch ingest and the drain of the first --events with this many "
+                            "events queued (default 1,000,000), each beside an empty server")  # fmt: skip
     group = parser.add_argument_group("profiles")
     group.add_argument("--profile", action="store_true",
                        help="only where the worker's and the API's CPU goes, in µs per event (py-spy "
@@ -512,8 +535,9 @@ def main() -> None:
         if args.producers:
             args.events = 100
         args.rows, args.dead, args.samples = 20_000, 2_000, 3
+        args.backlog = args.backlog and 5000
     if (
-        (args.cluster or args.producers or args.payloads or args.profile)
+        (args.cluster or args.producers or args.payloads or args.profile or args.backlog)
         and not args.quick
         and not ensure_wrk()
     ):
@@ -541,6 +565,10 @@ def main() -> None:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
         tables = [payloads_table(r) for r in runs]
+    elif args.backlog:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [backlog_table(r) for r in runs]
     elif args.ordering:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

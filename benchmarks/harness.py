@@ -227,29 +227,33 @@ def children_cpu_s() -> float:
 
 def drain(
     run: Run, name: str, events: int, progress: Progress, keys: int = 0, payload: Payload | None = None,
-    **env: str,
+    app: str | None = None, queued: bool = False, **env: str,
 ) -> dict[str, Any]:  # fmt: skip
     """``events`` events queued (``keys``: over that many ordering keys, see prequeue),
     then drained by one ``eventstream worker --burst`` with the default settings and the
-    default no-op app, store on. The rate is taken from the first event processed to the
+    default no-op app (or ``app``), store on. The rate is taken from the first event processed to the
     last (the queueing is not timed); the Redis work is the whole phase's (and, apart,
     the queueing's: with keys, the XADD of a parked event moves to the drain); the worker's
     CPU is counted from the first event processed to its exit (start-up left out), a
     figure that a busy machine disturbs less than the rate. ``env``: more of the worker's
-    environment (EVENTSTREAM_DATABASE_URL for another store); ``payload`` as prequeue's."""
+    environment (EVENTSTREAM_DATABASE_URL for another store); ``payload`` as prequeue's.
+    ``queued``: the events are queued already (maybe more than ``events``: the worker is
+    stopped once ``events`` are processed, and nothing is queued or measured for queueing)."""
     settings = run.settings(name)
     (run.scratch / name).mkdir(parents=True, exist_ok=True)
     task = progress.add_task(f"{name}: queueing", total=events)
-    before = usage(run.nodes)
-    per_call = 1000 if payload is None else max(1, min(1000, 10_000_000 // len(str(payload(0)))))
-    asyncio.run(prequeue(settings, events, keys, payload=payload, per_call=per_call))
-    queueing = work(run.nodes, before, events, {})
+    queueing: dict[str, Any] = {"cpu_us_per_event": None}
+    if not queued:
+        before = usage(run.nodes)
+        per_call = 1000 if payload is None else max(1, min(1000, 10_000_000 // len(str(payload(0)))))
+        asyncio.run(prequeue(settings, events, keys, payload=payload, per_call=per_call))
+        queueing = work(run.nodes, before, events, {})
     progress.update(task, description=f"{name}: processing")
     probe = Probe(settings)
     before = usage(run.nodes)
     log = run.scratch / f"{name}-worker.log"
     children_before = children_cpu_s()
-    proc = spawn(["worker", "--burst"], run.env(name, **env), log)
+    proc = spawn(["worker", "--burst", *([app] if app else [])], run.env(name, **env), log)
     first_t = first_n = None
     start_cpu_s = 0.0
     done = 0
@@ -264,7 +268,10 @@ def drain(
             raise RuntimeError(f"worker exited early; see {log}")
         time.sleep(0.02)
     end_t = time.perf_counter()
-    proc.wait(60)
+    if queued:
+        stop(proc)  # what is left of a longer queue is not drained
+    else:
+        proc.wait(60)
     worker_cpu_s = children_cpu_s() - children_before - start_cpu_s
     redis = work(run.nodes, before, events, run.node_events(probe.by_partition("processed"), name))
     probe.close()

@@ -39,6 +39,11 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert figures["ingest_errors"] == 0
     assert figures["batch_errors"] == 0
     assert figures["drain_redis_us_per_event"] > 0
+    assert figures["drain_worker_cpu_us_per_event"] > 0
+    # the drain again with a plain def handler, run in the handler threads
+    assert figures["drain_sync_events_per_s"] > 0
+    assert figures["drain_sync_worker_cpu_us_per_event"] > 0
+    assert "sync handler" in result.stdout
     assert figures["batch_redis"]["events"] > 0
     assert "per queued event" in figures["memory"]
     assert "malloc" in figures["redis_server"]
@@ -202,6 +207,28 @@ def test_payload_benchmarks_sweep_four_sizes_for_the_drain_and_the_batch_ingest(
             r["drain_events_per_s"] * r["payload_bytes"] / 1e6, rel=0.01
         )
     assert "EventStream by payload size" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_backlog_benchmark_measures_beside_a_long_queue_and_leaves_it_queued(tmp_path: Path) -> None:
+    """--backlog (--quick: 5,000 queued, a drain of 2,000): the batch ingest and the drain
+    each on an empty deployment and on one holding the backlog."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--backlog", "--json", str(out))
+    b = json.loads(out.read_text())["backlog"]
+    assert (b["backlog"], b["events"]) == (5000, 2000)
+    for phase in ("ingest_empty", "drain_short", "queueing", "ingest_backlog", "drain_backlog"):
+        assert b[phase]["events_per_s"] > 0, phase
+        assert b[phase]["redis_us_per_event"] > 0, phase
+        assert b[phase]["used_memory_mb"] > 0, phase
+    assert b["ingest_empty"]["errors"] == b["ingest_backlog"]["errors"] == 0
+    assert b["drain_short"]["left_queued"] == 0
+    # the worker is stopped after the first 2,000 of the backlog and what it ingested
+    assert b["drain_backlog"]["left_queued"] > 5000 - 2000
+    assert b["ingest_share"] == pytest.approx(
+        b["ingest_backlog"]["events_per_s"] / b["ingest_empty"]["events_per_s"], abs=0.001
+    )
+    assert "events queued" in result.stdout
 
 
 @pytest.mark.timeout(300)

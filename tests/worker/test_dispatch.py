@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -21,13 +19,6 @@ from eventstream.worker.dispatch import Dead, Dispatcher, Done, Outcome, RetryLa
 def entry(type_: str = "A", attempts: int = 0, first_failure_ms: int | None = None) -> StreamEntry:
     env = Envelope(id="ev-1", type=type_, payload={"k": 1}, receivedAt=now_ms())
     return StreamEntry("1-0", "ev-1", attempts, first_failure_ms, encode_envelope(env).decode())
-
-
-@pytest.fixture
-async def executor() -> AsyncIterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(2)
-    yield pool
-    pool.shutdown(wait=True)
 
 
 def failing_app(exc: BaseException, **policy: float | int) -> EventStream:
@@ -46,21 +37,23 @@ def base_settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-async def run_one(app: EventStream, settings: Settings, pool: ThreadPoolExecutor, d: StreamEntry) -> Outcome:
-    return await Dispatcher(app, settings, pool).run(d)
+async def run_one(app: EventStream, settings: Settings, d: StreamEntry) -> Outcome:
+    dispatcher = Dispatcher(app, settings)
+    try:
+        return await dispatcher.run(d)
+    finally:
+        dispatcher.shutdown()
 
 
 @pytest.mark.parametrize("made_before", [0, 1, 2, 3, 4, 5, 10, 200])
-async def test_backoff_due_time_is_within_the_exponential_ceiling(
-    made_before: int, executor: ThreadPoolExecutor
-) -> None:
+async def test_backoff_due_time_is_within_the_exponential_ceiling(made_before: int) -> None:
     settings = base_settings(max_attempts=1000)
     app = failing_app(ValueError("x"))
     ceiling_ms = min(10_000, 1000 * 2**made_before)  # attempt made_before+1 just failed
     dues = []
     for _ in range(20):
         before = now_ms()
-        out = await run_one(app, settings, executor, entry(attempts=made_before, first_failure_ms=123))
+        out = await run_one(app, settings, entry(attempts=made_before, first_failure_ms=123))
         after = now_ms()
         assert isinstance(out, RetryLater)
         assert out.attempts == made_before + 1
@@ -72,53 +65,50 @@ async def test_backoff_due_time_is_within_the_exponential_ceiling(
     assert len(set(dues)) > 1
 
 
-async def test_first_failure_is_taken_from_the_delivery(executor: ThreadPoolExecutor) -> None:
-    out = await run_one(
-        failing_app(ValueError()), base_settings(), executor, entry(attempts=2, first_failure_ms=42)
-    )
+async def test_first_failure_is_taken_from_the_delivery() -> None:
+    out = await run_one(failing_app(ValueError()), base_settings(), entry(attempts=2, first_failure_ms=42))
     assert isinstance(out, RetryLater)
     assert out.first_failure_ms == 42
-    out = await run_one(failing_app(ValueError()), base_settings(), executor, entry())
+    out = await run_one(failing_app(ValueError()), base_settings(), entry())
     assert isinstance(out, RetryLater)
     assert now_ms() - 1000 < out.first_failure_ms <= now_ms()
 
 
-async def test_handler_retry_delay_overrides_settings(executor: ThreadPoolExecutor) -> None:
+async def test_handler_retry_delay_overrides_settings() -> None:
     settings = base_settings(retry_delay=100.0, retry_max_delay=1000.0)
     app = failing_app(ValueError("x"), retry_delay=0.05)
     for _ in range(10):
         before = now_ms()
-        out = await run_one(app, settings, executor, entry())
+        out = await run_one(app, settings, entry())
         assert isinstance(out, RetryLater)
         assert before <= out.due_ms <= now_ms() + 50
 
 
-async def test_retry_signal_delay_is_exact_and_never_negative(executor: ThreadPoolExecutor) -> None:
+async def test_retry_signal_delay_is_exact_and_never_negative() -> None:
     settings = base_settings()
     before = now_ms()
-    out = await run_one(failing_app(Retry(delay=7.5)), settings, executor, entry())
+    out = await run_one(failing_app(Retry(delay=7.5)), settings, entry())
     assert isinstance(out, RetryLater)
     assert before + 7500 <= out.due_ms <= now_ms() + 7500
     assert out.reason == "Retry: retry requested"
     before = now_ms()
-    out = await run_one(failing_app(Retry(delay=-3)), settings, executor, entry())
+    out = await run_one(failing_app(Retry(delay=-3)), settings, entry())
     assert isinstance(out, RetryLater)
     assert before <= out.due_ms <= now_ms()
 
 
-async def test_retry_signal_without_delay_uses_backoff(executor: ThreadPoolExecutor) -> None:
+async def test_retry_signal_without_delay_uses_backoff() -> None:
     settings = base_settings(retry_delay=2.0, retry_max_delay=2.0)
     before = now_ms()
-    out = await run_one(failing_app(Retry()), settings, executor, entry())
+    out = await run_one(failing_app(Retry()), settings, entry())
     assert isinstance(out, RetryLater)
     assert before <= out.due_ms <= now_ms() + 2000
 
 
-async def test_last_attempt_is_dead(executor: ThreadPoolExecutor) -> None:
+async def test_last_attempt_is_dead() -> None:
     out = await run_one(
         failing_app(ValueError("x")),
         base_settings(max_attempts=3),
-        executor,
         entry(attempts=2, first_failure_ms=5),
     )
     assert isinstance(out, Dead)
@@ -128,14 +118,14 @@ async def test_last_attempt_is_dead(executor: ThreadPoolExecutor) -> None:
     assert out.reason == "ValueError: x (gave up after 3 attempts)"
 
 
-async def test_permanent_error_is_dead_at_once(executor: ThreadPoolExecutor) -> None:
-    out = await run_one(failing_app(PermanentError("no")), base_settings(max_attempts=9), executor, entry())
+async def test_permanent_error_is_dead_at_once() -> None:
+    out = await run_one(failing_app(PermanentError("no")), base_settings(max_attempts=9), entry())
     assert isinstance(out, Dead)
     assert out.attempts == 1
     assert out.reason == "PermanentError: no"
 
 
-async def test_success_reports_attempt_and_duration(executor: ThreadPoolExecutor) -> None:
+async def test_success_reports_attempt_and_duration() -> None:
     app = EventStream("test")
     seen: list[Event] = []
 
@@ -143,7 +133,7 @@ async def test_success_reports_attempt_and_duration(executor: ThreadPoolExecutor
     def handle(event: Event) -> None:
         seen.append(event)
 
-    out = await run_one(app, base_settings(), executor, entry(attempts=3))
+    out = await run_one(app, base_settings(), entry(attempts=3))
     assert isinstance(out, Done)
     assert out.attempt == 4
     assert seen[0].attempt == 4
@@ -152,9 +142,9 @@ async def test_success_reports_attempt_and_duration(executor: ThreadPoolExecutor
     assert not out.skipped
 
 
-async def test_no_handler_and_malformed_do_not_count_as_attempts(executor: ThreadPoolExecutor) -> None:
+async def test_no_handler_and_malformed_do_not_count_as_attempts() -> None:
     app = EventStream("test")
-    out = await run_one(app, base_settings(), executor, entry(attempts=2, first_failure_ms=9))
+    out = await run_one(app, base_settings(), entry(attempts=2, first_failure_ms=9))
     assert isinstance(out, Dead)
     assert out.attempts == 2
     assert not out.handler_ran
@@ -162,17 +152,15 @@ async def test_no_handler_and_malformed_do_not_count_as_attempts(executor: Threa
     assert out.reason.startswith("NoHandler: ")
 
     bad = StreamEntry("1-0", "ev-2", 0, None, '{"id": 1}')
-    out = await run_one(app, base_settings(), executor, bad)
+    out = await run_one(app, base_settings(), bad)
     assert isinstance(out, Dead)
     assert not out.handler_ran
     assert out.reason.startswith("MalformedEvent: ")
 
 
-async def test_a_thread_stuck_past_its_timeout_gives_its_slot_to_a_fresh_pool(
-    executor: ThreadPoolExecutor,
-) -> None:
+async def test_a_thread_stuck_past_its_timeout_is_replaced_by_a_fresh_one() -> None:
     # Two threads. A thread cannot be stopped: a handler that hangs past its timeout
-    # keeps it, so its slot goes to a fresh pool, or a few stuck handlers would leave
+    # keeps it, so a fresh thread takes its place, or a few stuck handlers would leave
     # no thread for any other event.
     release = threading.Event()
     short_ran = threading.Event()
@@ -190,7 +178,7 @@ async def test_a_thread_stuck_past_its_timeout_gives_its_slot_to_a_fresh_pool(
     def short(event: Event) -> None:
         short_ran.set()
 
-    dispatcher = Dispatcher(app, base_settings(sync_threads=2, max_attempts=1), executor)
+    dispatcher = Dispatcher(app, base_settings(sync_threads=2, max_attempts=1))
     try:
         hung = await dispatcher.run(entry("HANG"))
         assert isinstance(hung, Dead)
@@ -198,8 +186,7 @@ async def test_a_thread_stuck_past_its_timeout_gives_its_slot_to_a_fresh_pool(
         # one thread left: handlers take turns on it
         outs = await asyncio.gather(*(dispatcher.run(entry("A")) for _ in range(3)))
         assert all(isinstance(o, Done) for o in outs), outs
-        # a thread stuck past its timeout gives its slot to a fresh pool: with both
-        # original threads stuck, a short-timeout handler still runs at once
+        # with both original threads stuck, a short-timeout handler still runs at once
         assert isinstance(await dispatcher.run(entry("HANG")), Dead)
         assert dispatcher.stuck_threads == 2
         assert isinstance(await asyncio.wait_for(dispatcher.run(entry("SHORT")), 5), Done)

@@ -11,26 +11,24 @@ worker goes on without it (the coroutine or thread is left to itself).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import msgspec
 
-from eventstream.app import EventStream, Handler, HandlerFunc
+from eventstream.app import EventStream, Handler
 from eventstream.broker import StreamEntry
 from eventstream.errors import PermanentError, Retry
 from eventstream.event import Envelope, Event, FollowUp, decode_envelope
 from eventstream.settings import Settings
 from eventstream.worker.reasons import TRACEBACK_LIMIT, clip, describe, format_traceback
 from eventstream.worker.retry import backoff_s
+from eventstream.worker.threads import HandlerThreads
 
 __all__ = ["Dead", "Dispatcher", "Done", "Outcome", "RetryLater"]
 
@@ -90,26 +88,25 @@ def _requested_delay(exc: Retry) -> float | None:
 class Dispatcher:
     """Finds the handler for a delivery, runs it under its timeout, classifies the result."""
 
-    def __init__(self, app: EventStream, settings: Settings, executor: Executor) -> None:
+    def __init__(self, app: EventStream, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.executor = executor
         self.on_abandon: AbandonHook | None = None
-        self.stuck_threads = 0  # sync handlers still running in a thread after their timeout
-        self._retired: list[Executor] = []  # pools left to their stuck threads
-        # One slot per handler thread, held until the thread is done with the handler
-        # (a sync handler's timeout starts when a thread runs it, not while it waits for
-        # one). A thread stuck past its timeout gives its slot to a fresh pool.
-        self._threads = asyncio.Semaphore(settings.sync_threads)
+        # Sync handlers run there; a try's timeout starts when a thread takes it.
+        self.threads = HandlerThreads(settings.sync_threads)
         self._context = False
+
+    @property
+    def stuck_threads(self) -> int:
+        """Sync handlers still running in a thread after their timeout."""
+        return self.threads.stuck
 
     def propagate_context(self) -> None:
         """Run sync handlers in a copy of the caller's context (so they see its current span)."""
         self._context = True
 
     def shutdown(self) -> None:
-        for pool in (self.executor, *self._retired):
-            pool.shutdown(wait=False, cancel_futures=True)
+        self.threads.shutdown()
 
     async def run(self, d: StreamEntry) -> Outcome:
         attempt = d.attempts + 1
@@ -136,20 +133,19 @@ class Dispatcher:
                 handler_ran=False,
             )
         timeout_s = handler.timeout if handler.timeout is not None else self.settings.handler_timeout
-        if not handler.is_async:
-            await self._threads.acquire()  # waiting for a thread is not part of the try
         start = time.perf_counter()
         delay_override: float | None = None
         try:
             if handler.is_async:
                 expiry = _Expiry(self, d, env, handler, timeout_s)
                 await _with_deadline(handler.func(event), expiry)  # type: ignore[arg-type]
-            else:
-                await self._in_thread(handler.func, event, timeout_s)
+                took = time.perf_counter() - start
+            else:  # waiting for a thread is not part of the try
+                took, error = await self.threads.run(handler.func, event, timeout_s, self._context)
+                if error is not None:
+                    raise error
             emitted = event._follow_ups
-            return Done(
-                d, env, attempt, time.perf_counter() - start, False, tuple(emitted) if emitted else ()
-            )
+            return Done(d, env, attempt, took, False, tuple(emitted) if emitted else ())
         except asyncio.CancelledError:
             raise
         except PermanentError as exc:
@@ -179,41 +175,6 @@ class Dispatcher:
                 d, "", d.attempts, f"MalformedEvent: {describe(exc)}", "", now, now, handler_ran=False
             )
         return self._failed(d, env, self.app.handler_for(env.type), exc, None)
-
-    async def _in_thread(self, func: HandlerFunc, event: Event, timeout_s: float) -> None:
-        """Run a sync handler in a thread; the thread slot is released when the call returns."""
-        loop = asyncio.get_running_loop()
-        released = False
-
-        def release(_: Future[Any]) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                    loop.call_soon_threadsafe(self._threads.release)
-
-        try:
-            future: Future[Any]
-            if self._context:
-                future = self.executor.submit(contextvars.copy_context().run, func, event)
-            else:
-                future = self.executor.submit(func, event)
-        except BaseException:
-            self._threads.release()
-            raise
-        future.add_done_callback(release)
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
-        except TimeoutError:
-            if not future.done() and not released:
-                # The thread cannot be stopped: give its slot to a fresh pool now, or
-                # enough stuck handlers would leave no thread for any other event.
-                released = True
-                self.stuck_threads += 1
-                self._retired.append(self.executor)
-                self.executor = ThreadPoolExecutor(self.settings.sync_threads, thread_name_prefix="handler")
-                self._threads.release()
-            raise
 
     def _abandon(self, stuck: _Expiry, task: asyncio.Task[Any]) -> None:
         if task.done() or self.on_abandon is None:

@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
@@ -74,9 +73,7 @@ class Worker:
         self.store = store
         self.consumer = consumer or consumer_name()
         self._key_limits = key_limits(app.key_limits)  # what settling tells order.lua
-        self.dispatcher = Dispatcher(
-            app, settings, ThreadPoolExecutor(settings.sync_threads, thread_name_prefix="handler")
-        )
+        self.dispatcher = Dispatcher(app, settings)
         self.dispatcher.on_abandon = self._abandoned_handler
         follow_ups.configure(settings)  # Event.emit checks follow-ups against these limits
         self._run: Callable[[StreamEntry], Awaitable[Outcome]] = self.dispatcher.run
