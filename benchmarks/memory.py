@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 from rich.console import Console
@@ -47,6 +48,22 @@ async def key_bytes(redis: Redis, keys: Keys) -> tuple[int, int]:
             total += sum(int(n or 0) for n in await pipe.execute())
         if cursor == 0:
             return count, total
+
+
+async def dedupe_usage(redis: Redis, keys: Keys) -> dict[str, int]:
+    """The dedupe hashes of a deployment (one partition): how many, their records, the
+    records live on the server's clock, and their MEMORY USAGE sum."""
+    r: Any = redis
+    seconds, micros = await r.time()
+    now = int(seconds) * 1000 + int(micros) // 1000
+    out = {"hashes": 0, "records": 0, "live": 0, "bytes": 0}
+    async for name in r.scan_iter(match=f"{keys.tag}:dedupe:*", count=1000):
+        records: dict[bytes, bytes] = await r.execute_command("HGETALL", name, NEVER_DECODE=True)
+        out["hashes"] += 1
+        out["records"] += len(records)
+        out["live"] += sum(int.from_bytes(v[:6], "big") > now for v in records.values())
+        out["bytes"] += int(await r.memory_usage(name, samples=0) or 0)
+    return out
 
 
 async def measure(url: str, data_dir: Path, events: int, payload_bytes: int) -> list[tuple[str, str]]:

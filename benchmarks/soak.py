@@ -5,8 +5,9 @@
 Starts a private Redis, one API and one worker (the real processes), offers a steady
 load of events (half of them with an Idempotency-Key, which Redis keeps for the
 dedupe window — set short here, 60 s, so the test sees keys expire as they would
-in production), and samples Redis memory every 10 s. Prints the samples and the
-growth between the first and the last minute.
+in production), and samples Redis memory every 10 s: used_memory, the deployment's
+keys, and its dedupe records (all, the live ones, and the bytes their hashes take per
+live record). Prints the samples and the growth between the first and the last minute.
 """
 
 from __future__ import annotations
@@ -23,19 +24,23 @@ from rich.table import Table
 
 from benchmarks.__main__ import RESULTS
 from benchmarks.harness import Run, api_process, paced_sender, spawn, stop
-from benchmarks.memory import key_bytes
-from eventstream.broker import Broker, Keys, connect
+from benchmarks.memory import dedupe_usage, key_bytes
+from eventstream.broker import Keys, connect
 from eventstream.embedded import EmbeddedRedis
 
 
-async def sample(run: Run, name: str) -> tuple[int, int, int]:
+async def sample(run: Run, name: str) -> dict[str, int]:
     settings = run.settings(name)
     redis = await connect(settings.redis_url or "")
-    broker = Broker(redis, Keys(settings.prefix))
-    info = await redis.info("memory")
-    keys, kept = await key_bytes(broker)
-    await redis.aclose()
-    return int(info["used_memory"]), keys, kept
+    keys = Keys(settings.prefix)
+    try:
+        info = await redis.info("memory")
+        count, kept = await key_bytes(redis, keys)
+        dedupe = await dedupe_usage(redis, keys)
+    finally:
+        await redis.aclose()
+    return {"used_memory": int(info["used_memory"]), "keys": count, "key_bytes": kept,
+            **{f"dedupe_{k}": v for k, v in dedupe.items()}}  # fmt: skip
 
 
 async def load(base: str, rate: float, seconds: float, run: Run, name: str) -> list[dict[str, float]]:
@@ -45,9 +50,9 @@ async def load(base: str, rate: float, seconds: float, run: Run, name: str) -> l
     sent = 0
     rounds = max(1, round(seconds / 10))
     for r in range(rounds + 1):
-        used, keys, kept = await sample(run, name)
+        figures = await sample(run, name)
         elapsed = time.perf_counter() - start
-        samples.append({"t_s": round(elapsed), "used_memory": used, "keys": keys, "key_bytes": kept,
+        samples.append({"t_s": round(elapsed), **figures,
                         "achieved_per_s": round(sent / elapsed) if elapsed > 0 else 0})  # fmt: skip
         if r == rounds:
             break
@@ -66,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eventstream-soak-") as tmp:
         scratch = Path(tmp)
         with EmbeddedRedis(scratch / "redis") as server:
-            run = Run(server, scratch)
+            run = Run(server.url, scratch)
             env = run.env(name, EVENTSTREAM_DEDUPE_WINDOW="60")
             worker = spawn(["worker"], env, scratch / "worker.log")
             try:
@@ -75,10 +80,13 @@ def main() -> None:
             finally:
                 stop(worker)
     table = Table(title=f"Redis memory under {args.rate:g} events/s for {args.minutes:g} min")
-    for column in ("t (s)", "used_memory", "keys", "bytes in keys", "events/s so far"):
+    for column in ("t (s)", "used_memory", "keys", "bytes in keys", "dedupe records (live)",
+                   "dedupe bytes per live record", "events/s so far"):  # fmt: skip
         table.add_column(column, justify="right")
     for s in samples:
+        per_live = s["dedupe_bytes"] / s["dedupe_live"] if s["dedupe_live"] else 0
         table.add_row(str(s["t_s"]), f"{s['used_memory']:,}", str(s["keys"]), f"{s['key_bytes']:,}",
+                      f"{s['dedupe_records']:,} ({s['dedupe_live']:,})", f"{per_live:.0f}",
                       str(s["achieved_per_s"]))  # fmt: skip
     console = Console()
     console.print(table)

@@ -318,3 +318,24 @@ def test_peer_comparison_measures_eventstream_with_the_main_harness(tmp_path: Pa
     row = json.loads(out.read_text())["peers"]["eventstream"]
     assert row["status"] == "ok", row
     assert row["events_per_s"] > 0
+
+
+@pytest.mark.timeout(120)
+def test_soak_samples_memory_and_the_live_dedupe_records(tmp_path: Path) -> None:
+    """benchmarks.soak for one 10-second round at 50 events/s (half with a key)."""
+    out = tmp_path / "soak.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.soak", "--minutes", "0.1", "--rate", "50", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    first, last = json.loads(out.read_text())["samples"]
+    assert first["dedupe_records"] == 0
+    # half of the ~500 events had a key, each kept for the 60-s window
+    assert 200 <= last["dedupe_live"] == last["dedupe_records"] <= 260
+    assert last["dedupe_bytes"] > 0
+    assert last["used_memory"] > first["used_memory"]
+    assert "dedupe bytes per live record" in " ".join(result.stdout.split())

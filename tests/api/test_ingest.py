@@ -102,9 +102,9 @@ async def test_key_is_forgotten_after_the_dedupe_window(redis: Redis, make_api: 
     api = await make_api(dedupe_window=0.05)
     first = await api.post("T", {}, headers={"Idempotency-Key": "short-lived"})
     assert first.status_code == 202
-    idem = Keys(api.settings.prefix).idem("short-lived")
-    ttl_ms = await redis.pttl(idem)
-    assert 0 < ttl_ms <= 50  # the key lasts the dedupe window
+    record = Keys(api.settings.prefix).dedupe("short-lived")
+    ttl_ms = await redis.pttl(record.hash)
+    assert 0 < ttl_ms <= 50  # the record lasts the dedupe window, and its hash no longer
     await asyncio.sleep(ttl_ms / 1000 + 0.01)
     again = await api.post("T", {}, headers={"Idempotency-Key": "short-lived"})
     assert again.status_code == 202

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
 from eventstream.broker import Broker, Keys
+from eventstream.broker.keys import idem_digest
 from eventstream.broker.scripts import Dedupe, Outcome
-from tests.support.broker import Item, make_items, settle_done, wait_gone
-from tests.support.conservation import check
+from tests.support.broker import Item, expiry_of, make_items, raw_record, server_ms, settle_done, wait_gone
+from tests.support.conservation import check, dedupe_records
+from tests.support.waiting import wait_until
 
 WINDOW = 60_000
 
@@ -42,7 +47,7 @@ async def test_duplicate_within_one_batch(broker: Broker, redis: Redis, keys: Ke
     assert s.stream_ids() == [first[0], other[0]]
     assert second[0] not in s.status
     assert s.counters == {"received": 2, "duplicates": 1}
-    assert s.idem == {keys.idem("k-1"): first[0], keys.idem("k-2"): other[0]}
+    assert s.idem == {keys.dedupe("k-1"): first[0], keys.dedupe("k-2"): other[0]}
 
 
 async def test_duplicate_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
@@ -99,47 +104,58 @@ async def test_idempotency_keys_map_to_the_right_events_in_a_mixed_batch(
     ]
     s = await check(redis, keys)
     assert s.stream_ids() == [a[0], b[0], c[0], d[0], f[0]]
-    assert s.idem == {keys.idem("kb"): b[0], keys.idem("kd"): d[0]}
+    assert s.idem == {keys.dedupe("kb"): b[0], keys.dedupe("kd"): d[0]}
     assert s.counters == {"received": 5, "duplicates": 1}
 
 
-async def test_idempotency_key_is_stored_hashed_with_the_window_as_ttl(
+async def test_idempotency_key_is_stored_hashed_until_the_window_ends(
     broker: Broker, redis: Redis, keys: Keys
 ) -> None:
     r: Any = redis
     raw = "customer:42/order:9"
     [item] = make_items(1, key=raw)
+    before = await server_ms(redis)
     await broker.enqueue([item], WINDOW)
+    after = await server_ms(redis)
 
     s = await check(redis, keys)
-    assert list(s.idem) == [keys.idem(raw)]
-    assert raw not in keys.idem(raw)
+    record = keys.dedupe(raw)
+    assert list(s.idem) == [record]
+    assert raw not in record.hash
+    assert raw.encode() not in record.field
     assert [k async for k in r.scan_iter(match=f"*{raw}*")] == []
-    ttl = await r.pttl(keys.idem(raw))
-    assert 0 < ttl <= WINDOW
+    value = await raw_record(redis, record)
+    assert value is not None
+    assert before + WINDOW <= expiry_of(value) <= after + WINDOW
+    # the hash lives no longer than its newest record
+    assert 0 < await r.pttl(record.hash) <= WINDOW
 
 
 async def test_duplicate_does_not_extend_the_window(broker: Broker, redis: Redis, keys: Keys) -> None:
-    r: Any = redis
     await broker.enqueue(make_items(1, key="k"), WINDOW)
-    await r.pexpire(keys.idem("k"), 5_000)
+    written = await raw_record(redis, keys.dedupe("k"))
 
-    results = await broker.enqueue(make_items(1, key="k"), WINDOW)
+    results = await broker.enqueue(make_items(1, key="k"), 10 * WINDOW)
 
     assert results[0][1] is Outcome.DUPLICATE
-    assert 0 < await r.pttl(keys.idem("k")) <= 5_000
+    assert await raw_record(redis, keys.dedupe("k")) == written
 
 
 async def test_key_expires_after_the_window_and_is_then_accepted_again(
     broker: Broker, redis: Redis, keys: Keys
 ) -> None:
-    r: Any = redis
     [first] = make_items(1, key="short")
     await broker.enqueue([first], 50)
-    ttl = await r.pttl(keys.idem("short"))
-    assert 0 < ttl <= 50
+    value = await raw_record(redis, keys.dedupe("short"))
+    assert value is not None
+    assert expiry_of(value) <= await server_ms(redis) + 50
 
-    await wait_gone(redis, keys.idem("short"))
+    expires = expiry_of(value)
+
+    async def expired() -> bool:
+        return await server_ms(redis) >= expires
+
+    await wait_until(expired, what="the record to expire")
     [second] = make_items(1, key="short")
     results = await broker.enqueue([second], 50)
 
@@ -147,7 +163,76 @@ async def test_key_expires_after_the_window_and_is_then_accepted_again(
     s = await check(redis, keys)
     assert s.stream_ids() == [first[0], second[0]]
     assert s.counters == {"received": 2}
-    assert s.idem == {keys.idem("short"): second[0]}
+    assert s.idem == {keys.dedupe("short"): second[0]}
+
+
+def keys_sharing_a_hash(n: int) -> list[str]:
+    """n client keys whose records share one dedupe hash (their digests' first 3 hex digits)."""
+    found: list[str] = []
+    i = 0
+    while len(found) < n:
+        key = f"same-hash-{i}"
+        if idem_digest(key, None)[:3] == idem_digest("same-hash-0", None)[:3]:
+            found.append(key)
+        i += 1
+    return found
+
+
+async def test_writes_delete_the_expired_records_they_sample(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    r: Any = redis
+    sharing = keys_sharing_a_hash(40)
+    old, new = sharing[:20], sharing[20:]
+    for i, key in enumerate(old):
+        await broker.enqueue(make_items(1, key=key, start=i), 20)
+    name = keys.dedupe(old[0]).hash
+    assert await r.hlen(name) == 20
+    await asyncio.sleep(0.05)  # all 20 have expired
+    assert await dedupe_records(r, name) == {}
+
+    for i, key in enumerate(new):
+        await broker.enqueue(make_items(1, key=key, start=100 + i), WINDOW)
+
+    # 20 writes sampled 4 fields each: the expired ones they met are gone, the live stay
+    assert len(await dedupe_records(r, name)) == 20
+    assert await r.hlen(name) < 40
+    assert set((await check(redis, keys)).idem) == {keys.dedupe(k) for k in new}
+
+
+async def test_a_dedupe_hash_left_alone_goes_when_its_records_expire(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    await broker.enqueue(make_items(1, key="brief"), 30)
+    await wait_gone(redis, keys.dedupe("brief").hash)
+    assert (await check(redis, keys)).idem == {}
+
+
+async def test_an_earlier_versions_record_still_dedupes(broker: Broker, redis: Redis, keys: Keys) -> None:
+    """Records written before the dedupe hashes ({p}:idem:<hash> strings) are honoured
+    until they expire, and no new record is written for their keys meanwhile."""
+    r: Any = redis
+    [first] = make_items(1, key="legacy")
+    assert first[2] is not None
+    await r.set(keys.idem("legacy"), first[0] + first[2].fingerprint.decode(), px=WINDOW)
+    [same] = make_items(1, key="legacy")
+    [other] = make_items(1, key="legacy", start=1)
+    [bare] = make_items(1)
+    await r.set(keys.idem("id-only"), bare[0], px=WINDOW)
+    [any_content] = make_items(1, key="id-only", start=3)
+
+    results = await broker.enqueue([same, other, any_content], WINDOW)
+
+    assert results == [
+        (first[0], Outcome.DUPLICATE),
+        (first[0], Outcome.CONFLICT),
+        (bare[0], Outcome.DUPLICATE),
+    ]
+    assert await raw_record(redis, keys.dedupe("legacy")) is None
+    assert await raw_record(redis, keys.dedupe("id-only")) is None
+    s = await check(redis, keys)
+    assert s.stream_ids() == []
+    assert s.counters == {"duplicates": 2}
 
 
 async def test_stream_entries_are_ordered_across_calls(broker: Broker, redis: Redis, keys: Keys) -> None:
@@ -204,10 +289,13 @@ async def test_a_key_reused_for_other_content_is_a_conflict_and_changes_nothing(
     [other] = make_items(1, key="k", start=1)  # payload {"n": 1}
     await broker.enqueue([first], WINDOW)
     before = await check(redis, keys)
-    r: Any = redis
-    record = await r.get(keys.idem("k"))
+    record = await raw_record(redis, keys.dedupe("k"))
     assert first[2] is not None
-    assert record == first[0] + first[2].fingerprint.decode()  # 44 bytes
+    assert record is not None
+    # expiry (6 bytes), the event's UUID (16), its content's fingerprint (6): 28 bytes
+    assert len(record) == 28
+    assert record[6:22] == uuid.UUID(first[0]).bytes
+    assert record[22:] == base64.urlsafe_b64decode(first[2].fingerprint)
 
     results = await broker.enqueue([other, same, other], WINDOW)
 
@@ -219,7 +307,7 @@ async def test_a_key_reused_for_other_content_is_a_conflict_and_changes_nothing(
     after = await check(redis, keys)
     assert after.without_counters() == before.without_counters()
     assert after.counters == {"received": 1, "duplicates": 1}
-    assert await r.get(keys.idem("k")) == record
+    assert await raw_record(redis, keys.dedupe("k")) == record
 
 
 async def test_a_record_without_a_fingerprint_matches_any_content(
@@ -246,8 +334,8 @@ async def test_namespaces_keep_one_client_key_apart(broker: Broker, redis: Redis
     assert results == [(a[0], Outcome.NEW), (b[0], Outcome.NEW), (anon[0], Outcome.NEW)]
     s = await check(redis, keys)
     assert s.idem == {
-        keys.idem("order-1", "key:aaaaaaaaaaaa"): a[0],
-        keys.idem("order-1", "ns:shop"): b[0],
-        keys.idem("order-1"): anon[0],
+        keys.dedupe("order-1", "key:aaaaaaaaaaaa"): a[0],
+        keys.dedupe("order-1", "ns:shop"): b[0],
+        keys.dedupe("order-1"): anon[0],
     }
     assert len(s.idem) == 3

@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from eventstream.broker import GROUP, Broker, Completion, DeadLetter, Keys, Layout, ScheduledRetry
-from eventstream.broker.keys import idem_digest
+from eventstream.broker.keys import Record, idem_digest
 from eventstream.broker.scripts import Dedupe
 from eventstream.incoming import IncomingEvent
 from eventstream.ingest.accept import enqueue, now_ms, to_envelope
@@ -117,6 +117,24 @@ async def wait_idle(
             return
         assert time.monotonic() < deadline, f"entries never became idle {idle_ms} ms: {idle}"
         await asyncio.sleep(0.005)
+
+
+async def raw_record(redis: Redis, record: Record) -> bytes | None:
+    """A dedupe record's value as stored (bytes; see keys.py), or None."""
+    r: Any = redis
+    value: bytes | None = await r.execute_command("HGET", record.hash, record.field, NEVER_DECODE=True)
+    return value
+
+
+async def server_ms(redis: Redis) -> int:
+    r: Any = redis
+    seconds, micros = await r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def expiry_of(value: bytes) -> int:
+    """When a dedupe record expires (ms)."""
+    return int.from_bytes(value[:6], "big")
 
 
 async def wait_gone(redis: Redis, key: str, timeout_s: float = 5.0) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from eventstream.broker import GROUP, Broker, Keys, Layout
+from eventstream.broker.keys import Record
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.store import SqlStore, create_store
 from tests.support.workers import dead_entries
@@ -76,7 +78,8 @@ class State:
     counters: dict[str, int]
     hist: dict[str, int]
     workers: dict[str, int]
-    idem: dict[str, str] = field(default_factory=dict)  # dedupe record -> its event id
+    # dedupe record (keys.Record, or an earlier version's key) -> its event id
+    idem: dict[Record | str, str] = field(default_factory=dict)
     stray: list[str] = field(default_factory=list)  # keys of the prefix not in keys.py's layout
     order: dict[str, int] = field(default_factory=dict)  # ordering key digest -> released count
     lines: dict[str, list[str]] = field(default_factory=dict)  # digest -> parked ids, in order
@@ -117,7 +120,9 @@ async def state(redis: Redis, keys: Keys) -> State:
     order, lines, parked_at = _lines(raw_order, await r.hgetall(keys.lines))
     known = set(keys.all_static())
     async for k in r.scan_iter(match=f"{keys.tag}*", count=1000):
-        if k.startswith(f"{keys.tag}:idem:"):
+        if k.startswith(f"{keys.tag}:dedupe:"):
+            idem.update(await dedupe_records(r, k))
+        elif k.startswith(f"{keys.tag}:idem:"):  # an earlier version's record
             idem[k] = (await r.get(k))[:36]  # the event id; a content fingerprint may follow
         elif k not in known:
             stray.append(k)
@@ -142,6 +147,19 @@ async def state(redis: Redis, keys: Keys) -> State:
         emits=await r.hgetall(keys.emits),
         outbox=await r.hgetall(keys.outbox),
     )
+
+
+async def dedupe_records(r: Any, name: str, live: bool = True) -> dict[Record | str, str]:
+    """The records of one dedupe hash (``live``: those that have not expired on the
+    server's clock): Record -> the event id."""
+    raw: dict[bytes, bytes] = await r.execute_command("HGETALL", name, NEVER_DECODE=True)
+    seconds, micros = await r.time()
+    now_ms = seconds * 1000 + micros // 1000
+    return {
+        Record(name, f): str(uuid.UUID(bytes=v[6:22]))
+        for f, v in raw.items()
+        if not live or int.from_bytes(v[:6], "big") > now_ms
+    }
 
 
 def _lines(

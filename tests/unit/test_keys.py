@@ -53,6 +53,17 @@ def test_idempotency_key_is_hashed(client_key: str) -> None:
     assert k.idem(client_key) == name  # stable
 
 
+@pytest.mark.parametrize("client_key", ["order-1", "{shop}:stream", "a" * 256, "ünïcødé ✓", "x\ny", "*", ""])
+def test_a_dedupe_record_is_named_by_the_keys_digest(client_key: str) -> None:
+    k = Keys("p")
+    digest = k.idem(client_key).removeprefix("{p}:idem:")
+    record = k.dedupe(client_key)
+    # one of 4,096 hashes by the digest's first 3 hex digits; its next 24 as the field
+    assert record.hash == "{p}:dedupe:" + digest[:3]
+    assert record.field == bytes.fromhex(digest[3:27])
+    assert k.dedupe(client_key) == record  # stable
+
+
 def test_distinct_keys_and_prefixes_give_distinct_names() -> None:
     k = Keys("p")
     names = {k.idem(f"key-{i}") for i in range(1000)}
@@ -128,6 +139,12 @@ def every_key(k: Keys) -> dict[str, list[str]]:
         "all_static": k.all_static(),
         "idem": [k.idem("order-1"), k.idem("order-1", "key:0123456789ab"), k.idem("{other}")],
         "idem_of": [k.idem_of("0123456789abcdef0123456789abcdef")],
+        "dedupe": [
+            k.dedupe("order-1").hash,
+            k.dedupe("order-1", "key:0123456789ab").hash,
+            k.dedupe("{x}").hash,
+        ],
+        "dedupe_of": [k.dedupe_of("0123456789abcdef0123456789abcdef").hash],
         "api_key": [k.api_key("0123456789ab")],
         "key_bucket": [k.key_bucket("0123456789ab")],
         "addr_bucket": [k.addr_bucket("203.0.113.9")],

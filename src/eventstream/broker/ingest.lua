@@ -2,23 +2,29 @@
 --
 -- KEYS[1] stream   KEYS[2] status   KEYS[3] counters
 -- KEYS[4] order    KEYS[5] lines    KEYS[6] parked   KEYS[7] waiting (order.lua)
--- KEYS[8..]        dedupe records ({p}:idem:<hash>), one per event that has an
---                  idempotency key, in the order of those events
+-- KEYS[6+2j], KEYS[7+2j]  for the j-th event (1-based) that has an idempotency key:
+--                  the hash of its dedupe record ({p}:dedupe:<s>) and the record an
+--                  earlier version would have written ({p}:idem:<hash>, read only)
 -- ARGV[1]          dedupe window, ms
 -- ARGV[2]          n, the number of events
 -- ARGV[3]          m, the number of events that have an idempotency key
--- ARGV[4..3+m]     the 0-based positions of those events (ascending); the j-th of
---                  them has KEYS[7+j]
--- ARGV[4+m..3+2m]  their content fingerprints (8 characters; '' when any content
---                  counts as a repeat), in the same order
--- ARGV[4+2m]       o, the number of events that have an ordering key
--- ARGV[5+2m..]     o pairs: the 0-based position of such an event, its key's digest
--- ARGV[5+2m+2o+2i..] for event i (0-based): event id, envelope
+-- ARGV[3+j]        the 0-based position of the j-th of them (ascending)
+-- ARGV[3+m+j]      its record's field (12 bytes)
+-- ARGV[3+2m+j]     its record's body: the event's id as 16 bytes, then its content's
+--                  fingerprint (6 bytes; none when any content counts as a repeat)
+-- ARGV[3+3m+j]     the same fingerprint as 8 characters (''), to compare with an
+--                  earlier version's record
+-- ARGV[4+4m]       o, the number of events that have an ordering key
+-- ARGV[5+4m..]     o pairs: the 0-based position of such an event, its key's digest
+-- ARGV[5+4m+2o+2i..] for event i (0-based): event id, envelope
 -- Ordering         an event with an ordering key enters the stream when its key is
 --                  idle, else it is parked behind the key's events (order_admit).
--- Dedupe record    the event id followed by its fingerprint. A record holding just an
---                  id (a replay, or written before fingerprints) matches any content.
---                  Event ids all have one length (36), which tells where the id ends.
+-- Dedupe record    a field of {p}:dedupe:<s>: 6 bytes of expiry (ms, big-endian), then
+--                  the body. A record that has expired counts as absent and is written
+--                  over. Each hash written to gets the window as its TTL (every record
+--                  in it expires by then) and has SAMPLE random fields read, of which
+--                  the expired ones are deleted: a write removes SAMPLE times the share
+--                  of expired records, so that share stays near 1 / SAMPLE.
 -- Stream entry     fields id, e. A fresh event has made no attempt, so the attempt
 --                  fields (a, f) are left out; readers take their absence as 0 and ''.
 -- Returns          a flat list for the events not enqueued only: for each, its
@@ -28,36 +34,62 @@
 --                  id it was given.
 -- Counters         received (+1 per enqueued event), duplicates (+1 per duplicate),
 --                  parked (+1 per event parked behind its key)
-local ttl = ARGV[1]
+local SAMPLE = 4
+local ttl = tonumber(ARGV[1])
 local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
 local keyed = {}
 for j = 1, m do
   keyed[tonumber(ARGV[3 + j])] = j
 end
 local ordered = {}
-local o_count = tonumber(ARGV[4 + 2 * m])
+local o_count = tonumber(ARGV[4 + 4 * m])
 for j = 0, o_count - 1 do
-  ordered[tonumber(ARGV[5 + 2 * m + 2 * j])] = ARGV[6 + 2 * m + 2 * j]
+  ordered[tonumber(ARGV[5 + 4 * m + 2 * j])] = ARGV[6 + 4 * m + 2 * j]
 end
 local o = order_keys(4)
-local admission = o_count > 0 and order_admission(o, order_now())
-local base = 5 + 2 * m + 2 * o_count
+local now = order_now()
+local admission = o_count > 0 and order_admission(o, now)
+local base = 5 + 4 * m + 2 * o_count
+local expiry = struct.pack('>I6', now + ttl)
+local written = {}
 local out = {}
 local status = {}
 local received, duplicates = 0, 0
+
+-- A record's event id as text (a UUID's 36 characters).
+local function uuid_text(raw)
+  local h = string.gsub(raw, '.', function(c) return string.format('%02x', string.byte(c)) end)
+  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16) .. '-' ..
+    string.sub(h, 17, 20) .. '-' .. string.sub(h, 21, 32)
+end
+
+-- The event accepted first under the j-th key, its fingerprint and the one to compare
+-- it with; nil when the key has no live record.
+local function earlier(j)
+  local record = redis.call('HGET', KEYS[6 + 2 * j], ARGV[3 + m + j])
+  if record and struct.unpack('>I6', record) > now then
+    return uuid_text(string.sub(record, 7, 22)), string.sub(record, 23), string.sub(ARGV[3 + 2 * m + j], 17)
+  end
+  local old = redis.call('GET', KEYS[7 + 2 * j])
+  if old then
+    return string.sub(old, 1, 36), string.sub(old, 37), ARGV[3 + 3 * m + j]
+  end
+  return nil
+end
+
 for i = 0, n - 1 do
   local id = ARGV[base + 2 * i]
   local j = keyed[i]
-  local existing = false
+  local first, seen, mine
   if j then
-    existing = redis.call('GET', KEYS[7 + j])
-    if not existing then
-      redis.call('SET', KEYS[7 + j], id .. ARGV[3 + m + j], 'PX', ttl)
+    first, seen, mine = earlier(j)
+    if not first then
+      local h = KEYS[6 + 2 * j]
+      redis.call('HSET', h, ARGV[3 + m + j], expiry .. ARGV[3 + 2 * m + j])
+      written[h] = true
     end
   end
-  if existing then
-    local first, seen = string.sub(existing, 1, #id), string.sub(existing, #id + 1)
-    local mine = ARGV[3 + m + j]
+  if first then
     out[#out + 1] = i
     out[#out + 1] = first
     if seen ~= '' and mine ~= '' and seen ~= mine then
@@ -76,6 +108,17 @@ for i = 0, n - 1 do
     end
     received = received + 1
   end
+end
+for h in pairs(written) do
+  redis.call('PEXPIRE', h, ttl)
+  local sample = redis.call('HRANDFIELD', h, -SAMPLE, 'WITHVALUES')
+  local gone = {}
+  for s = 1, #sample, 2 do
+    if struct.unpack('>I6', sample[s + 1]) <= now then gone[sample[s]] = true end
+  end
+  local fields = {}
+  for f in pairs(gone) do fields[#fields + 1] = f end
+  if #fields > 0 then redis.call('HDEL', h, unpack(fields)) end
 end
 -- One HSET per thousand events instead of one per event (unpack's stack is bounded).
 for s = 1, #status, 2000 do

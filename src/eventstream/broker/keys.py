@@ -76,15 +76,27 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               was taken, ms), the counters and the gauges it shows (see
                               eventstream.ops.history); trimmed by MINID on each write to
                               the last 20 minutes (240 entries at the 5 s step).
-    {p}:idem:<hash>   STRING  one idempotency key of one namespace: the id of the event
-                              accepted under it (36 characters) followed by an 8-character
-                              fingerprint of that event's content (absent for replays and
-                              for records written before fingerprints), 44 bytes in all;
-                              expires after the dedupe window. <hash> is BLAKE2b-128 of
-                              the client's key, never the key itself, keyed by the
-                              namespace: an API key's own ("key:<id>"), or one shared by
-                              several keys ("ns:<name>"). Anonymous use hashes without a
-                              key, so its names are those of every earlier version.
+    {p}:dedupe:<s>    HASH    the dedupe records of one namespace's idempotency keys whose
+                              <hash> (below) starts with the 3 hex digits <s> (4,096 such
+                              hashes per partition at most): field = the next 24 hex
+                              digits of <hash> as 12 bytes; value = when the record
+                              expires (ms, 6 bytes big-endian), the id of the event
+                              accepted under the key (16 bytes, a UUID) and a 6-byte
+                              fingerprint of that event's content (absent when any
+                              content counts as a repeat), 28 bytes in all. A record is
+                              live until it expires, a dedupe window after it was
+                              written. Each write also samples the hash (HRANDFIELD) and
+                              deletes the expired records it finds, and gives the hash
+                              the window as its TTL, so a hash left alone goes whole.
+                              <hash> is BLAKE2b-128 of the client's key, never the key
+                              itself, keyed by the namespace: an API key's own
+                              ("key:<id>"), or one shared by several keys ("ns:<name>").
+                              Anonymous use hashes without a key, so its names are those
+                              of every earlier version.
+    {p}:idem:<hash>   STRING  an idempotency key's record as versions before the dedupe
+                              hashes wrote it: the event id (36 characters) and an
+                              8-character fingerprint; expires after the window. Still
+                              read by ingest, never written.
     {d}:lease:<job>   STRING  who runs a periodic job (e.g. ``retention``) this period;
                               expires after the period (take_turn.lua).
     {d}:apikeys       SET     ids of every API key ever created (revoked ones included).
@@ -103,7 +115,7 @@ Below, {p} is a partition's tag, {d} the deployment's.
     {d}:rate:addr:<h> STRING  the same for an anonymous client address (hashed).
 
 Per live event Redis keeps one stream entry and one status field; per idempotent
-event it also keeps one small key for the dedupe window.
+event it also keeps one dedupe record (a hash field) for the dedupe window.
 """
 
 from __future__ import annotations
@@ -111,6 +123,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from typing import NamedTuple
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
@@ -169,6 +182,13 @@ def idem_digest(key: str, namespace: str | None) -> str:
     return hashlib.blake2b(key.encode(), digest_size=16, key=ns).hexdigest()
 
 
+class Record(NamedTuple):
+    """One dedupe record: the hash that holds it and its field there."""
+
+    hash: str
+    field: bytes
+
+
 class Keys:
     """Key names under one hash tag: a partition's (stream, status...), or with the
     default tag ``{prefix}``, the deployment's (API keys, rate limits, leases), which
@@ -223,9 +243,16 @@ class Keys:
         self.api_keys = f"{self.tag}:apikeys"
         self.partitions = f"{self.tag}:partitions"
 
+    def dedupe(self, key: str, namespace: str | None = None) -> Record:
+        """The dedupe record of a client's idempotency key in ``namespace`` (None:
+        anonymous use); see idem_digest."""
+        return self.dedupe_of(idem_digest(key, namespace))
+
+    def dedupe_of(self, digest: str) -> Record:
+        return Record(f"{self.tag}:dedupe:{digest[:3]}", bytes.fromhex(digest[3:27]))
+
     def idem(self, key: str, namespace: str | None = None) -> str:
-        """The dedupe key for a client's idempotency key in ``namespace`` (None: anonymous
-        use); see idem_digest."""
+        """The record an earlier version wrote for a client's idempotency key (read only)."""
         return self.idem_of(idem_digest(key, namespace))
 
     @property

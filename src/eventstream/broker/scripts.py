@@ -10,6 +10,7 @@ schedule_retry and dead_letter only queue (Broker.settle sends a group's togethe
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,15 @@ class Dedupe(NamedTuple):
     key: str  # the client's idempotency key (header or body id)
     namespace: str | None = None  # see Keys.idem; None: anonymous use
     fingerprint: bytes = b""  # 8 characters naming the event's content; b"": any content repeats it
+
+
+def record_of(event_id: str, fingerprint: bytes) -> bytes:
+    """What a dedupe record keeps after its expiry (see keys.py): the event's UUID (16
+    bytes) and its content's fingerprint (6 bytes; none when any content repeats it)."""
+    uid = bytes.fromhex(event_id.replace("-", ""))
+    if len(uid) != 16:
+        raise ValueError(f"event id {event_id!r} is not a UUID")
+    return uid + (base64.urlsafe_b64decode(fingerprint) if fingerprint else b"")
 
 
 class Outcome(IntEnum):
@@ -169,22 +179,29 @@ class Scripts:
     ) -> Any:
         """Enqueue (id, envelope, dedupe, order) into this partition; dedupe is (the
         idempotency key's digest, see keys.idem_digest; the content's fingerprint) or None,
-        order the ordering key's digest (keys.order_digest) or None. The raw reply (with a
-        pipeline: queued; its reply comes from execute()), which ``ingest_results`` reads."""
+        order the ordering key's digest (keys.order_digest) or None. An event with a dedupe
+        must have a UUID for its id (ingest's are). The raw reply (with a pipeline: queued;
+        its reply comes from execute()), which ``ingest_results`` reads."""
         k = self.keys
         keys = [k.stream, k.status, k.counters, *k.ordering]
         keyed: list[Arg] = []
+        fields: list[Arg] = []
+        records: list[Arg] = []
         prints: list[Arg] = []
         ordered: list[Arg] = []
-        for i, (_, _, dedupe, order) in enumerate(events):
+        for i, (event_id, _, dedupe, order) in enumerate(events):
             if order is not None:
                 ordered += (i, order)
             if dedupe is None:
                 continue
-            keys.append(k.idem_of(dedupe[0]))
+            digest, fingerprint = dedupe
+            record = k.dedupe_of(digest)
+            keys += (record.hash, k.idem_of(digest))
             keyed.append(i)
-            prints.append(dedupe[1])
-        args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed, *prints]
+            fields.append(record.field)
+            records.append(record_of(event_id, fingerprint))
+            prints.append(fingerprint)
+        args: list[Arg] = [dedupe_window_ms, len(events), len(keyed), *keyed, *fields, *records, *prints]
         args += (len(ordered) // 2, *ordered)
         for event_id, envelope, _, _ in events:
             args += (event_id, envelope)
