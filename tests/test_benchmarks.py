@@ -330,6 +330,7 @@ def test_soak_samples_memory_and_the_live_dedupe_records(tmp_path: Path) -> None
         capture_output=True,
         text=True,
         timeout=110,
+        env={**os.environ, "COLUMNS": "200"},  # the table's headers on one line
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     first, last = json.loads(out.read_text())["samples"]
