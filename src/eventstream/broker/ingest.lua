@@ -58,9 +58,7 @@ local received, duplicates = 0, 0
 
 -- A record's event id as text (a UUID's 36 characters).
 local function uuid_text(raw)
-  local h = string.gsub(raw, '.', function(c) return string.format('%02x', string.byte(c)) end)
-  return string.sub(h, 1, 8) .. '-' .. string.sub(h, 9, 12) .. '-' .. string.sub(h, 13, 16) .. '-' ..
-    string.sub(h, 17, 20) .. '-' .. string.sub(h, 21, 32)
+  return string.format('%08x-%04x-%04x-%04x-%04x%08x', struct.unpack('>I4I2I2I2I2I4', raw))
 end
 
 -- The event accepted first under the j-th key, its fingerprint and the one to compare
