@@ -11,11 +11,22 @@ import time
 import pytest
 
 from eventstream.app import EventStream
-from eventstream.event import Event
+from eventstream.broker import StreamEntry
+from eventstream.event import Envelope, Event, encode_envelope
+from eventstream.ingest.accept import now_ms
+from eventstream.settings import Settings
 from eventstream.worker.dispatch import Dead, Dispatcher, Done
 from eventstream.worker.threads import HandlerThreads
 from tests.support.waiting import wait_until
-from tests.worker.test_dispatch import base_settings, entry
+
+
+def entry() -> StreamEntry:
+    env = Envelope(id="ev-1", type="A", payload={}, receivedAt=now_ms())
+    return StreamEntry("1-0", "ev-1", 0, None, encode_envelope(env).decode())
+
+
+def base_settings(**overrides: float) -> Settings:
+    return Settings(prefix="threads", **overrides)  # type: ignore[arg-type]
 
 
 async def occupy(threads: HandlerThreads, release: threading.Event) -> asyncio.Task[object]:
