@@ -208,6 +208,21 @@ async def test_a_dedupe_hash_left_alone_goes_when_its_records_expire(
     assert (await check(redis, keys)).idem == {}
 
 
+async def test_a_shorter_window_set_later_cuts_no_record_short(
+    broker: Broker, redis: Redis, keys: Keys
+) -> None:
+    r: Any = redis
+    long_key, short_key = keys_sharing_a_hash(2)
+    [first] = make_items(1, key=long_key)
+    await broker.enqueue([first], WINDOW)
+    await broker.enqueue(make_items(1, key=short_key, start=1), 20)  # same hash, 20-ms window
+
+    name = keys.dedupe(long_key).hash
+    assert WINDOW - 5_000 < await r.pttl(name) <= WINDOW
+    await asyncio.sleep(0.05)  # the short record has expired, the long one has not
+    assert await broker.enqueue(make_items(1, key=long_key), 20) == [(first[0], Outcome.DUPLICATE)]
+
+
 async def test_an_earlier_versions_record_still_dedupes(broker: Broker, redis: Redis, keys: Keys) -> None:
     """Records written before the dedupe hashes ({p}:idem:<hash> strings) are honoured
     until they expire, and no new record is written for their keys meanwhile."""

@@ -21,8 +21,9 @@
 --                  idle, else it is parked behind the key's events (order_admit).
 -- Dedupe record    a field of {p}:dedupe:<s>: 6 bytes of expiry (ms, big-endian), then
 --                  the body. A record that has expired counts as absent and is written
---                  over. Each hash written to gets the window as its TTL (every record
---                  in it expires by then) and has SAMPLE random fields read, of which
+--                  over. Each hash written to gets the window as its TTL unless it has
+--                  a longer one (every record in it expires by then) and has SAMPLE
+--                  random fields read, of which
 --                  the expired ones are deleted: a write removes SAMPLE times the share
 --                  of expired records, so that share stays near 1 / SAMPLE.
 -- Stream entry     fields id, e. A fresh event has made no attempt, so the attempt
@@ -108,7 +109,8 @@ for i = 0, n - 1 do
   end
 end
 for h in pairs(written) do
-  redis.call('PEXPIRE', h, ttl)
+  -- never shorter: a hash may hold records of a longer window set before
+  if redis.call('PEXPIRE', h, ttl, 'GT') == 0 then redis.call('PEXPIRE', h, ttl, 'NX') end
   local sample = redis.call('HRANDFIELD', h, -SAMPLE, 'WITHVALUES')
   local gone = {}
   for s = 1, #sample, 2 do

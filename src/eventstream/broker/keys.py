@@ -87,7 +87,8 @@ Below, {p} is a partition's tag, {d} the deployment's.
                               live until it expires, a dedupe window after it was
                               written. Each write also samples the hash (HRANDFIELD) and
                               deletes the expired records it finds, and gives the hash
-                              the window as its TTL, so a hash left alone goes whole.
+                              the window as its TTL (never a shorter one than it has),
+                              so a hash left alone goes whole.
                               <hash> is BLAKE2b-128 of the client's key, never the key
                               itself, keyed by the namespace: an API key's own
                               ("key:<id>"), or one shared by several keys ("ns:<name>").
