@@ -220,3 +220,20 @@ async def test_a_done_sync_try_reports_the_threads_own_duration() -> None:
         dispatcher.shutdown()
     assert isinstance(out, Done)
     assert out.handler_s >= 0.02
+
+
+async def test_a_thread_that_cannot_start_is_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = HandlerThreads(1)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(threading.Thread, "start", refuse)
+            with pytest.raises(RuntimeError, match="can't start new thread"):
+                await threads.run(lambda e: None, None, 5.0)
+        # the next try starts a thread of its own instead of waiting for one that never ran
+        assert (await asyncio.wait_for(threads.run(lambda e: None, None, 5.0), 5))[1] is None
+    finally:
+        threads.shutdown()

@@ -168,8 +168,14 @@ class HandlerThreads:
     # ---- the threads' side ------------------------------------------------------------
 
     def _start_thread(self) -> None:
+        """Start a thread already counted in ``_live``; uncount it if it cannot start."""
         self._numbers += 1
-        threading.Thread(target=self._work, name=f"{self.name}-{self._numbers}", daemon=True).start()
+        try:
+            threading.Thread(target=self._work, name=f"{self.name}-{self._numbers}", daemon=True).start()
+        except BaseException:  # e.g. RuntimeError: can't start new thread
+            with self._lock:
+                self._live -= 1
+            raise
 
     def _work(self) -> None:
         get, lock = self._queue.get, self._lock
