@@ -8,13 +8,16 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
 
 from eventstream.auth.apikeys import KeyRegistry
+from eventstream.broker.keys import Record
 from tests.support.asgi import Api, assert_problem
 from tests.support.auth import NewKey, bearer
+from tests.support.broker import raw_record
 
 ORDER = {"type": "PAYMENT", "payload": {"order": 1042}}
 
@@ -89,14 +92,16 @@ async def test_reuse_with_another_body_under_a_key_is_422(api: Api, new_key: New
     assert await api.stream_len() == 1
 
 
-async def test_anonymous_dedupe_records_keep_the_names_of_earlier_versions(redis: Redis, api: Api) -> None:
-    """An upgrade in place keeps deduplicating what was posted before it."""
+async def test_anonymous_dedupe_records_hash_the_key_as_earlier_versions(redis: Redis, api: Api) -> None:
+    """Anonymous keys hash without a namespace key, as before namespaces, so a record an
+    earlier version wrote under {p}:idem:<digest> is found (the next test)."""
     _, event_id = await post(api, None, "order-1042")
     digest = hashlib.blake2b(b"order-1042", digest_size=16).hexdigest()
-    name = f"{{{api.settings.prefix}}}:idem:{digest}"
-    stored = await redis.get(name)
-    assert stored is not None
-    assert (stored[:36], len(stored)) == (event_id, 44)  # the id, then the content's fingerprint
+    record = await raw_record(
+        redis, Record(f"{{{api.settings.prefix}}}:dedupe:{digest[:3]}", bytes.fromhex(digest[3:27]))
+    )
+    assert record is not None
+    assert (record[6:22], len(record)) == (uuid.UUID(event_id).bytes, 28)  # then the fingerprint
 
 
 async def test_a_record_written_before_fingerprints_still_makes_a_duplicate(redis: Redis, api: Api) -> None:
