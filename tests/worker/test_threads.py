@@ -237,3 +237,36 @@ async def test_a_thread_that_cannot_start_is_not_counted(monkeypatch: pytest.Mon
         assert (await asyncio.wait_for(threads.run(lambda e: None, None, 5.0), 5))[1] is None
     finally:
         threads.shutdown()
+
+
+async def test_a_sync_handlers_own_timeout_error_after_a_wait_for_a_thread_keeps_its_reason() -> None:
+    """Waiting for a thread is not part of the try: a handler that raises TimeoutError at
+    once, after waiting longer than its timeout, is not reported as having run over."""
+    app = EventStream("test")
+    release = threading.Event()
+
+    @app.handler("HOLD", timeout=5.0)
+    def hold(event: Event) -> None:
+        release.wait(5)
+
+    @app.handler("A", timeout=0.05)
+    def own(event: Event) -> None:
+        raise TimeoutError("the upstream API timed out")
+
+    dispatcher = Dispatcher(app, base_settings(sync_threads=1, max_attempts=1))
+    held = Envelope(id="ev-2", type="HOLD", payload={}, receivedAt=now_ms())
+    try:
+        busy = asyncio.create_task(
+            dispatcher.run(StreamEntry("2-0", "ev-2", 0, None, encode_envelope(held).decode()))
+        )
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(dispatcher.run(entry()))
+        await asyncio.sleep(0.2)  # four of its timeouts spent waiting for the one thread
+        release.set()
+        out = await waiting
+        assert isinstance(await busy, Done)
+    finally:
+        release.set()
+        dispatcher.shutdown()
+    assert isinstance(out, Dead)
+    assert out.reason.startswith("TimeoutError: the upstream API timed out"), out.reason

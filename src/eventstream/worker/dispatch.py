@@ -143,6 +143,7 @@ class Dispatcher:
             else:  # waiting for a thread is not part of the try
                 took, error = await self.threads.run(handler.func, event, timeout_s, self._context)
                 if error is not None:
+                    start = time.perf_counter() - took  # the try's own start (a TimeoutError below)
                     raise error
             emitted = event._follow_ups
             return Done(d, env, attempt, took, False, tuple(emitted) if emitted else ())
