@@ -27,6 +27,7 @@ from eventstream.broker import GROUP, Broker, Keys, Layout
 from eventstream.broker.keys import Record
 from eventstream.ops.audit import AuditReport, audit
 from eventstream.store import SqlStore, create_store
+from tests.support.broker import expiry_of, server_ms
 from tests.support.workers import dead_entries
 
 # The tests' leases: the audit only uses it to tell entries being settled from stranded ones.
@@ -149,17 +150,12 @@ async def state(redis: Redis, keys: Keys) -> State:
     )
 
 
-async def dedupe_records(r: Any, name: str, live: bool = True) -> dict[Record | str, str]:
-    """The records of one dedupe hash (``live``: those that have not expired on the
-    server's clock): Record -> the event id."""
+async def dedupe_records(r: Any, name: str) -> dict[Record | str, str]:
+    """The live records of one dedupe hash (not expired on the server's clock): Record ->
+    the event id."""
     raw: dict[bytes, bytes] = await r.execute_command("HGETALL", name, NEVER_DECODE=True)
-    seconds, micros = await r.time()
-    now_ms = seconds * 1000 + micros // 1000
-    return {
-        Record(name, f): str(uuid.UUID(bytes=v[6:22]))
-        for f, v in raw.items()
-        if not live or int.from_bytes(v[:6], "big") > now_ms
-    }
+    now = await server_ms(r)
+    return {Record(name, f): str(uuid.UUID(bytes=v[6:22])) for f, v in raw.items() if expiry_of(v) > now}
 
 
 def _lines(
