@@ -155,13 +155,17 @@ def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bo
     one = json.dumps({"type": "BENCH", "payload": {"user": "khushi", "n": 1}})
     if single_events:
         with bare_process(run) as bare_base:
+            cpu = run.cpu_s(bare_base)
             bare = load(run, f"{bare_base}/events", one, seconds)
+            run.figures["bare_cpu_us_per_request"] = per(run.cpu_s(bare_base) - cpu, bare)
         run.figures["bare_rps"] = round(bare.get("rps", 0))
         run.figures["bare_p99_ms"] = round(bare.get("p99_ms", float("nan")), 2)
         progress.advance(task)
     with api_process(run, name) as base, Probe(run.settings(name)) as probe:
         if single_events:
+            cpu = run.cpu_s(base)
             single = load(run, f"{base}/events", one, seconds)
+            run.figures["ingest_cpu_us_per_request"] = per(run.cpu_s(base) - cpu, single)
             run.figures["ingest_rps"] = round(single.get("rps", 0))
             run.figures["ingest_p50_ms"] = round(single.get("p50_ms", float("nan")), 2)
             run.figures["ingest_p99_ms"] = round(single.get("p99_ms", float("nan")), 2)
@@ -175,7 +179,9 @@ def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bo
         batch_body = json.dumps({"events": [{"type": "BENCH", "payload": {"n": i}} for i in range(100)]})
         received = probe.by_partition("received")
         before = usage(run.nodes)
+        cpu = run.cpu_s(base)
         batch = load(run, f"{base}/events/batch", batch_body, seconds)
+        run.figures["batch_api_cpu_us_per_event"] = per(run.cpu_s(base) - cpu, batch, 100)
         by_partition = [b - a for a, b in zip(received, probe.by_partition("received"), strict=True)]
         by_node = run.node_events(by_partition, name)
         run.figures["batch_redis"] = work(run.nodes, before, sum(by_partition), by_node)
@@ -183,6 +189,12 @@ def bench_ingest(run: Run, seconds: float, progress: Progress, single_events: bo
         progress.advance(task)
     run.figures["batch_events_per_s"] = round(batch.get("rps", 0) * 100)
     run.figures["batch_errors"] = int(batch.get("errors", 0))
+
+
+def per(cpu_s: float, figures: dict[str, Any], events_per_request: int = 1) -> float | None:
+    """CPU µs per event of a load run (``figures``: its requests)."""
+    requests = figures.get("requests", 0)
+    return round(cpu_s * 1e6 / (requests * events_per_request), 1) if requests else None
 
 
 # ---- end-to-end latency -----------------------------------------------------------
@@ -297,11 +309,16 @@ def report(run: Run) -> Table:
             "ingest_share_of_bare")  # fmt: skip
         row("ingest latency p50 / p99", f"{f.get('ingest_p50_ms')} / {f.get('ingest_p99_ms')} ms", "",
             "ingest_p50_ms", "ingest_p99_ms")  # fmt: skip
+        cpu = f"{f.get('bare_cpu_us_per_request')} / {f.get('ingest_cpu_us_per_request')} µs"
+        row("ingest: server CPU per request, bare route / EventStream", cpu, "",
+            "bare_cpu_us_per_request", "ingest_cpu_us_per_request")  # fmt: skip
     if "batch_events_per_s" in f:
         row("batch ingest, 100 per request", f"{f['batch_events_per_s']:,} events/s",
             share(f.get("batch_events_per_s")), "batch_events_per_s")  # fmt: skip
         row("batch ingest: Redis CPU per event", f"{f.get('batch_redis_us_per_event')} µs", "",
             "batch_redis_us_per_event")  # fmt: skip
+        row("batch ingest: API CPU per event", f"{f.get('batch_api_cpu_us_per_event')} µs", "",
+            "batch_api_cpu_us_per_event")  # fmt: skip
     row(
         f"end-to-end at {f.get('latency_offered_per_s', 0):g}/s p50 / p99 / max",
         f"{f.get('latency_p50_ms')} / {f.get('latency_p99_ms')} / {f.get('latency_max_ms')} ms",

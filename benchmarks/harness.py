@@ -46,6 +46,11 @@ class Run:
     notes: list[str] = field(default_factory=list)
     slots: list[tuple[int, int, str]] = field(default_factory=list)  # cluster: first, last, node URL
     quick: bool = False  # tiny sizes: the harness is checked, no figure is meant
+    pids: dict[str, int] = field(default_factory=dict)  # base URL -> process serving it
+
+    def cpu_s(self, base: str) -> float:
+        """The CPU seconds the process serving ``base`` has used so far."""
+        return cpu_s(self.pids[base])
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
         data = self.scratch / name
@@ -111,6 +116,7 @@ def api_process(run: Run, name: str, **env: str) -> Iterator[str]:
     port = free_port()
     proc = spawn(["api", "--port", str(port)], run.env(name, **env), run.scratch / f"{name}-api.log")
     with serving(proc, port, run.scratch / f"{name}-api.log") as base:
+        run.pids[base] = proc.pid
         yield base
 
 
@@ -119,7 +125,9 @@ def bare_process(run: Run) -> Iterator[str]:
     """The bare Starlette route (benchmarks/bare_app.py), the single-event ceiling."""
     port = free_port()
     log = run.scratch / "bare-app.log"
-    with serving(spawn([str(port)], run.env("bare"), log, module="benchmarks.bare_app"), port, log) as base:
+    proc = spawn([str(port)], run.env("bare"), log, module="benchmarks.bare_app")
+    with serving(proc, port, log) as base:
+        run.pids[base] = proc.pid
         yield base
 
 

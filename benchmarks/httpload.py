@@ -78,6 +78,9 @@ def parse_wrk(text: str) -> dict[str, float]:
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if m:
         out["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", text)
+    if m:
+        out["requests"] = float(m.group(1))
     for label in ("50%", "99%"):
         m = re.search(rf"^\s+{re.escape(label)}\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
         if m:
@@ -118,6 +121,7 @@ async def python_load(url: str, body: str, seconds: float, connections: int) -> 
     latencies.sort()
     return {
         "rps": len(latencies) / elapsed,
+        "requests": float(len(latencies)),
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
         "errors": float(errors),

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import Receive, Scope, Send
 
 from eventstream.api import (
     admin,
@@ -44,9 +45,24 @@ log = structlog.get_logger("eventstream.api")
 STOP_TASK_S = 5.0
 
 
+class EventStreamAPI(FastAPI):
+    """FastAPI, with the ingest routes' requests answered by ``fast_path``
+    (eventstream.api.fastpath) before its middleware stack."""
+
+    fast_path: IngestFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        if fast is not None and (endpoint := fast.endpoint(scope)) is not None:
+            scope["app"] = self  # what the middleware stack sets: Request.app
+            await fast(endpoint, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None, *, loopback: bool = False, insecure: bool = False
-) -> FastAPI:
+) -> EventStreamAPI:
     """The app. ``loopback``: it listens on a loopback address only, so without any API
     key anonymous requests are accepted; ``insecure`` accepts them on any address. By
     default neither: every request but the open ones needs a key (``uvicorn --factory``
@@ -67,7 +83,7 @@ def create_app(
             stack.push_async_callback(_stop, history.start(backends.broker, settings))
             yield
 
-    app = FastAPI(
+    app = EventStreamAPI(
         title="EventStream",
         version=__version__,
         summary="Durable event ingestion and processing on Redis Streams.",
@@ -78,12 +94,14 @@ def create_app(
     )
     problems.install(app)
     docs.install(app)
-    app.add_middleware(IngestFastPath)
-    app.add_middleware(SecurityMiddleware, guard=guard)  # outside the fast path: ingest is checked too
+    app.add_middleware(SecurityMiddleware, guard=guard)
     security.install_cors(app, settings.cors_origins)
     app.add_middleware(security.SecurityHeaders)  # every answer gets the headers
     app.state.ingest_refused = {}
     app.add_middleware(IngestRefusals, counts=app.state.ingest_refused)  # outermost: sees every answer
+    # POST /events and /events/batch: ahead of the stack, doing what it does for them
+    cors = bool(security.cors_origins(settings.cors_origins))
+    app.fast_path = IngestFastPath(guard, app.state.ingest_refused, cors)
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)

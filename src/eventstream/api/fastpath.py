@@ -1,36 +1,80 @@
-"""The ingest hot path: POST /events and /events/batch served without FastAPI's routing.
+"""The ingest hot path: POST /events and /events/batch answered in one step, ahead of
+the middleware stack.
 
-The two ingest routes stay declared on the FastAPI app (so the OpenAPI document
-describes them, and the same functions run); this middleware calls them directly,
-skipping route matching, dependency solving and the inner middleware, which cost
-more than the ingest itself. Errors go through the same problem+json mapping.
+The two routes stay declared on the FastAPI app (the OpenAPI document describes them,
+and the same endpoint functions run). ``EventStreamAPI`` (eventstream.api.app) hands
+their requests here instead of to the stack of ASGI layers every other request goes
+through (FastAPI's error, telemetry and body-limit middleware, ours, the router),
+which together cost more than the ingest itself. What those layers do for these two
+routes is done here, in the same order:
+
+1. the guard (eventstream.api.guard.admit): credentials, the batch body, the
+   authorization and the rate limit; a refusal reaches no endpoint;
+2. no query parameters (422 for any);
+3. the endpoint; any error becomes its problem+json answer (eventstream.api.problems);
+4. the answer gets the security headers (eventstream.api.security.headers_for) and
+   the caller's RateLimit-* fields;
+5. an error answer is counted in ``eventstream_ingest_refused_total``.
+
+With CORS on (EVENTSTREAM_CORS_ORIGINS), a request that carries an Origin header
+takes the whole stack, so that the CORS middleware answers it.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from collections.abc import Awaitable, Callable
 
-from eventstream.api import events, problems, query
-from eventstream.api.asgi import route_path
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from eventstream.api import events, problems, query, security
+from eventstream.api.asgi import header, route_path
+from eventstream.api.guard import PRINCIPAL, admit, credentials, field_headers
+from eventstream.auth.guard import Guard
+from eventstream.auth.policy import INGEST_SCOPE
 
 NO_PARAMETERS: frozenset[str] = frozenset()  # the ingest routes take none
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 
 class IngestFastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.routes = {"/events": events.post_event, "/events/batch": events.post_batch}
+    """``counts``: this process's refused ingest requests by status (shared with
+    eventstream.api.guard.IngestRefusals, which counts those that take the stack);
+    ``cors``: CORS is on."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.routes.get(route_path(scope))  # without any root_path
-            if endpoint is not None:
-                try:
-                    query.check(scope.get("query_string", b""), NO_PARAMETERS)
-                    response = await endpoint(Request(scope, receive))
-                except Exception as exc:
-                    response = problems.response_for(exc)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def __init__(self, guard: Guard, counts: dict[int, int], cors: bool) -> None:
+        self.guard = guard
+        self.counts = counts
+        self.cors = cors
+        self.routes: dict[str, Endpoint] = {"/events": events.post_event, "/events/batch": events.post_batch}
+
+    def endpoint(self, scope: Scope) -> Endpoint | None:
+        """The endpoint of a request that takes the fast path; None for any other."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        endpoint = self.routes.get(route_path(scope))  # without any root_path
+        if endpoint is None or (self.cors and header(scope["headers"], b"origin") is not None):
+            return None
+        return endpoint
+
+    async def __call__(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        path = route_path(scope)
+        fields: dict[str, str] = {}
+        try:
+            token = credentials(scope["headers"])
+            caller, fields, receive = await admit(self.guard, scope, receive, INGEST_SCOPE, token)
+            scope[PRINCIPAL] = caller
+            query.check(scope.get("query_string", b""), NO_PARAMETERS)
+            response = await endpoint(Request(scope, receive))
+        except Exception as exc:
+            response = problems.response_for(exc)
+        headers = response.raw_headers
+        present = {name for name, _ in headers}
+        headers.extend(h for h in security.headers_for(path) if h[0] not in present)
+        if fields:
+            headers.extend(field_headers(fields))
+        if response.status_code >= 400:
+            self.counts[response.status_code] = self.counts.get(response.status_code, 0) + 1
+        await response(scope, receive, send)

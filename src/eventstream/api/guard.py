@@ -1,9 +1,9 @@
 """The guard at the door: one ASGI middleware that authenticates, authorizes and
 rate-limits every HTTP request, asking eventstream.auth.guard for each decision.
 
-It sits outside the ingest fast path (eventstream.api.fastpath), so ``POST /events``
-and ``/events/batch`` pass through it like every other route. For each request that
-is not open (eventstream.auth.policy) it
+The ingest fast path (eventstream.api.fastpath), which answers ``POST /events`` and
+``/events/batch`` ahead of the middleware, calls the same ``admit``. For each request
+that is not open (eventstream.auth.policy) it
 
 1. reads the credentials: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``
    (another Authorization scheme is a 401);
@@ -80,6 +80,46 @@ def batch_cost(body: bytes, max_batch: int) -> int:
     return n if 1 <= n <= max_batch else 1
 
 
+def field_headers(fields: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """The RateLimit-* fields ``authorize`` gave, as ASGI response headers."""
+    return [(name.lower().encode(), value.encode()) for name, value in fields.items()]
+
+
+async def admit(
+    g: Guard, scope: Scope, receive: Receive, need: str, token: str | None
+) -> tuple[Principal, dict[str, str], Receive]:
+    """Steps 2 to 4 for a request that needs scope ``need`` and presents ``token``: the
+    caller, the RateLimit-* fields for its answer, and the receive its endpoint reads
+    the body from; raises the refusal (Unauthorized, Forbidden, RateLimited, ...)."""
+    method, path = scope["method"], route_path(scope)
+    if token is not None:
+        g.check_token(token)
+    else:
+        headers = scope["headers"]
+        host = header(headers, b"host")
+        origin = header(headers, b"origin")
+        await g.screen_anonymous(
+            path,
+            host.decode("latin-1") if host else "",
+            None if origin is None else origin.decode("latin-1"),
+        )
+    cost, body_error = 1, None
+    metered = token is not None or g.settings.anonymous_rate > 0
+    if metered and method == "POST" and path == INGEST_BATCH:
+        try:
+            body = await read_body(Request(scope, receive), g.settings.max_body_bytes)
+            cost = batch_cost(body, g.settings.max_batch)
+        except EventStreamError as exc:
+            body_error = exc
+        else:
+            receive = replay(body, receive)
+    client = scope.get("client")
+    caller, fields = await g.authorize(need, token, cost, client[0] if client else "", f"{method} {path}")
+    if body_error is not None:
+        raise body_error
+    return caller, fields, receive
+
+
 class SecurityMiddleware:
     """Authenticate, authorize and rate-limit; see the module docstring."""
 
@@ -101,32 +141,8 @@ class SecurityMiddleware:
         caller: Principal | None = None
         token: str | None = None
         try:
-            headers = scope["headers"]
-            token = credentials(headers)
-            if token is not None:
-                g.check_token(token)
-            else:
-                host = header(headers, b"host")
-                origin = header(headers, b"origin")
-                await g.screen_anonymous(
-                    path,
-                    host.decode("latin-1") if host else "",
-                    None if origin is None else origin.decode("latin-1"),
-                )
-            cost, body_error = 1, None
-            metered = token is not None or g.settings.anonymous_rate > 0
-            if metered and method == "POST" and path == INGEST_BATCH:
-                try:
-                    body = await read_body(Request(scope, receive), g.settings.max_body_bytes)
-                    cost = batch_cost(body, g.settings.max_batch)
-                except EventStreamError as exc:
-                    body_error = exc
-                else:
-                    receive = replay(body, receive)
-            client = scope.get("client")
-            caller, fields = await g.authorize(need, token, cost, client[0] if client else "", what)
-            if body_error is not None:
-                raise body_error
+            token = credentials(scope["headers"])
+            caller, fields, receive = await admit(g, scope, receive, need, token)
         except Exception as exc:
             if isinstance(exc, Denied) and need == "admin":
                 _audit(exc.caller, what, "denied", 403)
@@ -142,10 +158,7 @@ class SecurityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if fields:
-                    message["headers"] = [
-                        *message.get("headers", []),
-                        *((k.lower().encode(), v.encode()) for k, v in fields.items()),
-                    ]
+                    message["headers"] = [*message.get("headers", []), *field_headers(fields)]
             await send(message)
 
         try:

@@ -47,6 +47,15 @@ UI_ONLY = [
 RATE_HEADERS = ["RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
 
 
+def headers_for(path: str) -> list[tuple[bytes, bytes]]:
+    """The security headers of an answer on ``path``."""
+    if path in DOCS:  # the docs page loads Swagger UI's script and styles: no CSP there
+        return COMMON + NO_REFERRER
+    if under(path, UI_TREE):
+        return COMMON + UI_ONLY
+    return COMMON + API_ONLY
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -55,14 +64,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # the docs page loads Swagger UI's script and styles: no CSP there
-        path = route_path(scope)
-        if path in DOCS:
-            extra = COMMON + NO_REFERRER
-        elif under(path, UI_TREE):
-            extra = COMMON + UI_ONLY
-        else:
-            extra = COMMON + API_ONLY
+        extra = headers_for(route_path(scope))
         started = False
 
         async def send_secured(message: Message) -> None:
@@ -84,8 +86,13 @@ class SecurityHeaders:
             await problems.response_for(exc)(scope, receive, send_secured)
 
 
+def cors_origins(origins: str) -> list[str]:
+    """The origins EVENTSTREAM_CORS_ORIGINS allows (none: CORS stays closed)."""
+    return [o.strip() for o in origins.split(",") if o.strip()]
+
+
 def install_cors(app: FastAPI, origins: str) -> None:
-    allowed = [o.strip() for o in origins.split(",") if o.strip()]
+    allowed = cors_origins(origins)
     if not allowed:
         return
     app.add_middleware(

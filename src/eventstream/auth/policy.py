@@ -25,6 +25,7 @@ OPEN = frozenset(
     {"/", "/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", *DOCS_ASSETS}
 )
 INGEST = frozenset({"/events", INGEST_BATCH})
+INGEST_SCOPE = "ingest"  # what POST /events and /events/batch need
 KEYS_TREE = "/keys"
 UI_TREE = "/ui"
 ADMIN_TREES = ("/admin", KEYS_TREE)
@@ -39,7 +40,7 @@ def required_scope(method: str, path: str, metrics_public: bool = False) -> str 
     if under(path, UI_TREE):
         return None
     if method == "POST" and path in INGEST:
-        return "ingest"
+        return INGEST_SCOPE
     if any(under(path, t) for t in ADMIN_TREES):
         return "admin"
     if method in READ_METHODS:
