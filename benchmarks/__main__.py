@@ -43,6 +43,12 @@ beside a busy key with a slow handler in the same partition.
 --profile samples the worker during the drain and the API during the single-event
 ingest with py-spy, and reports where their CPU goes in µs per event (benchmarks/profile.py).
 
+    .venv/bin/python -m benchmarks --app-cost [--requests 20000]
+
+--app-cost measures the API's own CPU per ingest request: POST /events and
+/events/batch through the app called over ASGI in this process, beside the bare route
+driven the same way (benchmarks/app_cost.py): no HTTP server, no load generator.
+
     .venv/bin/python -m benchmarks --dashboard [--rows 1000000] [--dead 100000]
 
 --dashboard times every page of the dashboard (/ui) against one API process, with that
@@ -82,6 +88,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from tests.support.cluster import LocalCluster
 
+from benchmarks.app_cost import app_cost_table, bench_app_cost
 from benchmarks.backlog import backlog_table, bench_backlog
 from benchmarks.dashboard import bench_dashboard, dashboard_table
 from benchmarks.harness import (
@@ -410,6 +417,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                 if args.profile:
                     bench_profile(run, args.events, args.seconds, progress)
                     return run
+                if args.app_cost:
+                    bench_app_cost(run, args.requests, progress)
+                    return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
                     busy_latency(run, args.rate, args.ordering_seconds, progress)
@@ -534,6 +544,12 @@ def main() -> None:
     group.add_argument("--profile", action="store_true",
                        help="only where the worker's and the API's CPU goes, in µs per event (py-spy "
                             "during the drain and the single-event ingest)")  # fmt: skip
+    group = parser.add_argument_group("app cost")
+    group.add_argument("--app-cost", action="store_true",
+                       help="only the API's own CPU per ingest request: the app called over ASGI "
+                            "in this process, beside the bare route (no HTTP server, no load "
+                            "generator)")  # fmt: skip
+    group.add_argument("--requests", type=int, default=20_000, help="timed requests of --app-cost")
     group = parser.add_argument_group("dashboard")
     group.add_argument("--dashboard", action="store_true",
                        help="only the dashboard pages, timed with big data")  # fmt: skip
@@ -553,6 +569,7 @@ def main() -> None:
             args.events = 100
         args.rows, args.dead, args.samples = 20_000, 2_000, 3
         args.backlog = args.backlog and 5000
+        args.requests = 320
     if (
         (args.cluster or args.producers or args.payloads or args.profile or args.backlog)
         and not args.quick
@@ -578,6 +595,10 @@ def main() -> None:
     elif args.profile:
         run = one_run(args, 0, 1)
         tables = profile_tables(run)
+    elif args.app_cost:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [app_cost_table(r) for r in runs]
     elif args.payloads:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

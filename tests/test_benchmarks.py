@@ -252,6 +252,19 @@ def test_profile_benchmark_puts_every_sample_of_the_worker_and_the_api_in_a_part
     assert "Where the worker" in result.stdout
 
 
+def test_app_cost_benchmark_drives_the_real_app_and_the_bare_route_in_process(tmp_path: Path) -> None:
+    """--app-cost: the API's own CPU per request for single events and batches, beside the
+    bare route; every request accepted (a refusal would stop the benchmark)."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--app-cost", "--json", str(out))
+    cost = json.loads(out.read_text())["app_cost"]
+    assert cost["single"]["requests"] == cost["bare"]["requests"] == 320
+    for part in ("single", "batch", "bare"):
+        assert cost[part]["cpu_us_per_request"] > 0, part
+        assert cost[part]["requests_per_s"] > 0, part
+    assert "CPU per request" in result.stdout
+
+
 def test_profile_parts_follow_the_innermost_frame_that_names_one() -> None:
     from benchmarks.profile import API, WORKER, classify, parse_raw
 

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from eventstream.api.asgi import header
 from eventstream.broker import Broker
 from eventstream.errors import PayloadTooLarge, ValidationError
 from eventstream.ingest.accept import GroupCommit, Publication
@@ -53,20 +55,29 @@ def json(content: Any, status: int = 200, headers: dict[str, str] | None = None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 once it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
+    """The request body, refused with 413 once it passes ``limit`` bytes (ClientDisconnect
+    when the client goes away before it is complete). Read from the ASGI messages
+    themselves: this runs on every ingest request."""
+    declared = header(request.scope["headers"], b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ValidationError("Content-Length header is not a number")
         if int(declared) > limit:
-            raise PayloadTooLarge(f"body is {declared} bytes; the limit is {limit} bytes")
+            raise PayloadTooLarge(f"body is {int(declared)} bytes; the limit is {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = b"".join(chunks)
     if not body:
         raise ValidationError("request body is empty: send a JSON object")
