@@ -4,10 +4,11 @@ How a trace flows:
 
 - ingest: a POST that carries a W3C ``traceparent`` header gets a PRODUCER span
   ``eventstream.publish TYPE`` (``eventstream.publish batch`` for a batch), a child of
-  the HTTP server span when one continues the header (FastAPI makes none by itself:
-  only with ``opentelemetry-instrumentation-fastapi`` or ASGI instrumentation
-  installed and enabled, e.g. by ``opentelemetry-instrument``), else of the header's
-  context. That span's context is stored in
+  the spans the HTTP layer opens when they continue the header (recent FastAPI opens
+  a server span and an endpoint span itself once a provider is set; so do
+  ``opentelemetry-instrumentation-fastapi`` and the ASGI instrumentation), else of the
+  header's context; while a provider is set, ingest takes the middleware stack for
+  that (eventstream.api.fastpath). That span's context is stored in
   the envelope (``traceparent``, ``tracestate``); a POST without a valid header stores
   nothing and gets no publish span.
 - worker: each try of a handler runs in a CONSUMER span ``eventstream.handle TYPE``,

@@ -5,7 +5,10 @@ an unexpected error), and it is the path those requests take."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -34,9 +37,37 @@ def answer(r: httpx.Response) -> tuple[int, dict[str, str], Any]:
 
 
 def fast_path(api: Api) -> IngestFastPath:
+    """The app's fast path, taken whether or not another test of this process set up
+    OpenTelemetry (which makes it step aside: tests/observability)."""
     fast = api.app.fast_path
     assert fast is not None
+    fast.observed = lambda: False
     return fast
+
+
+PROBE = """
+import sys
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from eventstream.api.fastpath import telemetry_configured
+seen = [telemetry_configured()]
+if sys.argv[1] == "traces":
+    trace.set_tracer_provider(TracerProvider())
+else:
+    metrics.set_meter_provider(MeterProvider())
+seen.append(telemetry_configured())
+print(seen)
+"""
+
+
+@pytest.mark.parametrize("provider", ["traces", "metrics"])
+def test_opentelemetry_counts_as_set_up_once_a_provider_is_set(provider: str) -> None:
+    """In a process of its own: OpenTelemetry allows one provider per process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    out = subprocess.run([sys.executable, "-c", PROBE, provider], capture_output=True, text=True,
+                         env=env, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[False, True]"
 
 
 def anonymous_requests(tag: str, limit: int) -> list[tuple[str, dict[str, Any]]]:

@@ -16,12 +16,17 @@ routes is done here, in the same order:
    the caller's RateLimit-* fields;
 5. an error answer is counted in ``eventstream_ingest_refused_total``.
 
-With CORS on (EVENTSTREAM_CORS_ORIGINS), a request that carries an Origin header
-takes the whole stack, so that the CORS middleware answers it.
+Two cases take the whole stack instead. With CORS on (EVENTSTREAM_CORS_ORIGINS), a
+request that carries an Origin header, so that the CORS middleware answers it. And
+while OpenTelemetry is set up in the process (``telemetry_configured``: checked at
+most once a second), every ingest request, so that what records each request there
+(FastAPI's own server spans and metrics, an instrumentation's middleware) records
+these too.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -38,16 +43,48 @@ NO_PARAMETERS: frozenset[str] = frozenset()  # the ingest routes take none
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+# OpenTelemetry's defaults until a provider is set: they record nothing
+DEFERRED_PROVIDERS = frozenset(
+    {
+        ("opentelemetry.trace", "ProxyTracerProvider"),
+        ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
+        ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
+    }
+)
+RECHECK_S = 1.0
+
+
+def telemetry_configured() -> bool:
+    """Whether OpenTelemetry is set up in this process: a tracer, meter or logger
+    provider other than the API's deferred defaults (set by EVENTSTREAM_TRACING, the
+    application or ``opentelemetry-instrument``)."""
+    try:
+        from opentelemetry import _logs, metrics, trace
+    except ImportError:
+        return False
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider(), _logs.get_logger_provider())
+    return any((type(p).__module__, type(p).__name__) not in DEFERRED_PROVIDERS for p in providers)
+
 
 class IngestFastPath:
     """``counts``: this process's refused ingest requests by status (shared with
     eventstream.api.guard.IngestRefusals, which counts those that take the stack);
-    ``cors``: CORS is on."""
+    ``cors``: CORS is on; ``observed``: whether requests are being recorded (checked at
+    most once every RECHECK_S)."""
 
-    def __init__(self, guard: Guard, counts: dict[int, int], cors: bool) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        counts: dict[int, int],
+        cors: bool,
+        observed: Callable[[], bool] = telemetry_configured,
+    ) -> None:
         self.guard = guard
         self.counts = counts
         self.cors = cors
+        self.observed = observed
+        self._observed = False
+        self._recheck_at = 0.0
         self.routes: dict[str, Endpoint] = {"/events": events.post_event, "/events/batch": events.post_batch}
         # the same for both routes; the endpoints' answers carry none of these
         self.secured = security.headers_for("/events")
@@ -59,7 +96,11 @@ class IngestFastPath:
         endpoint = self.routes.get(route_path(scope))  # without any root_path
         if endpoint is None or (self.cors and header(scope["headers"], b"origin") is not None):
             return None
-        return endpoint
+        now = time.monotonic()
+        if now >= self._recheck_at:
+            self._observed = self.observed()
+            self._recheck_at = now + RECHECK_S
+        return None if self._observed else endpoint
 
     async def __call__(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
         fields: dict[str, str] = {}
