@@ -179,7 +179,8 @@ def _audit(caller: Principal, what: str, outcome: str, status: int) -> None:
 class IngestRefusals:
     """Counts the ingest requests this process answers with an error, by status, into
     ``counts`` (``eventstream_ingest_refused_total`` in /metrics). The outermost
-    middleware: it sees every answer, the guard's refusals and unexpected 500s included."""
+    middleware: it sees every answer that goes through the stack, the guard's refusals
+    and unexpected 500s included; the ingest fast path counts its own into ``counts``."""
 
     def __init__(self, app: ASGIApp, counts: dict[int, int]) -> None:
         self.app = app
