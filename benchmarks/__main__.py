@@ -3,7 +3,9 @@
     .venv/bin/python -m benchmarks [--events 100000] [--seconds 10] [--quick]
 
 Starts its own private Redis (the embedded server, appendfsync everysec; set
-EVENTSTREAM_REDIS_SERVER to the path of another server binary to run on that one) and
+EVENTSTREAM_REDIS_SERVER to the path of another server binary to run on that one, and
+--server-args "--appendonly no" to give it more arguments; the figures file records
+its persistence settings) and
 the real `eventstream api` / `eventstream worker` processes, and measures:
 
 - drain:        N events pre-queued, one worker process, no-op handler, store on
@@ -70,6 +72,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -258,6 +261,16 @@ async def server_identity(url: str) -> str:
     return f"{name} {version}, {str(allocator).split('-')[0]} malloc"
 
 
+async def server_config(url: str) -> dict[str, str]:
+    """The server's persistence settings, which change what every write costs."""
+    redis = await connect(url)
+    try:
+        names = ("appendonly", "appendfsync", "auto-aof-rewrite-percentage", "save")
+        return {name: str((await redis.config_get(name)).get(name, "?")) for name in names}
+    finally:
+        await redis.aclose()
+
+
 # ---- report -----------------------------------------------------------------------
 
 
@@ -280,7 +293,8 @@ def report(run: Run) -> Table:
         return " / ".join(parts)
 
     title = "EventStream benchmarks" + (f" (median of {len(runs)} runs)" if len(runs) > 1 else "")
-    table = Table(title=title, caption=f"server: {f.get('redis_server', '?')}")
+    with_args = f" with {f['server_args']}" if f.get("server_args") else ""
+    table = Table(title=title, caption=f"server: {f.get('redis_server', '?')}{with_args}")
     table.add_column("benchmark")
     table.add_column("result", justify="right")
     if len(runs) > 1:
@@ -393,10 +407,12 @@ def progress_bar() -> Progress:
 def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
         scratch = Path(tmp)
-        with EmbeddedRedis(scratch / "redis") as server:
+        with EmbeddedRedis(scratch / "redis", extra_args=shlex.split(args.server_args)) as server:
             run = Run(
                 server.url, scratch, args.partitions or 1, [Node("server", server.url)], quick=args.quick
             )
+            run.figures["server_args"] = args.server_args
+            run.figures["server_config"] = asyncio.run(server_config(server.url))
             progress = progress_bar()
             if repeat > 1:
                 console.print(f"run {index + 1} of {repeat}")
@@ -504,6 +520,9 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, help="duration of each ingest run (default 10; --producers: 5)"
     )
+    parser.add_argument("--server-args", default="",
+                        help="more arguments for the private server, e.g. \"--appendonly no\" (not "
+                             "with --cluster or --reads)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=1000.0, help="offered load for latency")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--memory-events", type=int, default=20_000)
@@ -557,6 +576,8 @@ def main() -> None:
     group.add_argument("--dead", type=int, default=100_000, help="events in the dead-letter queue")
     group.add_argument("--samples", type=int, default=20, help="timed requests per page")
     args = parser.parse_args()
+    if args.server_args and (args.cluster or args.reads):
+        parser.error("--server-args applies to the single private server, not to --cluster or --reads")
     args.events = args.events or (3000 if args.producers else 100_000)
     args.seconds = args.seconds or (5.0 if args.producers else 10.0)
     if args.quick:

@@ -86,7 +86,8 @@ def app_cost_table(run: Run) -> Table:
     table = Table(
         title="The API's own CPU per ingest request (the app called over ASGI in process)",
         caption=f"{CONCURRENCY} requests at a time, after a warm-up; server: "
-        f"{run.figures.get('redis_server', '?')}",
+        f"{run.figures.get('redis_server', '?')}"
+        + (f" with {run.figures['server_args']}" if run.figures.get("server_args") else ""),
     )
     table.add_column("request")
     table.add_column("requests", justify="right")

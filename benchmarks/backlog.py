@@ -125,8 +125,10 @@ def backlog_table(run: Run) -> Table:
     b = run.figures["backlog"]
     table = Table(
         title=f"EventStream with {b['backlog']:,} events queued",
-        caption=f"server: {run.figures.get('redis_server', '?')}; the server's forks and its "
-        "children's CPU during each phase; its memory and append-only file after it",
+        caption=f"server: {run.figures.get('redis_server', '?')}"
+        + (f" with {run.figures['server_args']}" if run.figures.get("server_args") else "")
+        + "; the server's forks and its children's CPU during each phase; its memory and "
+        "append-only file after it",
     )
     for column in ("phase", "events/s", "share", "Redis µs/event", "forks", "children CPU",
                    "used memory", "AOF"):  # fmt: skip

@@ -34,6 +34,8 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     result = run_benchmarks("--json", str(out))
     figures = json.loads(out.read_text())
     assert figures["drain_events"] == 2000
+    assert figures["server_config"]["appendonly"] == "yes"
+    assert figures["server_config"]["appendfsync"] == "everysec"
     for key in ("drain_events_per_s", "ingest_rps", "batch_events_per_s", "latency_events"):
         assert figures[key] > 0, key
     assert figures["ingest_errors"] == 0
@@ -256,8 +258,11 @@ def test_app_cost_benchmark_drives_the_real_app_and_the_bare_route_in_process(tm
     """--app-cost: the API's own CPU per request for single events and batches, beside the
     bare route; every request accepted (a refusal would stop the benchmark)."""
     out = tmp_path / "figures.json"
-    result = run_benchmarks("--app-cost", "--json", str(out))
-    cost = json.loads(out.read_text())["app_cost"]
+    result = run_benchmarks("--app-cost", "--server-args", "--appendonly no", "--json", str(out))
+    figures = json.loads(out.read_text())
+    assert figures["server_config"]["appendonly"] == "no"  # --server-args reached the server
+    assert figures["server_args"] == "--appendonly no"
+    cost = figures["app_cost"]
     assert cost["single"]["requests"] == cost["bare"]["requests"] == 320
     for part in ("single", "batch", "bare"):
         assert cost[part]["cpu_us_per_request"] > 0, part
