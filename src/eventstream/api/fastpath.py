@@ -48,21 +48,21 @@ DEFERRED_PROVIDERS = frozenset(
     {
         ("opentelemetry.trace", "ProxyTracerProvider"),
         ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
-        ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
     }
 )
 RECHECK_S = 1.0
 
 
 def telemetry_configured() -> bool:
-    """Whether OpenTelemetry is set up in this process: a tracer, meter or logger
-    provider other than the API's deferred defaults (set by EVENTSTREAM_TRACING, the
-    application or ``opentelemetry-instrument``)."""
+    """Whether OpenTelemetry is set up in this process: a tracer or meter provider other
+    than the API's deferred defaults (set by EVENTSTREAM_TRACING, the application or
+    ``opentelemetry-instrument``). The logs API is still private in OpenTelemetry for
+    Python: a logger provider alone is not looked at."""
     try:
-        from opentelemetry import _logs, metrics, trace
+        from opentelemetry import metrics, trace
     except ImportError:
         return False
-    providers = (trace.get_tracer_provider(), metrics.get_meter_provider(), _logs.get_logger_provider())
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider())
     return any((type(p).__module__, type(p).__name__) not in DEFERRED_PROVIDERS for p in providers)
 
 
