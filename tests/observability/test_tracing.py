@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 from eventstream import Event, EventStream, PermanentError
 from eventstream.event import Envelope, decode_envelope
 from eventstream.settings import Settings
-from tests.support.asgi import Api
+from tests.support.asgi import Api, spy_on_fast_path
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -76,16 +75,7 @@ async def test_with_a_provider_set_ingest_takes_the_stack_and_gets_the_server_sp
 ) -> None:
     """The ingest fast path steps aside while OpenTelemetry is set up, so that FastAPI
     records ingest requests as it records the others."""
-    fast = traced_api.app.fast_path
-    assert fast is not None
-    taken: list[str] = []
-    endpoint = fast.routes["/events"]
-
-    async def spy(request: Any) -> Any:
-        taken.append("fast")
-        return await endpoint(request)
-
-    fast.routes["/events"] = spy
+    taken = spy_on_fast_path(traced_api.app)
     event_id = await traced_api.accepted("PAY", {"amount": 5}, headers=HEADERS)
     assert taken == []
     [publish] = named(spans, "eventstream.publish PAY")

@@ -132,3 +132,19 @@ async def kill(api: Api, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
     ids = [await api.accepted(t, p) for t, p in events]
     await api.burst(failing_app())
     return ids
+
+
+def spy_on_fast_path(app: Any) -> list[str]:
+    """Wrap the ingest fast path's endpoints (eventstream.api.fastpath) of ``app``: the
+    list returned gets the path of each request the fast path answers."""
+    fast = app.fast_path
+    assert fast is not None
+    taken: list[str] = []
+    for url, endpoint in list(fast.routes.items()):
+
+        async def spy(request: Any, endpoint: Any = endpoint, url: str = url) -> Any:
+            taken.append(url)
+            return await endpoint(request)
+
+        fast.routes[url] = spy
+    return taken
