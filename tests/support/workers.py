@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from eventstream.app import EventStream
 from eventstream.broker import Broker, DeadEntry
 from eventstream.broker.keys import GROUP
+from eventstream.event import Event
 from eventstream.settings import Settings
 from eventstream.store import SqlStore
 from eventstream.worker import Worker
@@ -16,6 +17,17 @@ from eventstream.worker import Worker
 # A burst that has not finished after this long is hung: fail instead of waiting for
 # the global pytest timeout. Generous on purpose; it is a hang guard, not a speed check.
 BURST_LIMIT_S = 30.0
+
+
+def recording_app(calls: list[str]) -> EventStream:
+    """An app whose handler of type A appends each event's id to ``calls``."""
+    app = EventStream("test")
+
+    @app.handler("A")
+    async def handle(event: Event) -> None:
+        calls.append(event.id)
+
+    return app
 
 
 async def run_burst(

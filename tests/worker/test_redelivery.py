@@ -21,17 +21,7 @@ from tests.support.broker import put, settle_retries
 from tests.support.conservation import assert_conserved
 from tests.support.factories import SettingsFactory
 from tests.support.waiting import wait_until
-from tests.support.workers import BURST_LIMIT_S, burst, dead_entries, pending_count
-
-
-def recording_app(calls: list[str]) -> EventStream:
-    app = EventStream("test")
-
-    @app.handler("A")
-    async def handle(event: Event) -> None:
-        calls.append(event.id)
-
-    return app
+from tests.support.workers import BURST_LIMIT_S, burst, dead_entries, pending_count, recording_app
 
 
 async def test_redelivered_event_already_in_store_is_acked_without_running(

@@ -17,27 +17,15 @@ import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
-from eventstream.app import EventStream
 from eventstream.broker import Broker
 from eventstream.errors import StoreUnavailable
-from eventstream.event import Event
 from eventstream.store import SqlStore, create_store
 from eventstream.worker import Worker
 from tests.support.broker import put_many
 from tests.support.conservation import assert_conserved
 from tests.support.factories import SettingsFactory
 from tests.support.waiting import wait_until
-from tests.support.workers import BURST_LIMIT_S, pending_count
-
-
-def counting_app(calls: list[str]) -> EventStream:
-    app = EventStream("test")
-
-    @app.handler("A")
-    async def handle(event: Event) -> None:
-        calls.append(event.id)
-
-    return app
+from tests.support.workers import BURST_LIMIT_S, pending_count, recording_app
 
 
 async def _stays_unsettled(redis: Redis, broker: Broker, store: SqlStore, worker: Worker, n: int) -> None:
@@ -58,7 +46,7 @@ async def test_store_locked_keeps_events_pending_then_completes(
     locker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
     try:
         locker.execute("BEGIN EXCLUSIVE")
-        worker = Worker(counting_app(calls), mk(), broker, store)
+        worker = Worker(recording_app(calls), mk(), broker, store)
         task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
         await wait_until(lambda: len(calls) == 4, what="the handlers to run")
         await _stays_unsettled(redis, broker, store, worker, 4)
@@ -96,7 +84,7 @@ async def test_store_unreachable_keeps_events_pending_then_completes(
     with pytest.raises(StoreUnavailable) as caught:
         await store.ping()
     assert isinstance(caught.value.__cause__, sa.exc.OperationalError)
-    worker = Worker(counting_app(calls), mk(), broker, store)
+    worker = Worker(recording_app(calls), mk(), broker, store)
     task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
     try:
         await wait_until(lambda: len(calls) == 3, what="the handlers to run")
@@ -119,7 +107,7 @@ async def test_store_unreachable_for_a_redelivery_check(
     await broker.read_new("dead-worker", 1, 10)
     away = tmp_path / "db-away"
     directory.rename(away)
-    worker = Worker(counting_app(calls), mk(visibility_timeout=0.2), broker, store)
+    worker = Worker(recording_app(calls), mk(visibility_timeout=0.2), broker, store)
     task = asyncio.create_task(asyncio.wait_for(worker.run(burst=True), BURST_LIMIT_S))
     try:
         await wait_until(lambda: _reclaimed(broker), what="the entry to be reclaimed")

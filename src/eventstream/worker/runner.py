@@ -1,10 +1,11 @@
 """The worker: reads batches, runs handlers concurrently, settles outcomes in groups.
 
-Four tasks share one event loop:
+Five tasks share one event loop:
 
 - reader:      XREADGROUP up to the free capacity; each entry becomes a handler task
-- settler:     takes every outcome that is ready, writes store rows, then records all
-               of them in one Redis round trip (complete / retry / dead-letter)
+- settler:     takes every outcome that is ready and writes its store rows
+- recorder:    records the stored outcomes in one Redis round trip (complete / retry /
+               dead-letter), while the settler writes the next group's rows
 - maintenance: promotes due retries, reclaims entries of silent workers, renews the
                leases of this worker's in-flight entries, beats the heart
 - handler tasks, at most ``concurrency`` at a time
@@ -48,6 +49,7 @@ T = TypeVar("T")
 READ_BLOCK_MS = 200
 MAX_BACKOFF_S = 2.0
 STOP_TASKS_S = 5.0
+MAX_GROUP = 2_000  # outcomes per store transaction / Redis round trip
 
 
 def _now_ms() -> int:
@@ -93,6 +95,7 @@ class Worker:
         # failed, and whatever they do later is ignored.
         self.stuck: set[asyncio.Task[Any]] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._stored: asyncio.Queue[list[Outcome]] = asyncio.Queue()  # rows written, for Redis
         self._space = asyncio.Event()
         self._space.set()
         self._stop = asyncio.Event()
@@ -126,6 +129,7 @@ class Worker:
             concurrency=self.settings.concurrency,
         )
         settler = asyncio.create_task(self._settle_loop(), name="settler")
+        recorder = asyncio.create_task(self._record_loop(), name="recorder")
         maintenance = asyncio.create_task(self._maintenance_loop(), name="maintenance")
         try:
             await self._read_loop(burst)
@@ -133,12 +137,12 @@ class Worker:
             await self._drain_inflight()
         finally:
             maintenance.cancel()
-            if not settler.done():
+            if not (settler.done() or recorder.done()):
                 try:
                     await asyncio.wait_for(self._outcomes.join(), self.settings.shutdown_grace)
                 except TimeoutError:
                     log.warning("could not record every outcome before stopping")
-            if await cancel_and_wait([settler, maintenance], STOP_TASKS_S):
+            if await cancel_and_wait([settler, recorder, maintenance], STOP_TASKS_S):
                 log.warning("internal tasks did not stop in time", consumer=self.consumer)
             with contextlib.suppress(BackendUnavailable, BackendError):
                 await self.broker.leave(self.consumer)
@@ -291,40 +295,60 @@ class Worker:
     # ---- settling ------------------------------------------------------------------
 
     async def _settle_loop(self) -> None:
+        """The store stage: take every outcome that is ready, stage its follow-ups and
+        write its store rows, then hand the group to the Redis stage. The next group's
+        rows are written while Redis records this one."""
         while True:
             group = [await self._outcomes.get()]
-            while len(group) < 2_000 and not self._outcomes.empty():
+            while len(group) < MAX_GROUP and not self._outcomes.empty():
                 group.append(self._outcomes.get_nowait())
             self._settling.update(o.delivery.ref for o in group)
             try:
-                await self._settle(group)
+                # Store first, Redis second: a crash in between makes Redis redeliver,
+                # and the redelivery finds the row and is acknowledged without running
+                # again, with the follow-ups staged before the row.
+                await self._retrying(stage_follow_ups, self.broker, group)
+                await self._retrying(write_rows, self.store, group)
             except Exception as exc:
-                # Not a transient outage: stop rather than run handlers whose outcomes
-                # cannot be recorded. The entries stay pending and will be reclaimed.
-                log.exception("cannot record outcomes; stopping", error=str(exc))
-                self._fatal = exc
-                self.request_stop()
-            finally:
-                for o in group:
-                    self._inflight.pop(o.delivery.ref, None)
-                    self._started.pop(o.delivery.ref, None)
-                    self._settling.discard(o.delivery.ref)
-                    self._outcomes.task_done()
-                self._space.set()
+                self._cannot_record(exc)
+                self._settled(group)
+            else:
+                self._stored.put_nowait(group)
 
-    async def _settle(self, group: list[Outcome]) -> None:
-        # Store first, Redis second: a crash in between makes Redis redeliver, and the
-        # redelivery finds the row and is acknowledged without running again, with the
-        # follow-ups staged before the row.
-        await self._retrying(stage_follow_ups, self.broker, group)
-        await self._retrying(write_rows, self.store, group)
-        await self._retrying(record_outcomes, self.broker, self.consumer, group, self._key_limits)
-        self.settled += len(group)
-        # only a follow-up with an ordering key can belong to another partition (emits.py)
-        if self.broker.layout.count > 1 and any(
-            f.ordering_key for o in group if isinstance(o, Done) for f in o.follow_ups
-        ):
-            await self._relay()
+    async def _record_loop(self) -> None:
+        """The Redis stage: record every stored group that is waiting in one round trip
+        (complete / retry / dead-letter)."""
+        while True:
+            group = await self._stored.get()
+            while len(group) < MAX_GROUP and not self._stored.empty():
+                group += self._stored.get_nowait()
+            try:
+                await self._retrying(record_outcomes, self.broker, self.consumer, group, self._key_limits)
+                self.settled += len(group)
+                # only a follow-up with an ordering key can belong to another partition (emits.py)
+                if self.broker.layout.count > 1 and any(
+                    f.ordering_key for o in group if isinstance(o, Done) for f in o.follow_ups
+                ):
+                    await self._relay()
+            except Exception as exc:
+                self._cannot_record(exc)
+            finally:
+                self._settled(group)
+
+    def _cannot_record(self, exc: Exception) -> None:
+        # Not a transient outage: stop rather than run handlers whose outcomes cannot
+        # be recorded. The entries stay pending and will be reclaimed.
+        log.exception("cannot record outcomes; stopping", error=str(exc))
+        self._fatal = exc
+        self.request_stop()
+
+    def _settled(self, group: list[Outcome]) -> None:
+        for o in group:
+            self._inflight.pop(o.delivery.ref, None)
+            self._started.pop(o.delivery.ref, None)
+            self._settling.discard(o.delivery.ref)
+            self._outcomes.task_done()
+        self._space.set()
 
     async def _retrying(self, func: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call until it succeeds: Redis or the store being down must not lose outcomes."""
