@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -90,10 +92,13 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 class SqlStore:
     """Processed events in one SQL table, upserted by id (a repeat keeps one row)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: sa.Engine | None = None) -> None:
+        """``writer``: a synchronous engine on the same SQLite file, for ``record``."""
         self.engine = engine
         self.dialect = engine.dialect.name
         self._insert_sql, self._insert_order = self._compile_insert()
+        self._writer = writer
+        self._writer_thread = ThreadPoolExecutor(1, "eventstream-store") if writer else None
 
     def _compile_insert(self) -> tuple[str, list[int]]:
         """The dialect's INSERT ... ON CONFLICT DO NOTHING, compiled once.
@@ -123,6 +128,10 @@ class SqlStore:
         return await migrations.ensure(self.engine, auto_upgrade)
 
     async def close(self) -> None:
+        if self._writer is not None and self._writer_thread is not None:
+            # in the writer's thread: after any write still running there
+            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
+            self._writer_thread.shutdown(wait=False)
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -138,8 +147,16 @@ class SqlStore:
             params: list[tuple[Any, ...]] = list(rows)
         else:
             params = [tuple(row[i] for i in order) for row in rows]
+        if self._writer_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._insert, params)
+            return
         async with self.engine.begin() as conn:
             await conn.exec_driver_sql(self._insert_sql, params)
+
+    def _insert(self, params: list[tuple[Any, ...]]) -> None:
+        assert self._writer is not None
+        with self._writer.begin() as conn:
+            conn.exec_driver_sql(self._insert_sql, params)
 
     async def existing(self, ids: list[str]) -> set[str]:
         """Which of these ids are already recorded as processed."""
@@ -277,23 +294,33 @@ class SqlStore:
 
 def create_store(url: str) -> SqlStore:
     """A store for a SQLAlchemy async URL. SQLite runs in WAL mode."""
+    writer = None
     try:
         if url.startswith("sqlite"):
             engine = create_async_engine(url, connect_args={"timeout": 30})
-
-            @sa.event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            if engine.url.database not in (None, "", ":memory:"):
+                # The store rows are written through the standard library's driver in a
+                # thread of their own: one hop per transaction, where aiosqlite makes
+                # several (a small transaction costs a quarter of the CPU).
+                writer = sa.create_engine(
+                    engine.url.set(drivername="sqlite"),
+                    connect_args={"timeout": 30, "check_same_thread": False},
+                )
+                sa.event.listen(writer, "connect", _sqlite_pragmas)
         else:
             engine = create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except (ImportError, sa.exc.ArgumentError, sa.exc.InvalidRequestError, ValueError) as exc:
         raise ConfigError(f"cannot use database URL {_without_password(url)!r}: {exc}") from exc
-    return SqlStore(engine)
+    return SqlStore(engine, writer)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
 
 
 def _without_password(url: str) -> str:
