@@ -346,6 +346,9 @@ def report(run: Run) -> Table:
         "",
         "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
     )  # fmt: skip
+    if "latency_worker_cpu_us_per_event" in f:
+        row(f"end-to-end at {f.get('latency_offered_per_s', 0):g}/s: worker CPU per event",
+            f"{f['latency_worker_cpu_us_per_event']} µs", "", "latency_worker_cpu_us_per_event")  # fmt: skip
     for what, value in f.get("memory", {}).items():
         row(f"memory: {what}", value, "")
     if ceiling:

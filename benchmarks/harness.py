@@ -63,7 +63,9 @@ class Run:
             EVENTSTREAM_DATA_DIR=str(data),
             EVENTSTREAM_LOG_LEVEL="warning",
             EVENTSTREAM_LOG_FORMAT="json",
-            PYTHONPATH=str(ROOT),
+            # the benchmark's own PYTHONPATH first: another checkout's src/ there runs
+            # that code (an A/B of two versions)
+            PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)])),
         )
         env.update(extra)
         return env
@@ -383,8 +385,9 @@ def measure_latency(
 ) -> dict[str, Any]:
     """Accepted -> processed at ``rate`` events/s for ``seconds`` (after a warm-up of up to
     1 s), through one API and one worker process (running ``app``, with ``env`` added to
-    its environment). Only the events sent here (type BENCH) are waited for and measured:
-    with ``app``, other events may be running beside them. With ``idle_s``: then, the API
+    its environment), and the worker's CPU per event meanwhile. Only the events sent
+    here (type BENCH) are waited for and measured: with ``app``, other events may be
+    running beside them. With ``idle_s``: then, the API
     stopped and nothing left to do, the commands per second the idle worker sends (INFO
     commandstats of the primaries)."""
     task = progress.add_task(f"{name}: {rate:g} events/s for {seconds:g} s", total=None)
@@ -398,9 +401,11 @@ def measure_latency(
             wait_processed(lambda: processed_rows(db, "BENCH"), len(warmup))
             measured_from_ms = now_ms()
             sent_at = time.perf_counter()
+            worker_cpu = cpu_s(worker.pid)
             ids = asyncio.run(paced_sender(f"{base}/events", rate, seconds))
             achieved = len(ids) / max(time.perf_counter() - sent_at, 1e-9)
             wait_processed(lambda: processed_rows(db, "BENCH"), len(warmup) + len(ids))
+            worker_cpu = cpu_s(worker.pid) - worker_cpu
         if idle_s:
             progress.update(task, description=f"{name}: idle worker for {idle_s:g} s")
             time.sleep(0.5)  # the last completions written, the API's connections closed
@@ -424,5 +429,6 @@ def measure_latency(
         p50_ms=percentile(values, 0.5),
         p99_ms=percentile(values, 0.99),
         max_ms=values[-1] if values else float("nan"),
+        worker_cpu_us_per_event=round(worker_cpu * 1e6 / max(len(ids), 1), 1),
     )
     return out
