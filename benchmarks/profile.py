@@ -3,9 +3,10 @@ samples the worker through the suite's drain and the API through the suite's
 single-event ingest (wrk), and each sample is put in one part of the work, reported in
 µs per event.
 
-Each sample is a stack of one thread that was running (py-spy leaves out idle ones), so
-samples count CPU time (the GIL lets one thread run Python at a time; a thread in a C
-call that released it counts too). A sample goes to the first part whose rule matches,
+Each sample is a stack of one thread that was running (py-spy leaves out idle ones, and
+so does IDLE: a helper thread waiting for work in a C call), so samples count CPU time
+(the GIL lets one thread run Python at a time; a thread in a C call that released it
+counts too). A sample goes to the first part whose rule matches,
 looking from the innermost frame outwards: a library's frame (the Redis client, the
 store's SQLAlchemy and drivers, the HTTP server and framework, logging and metrics; see
 LIBRARIES) or an EventStream frame that one of the side's rules names (see WORKER and
@@ -73,6 +74,15 @@ LIBRARIES = [  # (part, rule): the innermost frame of one of these decides, whoe
     ),
 ]
 LOOP = re.compile(r"\((.*/)?(asyncio|uvloop)/")
+# A helper thread waiting for work: its innermost Python frame is its loop, blocked in a
+# C call that released the GIL (a queue's get, a lock), which py-spy cannot tell from
+# running. These samples are left out: the store's writer thread, aiosqlite's (its
+# loop, or threading.py's wait in older versions), the handler threads.
+IDLE = re.compile(
+    r"^(_worker \((.*/)?concurrent/futures/thread\.py\)|wait \((.*/)?threading\.py\)"
+    r"|_connection_worker_thread \((.*/)?aiosqlite/core\.py\)"
+    r"|_work \((.*/)?eventstream/worker/threads\.py\))$"
+)
 
 
 def classify(frames: list[str], rules: list[tuple[str, str]]) -> str:
@@ -104,11 +114,15 @@ def parse_raw(text: str) -> list[tuple[list[str], int]]:
 
 def parts_of(raw: str, rules: list[tuple[str, str]], events: int) -> dict[str, Any]:
     counts: Counter[str] = Counter()
+    idle = 0
     for frames, n in parse_raw(raw):
-        counts[classify(frames, rules)] += n
+        if IDLE.match(frames[-1]):
+            idle += n
+        else:
+            counts[classify(frames, rules)] += n
     total = sum(counts.values())
     per_event = {p: round(n / RATE_HZ / max(events, 1) * 1e6, 2) for p, n in counts.most_common()}
-    return {"samples": total, "events": events, "us_per_event": per_event,
+    return {"samples": total, "idle_samples": idle, "events": events, "us_per_event": per_event,
             "total_us_per_event": round(total / RATE_HZ / max(events, 1) * 1e6, 2)}  # fmt: skip
 
 
@@ -227,7 +241,8 @@ def profile_tables(run: Run) -> list[Table]:
         f = p[side]
         table = Table(
             title=f"Where {title} spends its CPU: µs per event (py-spy, {p['rate_hz']} Hz)",
-            caption=f"{f['events']:,} events, {f['samples']:,} samples, "
+            caption=f"{f['events']:,} events, {f['samples']:,} samples "
+            f"({f.get('idle_samples', 0):,} of threads waiting for work left out), "
             f"{f['total_us_per_event']} µs per event in all",
         )
         table.add_column("part")

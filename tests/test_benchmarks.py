@@ -325,6 +325,30 @@ def test_profile_parts_follow_the_innermost_frame_that_names_one() -> None:
     assert parse_raw("a (x.py);b (y.py) 12\nnot a line\n") == [(["a (x.py)", "b (y.py)"], 12)]
 
 
+def test_profile_leaves_out_helper_threads_waiting_for_work() -> None:
+    """py-spy counts a thread blocked in a C call (a queue's get) as running: the store's
+    writer thread, aiosqlite's and the handler threads waiting for work are left out,
+    and the same threads at work are counted."""
+    from benchmarks.profile import RATE_HZ, WORKER, parts_of
+
+    boot = "_bootstrap (threading.py);_bootstrap_inner (threading.py);run (threading.py)"
+    raw = "\n".join(
+        [
+            f"{boot};_worker (concurrent/futures/thread.py) 300",
+            f"{boot};run (aiosqlite/core.py);get (queue.py);wait (threading.py) 200",
+            f"{boot};_work (eventstream/worker/threads.py) 60",
+            f"{boot};_connection_worker_thread (aiosqlite/core.py) 40",
+            f"{boot};_worker (concurrent/futures/thread.py);run (concurrent/futures/thread.py);"
+            "_insert (eventstream/store/sql.py);execute (sqlalchemy/engine/base.py) 50",
+            "run_forever (asyncio/base_events.py);_run_once (asyncio/base_events.py) 25",
+        ]
+    )
+    parts = parts_of(raw, WORKER, events=RATE_HZ)  # a sample: 4 ms / 250 events = 16 µs per event
+    assert parts["idle_samples"] == 600
+    assert parts["samples"] == 75
+    assert parts["us_per_event"] == {"store": 800.0, "event loop": 400.0}
+
+
 @pytest.mark.timeout(300)
 def test_peer_comparison_measures_eventstream_with_the_main_harness(tmp_path: Path) -> None:
     """benchmarks.peers' own EventStream row (the peers themselves need their own venv,
