@@ -10,8 +10,10 @@ batch ingest and the drain on a server holding ``--backlog`` queued events (defa
    is stopped.
 
 Each phase also reports what the server did meanwhile: its CPU per event (the server
-process; a fork's child apart), the forks it made (an append-only-file rewrite forks)
-and its children's CPU, and its memory and append-only file at the end.
+process; a fork's child apart) and the share of it spent in the kernel, the appends to
+the append-only file it put off because the previous second's fsync had not finished
+(INFO's aof_delayed_fsync), the forks it made (an append-only-file rewrite forks) and
+its children's CPU, and its memory and append-only file at the end.
 """
 
 from __future__ import annotations
@@ -33,11 +35,16 @@ BATCH = json.dumps({"events": [{"type": "BENCH", "payload": {"n": i}} for i in r
 
 
 def server_state(url: str) -> dict[str, float]:
-    """The server's forks, children's CPU, memory and append-only file size so far."""
+    """The server's forks, children's CPU, its own CPU in the kernel and in user space,
+    the appends it put off while an fsync was still running, memory and append-only
+    file size so far."""
     with sync_redis.Redis.from_url(url) as client:
         info: dict[str, Any] = client.info("everything")
     return {
         "forks": int(info.get("total_forks", 0)),
+        "sys_s": float(info.get("used_cpu_sys", 0)),
+        "user_s": float(info.get("used_cpu_user", 0)),
+        "aof_delayed_fsync": int(info.get("aof_delayed_fsync", 0)),
         "children_cpu_s": float(info.get("used_cpu_sys_children", 0))
         + float(info.get("used_cpu_user_children", 0)),
         "used_memory_mb": round(int(info.get("used_memory", 0)) / 1e6, 1),
@@ -47,8 +54,11 @@ def server_state(url: str) -> dict[str, float]:
 
 def meanwhile(url: str, before: dict[str, float]) -> dict[str, float]:
     after = server_state(url)
+    sys_s, user_s = after["sys_s"] - before["sys_s"], after["user_s"] - before["user_s"]
     return {
         "forks": after["forks"] - before["forks"],
+        "kernel_share": round(sys_s / max(sys_s + user_s, 1e-9), 3),
+        "aof_delayed_fsync": after["aof_delayed_fsync"] - before["aof_delayed_fsync"],
         "children_cpu_s": round(after["children_cpu_s"] - before["children_cpu_s"], 2),
         "used_memory_mb": after["used_memory_mb"],
         "aof_mb": after["aof_mb"],
@@ -130,8 +140,8 @@ def backlog_table(run: Run) -> Table:
         + "; the server's forks and its children's CPU during each phase; its memory and "
         "append-only file after it",
     )
-    for column in ("phase", "events/s", "share", "Redis µs/event", "forks", "children CPU",
-                   "used memory", "AOF"):  # fmt: skip
+    for column in ("phase", "events/s", "share", "Redis µs/event", "in the kernel", "appends put off",
+                   "forks", "children CPU", "used memory", "AOF"):  # fmt: skip
         table.add_column(column, justify="right")
     rows = [
         ("batch ingest, nothing queued", b["ingest_empty"], ""),
@@ -146,6 +156,8 @@ def backlog_table(run: Run) -> Table:
             f"{f['events_per_s']:,}",
             share,
             f"{f['redis_us_per_event']:g}",
+            f"{f['kernel_share']:.0%}",
+            str(f["aof_delayed_fsync"]),
             str(f["forks"]),
             f"{f['children_cpu_s']:g} s",
             f"{f['used_memory_mb']:g} MB",

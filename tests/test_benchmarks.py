@@ -223,6 +223,8 @@ def test_backlog_benchmark_measures_beside_a_long_queue_and_leaves_it_queued(tmp
         assert b[phase]["events_per_s"] > 0, phase
         assert b[phase]["redis_us_per_event"] > 0, phase
         assert b[phase]["used_memory_mb"] > 0, phase
+        assert 0 < b[phase]["kernel_share"] < 1, phase  # writing the AOF is the kernel's work
+        assert b[phase]["aof_delayed_fsync"] >= 0, phase
     assert b["ingest_empty"]["errors"] == b["ingest_backlog"]["errors"] == 0
     assert b["drain_short"]["left_queued"] == 0
     # the worker is stopped after the first 2,000 of the backlog and what it ingested
