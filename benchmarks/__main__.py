@@ -51,6 +51,12 @@ ingest with py-spy, and reports where their CPU goes in µs per event (benchmark
 /events/batch through the app called over ASGI in this process, beside the bare route
 driven the same way (benchmarks/app_cost.py): no HTTP server, no load generator.
 
+    .venv/bin/python -m benchmarks --latency [--rate 1000] [--latency-seconds 30]
+
+--latency runs only the end-to-end latency of the suite (and the worker's CPU per event
+meanwhile), each run in a row of its own. With PYTHONPATH naming another checkout's
+src/ first, the API and the worker run that code: alternate the two to compare them.
+
     .venv/bin/python -m benchmarks --dashboard [--rows 1000000] [--dead 100000]
 
 --dashboard times every page of the dashboard (/ui) against one API process, with that
@@ -403,6 +409,23 @@ def nodes_table(run: Run) -> Table:
     return table
 
 
+def latency_table(runs: list[Run]) -> Table:
+    """--latency: each run's end-to-end figures, in a row of its own."""
+    f = runs[0].figures
+    table = Table(
+        title=f"End to end (accepted -> processed) at {f['latency_offered_per_s']:g} events/s offered",
+        caption=f"server: {f.get('redis_server', '?')}; one API and one worker process, store on",
+    )
+    for column in ("run", "events", "p50", "p99", "max", "worker CPU per event"):
+        table.add_column(column, justify="right")
+    for i, r in enumerate(runs, 1):
+        g = r.figures
+        table.add_row(str(i), f"{g['latency_events']:,}", f"{g['latency_p50_ms']:g} ms",
+                      f"{g['latency_p99_ms']:g} ms", f"{g['latency_max_ms']:g} ms",
+                      f"{g['latency_worker_cpu_us_per_event']:g} µs")  # fmt: skip
+    return table
+
+
 def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console)
 
@@ -438,6 +461,9 @@ def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
                     return run
                 if args.app_cost:
                     bench_app_cost(run, args.requests, progress)
+                    return run
+                if args.latency:
+                    bench_latency(run, args.rate, args.latency_seconds, progress)
                     return run
                 if args.ordering:
                     bench_drains(run, args.events, args.ordering_keys, progress)
@@ -528,6 +554,8 @@ def main() -> None:
                              "with --cluster or --reads)")  # fmt: skip
     parser.add_argument("--rate", type=float, default=1000.0, help="offered load for latency")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--latency", action="store_true",
+                        help="only the end-to-end latency, each run in a row")  # fmt: skip
     parser.add_argument("--memory-events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs; the table shows the median")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
@@ -631,6 +659,10 @@ def main() -> None:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
         tables = [backlog_table(r) for r in runs]
+    elif args.latency:
+        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        tables = [latency_table(runs)]
     elif args.ordering:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
         run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})

@@ -272,6 +272,36 @@ def test_app_cost_benchmark_drives_the_real_app_and_the_bare_route_in_process(tm
     assert "CPU per request" in result.stdout
 
 
+@pytest.mark.timeout(300)
+def test_latency_benchmark_alone_reports_each_run(tmp_path: Path) -> None:
+    """--latency (--quick: 200 events/s for 1 s): each run's percentiles, every event
+    sent measured, and the worker's CPU per event."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--latency", "--repeat", "2", "--json", str(out))
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2
+    for f in runs:
+        assert f["latency_events"] == 200
+        assert 0 <= f["latency_p50_ms"] <= f["latency_p99_ms"] <= f["latency_max_ms"]
+        assert f["latency_worker_cpu_us_per_event"] > 0
+        assert "drain_events_per_s" not in f  # the latency alone
+    assert "End to end" in result.stdout
+
+
+def test_spawned_processes_put_the_callers_pythonpath_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another checkout's src/ first on PYTHONPATH makes the API and the worker run its
+    code (an A/B of two versions); the benchmarks' own root stays importable."""
+    from benchmarks.harness import ROOT as BENCH_ROOT
+    from benchmarks.harness import Run
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere/src")
+    assert Run("redis://x", tmp_path).env("n")["PYTHONPATH"] == f"/elsewhere/src{os.pathsep}{BENCH_ROOT}"
+    monkeypatch.delenv("PYTHONPATH")
+    assert Run("redis://x", tmp_path).env("n")["PYTHONPATH"] == str(BENCH_ROOT)
+
+
 def test_profile_parts_follow_the_innermost_frame_that_names_one() -> None:
     from benchmarks.profile import API, WORKER, classify, parse_raw
 
