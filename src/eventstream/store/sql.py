@@ -128,10 +128,11 @@ class SqlStore:
         return await migrations.ensure(self.engine, auto_upgrade)
 
     async def close(self) -> None:
-        if self._writer is not None and self._writer_thread is not None:
+        thread, self._writer_thread = self._writer_thread, None  # a second close: nothing to do
+        if self._writer is not None and thread is not None:
             # in the writer's thread: after any write still running there
-            await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._writer.dispose)
-            self._writer_thread.shutdown(wait=False)
+            await asyncio.get_running_loop().run_in_executor(thread, self._writer.dispose)
+            thread.shutdown(wait=False)
         await self.engine.dispose()
 
     async def ping(self) -> None:
