@@ -38,6 +38,11 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     assert figures["server_config"]["appendfsync"] == "everysec"
     for key in ("drain_events_per_s", "ingest_rps", "batch_events_per_s", "latency_events"):
         assert figures[key] > 0, key
+    # the bare route and EventStream measured in as many alternating windows
+    assert len(figures["ingest_windows"]) == len(figures["bare_windows"]) >= 1
+    assert figures["ingest_share_of_bare"] == pytest.approx(
+        figures["ingest_rps"] / figures["bare_rps"], abs=0.001
+    )
     assert figures["ingest_errors"] == 0
     assert figures["batch_errors"] == 0
     assert figures["drain_redis_us_per_event"] > 0
