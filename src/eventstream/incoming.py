@@ -62,27 +62,6 @@ class IncomingEvent(msgspec.Struct, forbid_unknown_fields=True):
 _event_decoder = msgspec.json.Decoder(IncomingEvent)
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value: objects and arrays inside one another
-    (``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2); stops counting past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue  # a scalar adds no level
-        if depth > deepest:
-            deepest = depth
-            if deepest > limit:
-                return deepest
-        stack.extend((v, depth + 1) for v in children)
-    return deepest
-
-
 # Every JSON string, then ":" when it is an object key. Scanning from the left, each match
 # starts at a string's opening quote (outside strings valid JSON has no quote), so the
 # count of keys is exact for a body the decoder has accepted.
@@ -164,27 +143,51 @@ def too_deep(max_depth: int) -> ValidationError:
     )
 
 
-def _oversized(value: Any, max_keys: int, max_string: int) -> tuple[tuple[str, str] | None, int]:
-    """(where, what) of the first object with too many keys or string too long, else None;
-    and the number of object keys (every key when nothing is too large)."""
-    keys = 0
-    stack: list[tuple[Any, str]] = [(value, "$.payload")]
+Path = tuple["Path | None", "str | int"] | None  # (the parent's path, key or index); None: the payload
+
+
+def _where(path: Path) -> str:
+    parts = []
+    while path is not None:
+        path, key = path
+        parts.append(f".{key[:32]}" if isinstance(key, str) else f"[{key}]")
+    return "$.payload" + "".join(reversed(parts))
+
+
+def _walk_payload(
+    value: Any, max_depth: int, max_keys: int, max_string: int
+) -> tuple[int, tuple[str, str] | None, int]:
+    """One walk of a decoded payload: its nesting depth (objects and arrays inside one
+    another: ``{}`` and ``{"a": 1}`` are 1, ``{"a": [1]}`` is 2; the walk stops once it
+    passes ``max_depth``), the first (where, what) of an object with too many keys or a
+    string or key too long, else None, and the number of object keys (every key when
+    nothing is too large). Where a value is, is spelt out only for the one reported."""
+    deepest = keys = 0
+    over: tuple[Path, str] | None = None
+    stack: list[tuple[Any, int, Path]] = [(value, 1, None)]
     while stack:
-        item, where = stack.pop()
+        item, depth, path = stack.pop()
         if isinstance(item, str):
-            if len(item) > max_string:
-                return (where, f"string longer than {max_string} characters"), keys
-        elif isinstance(item, dict):
-            if len(item) > max_keys:
-                return (where, f"object with more than {max_keys} keys"), keys
+            if over is None and len(item) > max_string:
+                over = (path, f"string longer than {max_string} characters")
+            continue
+        if isinstance(item, dict):
+            if over is None and len(item) > max_keys:
+                over = (path, f"object with more than {max_keys} keys")
             keys += len(item)
             for k, v in item.items():
-                if len(k) > max_string:
-                    return (where, f"key longer than {max_string} characters"), keys
-                stack.append((v, f"{where}.{k[:32]}"))
+                if over is None and len(k) > max_string:
+                    over = (path, f"key longer than {max_string} characters")
+                stack.append((v, depth + 1, (path, k)))
         elif isinstance(item, list):
-            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(item))
-    return None, keys
+            stack.extend((v, depth + 1, (path, i)) for i, v in enumerate(item))
+        else:
+            continue  # a scalar adds no level
+        if depth > deepest:
+            deepest = depth
+            if deepest > max_depth:
+                break
+    return deepest, (None if over is None else (_where(over[0]), over[1])), keys
 
 
 def utc(timestamp: datetime) -> datetime:
@@ -214,10 +217,12 @@ def parse_event(
     if event.type.endswith("\n"):  # msgspec uses re.search, whose "$" matches before a final newline
         msg = f"Expected `str` matching regex {TYPE_PATTERN!r}"
         raise ValidationError(f"invalid event: {msg} at $.type", [{"loc": "$.type", "msg": msg}])
-    if _depth(event.payload, max_depth) > max_depth:
-        raise too_deep(max_depth)
     # With no limits given every size passes, and the walk still counts the keys.
-    over, payload_keys = _oversized(event.payload, max_keys or len(raw), max_string or len(raw))
+    depth, over, payload_keys = _walk_payload(
+        event.payload, max_depth, max_keys or len(raw), max_string or len(raw)
+    )
+    if depth > max_depth:  # first: whatever else is wrong with a payload nested too deep
+        raise too_deep(max_depth)
     if over is not None:
         where, what = over
         raise ValidationError(f"payload has an {what} at {where}", [{"loc": where, "msg": what}])

@@ -116,6 +116,28 @@ def test_depth_counts_arrays_and_not_scalars() -> None:
     rejected(body(payload={"a": [[{}]]}), 3)
 
 
+def test_a_payload_too_large_is_refused_where_it_is() -> None:
+    def where(payload: object, max_depth: int = 32) -> tuple[str, str]:
+        with pytest.raises(ValidationError) as info:
+            parse_event(body(payload=payload), max_depth, max_keys=3, max_string=5)
+        return info.value.errors[0]["loc"], info.value.errors[0]["msg"]
+
+    assert where({"a": {"b": [1, "toolong"]}}) == ("$.payload.a.b[1]", "string longer than 5 characters")
+    assert where({"a": [{"k1": 1, "k2": 2, "k3": 3, "k4": 4}]}) == (
+        "$.payload.a[0]",
+        "object with more than 3 keys",
+    )
+    assert where({"ok": {"longkey": 1}}) == ("$.payload.ok", "key longer than 5 characters")
+    assert where({"abcdefghij" * 4: 1}) == ("$.payload", "key longer than 5 characters")
+    # of two, the one the walk meets first: the last member, depth first
+    assert where({"a": "toolong", "b": ["toolong"]})[0] == "$.payload.b[0]"
+    # nested too deep beats too large, wherever each is
+    too_deep, _ = where({"a": "toolong", "b": [[[1]]]}, max_depth=3)
+    assert too_deep == "$.payload"
+    within = parse_event(body(payload={"a": "short", "b": [[1]]}), 3, max_keys=3, max_string=5)
+    assert within.payload == {"a": "short", "b": [[1]]}
+
+
 def test_absurdly_deep_body_is_a_validation_error_not_a_crash() -> None:
     n = 50_000
     raw = b'{"type":"A","payload":{"a":' + b"[" * n + b"]" * n + b"}}"

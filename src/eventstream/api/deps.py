@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,26 +31,47 @@ class Services:
     backpressure: Backpressure  # ingest routes check it before enqueuing
     tracing: IngestTracing | None = None  # set only when EVENTSTREAM_TRACING is on
 
-    def publication(self, headers: Mapping[str, str], name: str, count: int = 1) -> Publication:
+    def publication(self, request: Request, name: str, count: int = 1) -> Publication:
         """How this request's events are submitted: in a publish span when tracing is on
         and the request carries a trace context, else straight to the group commit."""
         if self.tracing is None:
             return self.ingest
-        return self.tracing.start(headers, name, count) or self.ingest
+        return self.tracing.start(request.headers, name, count) or self.ingest
 
 
 def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
+    svc: Services = request.scope["app"].state.services
     return svc
 
 
+def request_header(request: Request, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as Starlette's ``request.headers``
+    gives it (latin-1), without building that mapping: this runs on every ingest request."""
+    value = header(request.scope["headers"], name)
+    return None if value is None else value.decode("latin-1")
+
+
+class _Json(Response):
+    """A JSON answer with no headers of its own, made without Starlette's header
+    building (the same two headers, in its order): every ingest answer is one."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        msgspec.json.encode(content),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+    body = msgspec.json.encode(content)
+    if headers is None:
+        return _Json(body, status)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from eventstream.api import schemas
-from eventstream.api.deps import Services, json, read_body, services
+from eventstream.api.deps import Services, json, read_body, request_header, services
 from eventstream.api.guard import principal_of
 from eventstream.api.problems import problem
 from eventstream.broker import Located
@@ -72,10 +72,10 @@ async def post_event(request: Request) -> Response:
     svc = services(request)
     s = svc.settings
     raw = await read_body(request, s.max_body_bytes)
-    key = check_idempotency_key(request.headers.get("idempotency-key"))
+    key = check_idempotency_key(request_header(request, b"idempotency-key"))
     event = parse_event(raw, s.max_depth, s.max_object_keys, s.max_string_length)
     await svc.backpressure.check()
-    publication = svc.publication(request.headers, event.type)
+    publication = svc.publication(request, event.type)
     ns = principal_of(request).namespace
     item = to_envelope(event, key, now_ms(), trace=publication.context, namespace=ns)
     try:
@@ -117,9 +117,9 @@ async def post_batch(request: Request) -> Response:
     s = svc.settings
     raw = await read_body(request, s.max_body_bytes)
     items = parse_batch(raw, s.max_batch)
-    keys = batch_item_keys(request.headers.get("idempotency-key"), len(items))
+    keys = batch_item_keys(request_header(request, b"idempotency-key"), len(items))
     await svc.backpressure.check(len(items))
-    publication = svc.publication(request.headers, "batch", len(items))
+    publication = svc.publication(request, "batch", len(items))
     context = publication.context
     results: list[dict[str, Any]] = [{} for _ in items]
     good: list[tuple[int, Item]] = []
