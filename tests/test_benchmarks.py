@@ -293,6 +293,22 @@ def test_latency_benchmark_alone_reports_each_run(tmp_path: Path) -> None:
     assert "End to end" in result.stdout
 
 
+@pytest.mark.timeout(300)
+def test_ingest_benchmark_alone(tmp_path: Path) -> None:
+    """--ingest: the bare route and POST /events in alternating windows, then batches;
+    no other phase, and no row of one in the table."""
+    out = tmp_path / "figures.json"
+    result = run_benchmarks("--ingest", "--json", str(out))
+    f = json.loads(out.read_text())
+    for key in ("ingest_rps", "bare_rps", "batch_events_per_s"):
+        assert f[key] > 0, key
+    assert f["ingest_errors"] == 0
+    assert not any(key.startswith(("drain", "latency")) for key in f)
+    assert "POST /events" in result.stdout
+    assert "drain" not in result.stdout
+    assert "end-to-end" not in result.stdout
+
+
 def test_spawned_processes_put_the_callers_pythonpath_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
