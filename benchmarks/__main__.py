@@ -468,6 +468,13 @@ def progress_bar() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console)
 
 
+def each_run(args: argparse.Namespace) -> tuple[list[Run], Run]:
+    """``--repeat`` runs of one mode, and the run whose figures are written: the only one,
+    or one that holds every run's figures under "runs"."""
+    runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
+    return runs, runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+
+
 def one_run(args: argparse.Namespace, index: int, repeat: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="eventstream-bench-") as tmp:
         scratch = Path(tmp)
@@ -691,24 +698,19 @@ def main() -> None:
         run = one_run(args, 0, 1)
         tables = profile_tables(run)
     elif args.app_cost:
-        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        runs, run = each_run(args)
         tables = [app_cost_table(r) for r in runs]
     elif args.payloads:
-        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        runs, run = each_run(args)
         tables = [payloads_table(r) for r in runs]
     elif args.backlog:
-        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        runs, run = each_run(args)
         tables = [backlog_table(r) for r in runs]
     elif args.latency:
-        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        runs, run = each_run(args)
         tables = [latency_table(runs)]
     elif args.ordering:
-        runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
-        run = runs[0] if len(runs) == 1 else replace(runs[0], figures={"runs": [r.figures for r in runs]})
+        runs, run = each_run(args)
         tables = [ordering_table(r) for r in runs]
     else:
         runs = [one_run(args, i, args.repeat) for i in range(args.repeat)]
