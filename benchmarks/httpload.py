@@ -136,3 +136,11 @@ def load(run: Run, url: str, body: str, seconds: float) -> dict[str, float]:
     if run.quick:
         return asyncio.run(python_load(url, body, seconds, CONNECTIONS))
     raise NoLoadGenerator(NO_WRK)
+
+
+def busy_s(figures: dict[str, float], seconds: float) -> float:
+    """How long a load run lasted by the generator's own clock (its requests over its
+    rate), else the ``seconds`` it was asked for."""
+    if figures.get("rps") and figures.get("requests"):
+        return figures["requests"] / figures["rps"]
+    return seconds

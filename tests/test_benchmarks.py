@@ -45,6 +45,8 @@ def test_benchmark_command_runs_and_writes_its_figures(tmp_path: Path) -> None:
     )
     assert figures["ingest_errors"] == 0
     assert figures["batch_errors"] == 0
+    # the batch rate is the events the deployment accepted, over the load's duration
+    assert figures["batch_events_per_s"] == round(figures["batch_redis"]["events"] / figures["batch_seconds"])
     assert figures["drain_redis_us_per_event"] > 0
     assert figures["drain_worker_cpu_us_per_event"] > 0
     # the drain again with a plain def handler, run in the handler threads
