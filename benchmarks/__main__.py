@@ -307,7 +307,17 @@ async def server_identity(url: str) -> str:
         await redis.aclose()
     name = info.get("server_name", "redis")
     version = info.get(f"{name}_version") or info.get("redis_version", "?")
+    if maps_mimalloc(info.get("process_id")):  # INFO names the build's allocator
+        return f"{name} {version}, mimalloc (preloaded into a {str(allocator).split('-')[0]} malloc build)"
     return f"{name} {version}, {str(allocator).split('-')[0]} malloc"
+
+
+def maps_mimalloc(pid: object) -> bool:
+    """Whether local process ``pid`` has mimalloc loaded (eventstream.embedded preloads it)."""
+    try:
+        return "/libmimalloc.so" in Path(f"/proc/{int(str(pid))}/maps").read_text()
+    except (OSError, ValueError):
+        return False
 
 
 async def server_config(url: str) -> dict[str, str]:

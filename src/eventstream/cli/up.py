@@ -66,7 +66,8 @@ def up(
                 raise fail(exc) from None
             env["EVENTSTREAM_REDIS_URL"] = server.url
             console.print(
-                f"[green]embedded Redis[/green] on {server.url} (append-only files in {server.data_dir})"
+                f"[green]embedded Redis[/green] ({server.describe()}) on {server.url} "
+                f"(append-only files in {server.data_dir})"
             )
         if not is_loopback(host) and not insecure:
             # refuse before starting anything (the API would refuse on its own, after the workers)
