@@ -23,6 +23,13 @@ a request head and no deadline for a head or a body that never ends, so
 A refused connection is shut for writing and drained for up to ``LINGER_S`` before it
 is closed, so the client reads the answer instead of a reset.
 
+One more change, for speed: uvicorn writes a response's head and its body in two
+writes (two system calls, and two TCP segments for the client to read). A response is
+written through :class:`_Coalesced` instead, which gathers what is written in one turn
+of the event loop and hands it to the socket at the end of that turn: an answer whose
+body follows its head at once (every ``Response``) goes out in one write, and a
+streamed one still sends its head without waiting for its first chunk.
+
 The hot path pays a counter, two flags and three thin callback overrides per request
 (about 1 µs on top of uvicorn's ~18 µs, measured with a null transport): a request
 whose head (and body) arrive in one read never arms a timer; timers are armed only
@@ -55,6 +62,39 @@ def _refusal(status: int, reason: str, detail: str, default_headers: list[tuple[
         b"connection: close",
     ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class _Coalesced:
+    """The transport a response cycle writes to: what it writes in one turn of the event
+    loop reaches the socket as one write, at the end of the turn (or at once before a
+    close). Everything else is the connection's own transport."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self.transport.is_closing():
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -153,6 +193,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._cancel_timer()
         super().on_headers_complete()
+        cycle = self.cycle  # the request's cycle, made just now
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _Coalesced(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._in_body = False
