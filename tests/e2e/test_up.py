@@ -87,7 +87,8 @@ def test_up_ctrl_c_and_restart_on_the_same_data_dir(cluster: Cluster, tmp_path: 
     assert_all_gone(cluster, up, port)
     assert "stopped" in up.stderr()
     # the server it started, named with its allocator
-    assert re.search(r"embedded Redis \((redis|valkey) [\d.]+, [^)]*\) on redis://", up.stdout()), up.stdout()
+    said = up.stdout() + up.stderr()
+    assert re.search(r"embedded Redis \((redis|valkey) [\d.]+, [^)]*\) on redis://", said), said
     ran = count_side_effects(cluster.side_file, "OK")
     assert set(ran) == set(done), "the queued events were not run before the stop"
     assert count_side_effects(cluster.side_file, "SLOW") == {slow: 1}, "the in-flight SLOW finished"

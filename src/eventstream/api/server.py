@@ -26,9 +26,10 @@ is closed, so the client reads the answer instead of a reset.
 One more change, for speed: uvicorn writes a response's head and its body in two
 writes (two system calls, and two TCP segments for the client to read). A response is
 written through :class:`_Coalesced` instead, which gathers what is written in one turn
-of the event loop and hands it to the socket at the end of that turn: an answer whose
-body follows its head at once (every ``Response``) goes out in one write, and a
-streamed one still sends its head without waiting for its first chunk.
+of the event loop and hands it to the socket when the response is complete, or at the
+end of that turn, or before the protocol writes to the connection or ends it itself:
+an answer whose body follows its head at once (every ``Response``) goes out in one
+write, and a streamed one still sends its head without waiting for its first chunk.
 
 The hot path pays a counter, two flags and three thin callback overrides per request
 (about 1 µs on top of uvicorn's ~18 µs, measured with a null transport): a request
@@ -205,6 +206,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._write_held()  # the whole answer is gathered: it leaves now
         super().on_response_complete()
         if self._in_body and self.cycle.response_complete and not self.transport.is_closing():
             # Answered before its body arrived (401, 413): uvicorn would read and drop the
@@ -240,8 +242,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- refusing ------------------------------------------------------------------
 
+    def _write_held(self) -> None:
+        """Write what the current response has gathered (_Coalesced): before the protocol
+        writes to the connection itself or ends it, and once the response is complete."""
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _Coalesced):
+            cycle.transport.flush()
+
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer ``status`` (unless half an answer is out), then drain briefly and close."""
+        self._write_held()  # e.g. a "100 Continue" before the refusal
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app sees a disconnect and its answer is dropped
@@ -255,6 +265,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _drain_and_close(self) -> None:
         """Read no more requests; shut the writing side, drop what still comes for up to
         ``LINGER_S``, then close: the client reads the answer instead of a reset."""
+        self._write_held()
         self._refused = True
         self._cancel_timer()
         self._unset_keepalive_if_required()
