@@ -66,9 +66,11 @@ def _refusal(status: int, reason: str, detail: str, default_headers: list[tuple[
 
 
 class _Coalesced:
-    """The transport a response cycle writes to: what it writes in one turn of the event
-    loop reaches the socket as one write, at the end of the turn (or at once before a
-    close). Everything else is the connection's own transport."""
+    """The transport a response cycle writes to: what it writes is held and reaches the
+    socket as one write when the protocol flushes it (the response is complete, or the
+    protocol writes to the connection or ends it itself), before a close, or at the end
+    of the event loop's turn, whichever comes first. Everything else is the
+    connection's own transport."""
 
     __slots__ = ("_held", "_loop", "transport")
 
