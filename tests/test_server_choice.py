@@ -112,6 +112,12 @@ def test_a_libc_build_gets_mimalloc_and_a_jemalloc_build_runs_as_built(
     # EVENTSTREAM_REDIS_MALLOC=libc: run it as built
     monkeypatch.setenv("EVENTSTREAM_REDIS_MALLOC", "libc")
     assert embedded.preloaded_allocator(server(path, "libc-server-2", REDIS_7_LIBC)) is None
+    # =mimalloc is the default said out loud; anything else is refused, not ignored
+    monkeypatch.setenv("EVENTSTREAM_REDIS_MALLOC", " MiMalloc ")
+    assert embedded.preloaded_allocator(server(path, "libc-server-3", REDIS_7_LIBC)) == library
+    monkeypatch.setenv("EVENTSTREAM_REDIS_MALLOC", "jemalloc")
+    with pytest.raises(ConfigError, match="EVENTSTREAM_REDIS_MALLOC='jemalloc': use mimalloc"):
+        embedded.preloaded_allocator(server(path, "libc-server-4", REDIS_7_LIBC))
 
 
 def mapped(pid: int, name: str) -> bool:

@@ -267,7 +267,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _drain_and_close(self) -> None:
         """Read no more requests; shut the writing side, drop what still comes for up to
         ``LINGER_S``, then close: the client reads the answer instead of a reset."""
-        self._write_held()
         self._refused = True
         self._cancel_timer()
         self._unset_keepalive_if_required()
